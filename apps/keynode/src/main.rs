@@ -1,1 +1,114 @@
-fn main() {}
+//! `keynode`: run a node's agent and manage its vaults and secrets (SPEC §9).
+//!
+//! Every command takes `--node-path` (else `KEYNODE_NODE_PATH`), `--format
+//! human|json` and `-v`. Errors are one line on stderr and a sysexits exit code.
+
+mod agent;
+mod cli;
+mod output;
+mod secrets;
+mod vaults;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use keynode_agent::{Client, ClientError, NodePaths};
+
+use crate::cli::{Cli, Command};
+use crate::output::Format;
+
+/// A failed command: what to tell the user and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// One line naming what failed and what to do.
+    pub message: String,
+    /// The sysexits code.
+    pub code: u8,
+}
+
+impl Failure {
+    /// A failure with `code` and `message`.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code,
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::new(e.exit_code() as u8, e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::new(74, format!("i/o error: {e}"))
+    }
+}
+
+/// What every command gets: where the node is and how to print.
+pub struct Ctx {
+    /// The node path.
+    pub paths: NodePaths,
+    /// Output format.
+    pub format: Format,
+}
+
+impl Ctx {
+    /// Connects to this node's agent.
+    pub async fn client(&self) -> Result<Client, Failure> {
+        Ok(Client::connect(&self.paths.socket()).await?)
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let ctx = Ctx {
+        paths: NodePaths::resolve(cli.node_path.as_deref()),
+        format: cli.format,
+    };
+    let result = match cli.command {
+        Command::Agent(cmd) => agent::run(&ctx, cmd),
+        other => client_runtime().and_then(|rt| {
+            rt.block_on(async {
+                match other {
+                    Command::Vaults(cmd) => vaults::run(&ctx, cmd).await,
+                    Command::Secrets(cmd) => secrets::run(&ctx, cmd).await,
+                    Command::Agent(_) => unreachable!("handled above"),
+                }
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("keynode: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(71, format!("cannot start the runtime: {e}")))
+}

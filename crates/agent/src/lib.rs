@@ -1,1 +1,33 @@
-//! placeholder
+//! The keynode agent: one node, running.
+//!
+//! [`Node::start`] takes a node path and a password, takes the node's lock, opens
+//! (or on first start creates) its root key and its LMDB state, starts its actors
+//! and serves local clients on a Unix socket (mode 0600) with the typed, versioned
+//! protocol of [`api`]. [`Client`] speaks that protocol; the `keynode` CLI is
+//! built on it. Several nodes can run in one process (each on its own node path),
+//! which is how multi-node tests run.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use keynode_agent::{Client, Node, NodeConfig, api::Request};
+//!
+//! // Inside an actix System (e.g. #[actix_rt::main]):
+//! let node = Node::start(NodeConfig::new("/tmp/node-a", "password")).await?;
+//! let client = Client::connect(&node.socket_path()).await?;
+//! client.call(Request::VaultsCreate { name: "prod".into() }).await?;
+//! node.stop().await;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod api;
+pub mod client;
+pub mod node;
+pub mod paths;
+mod server;
+pub mod status;
+
+pub use client::{Client, ClientError};
+pub use node::{Node, NodeConfig, StartError, StartTimings};
+pub use paths::NodePaths;

@@ -129,10 +129,14 @@ pub fn open(bytes: &[u8], password: &[u8]) -> Result<Keypair, KeystoreError> {
     }
     let kdf = file.header.kdf;
     if kdf.m_kib < KdfParams::MINIMUM.m_kib || kdf.t < KdfParams::MINIMUM.t || kdf.p == 0 {
-        return Err(KeystoreError::Corrupt("key derivation parameters are too weak".into()));
+        return Err(KeystoreError::Corrupt(
+            "key derivation parameters are too weak".into(),
+        ));
     }
     if kdf.m_kib > 4 * 1024 * 1024 || kdf.t > 64 || kdf.p > 64 {
-        return Err(KeystoreError::Corrupt("key derivation parameters are unreasonable".into()));
+        return Err(KeystoreError::Corrupt(
+            "key derivation parameters are unreasonable".into(),
+        ));
     }
     let aad =
         crate::codec::encode(&file.header).map_err(|e| KeystoreError::Corrupt(e.to_string()))?;
@@ -196,20 +200,36 @@ mod tests {
         let k = Keypair::generate();
         let bytes = seal(&k, b"pw", KdfParams::DEFAULT).unwrap();
         assert_eq!(open(&bytes, b"pw").unwrap().node_id(), k.node_id());
-        assert!(matches!(open(&bytes, b"px"), Err(KeystoreError::WrongPassword)));
+        assert!(matches!(
+            open(&bytes, b"px"),
+            Err(KeystoreError::WrongPassword)
+        ));
         let mut bad = bytes.clone();
         let n = bad.len();
         bad[n - 3] ^= 1;
-        assert!(matches!(open(&bad, b"pw"), Err(KeystoreError::WrongPassword)));
-        assert!(matches!(open(&bytes[..20], b"pw"), Err(KeystoreError::Corrupt(_))));
+        assert!(matches!(
+            open(&bad, b"pw"),
+            Err(KeystoreError::WrongPassword)
+        ));
+        assert!(matches!(
+            open(&bytes[..20], b"pw"),
+            Err(KeystoreError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn weak_parameters_are_refused() {
         let k = Keypair::generate();
-        let weak = KdfParams { m_kib: 64, t: 1, p: 1 };
+        let weak = KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
         let bytes = seal(&k, b"pw", weak).unwrap();
-        assert!(matches!(open(&bytes, b"pw"), Err(KeystoreError::Corrupt(_))));
+        assert!(matches!(
+            open(&bytes, b"pw"),
+            Err(KeystoreError::Corrupt(_))
+        ));
     }
 
     #[test]

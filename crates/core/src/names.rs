@@ -150,7 +150,9 @@ impl SecretPath {
 
     /// The enclosing directory, `None` at the vault root.
     pub fn parent(&self) -> Option<SecretPath> {
-        self.0.rfind('/').map(|i| SecretPath(self.0[..i].to_owned()))
+        self.0
+            .rfind('/')
+            .map(|i| SecretPath(self.0[..i].to_owned()))
     }
 
     /// `self/child`.
@@ -229,7 +231,10 @@ mod tests {
         assert_eq!(VaultName::new("a:b"), Err(NameError::VaultNameChar(':')));
         assert_eq!(VaultName::new("a/b"), Err(NameError::VaultNameChar('/')));
         assert_eq!(VaultName::new("a\0b"), Err(NameError::VaultNameChar('\0')));
-        assert_eq!(VaultName::new("x".repeat(256)), Err(NameError::VaultNameTooLong(256)));
+        assert_eq!(
+            VaultName::new("x".repeat(256)),
+            Err(NameError::VaultNameTooLong(256))
+        );
         assert!(VaultName::new("x".repeat(255)).is_ok());
         assert_eq!(VaultName::new(".."), Err(NameError::VaultNameDots));
     }
@@ -240,20 +245,30 @@ mod tests {
         assert_eq!(SecretPath::new("./a").unwrap().as_str(), "a");
         assert_eq!(SecretPath::new("a/../b"), Err(NameError::ParentSegment));
         assert_eq!(SecretPath::new(".."), Err(NameError::ParentSegment));
-        assert!(matches!(SecretPath::new("/etc/passwd"), Err(NameError::Absolute(_))));
+        assert!(matches!(
+            SecretPath::new("/etc/passwd"),
+            Err(NameError::Absolute(_))
+        ));
         assert_eq!(SecretPath::new("a//b"), Err(NameError::EmptySegment));
         assert_eq!(SecretPath::new("a/"), Err(NameError::EmptySegment));
         assert_eq!(SecretPath::new("a\0b"), Err(NameError::ControlChar));
         assert_eq!(SecretPath::new(""), Err(NameError::EmptyPath));
         assert_eq!(SecretPath::new("."), Err(NameError::EmptyPath));
-        assert!(matches!(SecretPath::new("x/.GIT/y"), Err(NameError::Reserved(_))));
+        assert!(matches!(
+            SecretPath::new("x/.GIT/y"),
+            Err(NameError::Reserved(_))
+        ));
         let p = SecretPath::new("a/b/c").unwrap();
         assert_eq!(p.parent().unwrap().as_str(), "a/b");
         assert_eq!(p.file_name(), "c");
         assert_eq!(p.with_file_name("d").unwrap().as_str(), "a/b/d");
         assert!(p.with_file_name("d/e").is_err());
         assert!(p.starts_with(&SecretPath::new("a").unwrap()));
-        assert!(!SecretPath::new("ab").unwrap().starts_with(&SecretPath::new("a").unwrap()));
+        assert!(
+            !SecretPath::new("ab")
+                .unwrap()
+                .starts_with(&SecretPath::new("a").unwrap())
+        );
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! Agent benchmarks, each beside its reference, in one run:
+//!
+//! - single-secret commits through the agent API vs `git add && git commit`;
+//! - listing a 10,000-secret vault through the API vs `git ls-tree` on the same
+//!   repository;
+//! - agent start to ready (with and without the Argon2id key derivation);
+//! - idle agent memory (printed; not a time).
+//!
+//! Run: `cargo bench -p keynode --bench agent`
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use keynode_agent::api::{Request, Response};
+use keynode_agent::{Client, Node, NodeConfig};
+
+const PASSWORD: &str = "bench-password";
+
+fn keynode(node: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keynode"));
+    c.arg("--node-path")
+        .arg(node)
+        .env("KEYNODE_PASSWORD", PASSWORD);
+    c
+}
+
+fn ok(c: &mut Command) {
+    let out = c.stdout(Stdio::null()).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Agent {
+    _dir: tempfile::TempDir,
+    node: PathBuf,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = dir.path().join("n");
+        ok(keynode(&node).args(["agent", "start", "--background"]));
+        Agent { _dir: dir, node }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = keynode(&self.node).args(["agent", "stop"]).output();
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn call(node: &Path, req: Request) -> Response {
+    Client::connect(&node.join("agent.sock"))
+        .await
+        .expect("connect")
+        .call(req)
+        .await
+        .expect("call")
+}
+
+async fn write(node: &Path, vault: &str, path: &str, data: &[u8]) {
+    let mut data = data;
+    Client::connect(&node.join("agent.sock"))
+        .await
+        .expect("connect")
+        .upload(
+            Request::SecretsWrite {
+                vault: vault.into(),
+                path: path.into(),
+                create_new: false,
+            },
+            &mut data,
+        )
+        .await
+        .expect("write");
+}
+
+fn commits(c: &mut Criterion) {
+    let agent = Agent::start();
+    let rt = rt();
+    rt.block_on(call(
+        &agent.node,
+        Request::VaultsCreate {
+            name: "bench".into(),
+        },
+    ));
+    let n = AtomicU64::new(0);
+    let mut g = c.benchmark_group("commit_one_secret");
+    g.bench_function("keynode_agent_api", |b| {
+        b.iter(|| {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            rt.block_on(write(
+                &agent.node,
+                "bench",
+                "key",
+                format!("value {i}").as_bytes(),
+            ));
+        })
+    });
+
+    let repo = tempfile::tempdir().expect("tempdir");
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args([
+                "-c",
+                "user.name=b",
+                "-c",
+                "user.email=b@b",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("git");
+        assert!(st.success());
+    };
+    git(&["init", "-q"]);
+    g.bench_function("git_add_commit", |b| {
+        b.iter(|| {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            std::fs::write(repo.path().join("key"), format!("value {i}")).expect("write");
+            git(&["add", "key"]);
+            git(&["commit", "-q", "-m", "update key"]);
+        })
+    });
+    g.finish();
+}
+
+fn list(c: &mut Criterion) {
+    let agent = Agent::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    for i in 0..10_000 {
+        std::fs::write(src.path().join(format!("secret-{i:05}")), format!("v{i}")).expect("write");
+    }
+    ok(keynode(&agent.node).args(["vaults", "create", "big"]));
+    ok(keynode(&agent.node)
+        .args(["secrets", "dir"])
+        .arg(src.path())
+        .arg("big"));
+    let rt = rt();
+    let Response::Vaults(vs) = rt.block_on(call(&agent.node, Request::VaultsList)) else {
+        panic!("no vaults")
+    };
+    let repo = std::fs::read_dir(agent.node.join("vaults"))
+        .expect("vaults dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(&vs[0].id.to_string()))
+        .expect("vault repo");
+
+    let mut g = c.benchmark_group("list_10000_secrets");
+    g.bench_function("keynode_agent_api", |b| {
+        b.iter(|| {
+            let r = rt.block_on(call(
+                &agent.node,
+                Request::SecretsList {
+                    vault: "big".into(),
+                    path: None,
+                    at: None,
+                },
+            ));
+            let Response::Entries(e) = r else {
+                panic!("no entries")
+            };
+            assert_eq!(e.len(), 10_000);
+        })
+    });
+    g.bench_function("git_ls_tree", |b| {
+        b.iter(|| {
+            let out = Command::new("git")
+                .arg("--git-dir")
+                .arg(&repo)
+                .args(["ls-tree", "HEAD"])
+                .output()
+                .expect("git");
+            assert!(out.status.success());
+        })
+    });
+    g.finish();
+}
+
+fn start(c: &mut Criterion) {
+    let mut g = c.benchmark_group("agent_start");
+    g.sample_size(10);
+    let runner = actix_rt::System::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("n");
+    // Create the identity once; measure restarts.
+    runner.block_on(async {
+        Node::start(NodeConfig::new(&path, PASSWORD))
+            .await
+            .expect("start")
+            .stop()
+            .await;
+    });
+    let measure = |excluding_kdf: bool, iters: u64| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let t = runner.block_on(async {
+                let node = Node::start(NodeConfig::new(&path, PASSWORD))
+                    .await
+                    .expect("start");
+                let t = node.timings();
+                node.stop().await;
+                t
+            });
+            total += if excluding_kdf {
+                t.total - t.key_derivation
+            } else {
+                t.key_derivation
+            };
+        }
+        total
+    };
+    g.bench_function("ready_excluding_key_derivation", |b| {
+        b.iter_custom(|n| measure(true, n))
+    });
+    g.bench_function("argon2id_key_derivation", |b| {
+        b.iter_custom(|n| measure(false, n))
+    });
+    g.bench_function("binary_start_background_to_ready", |b| {
+        b.iter_custom(|n| {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let node = dir.path().join("n");
+                let t = Instant::now();
+                ok(keynode(&node).args(["agent", "start", "--background"]));
+                total += t.elapsed();
+                ok(keynode(&node).args(["agent", "stop"]));
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn idle_memory(_c: &mut Criterion) {
+    let agent = Agent::start();
+    std::thread::sleep(Duration::from_secs(2));
+    let status = keynode(&agent.node)
+        .args(["--format", "json", "agent", "status"])
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    let pid = status["pid"].as_u64().expect("pid");
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc");
+    let field = |name: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    println!(
+        "idle_agent_memory: VmRSS {} (peak VmHWM {}, which includes the Argon2id derivation)",
+        field("VmRSS:"),
+        field("VmHWM:")
+    );
+}
+
+criterion_group!(benches, commits, list, start, idle_memory);
+criterion_main!(benches);

@@ -1,0 +1,332 @@
+//! `keynode agent start|status|stop`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keynode_agent::api::{AgentStatus, Request, Response};
+use keynode_agent::status::{AgentLock, read_status};
+use keynode_agent::{ClientError, Node, NodeConfig, StartError};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::cli::{AgentCmd, StartArgs};
+use crate::output;
+use crate::{Ctx, Failure, client_runtime};
+
+/// Environment variable holding the password.
+const PASSWORD_ENV: &str = "KEYNODE_PASSWORD";
+/// Longest `agent start --background` waits for the agent to be ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest `agent stop` waits for the agent to exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The one line a background agent prints when it is ready or failed.
+#[derive(Serialize, Deserialize)]
+struct ReadyLine {
+    ok: bool,
+    status: Option<AgentStatus>,
+    created: bool,
+    error: Option<String>,
+    exit_code: u8,
+}
+
+pub fn run(ctx: &Ctx, cmd: AgentCmd) -> Result<(), Failure> {
+    match cmd {
+        AgentCmd::Start(args) if args.daemon_child => daemon_child(ctx, args),
+        AgentCmd::Start(args) if args.background => start_background(ctx, args),
+        AgentCmd::Start(args) => start_foreground(ctx, args),
+        AgentCmd::Status => status(ctx),
+        AgentCmd::Stop => stop(ctx),
+    }
+}
+
+fn start_error(e: &StartError) -> Failure {
+    let code = match e {
+        StartError::WrongPassword(_) => 77,
+        StartError::Locked(_) => 75,
+        StartError::PathTooLong(_) => 64,
+        StartError::Key(_) => 65,
+        _ => 74,
+    };
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    Failure::new(code, msg)
+}
+
+fn read_password(args: &StartArgs, paths_exist: bool) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    if let Some(file) = &args.password_file {
+        let bytes = std::fs::read(file).map_err(|e| {
+            Failure::new(
+                66,
+                format!("cannot read password file {}: {e}", file.display()),
+            )
+        })?;
+        let mut s = Zeroizing::new(bytes);
+        while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            s.pop();
+        }
+        return Ok(s);
+    }
+    if let Ok(p) = std::env::var(PASSWORD_ENV) {
+        return Ok(Zeroizing::new(p.into_bytes()));
+    }
+    let p = rpassword::prompt_password("Password: ")
+        .map_err(|e| Failure::new(64, format!("no password given and cannot prompt: {e}")))?;
+    if !paths_exist {
+        let again = rpassword::prompt_password("Confirm password: ")
+            .map_err(|e| Failure::new(64, format!("cannot prompt: {e}")))?;
+        if again != p {
+            return Err(Failure::new(64, "passwords do not match"));
+        }
+    }
+    Ok(Zeroizing::new(p.into_bytes()))
+}
+
+fn config(ctx: &Ctx, args: &StartArgs, password: Zeroizing<Vec<u8>>) -> NodeConfig {
+    let mut cfg = NodeConfig::new(ctx.paths.root.clone(), b"");
+    cfg.password = password;
+    cfg.agent_host = args.agent_host.clone();
+    cfg.agent_port = args.agent_port;
+    cfg
+}
+
+fn actix_system() -> actix_rt::SystemRunner {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build the tokio runtime: {e}"))
+    })
+}
+
+/// Runs the node until SIGINT, SIGTERM or `agent stop`, then stops gracefully.
+async fn run_until_stopped(node: Node) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    tokio::select! {
+        _ = node.stop_requested() => {}
+        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+    node.stop().await;
+}
+
+fn announce(ctx: &Ctx, status: &AgentStatus, created: bool) {
+    output::emit(ctx.format, status, || {
+        if created {
+            println!("created a new node identity");
+        }
+        println!("node {} is live", status.node_id);
+        println!("node path: {}", ctx.paths.root.display());
+    });
+}
+
+fn start_foreground(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
+    let password = read_password(&args, ctx.paths.root_key().exists())?;
+    let cfg = config(ctx, &args, password);
+    actix_system().block_on(async move {
+        let node = Node::start(cfg).await.map_err(|e| start_error(&e))?;
+        let status = current_status(&node);
+        announce(ctx, &status, node.timings().created);
+        let _ = std::io::stdout().flush();
+        run_until_stopped(node).await;
+        Ok(())
+    })
+}
+
+fn current_status(node: &Node) -> AgentStatus {
+    read_status(&node.paths().status()).unwrap_or(AgentStatus {
+        status: "live".into(),
+        node_id: node.node_id(),
+        agent_host: String::new(),
+        agent_port: 0,
+        pid: std::process::id(),
+    })
+}
+
+/// The background agent: password on stdin, one [`ReadyLine`] on stdout, logs
+/// on stderr (the parent points it at `agent.log`).
+fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
+    let mut password = Zeroizing::new(Vec::new());
+    std::io::stdin().read_to_end(&mut password)?;
+    let cfg = config(ctx, &args, password);
+    actix_system().block_on(async move {
+        let node = match Node::start(cfg).await {
+            Ok(n) => n,
+            Err(e) => {
+                let f = start_error(&e);
+                let line = ReadyLine {
+                    ok: false,
+                    status: None,
+                    created: false,
+                    error: Some(f.message.clone()),
+                    exit_code: f.code,
+                };
+                println!("{}", serde_json::to_string(&line).unwrap_or_default());
+                return Err(f);
+            }
+        };
+        let line = ReadyLine {
+            ok: true,
+            status: Some(current_status(&node)),
+            created: node.timings().created,
+            error: None,
+            exit_code: 0,
+        };
+        println!("{}", serde_json::to_string(&line).unwrap_or_default());
+        let _ = std::io::stdout().flush();
+        run_until_stopped(node).await;
+        Ok(())
+    })
+}
+
+fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
+    let password = read_password(&args, ctx.paths.root_key().exists())?;
+    std::fs::create_dir_all(&ctx.paths.root)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ctx.paths.log())?;
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("--node-path")
+        .arg(&ctx.paths.root)
+        .args(["agent", "start", "--daemon-child", "--agent-host"])
+        .arg(&args.agent_host)
+        .arg("--agent-port")
+        .arg(args.agent_port.to_string())
+        .env_remove(PASSWORD_ENV)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .process_group(0)
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&password)?;
+    }
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Failure::new(71, "cannot read from the agent"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(READY_TIMEOUT).map_err(|_| {
+        Failure::new(
+            75,
+            format!(
+                "the agent did not become ready; see {}",
+                ctx.paths.log().display()
+            ),
+        )
+    })?;
+    let ready: ReadyLine = serde_json::from_str(line.trim()).map_err(|_| {
+        let _ = child.try_wait();
+        Failure::new(
+            70,
+            format!(
+                "the agent exited before it was ready; see {}",
+                ctx.paths.log().display()
+            ),
+        )
+    })?;
+    match (ready.ok, ready.status) {
+        (true, Some(status)) => {
+            announce(ctx, &status, ready.created);
+            Ok(())
+        }
+        _ => {
+            let _ = child.wait();
+            Err(Failure::new(
+                ready.exit_code,
+                ready
+                    .error
+                    .unwrap_or_else(|| "the agent failed to start".into()),
+            ))
+        }
+    }
+}
+
+fn status(ctx: &Ctx) -> Result<(), Failure> {
+    let rt = client_runtime()?;
+    let live = rt.block_on(async {
+        let client = ctx.client().await?;
+        match client.call(Request::AgentStatus).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(Failure::new(76, format!("unexpected answer {other:?}"))),
+        }
+    });
+    match live {
+        Ok(s) => {
+            output::emit(ctx.format, &s, || {
+                println!("status: {}", s.status);
+                println!("node_id: {}", s.node_id);
+                println!("agent_host: {}", s.agent_host);
+                println!("agent_port: {}", s.agent_port);
+                println!("pid: {}", s.pid);
+            });
+            Ok(())
+        }
+        Err(f) if f.code == 69 => {
+            let last = read_status(&ctx.paths.status());
+            let doc = serde_json::json!({
+                "status": "stopped",
+                "node_id": last.as_ref().map(|s| s.node_id.to_string()),
+                "agent_host": serde_json::Value::Null,
+                "agent_port": serde_json::Value::Null,
+                "pid": serde_json::Value::Null,
+            });
+            output::emit(ctx.format, &doc, || println!("status: stopped"));
+            Err(f)
+        }
+        Err(f) => Err(f),
+    }
+}
+
+fn stop(ctx: &Ctx) -> Result<(), Failure> {
+    let rt = client_runtime()?;
+    let asked = rt.block_on(async {
+        let client = ctx.client().await?;
+        client.call(Request::AgentStop).await?;
+        Ok::<_, Failure>(())
+    });
+    match asked {
+        Ok(()) => {}
+        Err(f) if f.code == ClientError::NotRunning(Default::default()).exit_code() as u8 => {
+            output::emit(
+                ctx.format,
+                &serde_json::json!({"status": "stopped"}),
+                || println!("no agent is running at {}", ctx.paths.root.display()),
+            );
+            return Ok(());
+        }
+        Err(f) => return Err(f),
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while AgentLock::is_held(&ctx.paths.lock()) {
+        if Instant::now() > deadline {
+            return Err(Failure::new(
+                75,
+                "the agent is still stopping; check `keynode agent status`",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    output::emit(
+        ctx.format,
+        &serde_json::json!({"status": "stopped"}),
+        || println!("agent stopped"),
+    );
+    Ok(())
+}

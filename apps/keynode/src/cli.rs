@@ -1,0 +1,214 @@
+//! The command line, as clap types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::Format;
+
+/// keynode: a peer-to-peer secrets manager.
+#[derive(Debug, Parser)]
+#[command(name = "keynode", version, about)]
+pub struct Cli {
+    /// The node's state directory.
+    #[arg(long, global = true, env = "KEYNODE_NODE_PATH", value_name = "PATH")]
+    pub node_path: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start, stop and inspect the agent.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Manage vaults.
+    #[command(subcommand)]
+    Vaults(VaultsCmd),
+    /// Manage secrets inside vaults.
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+}
+
+/// `keynode agent ...`
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Start the agent (foreground unless --background).
+    Start(StartArgs),
+    /// Show the agent's status.
+    Status,
+    /// Stop the agent gracefully.
+    Stop,
+}
+
+/// `keynode agent start` options.
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// Read the password from this file (else KEYNODE_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Host to listen on for other nodes.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub agent_host: String,
+    /// Port to listen on for other nodes (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub agent_port: u16,
+    /// Return once the agent is ready, leaving it running in the background.
+    #[arg(long)]
+    pub background: bool,
+    /// Internal: run as the background agent (password on stdin, one status line on stdout).
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+/// `keynode vaults ...`
+#[derive(Debug, Subcommand)]
+pub enum VaultsCmd {
+    /// Create a vault.
+    Create {
+        /// Name of the new vault.
+        name: String,
+    },
+    /// List vaults.
+    #[command(alias = "ls")]
+    List,
+    /// Rename a vault.
+    Rename {
+        /// Vault name or id.
+        name: String,
+        /// New name.
+        new_name: String,
+    },
+    /// Delete a vault and everything in it.
+    Delete {
+        /// Vault name or id.
+        name: String,
+    },
+    /// Show a vault's history, newest first.
+    Log {
+        /// Vault name or id.
+        name: String,
+        /// Show at most N commits.
+        #[arg(long, value_name = "N")]
+        depth: Option<u32>,
+        /// Start from this commit instead of the latest.
+        #[arg(long, value_name = "ID")]
+        commit: Option<String>,
+    },
+    /// Restore an older version by appending a new commit with its content.
+    Version {
+        /// Vault name or id.
+        name: String,
+        /// The commit to restore (id, abbreviated id, HEAD~N).
+        #[arg(value_name = "REF")]
+        rev: String,
+    },
+}
+
+/// `--env-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvFormat {
+    /// `export NAME='value'` lines.
+    Unix,
+    /// One JSON object.
+    Json,
+}
+
+/// `keynode secrets ...`
+#[derive(Debug, Subcommand)]
+pub enum SecretsCmd {
+    /// Create a secret from a file (fails if it exists).
+    Create {
+        /// The file to read.
+        file: PathBuf,
+        /// VAULT:PATH of the new secret.
+        secret: String,
+    },
+    /// Write a secret from standard input (creates or replaces it).
+    Write {
+        /// VAULT:PATH of the secret.
+        secret: String,
+    },
+    /// Print a secret's content.
+    #[command(alias = "cat")]
+    Get {
+        /// VAULT:PATH of the secret.
+        secret: String,
+        /// Read this version instead of the latest.
+        #[arg(long, value_name = "REF")]
+        at: Option<String>,
+    },
+    /// List a directory of a vault.
+    #[command(alias = "ls")]
+    List {
+        /// VAULT[:PATH].
+        target: String,
+        /// List this version instead of the latest.
+        #[arg(long, value_name = "REF")]
+        at: Option<String>,
+    },
+    /// Make a directory.
+    Mkdir {
+        /// VAULT:PATH of the directory.
+        target: String,
+        /// Create missing parent directories too.
+        #[arg(short = 'p', long)]
+        recursive: bool,
+    },
+    /// Rename a secret or directory (within its directory).
+    Rename {
+        /// VAULT:PATH to rename.
+        secret: String,
+        /// The new name.
+        new_name: String,
+    },
+    /// Remove secrets.
+    Rm {
+        /// VAULT:PATH of each secret.
+        #[arg(required = true)]
+        secrets: Vec<String>,
+        /// Remove directories and their contents.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Describe a secret.
+    Stat {
+        /// VAULT:PATH of the secret.
+        secret: String,
+        /// Describe this version instead of the latest.
+        #[arg(long, value_name = "REF")]
+        at: Option<String>,
+    },
+    /// Edit a secret with $VISUAL / $EDITOR (creates it if missing).
+    Edit {
+        /// VAULT:PATH of the secret.
+        secret: String,
+    },
+    /// Import a local directory as one commit.
+    Dir {
+        /// The local directory.
+        dir: PathBuf,
+        /// VAULT[:PATH] to import into.
+        target: String,
+    },
+    /// Use secrets as environment variables: print them, or run a command with them.
+    Env {
+        /// VAULT[:PATH] of each secret or directory.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// How to print the variables when no command is given.
+        #[arg(long, value_enum, default_value_t = EnvFormat::Unix)]
+        env_format: EnvFormat,
+        /// The command to run, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+}

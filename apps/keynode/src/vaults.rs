@@ -1,0 +1,114 @@
+//! `keynode vaults ...`
+
+use keynode_agent::api::{Request, Response};
+
+use crate::cli::VaultsCmd;
+use crate::output;
+use crate::{Ctx, Failure};
+
+fn unexpected(r: Response) -> Failure {
+    Failure::new(76, format!("unexpected answer from the agent: {r:?}"))
+}
+
+/// Prints a mutation's outcome.
+pub fn print_committed(ctx: &Ctx, r: Response, what: &str) -> Result<(), Failure> {
+    let Response::Committed(c) = r else {
+        return Err(unexpected(r));
+    };
+    let doc = serde_json::json!({ "committed": c.is_some(), "commit": c });
+    output::emit(ctx.format, &doc, || match &c {
+        Some(c) => println!("{what} (commit {})", &c.oid[..c.oid.len().min(12)]),
+        None => println!("nothing changed"),
+    });
+    Ok(())
+}
+
+pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
+    let client = ctx.client().await?;
+    match cmd {
+        VaultsCmd::Create { name } => {
+            let r = client.call(Request::VaultsCreate { name }).await?;
+            let Response::Vault(v) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &v, || {
+                println!("created vault {} ({})", v.name, v.id)
+            });
+        }
+        VaultsCmd::List => {
+            let r = client.call(Request::VaultsList).await?;
+            let Response::Vaults(vs) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &vs, || {
+                for v in &vs {
+                    match &v.remote {
+                        Some(rm) => {
+                            println!("{}\t{}\tclone of {} on {}", v.name, v.id, rm.vault, rm.node)
+                        }
+                        None => println!("{}\t{}", v.name, v.id),
+                    }
+                }
+            });
+        }
+        VaultsCmd::Rename { name, new_name } => {
+            client
+                .call(Request::VaultsRename {
+                    vault: name.clone(),
+                    new_name: new_name.clone(),
+                })
+                .await?;
+            let doc = serde_json::json!({"renamed": name, "new_name": new_name});
+            output::emit(ctx.format, &doc, || {
+                println!("renamed vault {name} to {new_name}")
+            });
+        }
+        VaultsCmd::Delete { name } => {
+            client
+                .call(Request::VaultsDelete {
+                    vault: name.clone(),
+                })
+                .await?;
+            let doc = serde_json::json!({"deleted": name});
+            output::emit(ctx.format, &doc, || println!("deleted vault {name}"));
+        }
+        VaultsCmd::Log {
+            name,
+            depth,
+            commit,
+        } => {
+            let r = client
+                .call(Request::VaultsLog {
+                    vault: name,
+                    depth,
+                    commit,
+                })
+                .await?;
+            let Response::Log(log) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &log, || {
+                for c in &log {
+                    println!("commit {}", c.oid);
+                    println!("Author: {}", c.author);
+                    println!("Date:   {}", output::time(c.time_ms));
+                    println!();
+                    for line in c.message.lines() {
+                        println!("    {line}");
+                    }
+                    println!();
+                }
+            });
+        }
+        VaultsCmd::Version { name, rev } => {
+            let r = client
+                .call(Request::VaultsVersion {
+                    vault: name,
+                    rev: rev.clone(),
+                })
+                .await?;
+            print_committed(ctx, r, &format!("restored {rev}"))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The `keynode` binary, driven as a user would: real agents in temporary node
+//! paths, every command, every kind of bad input.
+
+mod agent;
+mod crash;
+mod secrets;
+mod support;
+mod vaults;

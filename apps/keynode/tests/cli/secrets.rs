@@ -1,0 +1,323 @@
+//! `keynode secrets ...`
+
+use rand::RngCore;
+
+use crate::support::*;
+
+fn agent_with_vault() -> Agent {
+    let a = Agent::started();
+    a.run(&["vaults", "create", "v"]).success();
+    a
+}
+
+#[test]
+fn create_write_get_and_aliases() {
+    let a = agent_with_vault();
+    let file = a.path("in.txt");
+    write_file(&file, b"hunter2");
+    let f = file.to_str().expect("utf8");
+    a.run(&["secrets", "create", f, "v:db/password"]).success();
+    assert_eq!(
+        a.run(&["secrets", "get", "v:db/password"]).success(),
+        "hunter2"
+    );
+    assert_eq!(
+        a.run(&["secrets", "cat", "v:db/password"]).success(),
+        "hunter2"
+    );
+    // create refuses to overwrite; write replaces.
+    a.run(&["secrets", "create", f, "v:db/password"])
+        .fails(73, "db/password");
+    a.run_stdin(&["secrets", "write", "v:db/password"], b"s3cret")
+        .success();
+    assert_eq!(
+        a.run(&["secrets", "get", "v:db/password"]).success(),
+        "s3cret"
+    );
+    // Writing the same content makes no commit.
+    let same = a.run_stdin(
+        &["--format", "json", "secrets", "write", "v:db/password"],
+        b"s3cret",
+    );
+    let doc: serde_json::Value = serde_json::from_str(&same.success()).expect("json");
+    assert_eq!(doc["committed"], false);
+    // JSON form of get.
+    assert_eq!(
+        a.json(&["secrets", "get", "v:db/password"])["content"],
+        "s3cret"
+    );
+    // The vault can be named by id.
+    let id = a.json(&["vaults", "list"])[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        a.run(&["secrets", "get", &format!("{id}:db/password")])
+            .success(),
+        "s3cret"
+    );
+    a.run(&["secrets", "create", "/nonexistent/file", "v:x"])
+        .fails(66, "nonexistent");
+}
+
+#[test]
+fn list_mkdir_rename_rm_stat() {
+    let a = agent_with_vault();
+    a.run_stdin(&["secrets", "write", "v:a"], b"1").success();
+    a.run_stdin(&["secrets", "write", "v:dir/b"], b"22")
+        .success();
+    a.run(&["secrets", "mkdir", "v:empty"]).success();
+    a.run(&["secrets", "mkdir", "v:deep/er/dir"])
+        .fails(66, "deep");
+    a.run(&["secrets", "mkdir", "-p", "v:deep/er/dir"])
+        .success();
+    a.run(&["secrets", "mkdir", "v:empty"]).fails(73, "empty");
+
+    assert_eq!(
+        a.run(&["secrets", "list", "v"]).success(),
+        "a\ndeep/\ndir/\nempty/\n"
+    );
+    assert_eq!(a.run(&["secrets", "ls", "v:dir"]).success(), "b\n");
+    assert_eq!(a.run(&["secrets", "ls", "v:empty"]).success(), "");
+    let entries = a.json(&["secrets", "list", "v"]);
+    assert_eq!(entries[0]["name"], "a");
+    a.run(&["secrets", "list", "v:nope"]).fails(66, "nope");
+
+    let st = a.json(&["secrets", "stat", "v:dir/b"]);
+    assert_eq!(st["size"], 2);
+    assert_eq!(st["path"], "dir/b");
+    assert!(
+        a.run(&["secrets", "stat", "v:dir/b"])
+            .success()
+            .contains("size: 2")
+    );
+    a.run(&["secrets", "stat", "v:zzz"]).fails(66, "zzz");
+
+    a.run(&["secrets", "rename", "v:dir/b", "c"]).success();
+    assert_eq!(a.run(&["secrets", "get", "v:dir/c"]).success(), "22");
+    a.run(&["secrets", "get", "v:dir/b"]).fails(66, "dir/b");
+    a.run(&["secrets", "rename", "v:dir/c", "../escape"])
+        .fails(65, "..");
+    a.run(&["secrets", "rename", "v:a", "dir"]).fails(73, "dir");
+
+    a.run(&["secrets", "rm", "v:dir"]).fails(65, "dir");
+    a.run(&["secrets", "rm", "v:a", "v:dir", "--recursive"])
+        .success();
+    assert_eq!(
+        a.run(&["secrets", "list", "v"]).success(),
+        "deep/\nempty/\n"
+    );
+    a.run(&["secrets", "rm", "v:a"]).fails(66, "a");
+    // One rm of two paths is one commit.
+    let log = a.json(&["vaults", "log", "v"]);
+    assert!(
+        log[0]["message"].as_str().expect("m").lines().count() >= 2,
+        "{log}"
+    );
+    // A directory is not a file.
+    a.run(&["secrets", "get", "v:deep"]).fails(65, "deep");
+    a.run_stdin(&["secrets", "write", "v:deep"], b"x")
+        .fails(65, "deep");
+}
+
+#[test]
+fn bad_secret_paths_are_refused() {
+    let a = agent_with_vault();
+    for (target, needle) in [
+        ("v:../x", ".."),
+        ("v:a/../../x", ".."),
+        ("v:/etc/passwd", "relative"),
+        ("v:a//b", "empty segment"),
+        ("v:a/", "empty segment"),
+        ("v:", "VAULT:PATH"),
+        ("v", "VAULT:PATH"),
+        ("v:x/.git/config", ".git"),
+    ] {
+        let r = a.run_stdin(&["secrets", "write", target], b"x");
+        let code = if needle == "VAULT:PATH" { 64 } else { 65 };
+        r.fails(code, needle);
+        a.run(&["secrets", "get", target]).fails(code, needle);
+    }
+    // Control characters (NUL cannot be passed in argv; see the agent's tests).
+    a.run_stdin(&["secrets", "write", "v:a\u{1}b"], b"x")
+        .fails(65, "control");
+    // Nothing was written.
+    assert_eq!(
+        a.json(&["vaults", "log", "v"])
+            .as_array()
+            .expect("log")
+            .len(),
+        1
+    );
+    assert_eq!(a.run(&["secrets", "list", "v"]).success(), "");
+}
+
+#[test]
+fn binary_secrets_round_trip_with_bounded_memory() {
+    let a = agent_with_vault();
+    // Empty.
+    a.run_stdin(&["secrets", "write", "v:empty"], b"").success();
+    let got = a.run(&["secrets", "get", "v:empty"]);
+    assert!(got.out.stdout.is_empty());
+    assert_eq!(a.json(&["secrets", "stat", "v:empty"])["size"], 0);
+
+    // 50 MiB of random bytes.
+    let pid = a.pid();
+    let before = peak_rss_kib(pid);
+    let mut big = vec![0u8; 50 * 1024 * 1024];
+    rand::thread_rng().fill_bytes(&mut big);
+    a.run_stdin(&["secrets", "write", "v:big.bin"], &big)
+        .success();
+    let got = a.run(&["secrets", "get", "v:big.bin"]);
+    assert!(got.out.status.success());
+    assert!(got.out.stdout == big, "50 MiB secret did not round-trip");
+    let file = a.path("big-out.bin");
+    write_file(&file, &big);
+    a.run(&[
+        "secrets",
+        "create",
+        file.to_str().expect("utf8"),
+        "v:big2.bin",
+    ])
+    .success();
+    assert_eq!(
+        a.json(&["secrets", "stat", "v:big2.bin"])["size"],
+        big.len()
+    );
+    let growth_mib = (peak_rss_kib(pid).saturating_sub(before)) / 1024;
+    assert!(
+        growth_mib < 32,
+        "agent peak memory grew by {growth_mib} MiB while streaming 50 MiB"
+    );
+}
+
+#[test]
+fn edit_uses_the_editor() {
+    let a = agent_with_vault();
+    a.run_stdin(&["secrets", "write", "v:conf"], b"old")
+        .success();
+    let script = a.path("editor.sh");
+    write_file(&script, b"#!/bin/sh\nprintf 'new' > \"$1\"\n");
+    std::process::Command::new("chmod")
+        .args(["+x", script.to_str().expect("utf8")])
+        .status()
+        .expect("chmod");
+    let run = |args: &[&str], editor: &str| {
+        a.command()
+            .args(args)
+            .env("EDITOR", editor)
+            .env_remove("VISUAL")
+            .output()
+            .expect("run")
+    };
+    let out = run(
+        &["secrets", "edit", "v:conf"],
+        script.to_str().expect("utf8"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(a.run(&["secrets", "get", "v:conf"]).success(), "new");
+    // A new secret can be made by editing.
+    let out = run(
+        &["secrets", "edit", "v:fresh"],
+        script.to_str().expect("utf8"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(a.run(&["secrets", "get", "v:fresh"]).success(), "new");
+    // An editor that does nothing makes no commit; a failing one changes nothing.
+    let before = a
+        .json(&["vaults", "log", "v"])
+        .as_array()
+        .expect("log")
+        .len();
+    assert!(run(&["secrets", "edit", "v:conf"], "true").status.success());
+    let out = run(&["secrets", "edit", "v:conf"], "false");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        a.json(&["vaults", "log", "v"])
+            .as_array()
+            .expect("log")
+            .len(),
+        before
+    );
+}
+
+#[test]
+fn dir_imports_a_tree_as_one_commit() {
+    let a = agent_with_vault();
+    let src = a.path("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).expect("mkdir");
+    write_file(&src.join("top"), b"t");
+    write_file(&src.join("sub/one"), b"1");
+    write_file(&src.join("sub/deeper/two"), b"2");
+    let before = a
+        .json(&["vaults", "log", "v"])
+        .as_array()
+        .expect("log")
+        .len();
+    a.run(&["secrets", "dir", src.to_str().expect("utf8"), "v:imported"])
+        .success();
+    assert_eq!(
+        a.json(&["vaults", "log", "v"])
+            .as_array()
+            .expect("log")
+            .len(),
+        before + 1
+    );
+    assert_eq!(
+        a.run(&["secrets", "get", "v:imported/sub/deeper/two"])
+            .success(),
+        "2"
+    );
+    assert_eq!(a.run(&["secrets", "get", "v:imported/top"]).success(), "t");
+    a.run(&["secrets", "dir", src.to_str().expect("utf8"), "v"])
+        .success();
+    assert_eq!(a.run(&["secrets", "get", "v:sub/one"]).success(), "1");
+    a.run(&["secrets", "dir", "/nonexistent", "v"])
+        .fails(66, "nonexistent");
+}
+
+#[test]
+fn env_prints_and_runs_with_secrets() {
+    let a = agent_with_vault();
+    a.run_stdin(&["secrets", "write", "v:DB_USER"], b"admin")
+        .success();
+    a.run_stdin(&["secrets", "write", "v:app/API_KEY"], b"k'ey")
+        .success();
+    let unix = a.run(&["secrets", "env", "v"]).success();
+    assert!(unix.contains("export DB_USER='admin'"), "{unix}");
+    assert!(unix.contains("export API_KEY='k'\\''ey'"), "{unix}");
+    let json = a.json(&["secrets", "env", "v:app"]);
+    assert_eq!(json, serde_json::json!({"API_KEY": "k'ey"}));
+    let json = a
+        .run(&["secrets", "env", "v:DB_USER", "--env-format", "json"])
+        .success();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&json).expect("json"),
+        serde_json::json!({"DB_USER": "admin"})
+    );
+    let ran = a
+        .run(&[
+            "secrets",
+            "env",
+            "v",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$DB_USER/$API_KEY\"",
+        ])
+        .success();
+    assert_eq!(ran, "admin/k'ey\n");
+    // A name that is not an environment variable name is refused.
+    a.run_stdin(&["secrets", "write", "v:bad-name"], b"x")
+        .success();
+    a.run(&["secrets", "env", "v"]).fails(65, "bad-name");
+    a.run(&["secrets", "env", "v:missing"]).fails(66, "missing");
+}

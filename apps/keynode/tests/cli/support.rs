@@ -1,0 +1,187 @@
+//! Running the real `keynode` binary against real agents.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_keynode"))
+}
+
+/// One node path with (usually) a running background agent; stopped on drop.
+pub struct Agent {
+    pub dir: TempDir,
+    pub node: PathBuf,
+    pub password_file: PathBuf,
+}
+
+impl Agent {
+    /// A node path with a password file, no agent yet.
+    pub fn new() -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = dir.path().join("node");
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password file");
+        Agent {
+            dir,
+            node,
+            password_file,
+        }
+    }
+
+    /// A node path with a running agent.
+    pub fn started() -> Agent {
+        let a = Agent::new();
+        a.start().success();
+        a
+    }
+
+    pub fn start(&self) -> Run {
+        self.run(&[
+            "agent",
+            "start",
+            "--background",
+            "--password-file",
+            self.password_file.to_str().expect("utf8"),
+        ])
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--node-path").arg(&self.node);
+        c.env_remove("KEYNODE_PASSWORD")
+            .env_remove("KEYNODE_NODE_PATH");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keynode");
+        Run {
+            args: args.join(" "),
+            out,
+        }
+    }
+
+    pub fn run_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keynode");
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("wait keynode");
+        writer.join().expect("writer");
+        Run {
+            args: args.join(" "),
+            out,
+        }
+    }
+
+    /// `--format json` output of a successful command.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        let r = self.run(&all);
+        let out = r.success();
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("`{}` printed no json ({e}): {out}", r.args))
+    }
+
+    /// The running agent's pid, from `agent status`.
+    pub fn pid(&self) -> u32 {
+        self.json(&["agent", "status"])["pid"]
+            .as_u64()
+            .expect("pid") as u32
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.command().args(["agent", "stop"]).output();
+    }
+}
+
+/// A finished command.
+pub struct Run {
+    pub args: String,
+    pub out: Output,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn code(&self) -> i32 {
+        self.out.status.code().unwrap_or(-1)
+    }
+    /// Asserts success; returns stdout.
+    pub fn success(&self) -> String {
+        assert!(
+            self.out.status.success(),
+            "`keynode {}` failed ({}): {}",
+            self.args,
+            self.code(),
+            self.stderr()
+        );
+        self.stdout()
+    }
+    /// Asserts exit `code` with a one-line error naming `needle`; returns stderr.
+    pub fn fails(&self, code: i32, needle: &str) -> String {
+        let err = self.stderr();
+        assert_eq!(
+            self.code(),
+            code,
+            "`keynode {}`: expected exit {code}, got {}; stderr: {err}; stdout: {}",
+            self.args,
+            self.code(),
+            self.stdout()
+        );
+        assert!(
+            err.to_lowercase().contains(&needle.to_lowercase()),
+            "`keynode {}`: stderr {err:?} does not mention {needle:?}",
+            self.args
+        );
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "error is not one line: {err:?}"
+        );
+        err
+    }
+}
+
+/// Peak resident memory of a process, in KiB (VmHWM).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+pub fn write_file(path: &Path, data: &[u8]) {
+    std::fs::write(path, data).expect("write file");
+}

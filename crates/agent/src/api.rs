@@ -1,0 +1,290 @@
+//! The client protocol: what the CLI (or any local client) and the agent say over
+//! the agent's Unix socket.
+//!
+//! Each message is one length-delimited frame (4-byte big-endian length, at most
+//! [`MAX_FRAME`] bytes) holding a [`ClientMsg`] or a [`ServerMsg`] in the
+//! [`keynode_core::codec`] encoding. A connection opens with `Hello` both ways
+//! carrying [`PROTOCOL_VERSION`]; then the client sends one [`Request`] and the
+//! agent answers with a [`Response`] or an [`ApiError`]. Uploads (`SecretsWrite`,
+//! `SecretsDir`) follow the request with `Data` frames and a final `End`; downloads
+//! (`SecretsGet`) answer `Response::Streaming`, then `Data` frames, then `End` (or an
+//! `Error`). The enums are closed and only ever grow at the end; a peer speaking
+//! another version is refused at `Hello`.
+
+use keynode_core::NodeId;
+use keynode_vaults::{CommitInfo, Entry, SecretStat, VaultMeta};
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest frame either side accepts, in bytes.
+pub const MAX_FRAME: usize = 1024 * 1024 + 4096;
+/// Size of the data chunks streams are cut into, in bytes.
+pub const CHUNK: usize = 64 * 1024;
+
+/// A frame from client to agent.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// Opens the connection.
+    Hello {
+        /// The client's [`PROTOCOL_VERSION`].
+        version: u16,
+    },
+    /// The request (once per connection).
+    Request(Request),
+    /// A chunk of upload data.
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Starts the next file of a `SecretsDir` upload.
+    FileStart {
+        /// Path relative to the import's target.
+        path: String,
+    },
+    /// Ends an upload.
+    End,
+}
+
+/// A frame from agent to client.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// Answers `Hello`.
+    Hello {
+        /// The agent's [`PROTOCOL_VERSION`].
+        version: u16,
+        /// The node this agent runs.
+        node_id: NodeId,
+    },
+    /// The answer to the request.
+    Response(Response),
+    /// A chunk of download data.
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Ends a download.
+    End,
+    /// The request failed.
+    Error(ApiError),
+}
+
+/// One request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// The agent's status.
+    AgentStatus,
+    /// Stop the agent gracefully.
+    AgentStop,
+    /// Create a vault.
+    VaultsCreate {
+        /// Name of the new vault.
+        name: String,
+    },
+    /// List vaults.
+    VaultsList,
+    /// Rename a vault.
+    VaultsRename {
+        /// Vault name or id.
+        vault: String,
+        /// New name.
+        new_name: String,
+    },
+    /// Delete a vault.
+    VaultsDelete {
+        /// Vault name or id.
+        vault: String,
+    },
+    /// A vault's history, newest first.
+    VaultsLog {
+        /// Vault name or id.
+        vault: String,
+        /// Most commits to list.
+        depth: Option<u32>,
+        /// Start from this commit instead of the head.
+        commit: Option<String>,
+    },
+    /// Append a commit restoring an older version.
+    VaultsVersion {
+        /// Vault name or id.
+        vault: String,
+        /// The version to restore.
+        rev: String,
+    },
+    /// Write a secret; `Data` frames and `End` follow.
+    SecretsWrite {
+        /// Vault name or id.
+        vault: String,
+        /// Secret path.
+        path: String,
+        /// Fail if the secret exists (`secrets create`).
+        create_new: bool,
+    },
+    /// Read a secret (streamed back).
+    SecretsGet {
+        /// Vault name or id.
+        vault: String,
+        /// Secret path.
+        path: String,
+        /// Read this version instead of the head.
+        at: Option<String>,
+    },
+    /// List a directory.
+    SecretsList {
+        /// Vault name or id.
+        vault: String,
+        /// Directory (vault root if absent).
+        path: Option<String>,
+        /// List this version instead of the head.
+        at: Option<String>,
+    },
+    /// Make a directory.
+    SecretsMkdir {
+        /// Vault name or id.
+        vault: String,
+        /// Directory path.
+        path: String,
+        /// Create missing parents too.
+        parents: bool,
+    },
+    /// Rename a secret or directory within its directory.
+    SecretsRename {
+        /// Vault name or id.
+        vault: String,
+        /// Current path.
+        path: String,
+        /// New last segment.
+        new_name: String,
+    },
+    /// Remove secrets (one commit).
+    SecretsRm {
+        /// Vault name or id.
+        vault: String,
+        /// Paths to remove.
+        paths: Vec<String>,
+        /// Remove directories with their contents.
+        recursive: bool,
+    },
+    /// Describe a secret.
+    SecretsStat {
+        /// Vault name or id.
+        vault: String,
+        /// Secret path.
+        path: String,
+        /// This version instead of the head.
+        at: Option<String>,
+    },
+    /// Import files as one commit; `FileStart`/`Data` frames and `End` follow.
+    SecretsDir {
+        /// Vault name or id.
+        vault: String,
+        /// Target directory (vault root if absent).
+        path: Option<String>,
+    },
+    /// Secrets as environment variables.
+    SecretsEnv {
+        /// `(vault, path)` pairs; a directory or the vault root expands to every
+        /// secret below it.
+        refs: Vec<(String, Option<String>)>,
+    },
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// Done, nothing to report.
+    Unit,
+    /// Agent status.
+    Status(AgentStatus),
+    /// One vault.
+    Vault(VaultMeta),
+    /// Vaults.
+    Vaults(Vec<VaultMeta>),
+    /// Commits, newest first.
+    Log(Vec<CommitInfo>),
+    /// A mutation's commit (`None`: nothing changed, no commit).
+    Committed(Option<CommitInfo>),
+    /// Directory entries.
+    Entries(Vec<Entry>),
+    /// A secret's description.
+    Stat(SecretStat),
+    /// Environment variables `(name, value)`.
+    Env(Vec<(String, Vec<u8>)>),
+    /// `Data` frames and `End` follow.
+    Streaming,
+}
+
+/// What `agent status` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// `live`, `starting`, `stopping` or `stopped`.
+    pub status: String,
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Host the node listens on for peers (empty until the network exists).
+    pub agent_host: String,
+    /// Port the node listens on for peers (0 until the network exists).
+    pub agent_port: u16,
+    /// The agent's process id.
+    pub pid: u32,
+}
+
+/// Why a request failed: a kind the client maps to an exit code, and a one-line
+/// message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// One line naming what failed.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Kinds of failure, each with a sysexits exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The request is malformed.
+    Usage,
+    /// A name, path or id is invalid.
+    BadData,
+    /// The vault, secret or revision does not exist.
+    NotFound,
+    /// The target exists already.
+    Exists,
+    /// Not allowed.
+    PermissionDenied,
+    /// The vault is a read-only clone.
+    ReadOnly,
+    /// A needed service is not available.
+    Unavailable,
+    /// Try again later.
+    Temporary,
+    /// Local I/O failed.
+    Io,
+    /// A bug or an unexpected state in the agent.
+    Internal,
+    /// The peer broke the protocol.
+    Protocol,
+}
+
+impl ErrorKind {
+    /// The sysexits code for this kind.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Usage => 64,
+            ErrorKind::BadData => 65,
+            ErrorKind::NotFound => 66,
+            ErrorKind::Exists => 73,
+            ErrorKind::PermissionDenied | ErrorKind::ReadOnly => 77,
+            ErrorKind::Unavailable => 69,
+            ErrorKind::Temporary => 75,
+            ErrorKind::Io => 74,
+            ErrorKind::Internal => 70,
+            ErrorKind::Protocol => 76,
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! A client of a running agent, over its Unix socket.
+//!
+//! One connection carries one request. The CLI is built on this; so can any
+//! program that drives a local node.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::{SinkExt, StreamExt};
+use keynode_core::NodeId;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio_util::codec::Framed;
+
+use crate::api::*;
+
+/// A request could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No agent serves this node path.
+    #[error("no agent is running at {0}; start one with `keynode agent start`")]
+    NotRunning(PathBuf),
+    /// The agent refused or failed the request.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The agent broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Local I/O failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ClientError {
+    /// The sysexits code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::NotRunning(_) => 69,
+            ClientError::Api(e) => e.kind.exit_code(),
+            ClientError::Protocol(_) => 76,
+            ClientError::Io(_) => 74,
+        }
+    }
+}
+
+type Conn = Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>;
+
+/// A connection to an agent, ready for one request.
+pub struct Client {
+    conn: Conn,
+    node_id: NodeId,
+}
+
+impl Client {
+    /// Connects to the agent listening on `socket` and greets it.
+    pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
+        let stream = match UnixStream::connect(socket).await {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                let dir = socket.parent().unwrap_or(socket).to_path_buf();
+                return Err(ClientError::NotRunning(dir));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut conn = Framed::new(stream, crate::server::codec());
+        send(
+            &mut conn,
+            &ClientMsg::Hello {
+                version: PROTOCOL_VERSION,
+            },
+        )
+        .await?;
+        match recv(&mut conn).await? {
+            ServerMsg::Hello { version, node_id } if version == PROTOCOL_VERSION => {
+                Ok(Client { conn, node_id })
+            }
+            ServerMsg::Hello { version, .. } => Err(ClientError::Protocol(format!(
+                "agent speaks protocol {version}, this client {PROTOCOL_VERSION}"
+            ))),
+            ServerMsg::Error(e) => Err(e.into()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The id of the node behind this connection.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Sends a request that takes no upload and answers with one response.
+    pub async fn call(mut self, request: Request) -> Result<Response, ClientError> {
+        send(&mut self.conn, &ClientMsg::Request(request)).await?;
+        response(&mut self.conn).await
+    }
+
+    /// Sends `request`, then everything `data` yields, then `End`.
+    pub async fn upload(
+        mut self,
+        request: Request,
+        data: &mut (impl AsyncRead + Unpin),
+    ) -> Result<Response, ClientError> {
+        send(&mut self.conn, &ClientMsg::Request(request)).await?;
+        let sent = async {
+            send_stream(&mut self.conn, data).await?;
+            send(&mut self.conn, &ClientMsg::End).await
+        }
+        .await;
+        match sent {
+            Ok(()) => response(&mut self.conn).await,
+            // The agent may have refused early and closed; its answer says why.
+            Err(e) => match response(&mut self.conn).await {
+                Err(ClientError::Api(api)) => Err(api.into()),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Sends a `SecretsDir` request and the files, each as `(relative path, file)`.
+    pub async fn upload_files(
+        mut self,
+        request: Request,
+        files: &[(String, PathBuf)],
+    ) -> Result<Response, ClientError> {
+        send(&mut self.conn, &ClientMsg::Request(request)).await?;
+        let sent = async {
+            for (rel, file) in files {
+                send(&mut self.conn, &ClientMsg::FileStart { path: rel.clone() }).await?;
+                let mut f = tokio::fs::File::open(file).await?;
+                send_stream(&mut self.conn, &mut f).await?;
+            }
+            send(&mut self.conn, &ClientMsg::End).await
+        }
+        .await;
+        match sent {
+            Ok(()) => response(&mut self.conn).await,
+            Err(e) => match response(&mut self.conn).await {
+                Err(ClientError::Api(api)) => Err(api.into()),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Sends a download request and writes the streamed bytes to `out`; returns
+    /// the number of bytes written.
+    pub async fn download(
+        mut self,
+        request: Request,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        send(&mut self.conn, &ClientMsg::Request(request)).await?;
+        match response(&mut self.conn).await? {
+            Response::Streaming => {}
+            other => return Err(ClientError::Protocol(format!("unexpected {other:?}"))),
+        }
+        let mut n = 0u64;
+        loop {
+            match recv(&mut self.conn).await? {
+                ServerMsg::Data(b) => {
+                    out.write_all(&b).await?;
+                    n += b.len() as u64;
+                }
+                ServerMsg::End => break,
+                ServerMsg::Error(e) => return Err(e.into()),
+                other => return Err(unexpected(&other)),
+            }
+        }
+        out.flush().await?;
+        Ok(n)
+    }
+}
+
+async fn send_stream(
+    conn: &mut Conn,
+    data: &mut (impl AsyncRead + Unpin),
+) -> Result<(), ClientError> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = data.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        send(conn, &ClientMsg::Data(buf[..n].to_vec())).await?;
+    }
+}
+
+async fn send(conn: &mut Conn, msg: &ClientMsg) -> Result<(), ClientError> {
+    let bytes =
+        keynode_core::codec::encode(msg).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    conn.send(bytes::Bytes::from(bytes)).await?;
+    Ok(())
+}
+
+async fn recv(conn: &mut Conn) -> Result<ServerMsg, ClientError> {
+    match conn.next().await {
+        None => Err(ClientError::Protocol("agent closed the connection".into())),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(frame)) => keynode_core::codec::decode_with_limit::<ServerMsg, MAX_FRAME>(&frame)
+            .map_err(|e| ClientError::Protocol(format!("malformed message: {e}"))),
+    }
+}
+
+async fn response(conn: &mut Conn) -> Result<Response, ClientError> {
+    match recv(conn).await? {
+        ServerMsg::Response(r) => Ok(r),
+        ServerMsg::Error(e) => Err(e.into()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(msg: &ServerMsg) -> ClientError {
+    let what = match msg {
+        ServerMsg::Hello { .. } => "Hello",
+        ServerMsg::Response(_) => "Response",
+        ServerMsg::Data(_) => "Data",
+        ServerMsg::End => "End",
+        ServerMsg::Error(_) => "Error",
+    };
+    ClientError::Protocol(format!("unexpected {what} from the agent"))
+}

@@ -1,0 +1,309 @@
+//! Starting and stopping a node.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr};
+use keynode_core::keystore::{self, KdfParams, KeystoreError};
+use keynode_core::{Keypair, NodeId};
+use keynode_vaults::{VaultManager, VaultStore};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use zeroize::Zeroizing;
+
+use crate::api::AgentStatus;
+use crate::paths::NodePaths;
+use crate::server::{self, Ctx};
+use crate::status::{self, AgentLock, LockError};
+
+/// Largest the LMDB map may grow, in bytes (a sparse maximum, not an allocation).
+pub const LMDB_MAP_SIZE: usize = 16 * 1024 * 1024 * 1024;
+/// Named LMDB databases the environment may hold.
+pub const LMDB_MAX_DBS: u32 = 64;
+/// Longest a graceful stop waits for in-flight requests.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+/// Longest a Unix socket path may be, in bytes (`sun_path` less the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// How to start a node.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The node path.
+    pub paths: NodePaths,
+    /// The password that seals the root key.
+    pub password: Zeroizing<Vec<u8>>,
+    /// Argon2id parameters for a new key file.
+    pub kdf: KdfParams,
+    /// Host to listen on for peers.
+    pub agent_host: String,
+    /// Port to listen on for peers (0 picks one).
+    pub agent_port: u16,
+}
+
+impl NodeConfig {
+    /// A configuration with defaults for everything but the node path and password.
+    pub fn new(node_path: impl Into<PathBuf>, password: impl AsRef<[u8]>) -> Self {
+        Self {
+            paths: NodePaths::new(node_path),
+            password: Zeroizing::new(password.as_ref().to_vec()),
+            kdf: KdfParams::DEFAULT,
+            agent_host: "127.0.0.1".into(),
+            agent_port: 0,
+        }
+    }
+}
+
+/// A node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another agent runs on this node path.
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    /// The password does not open the root key.
+    #[error("wrong password for the node at {0}")]
+    WrongPassword(PathBuf),
+    /// The key file is unreadable.
+    #[error("cannot open the root key")]
+    Key(#[source] KeystoreError),
+    /// The node path cannot hold a Unix socket path.
+    #[error("node path {0} is too long for a unix socket; choose a shorter --node-path")]
+    PathTooLong(PathBuf),
+    /// The state database failed to open.
+    #[error("cannot open the node state")]
+    Storage(#[source] heed::Error),
+    /// Vault storage failed to open.
+    #[error("cannot open vault storage")]
+    Vaults(#[source] keynode_vaults::VaultError),
+    /// File system trouble.
+    #[error("i/o error in {1}")]
+    Io(#[source] std::io::Error, String),
+}
+
+/// What a start measured.
+#[derive(Debug, Clone, Copy)]
+pub struct StartTimings {
+    /// Time spent deriving the key from the password.
+    pub key_derivation: Duration,
+    /// Total time from `start` to ready.
+    pub total: Duration,
+    /// Whether this start created the node's identity.
+    pub created: bool,
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::stop`].
+pub struct Node {
+    node_id: NodeId,
+    paths: NodePaths,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    status: Arc<Mutex<AgentStatus>>,
+    timings: StartTimings,
+    _lock: AgentLock,
+    vaults: Addr<VaultManager>,
+}
+
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |e| StartError::Io(e, what.to_owned())
+}
+
+fn private_dir(path: &Path) -> Result<(), StartError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err("creating the node path"))
+}
+
+/// Loads the root key, creating it (and the node's identity) on first start.
+fn load_or_create_key(
+    paths: &NodePaths,
+    password: &[u8],
+    kdf: KdfParams,
+) -> Result<(Keypair, bool), StartError> {
+    let path = paths.root_key();
+    if path.exists() {
+        return match keystore::read_key_file(&path, password) {
+            Ok(k) => Ok((k, false)),
+            Err(KeystoreError::WrongPassword) => Err(StartError::WrongPassword(paths.root.clone())),
+            Err(e) => Err(StartError::Key(e)),
+        };
+    }
+    private_dir(&paths.root.join("keys"))?;
+    let key = Keypair::generate();
+    keystore::write_key_file(&path, &key, password, kdf).map_err(StartError::Key)?;
+    Ok((key, true))
+}
+
+#[allow(unsafe_code)]
+fn open_env(dir: &Path) -> Result<keynode_vaults::Env, StartError> {
+    private_dir(dir)?;
+    // SAFETY: heed requires that an environment is opened at most once per process
+    // and that its files are not modified by other means. The agent lock (held by
+    // the caller) guarantees one node per node path, and each node opens its
+    // environment exactly once.
+    unsafe {
+        heed::EnvOpenOptions::new()
+            .read_txn_without_tls()
+            .map_size(LMDB_MAP_SIZE)
+            .max_dbs(LMDB_MAX_DBS)
+            .open(dir)
+    }
+    .map_err(StartError::Storage)
+}
+
+impl Node {
+    /// Starts a node: takes the lock, opens (or creates) its key and state, starts
+    /// its actors and serves clients on its socket. Must run inside an actix
+    /// `System`; several nodes may run in one process, each on its own node path.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        let t0 = Instant::now();
+        let paths = config.paths.clone();
+        if paths.socket().as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(StartError::PathTooLong(paths.root.clone()));
+        }
+        private_dir(&paths.root)?;
+        let lock = AgentLock::acquire(&paths.lock())?;
+
+        let (key, created, kdf_time) = {
+            let paths = paths.clone();
+            let password = config.password.clone();
+            let kdf = config.kdf;
+            tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                load_or_create_key(&paths, &password, kdf).map(|(k, c)| (k, c, t.elapsed()))
+            })
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e), "loading the key".into()))??
+        };
+        let node_id = key.node_id();
+
+        let store = {
+            let paths = paths.clone();
+            tokio::task::spawn_blocking(move || {
+                let env = open_env(&paths.state())?;
+                private_dir(&paths.vaults())?;
+                VaultStore::open(&paths.vaults(), env, node_id).map_err(StartError::Vaults)
+            })
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e), "opening state".into()))??
+        };
+        let vaults = VaultManager::new(Arc::new(store)).start();
+
+        let socket = paths.socket();
+        match std::fs::remove_file(&socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StartError::Io(e, "removing a stale socket".into())),
+        }
+        let listener = UnixListener::bind(&socket).map_err(io_err("binding the client socket"))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err("securing the client socket"))?;
+
+        let status = Arc::new(Mutex::new(AgentStatus {
+            status: "live".into(),
+            node_id,
+            agent_host: config.agent_host.clone(),
+            agent_port: config.agent_port,
+            pid: std::process::id(),
+        }));
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let ctx = Arc::new(Ctx {
+            vaults: vaults.clone(),
+            status: status.clone(),
+            shutdown: shutdown.clone(),
+        });
+        tracker.spawn(server::serve(
+            listener,
+            ctx,
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+        let snapshot = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        status::write_status(&paths.status(), &snapshot)
+            .map_err(io_err("writing the status file"))?;
+        let timings = StartTimings {
+            key_derivation: kdf_time,
+            total: t0.elapsed(),
+            created,
+        };
+        tracing::info!(%node_id, ?timings, path = %paths.root.display(), "node is live");
+        Ok(Node {
+            node_id,
+            paths,
+            shutdown,
+            tracker,
+            status,
+            timings,
+            _lock: lock,
+            vaults,
+        })
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The node's paths.
+    pub fn paths(&self) -> &NodePaths {
+        &self.paths
+    }
+
+    /// The client socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.paths.socket()
+    }
+
+    /// What the start measured.
+    pub fn timings(&self) -> StartTimings {
+        self.timings
+    }
+
+    /// The vault storage actor.
+    pub fn vaults(&self) -> &Addr<VaultManager> {
+        &self.vaults
+    }
+
+    /// Resolves when a stop was requested (by `agent stop` or [`Node::request_stop`]).
+    pub async fn stop_requested(&self) {
+        self.shutdown.cancelled().await
+    }
+
+    /// Asks the node to stop; [`Node::stop`] does the stopping.
+    pub fn request_stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Stops gracefully: no new clients; in-flight requests finish (each mutation
+    /// is atomic, so one cut short by the grace period leaves the old version);
+    /// then the status file says `stopped` and the lock is released.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        {
+            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            s.status = "stopping".into();
+        }
+        self.tracker.close();
+        if tokio::time::timeout(STOP_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+        }
+        let _ = std::fs::remove_file(self.paths.socket());
+        let mut snapshot = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        snapshot.status = "stopped".into();
+        if let Err(e) = status::write_status(&self.paths.status(), &snapshot) {
+            tracing::warn!(error = %e, "cannot write the status file");
+        }
+        tracing::info!(node_id = %self.node_id, "node stopped");
+    }
+}

@@ -1,0 +1,590 @@
+//! Serves clients on the agent's Unix socket (see [`crate::api`]).
+
+use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Addr;
+use futures_util::{SinkExt, StreamExt};
+use keynode_core::{NameError, SecretPath, VaultId, VaultName};
+use keynode_vaults::messages::*;
+use keynode_vaults::{BlobId, EntryKind, Op, PutPolicy, VaultError, VaultManager};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::*;
+
+/// Most client connections served at once; more wait in the accept queue.
+pub const MAX_CLIENTS: usize = 256;
+/// Longest wait for a client's next frame.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes `secrets env` returns in all.
+pub const MAX_ENV_BYTES: usize = 512 * 1024;
+
+pub(crate) struct Ctx {
+    pub vaults: Addr<VaultManager>,
+    pub status: Arc<Mutex<AgentStatus>>,
+    pub shutdown: CancellationToken,
+}
+
+type Conn = Framed<UnixStream, LengthDelimitedCodec>;
+
+pub(crate) fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+pub(crate) async fn serve(
+    listener: UnixListener,
+    ctx: Arc<Ctx>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            let mut conn = Framed::new(stream, codec());
+            if let Err(e) = handle(&mut conn, &ctx).await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+                let _ = send(&mut conn, ServerMsg::Error(e)).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn send(conn: &mut Conn, msg: ServerMsg) -> Result<(), ApiError> {
+    let bytes = keynode_core::codec::encode(&msg)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    conn.send(bytes::Bytes::from(bytes))
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Io, format!("client connection: {e}")))
+}
+
+async fn recv(conn: &mut Conn) -> Result<ClientMsg, ApiError> {
+    let frame = match tokio::time::timeout(FRAME_TIMEOUT, conn.next()).await {
+        Err(_) => return Err(ApiError::new(ErrorKind::Protocol, "client timed out")),
+        Ok(None) => return Err(ApiError::new(ErrorKind::Protocol, "client went away")),
+        Ok(Some(Err(e))) => {
+            return Err(ApiError::new(
+                ErrorKind::Protocol,
+                format!("bad frame: {e}"),
+            ));
+        }
+        Ok(Some(Ok(f))) => f,
+    };
+    keynode_core::codec::decode_with_limit::<ClientMsg, MAX_FRAME>(&frame)
+        .map_err(|e| ApiError::new(ErrorKind::Protocol, format!("malformed message: {e}")))
+}
+
+async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
+    let node_id = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).node_id;
+    match recv(conn).await? {
+        ClientMsg::Hello { version } if version == PROTOCOL_VERSION => {}
+        ClientMsg::Hello { version } => {
+            return Err(ApiError::new(
+                ErrorKind::Protocol,
+                format!("client speaks protocol {version}, this agent {PROTOCOL_VERSION}"),
+            ));
+        }
+        _ => return Err(ApiError::new(ErrorKind::Protocol, "expected Hello")),
+    }
+    send(
+        conn,
+        ServerMsg::Hello {
+            version: PROTOCOL_VERSION,
+            node_id,
+        },
+    )
+    .await?;
+    let request = match recv(conn).await? {
+        ClientMsg::Request(r) => r,
+        _ => return Err(ApiError::new(ErrorKind::Protocol, "expected a request")),
+    };
+    tracing::debug!(?request, "request");
+    match request {
+        Request::SecretsGet { vault, path, at } => download(conn, ctx, &vault, &path, at).await,
+        Request::SecretsWrite {
+            vault,
+            path,
+            create_new,
+        } => {
+            let r = upload_one(conn, ctx, &vault, &path, create_new).await?;
+            send(conn, ServerMsg::Response(r)).await
+        }
+        Request::SecretsDir { vault, path } => {
+            let r = upload_dir(conn, ctx, &vault, path.as_deref()).await?;
+            send(conn, ServerMsg::Response(r)).await
+        }
+        other => {
+            let r = unary(ctx, other).await?;
+            send(conn, ServerMsg::Response(r)).await
+        }
+    }
+}
+
+fn vault_err(e: VaultError) -> ApiError {
+    use VaultError as V;
+    let kind = match &e {
+        V::VaultNotFound(_) | V::SecretNotFound(_) | V::BadRevision(_) => ErrorKind::NotFound,
+        V::VaultExists(_) | V::SecretExists(_) => ErrorKind::Exists,
+        V::IsADirectory(_) | V::NotADirectory(_) | V::DirectoryNotEmpty(_) => ErrorKind::BadData,
+        V::ParentNotFound(_) => ErrorKind::NotFound,
+        V::ReadOnly(_) => ErrorKind::ReadOnly,
+        V::Io(_) => ErrorKind::Io,
+        _ => ErrorKind::Internal,
+    };
+    ApiError::new(kind, e.to_string())
+}
+
+fn name_err(e: NameError) -> ApiError {
+    ApiError::new(ErrorKind::BadData, e.to_string())
+}
+
+fn mailbox<T>(r: Result<Result<T, VaultError>, actix::MailboxError>) -> Result<T, ApiError> {
+    match r {
+        Ok(r) => r.map_err(vault_err),
+        Err(e) => Err(ApiError::new(
+            ErrorKind::Unavailable,
+            format!("vault service: {e}"),
+        )),
+    }
+}
+
+fn path(s: &str) -> Result<SecretPath, ApiError> {
+    SecretPath::new(s).map_err(name_err)
+}
+
+async fn resolve(ctx: &Ctx, vault: &str) -> Result<VaultId, ApiError> {
+    let meta = mailbox(
+        ctx.vaults
+            .send(ResolveVault {
+                name_or_id: vault.to_owned(),
+            })
+            .await,
+    )?;
+    Ok(meta.id)
+}
+
+async fn commit(ctx: &Ctx, vault: VaultId, ops: Vec<Op>) -> Result<Response, ApiError> {
+    let outcome = mailbox(ctx.vaults.send(Commit { vault, ops }).await)?;
+    Ok(Response::Committed(outcome.commit().cloned()))
+}
+
+async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
+    let v = &ctx.vaults;
+    Ok(match request {
+        Request::AgentStatus => {
+            Response::Status(ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        }
+        Request::AgentStop => {
+            ctx.shutdown.cancel();
+            Response::Unit
+        }
+        Request::VaultsCreate { name } => {
+            let name = VaultName::new(name).map_err(name_err)?;
+            Response::Vault(mailbox(v.send(CreateVault { name }).await)?)
+        }
+        Request::VaultsList => Response::Vaults(mailbox(v.send(ListVaults {}).await)?),
+        Request::VaultsRename { vault, new_name } => {
+            let new_name = VaultName::new(new_name).map_err(name_err)?;
+            let vault = resolve(ctx, &vault).await?;
+            mailbox(
+                v.send(RenameVault {
+                    vault,
+                    name: new_name,
+                })
+                .await,
+            )?;
+            Response::Unit
+        }
+        Request::VaultsDelete { vault } => {
+            let vault = resolve(ctx, &vault).await?;
+            mailbox(v.send(DeleteVault { vault }).await)?;
+            Response::Unit
+        }
+        Request::VaultsLog {
+            vault,
+            depth,
+            commit,
+        } => {
+            let vault = resolve(ctx, &vault).await?;
+            Response::Log(mailbox(
+                v.send(Log {
+                    vault,
+                    depth: depth.map(|d| d as usize),
+                    from: commit,
+                })
+                .await,
+            )?)
+        }
+        Request::VaultsVersion { vault, rev } => {
+            let vault = resolve(ctx, &vault).await?;
+            Response::Committed(
+                mailbox(v.send(Version { vault, rev }).await)?
+                    .commit()
+                    .cloned(),
+            )
+        }
+        Request::SecretsList { vault, path: p, at } => {
+            let dir = p.as_deref().map(path).transpose()?;
+            let vault = resolve(ctx, &vault).await?;
+            Response::Entries(mailbox(v.send(ListSecrets { vault, dir, at }).await)?)
+        }
+        Request::SecretsMkdir {
+            vault,
+            path: p,
+            parents,
+        } => {
+            let p = path(&p)?;
+            let vault = resolve(ctx, &vault).await?;
+            commit(ctx, vault, vec![Op::Mkdir { path: p, parents }]).await?
+        }
+        Request::SecretsRename {
+            vault,
+            path: p,
+            new_name,
+        } => {
+            let from = path(&p)?;
+            let to = from.with_file_name(&new_name).map_err(name_err)?;
+            let vault = resolve(ctx, &vault).await?;
+            commit(ctx, vault, vec![Op::Rename { from, to }]).await?
+        }
+        Request::SecretsRm {
+            vault,
+            paths,
+            recursive,
+        } => {
+            if paths.is_empty() {
+                return Err(ApiError::new(ErrorKind::Usage, "no secret paths given"));
+            }
+            let ops = paths
+                .iter()
+                .map(|p| path(p).map(|path| Op::Remove { path, recursive }))
+                .collect::<Result<Vec<_>, _>>()?;
+            let vault = resolve(ctx, &vault).await?;
+            commit(ctx, vault, ops).await?
+        }
+        Request::SecretsStat { vault, path: p, at } => {
+            let p = path(&p)?;
+            let vault = resolve(ctx, &vault).await?;
+            Response::Stat(mailbox(v.send(Stat { vault, path: p, at }).await)?)
+        }
+        Request::SecretsEnv { refs } => Response::Env(env(ctx, refs).await?),
+        Request::SecretsGet { .. } | Request::SecretsWrite { .. } | Request::SecretsDir { .. } => {
+            return Err(ApiError::new(
+                ErrorKind::Protocol,
+                "streaming request sent as unary",
+            ));
+        }
+    })
+}
+
+/// Collects secrets as `(name, value)` pairs, expanding directories.
+async fn env(
+    ctx: &Ctx,
+    refs: Vec<(String, Option<String>)>,
+) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for (vault_text, p) in refs {
+        let vault = resolve(ctx, &vault_text).await?;
+        let mut stack: Vec<Option<SecretPath>> = Vec::new();
+        match p.as_deref().map(path).transpose()? {
+            None => stack.push(None),
+            Some(p) => {
+                let stat = mailbox(
+                    ctx.vaults
+                        .send(Stat {
+                            vault,
+                            path: p.clone(),
+                            at: None,
+                        })
+                        .await,
+                )?;
+                match stat.kind {
+                    EntryKind::Dir => stack.push(Some(p)),
+                    EntryKind::File => {
+                        let value = read_small(ctx, vault, &p, &mut total).await?;
+                        out.push((p.file_name().to_owned(), value));
+                    }
+                }
+            }
+        }
+        while let Some(dir) = stack.pop() {
+            let entries = mailbox(
+                ctx.vaults
+                    .send(ListSecrets {
+                        vault,
+                        dir: dir.clone(),
+                        at: None,
+                    })
+                    .await,
+            )?;
+            for e in entries {
+                let child = match &dir {
+                    Some(d) => d.join(&path(&e.name)?),
+                    None => path(&e.name)?,
+                };
+                match e.kind {
+                    EntryKind::Dir => stack.push(Some(child)),
+                    EntryKind::File => {
+                        let value = read_small(ctx, vault, &child, &mut total).await?;
+                        out.push((child.file_name().to_owned(), value));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn read_small(
+    ctx: &Ctx,
+    vault: VaultId,
+    p: &SecretPath,
+    total: &mut usize,
+) -> Result<Vec<u8>, ApiError> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let budget = MAX_ENV_BYTES.saturating_sub(*total);
+    let sink_buf = buf.clone();
+    let sink = Box::new(move |chunk: &[u8]| {
+        let mut b = sink_buf.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() + chunk.len() > budget {
+            return Err(io::Error::other("secrets too large for the environment"));
+        }
+        b.extend_from_slice(chunk);
+        Ok(())
+    });
+    let r = ctx
+        .vaults
+        .send(ReadSecret {
+            vault,
+            path: p.clone(),
+            at: None,
+            sink,
+        })
+        .await;
+    mailbox(r).map_err(|e| match e.kind {
+        ErrorKind::Io => ApiError::new(
+            ErrorKind::BadData,
+            format!("secrets exceed {MAX_ENV_BYTES} bytes, too large for the environment"),
+        ),
+        _ => e,
+    })?;
+    let value = std::mem::take(&mut *buf.lock().unwrap_or_else(|p| p.into_inner()));
+    *total += value.len();
+    Ok(value)
+}
+
+async fn download(
+    conn: &mut Conn,
+    ctx: &Ctx,
+    vault: &str,
+    p: &str,
+    at: Option<String>,
+) -> Result<(), ApiError> {
+    let p = path(p)?;
+    let vault = resolve(ctx, vault).await?;
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+    let sink = Box::new(move |chunk: &[u8]| {
+        tx.blocking_send(chunk.to_vec())
+            .map_err(|_| io::Error::other("client went away"))
+    });
+    let read = ctx.vaults.send(ReadSecret {
+        vault,
+        path: p,
+        at,
+        sink,
+    });
+    let reading = tokio::spawn(read);
+    let mut started = false;
+    while let Some(chunk) = rx.recv().await {
+        if !started {
+            send(conn, ServerMsg::Response(Response::Streaming)).await?;
+            started = true;
+        }
+        send(conn, ServerMsg::Data(chunk)).await?;
+    }
+    let result = reading
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    mailbox(result)?;
+    if !started {
+        send(conn, ServerMsg::Response(Response::Streaming)).await?;
+    }
+    send(conn, ServerMsg::End).await
+}
+
+/// `Read` over chunks arriving from the connection task. An `Err` item aborts
+/// the blob being written.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// How an upload of one blob ended.
+enum Next {
+    End,
+    File(String),
+}
+
+/// Receives `Data` frames into a new blob until `End` or `FileStart`. A client that
+/// breaks off aborts the blob: nothing partial is ever committed.
+async fn receive_blob(
+    conn: &mut Conn,
+    ctx: &Ctx,
+    vault: VaultId,
+) -> Result<(BlobId, Next), ApiError> {
+    let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(4);
+    let source = Box::new(ChannelReader {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+    });
+    let writing = tokio::spawn(ctx.vaults.send(WriteBlob { vault, source }));
+    let next = loop {
+        match recv(conn).await {
+            Ok(ClientMsg::Data(b)) => {
+                if tx.send(Ok(b)).await.is_err() {
+                    // The writer stopped early; its result says why.
+                    break Next::End;
+                }
+            }
+            Ok(ClientMsg::End) => break Next::End,
+            Ok(ClientMsg::FileStart { path }) => break Next::File(path),
+            Ok(_) => {
+                let _ = tx.send(Err(io::Error::other("upload aborted"))).await;
+                drop(tx);
+                let _ = writing.await;
+                return Err(ApiError::new(
+                    ErrorKind::Protocol,
+                    "unexpected message in upload",
+                ));
+            }
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::other("upload aborted"))).await;
+                drop(tx);
+                let _ = writing.await;
+                return Err(e);
+            }
+        }
+    };
+    drop(tx);
+    let result = writing
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    Ok((mailbox(result)?, next))
+}
+
+async fn upload_one(
+    conn: &mut Conn,
+    ctx: &Ctx,
+    vault: &str,
+    p: &str,
+    create_new: bool,
+) -> Result<Response, ApiError> {
+    let p = path(p)?;
+    let vault = resolve(ctx, vault).await?;
+    let (blob, next) = receive_blob(conn, ctx, vault).await?;
+    if let Next::File(_) = next {
+        return Err(ApiError::new(
+            ErrorKind::Protocol,
+            "FileStart in a single upload",
+        ));
+    }
+    let policy = if create_new {
+        PutPolicy::CreateNew
+    } else {
+        PutPolicy::Overwrite
+    };
+    commit(
+        ctx,
+        vault,
+        vec![Op::Put {
+            path: p,
+            blob,
+            policy,
+        }],
+    )
+    .await
+}
+
+async fn upload_dir(
+    conn: &mut Conn,
+    ctx: &Ctx,
+    vault: &str,
+    base: Option<&str>,
+) -> Result<Response, ApiError> {
+    let base = base.map(path).transpose()?;
+    let vault = resolve(ctx, vault).await?;
+    let mut ops = Vec::new();
+    let mut next = match recv(conn).await? {
+        ClientMsg::FileStart { path } => Next::File(path),
+        ClientMsg::End => Next::End,
+        _ => {
+            return Err(ApiError::new(
+                ErrorKind::Protocol,
+                "expected FileStart or End",
+            ));
+        }
+    };
+    while let Next::File(name) = next {
+        let rel = path(&name)?;
+        let target = match &base {
+            Some(b) => b.join(&rel),
+            None => rel,
+        };
+        let (blob, n) = receive_blob(conn, ctx, vault).await?;
+        ops.push(Op::Put {
+            path: target,
+            blob,
+            policy: PutPolicy::Overwrite,
+        });
+        next = n;
+    }
+    if ops.is_empty() {
+        return Ok(Response::Committed(None));
+    }
+    commit(ctx, vault, ops).await
+}

@@ -1,0 +1,61 @@
+//! The one error type of vault storage.
+
+use keynode_core::VaultName;
+use keynode_core::codec::CodecError;
+
+/// Why a vault or secret operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// No vault has this name or id.
+    #[error("vault {0} does not exist")]
+    VaultNotFound(String),
+    /// Another vault already has this name.
+    #[error("vault {0} already exists")]
+    VaultExists(VaultName),
+    /// No secret or directory at this path.
+    #[error("no such secret or directory: {0}")]
+    SecretNotFound(String),
+    /// Something already exists at this path.
+    #[error("{0} already exists")]
+    SecretExists(String),
+    /// The path is a directory where a secret was expected.
+    #[error("{0} is a directory")]
+    IsADirectory(String),
+    /// The path (or one of its parents) is a secret where a directory was expected.
+    #[error("{0} is not a directory")]
+    NotADirectory(String),
+    /// A directory with content was removed without `recursive`.
+    #[error("directory {0} is not empty")]
+    DirectoryNotEmpty(String),
+    /// The parent directory of the path does not exist.
+    #[error("parent directory of {0} does not exist")]
+    ParentNotFound(String),
+    /// The path uses the reserved directory marker name
+    /// ([`DIR_MARKER`](crate::DIR_MARKER)).
+    #[error("{0} uses the reserved name {marker}", marker = crate::DIR_MARKER)]
+    Reserved(String),
+    /// A directory cannot be moved inside itself.
+    #[error("cannot move {0} inside itself")]
+    MoveIntoItself(String),
+    /// A commit referred to a blob that was never written to this vault.
+    #[error("blob {0} does not exist in this vault")]
+    BlobNotFound(String),
+    /// The revision is malformed, unknown, ambiguous or not in this vault's history.
+    #[error("bad revision {0}: expected a commit id of this vault, HEAD or HEAD~N")]
+    BadRevision(String),
+    /// The vault is a clone (it has a remote) and cannot be written.
+    #[error("vault {0} is a clone and read-only; fork it with `keynode vaults fork {0}`")]
+    ReadOnly(VaultName),
+    /// libgit2 failed.
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    /// LMDB failed.
+    #[error("storage: {0}")]
+    Storage(#[from] heed::Error),
+    /// The file system (or a caller's reader or sink) failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored value could not be encoded or decoded.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+}

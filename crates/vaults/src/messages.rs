@@ -1,0 +1,212 @@
+//! The messages [`VaultManager`] answers, one per [`VaultStore`] method, each
+//! replying `Result<_, VaultError>` once the blocking call is done.
+//!
+//! [`VaultStore`]: crate::VaultStore
+
+use std::io::{self, Read};
+
+use actix::{Handler, Message, ResponseFuture};
+use keynode_core::{SecretPath, VaultId, VaultName};
+
+use crate::{
+    BlobId, CommitInfo, CommitOutcome, Entry, Op, Remote, SecretStat, VaultError, VaultManager,
+    VaultMeta,
+};
+
+/// Where [`ReadSecret`] sends the secret's chunks.
+pub type Sink = Box<dyn FnMut(&[u8]) -> io::Result<()> + Send>;
+
+/// Where [`WriteBlob`] reads the blob from.
+pub type Source = Box<dyn Read + Send>;
+
+/// Declares a message struct, its `Message` impl and a `VaultManager` handler that
+/// runs `$body` (with the store as `$store` and the message as `$msg`) on the
+/// blocking pool.
+macro_rules! store_message {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }
+        -> $ret:ty;
+        |$store:ident, $msg:ident| $body:expr
+    ) => {
+        $(#[$meta])*
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+
+        impl Message for $name {
+            type Result = Result<$ret, VaultError>;
+        }
+
+        impl Handler<$name> for VaultManager {
+            type Result = ResponseFuture<Result<$ret, VaultError>>;
+
+            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
+                #[allow(unused_mut)]
+                let mut $msg = $msg;
+                self.blocking(move |$store| $body)
+            }
+        }
+    };
+}
+
+store_message! {
+    /// Creates a vault ([`VaultStore::create`](crate::VaultStore::create)).
+    #[derive(Debug, Clone)]
+    pub struct CreateVault {
+        /// Its name.
+        pub name: VaultName,
+    } -> VaultMeta;
+    |store, msg| store.create(&msg.name)
+}
+
+store_message! {
+    /// Lists all vaults, sorted by name.
+    #[derive(Debug, Clone)]
+    pub struct ListVaults {} -> Vec<VaultMeta>;
+    |store, _msg| store.list()
+}
+
+store_message! {
+    /// Finds a vault by name, then by id text.
+    #[derive(Debug, Clone)]
+    pub struct ResolveVault {
+        /// A vault name or VaultId text.
+        pub name_or_id: String,
+    } -> VaultMeta;
+    |store, msg| store.resolve(&msg.name_or_id)
+}
+
+store_message! {
+    /// The metadata of one vault.
+    #[derive(Debug, Clone)]
+    pub struct GetVault {
+        /// The vault.
+        pub vault: VaultId,
+    } -> VaultMeta;
+    |store, msg| store.meta(msg.vault)
+}
+
+store_message! {
+    /// Renames a vault.
+    #[derive(Debug, Clone)]
+    pub struct RenameVault {
+        /// The vault.
+        pub vault: VaultId,
+        /// Its new name.
+        pub name: VaultName,
+    } -> ();
+    |store, msg| store.rename(msg.vault, &msg.name)
+}
+
+store_message! {
+    /// Deletes a vault and its repository.
+    #[derive(Debug, Clone)]
+    pub struct DeleteVault {
+        /// The vault.
+        pub vault: VaultId,
+    } -> ();
+    |store, msg| store.delete(msg.vault)
+}
+
+store_message! {
+    /// Sets or clears a vault's remote (a vault with a remote is read-only).
+    #[derive(Debug, Clone)]
+    pub struct SetRemote {
+        /// The vault.
+        pub vault: VaultId,
+        /// Where it was cloned from, or `None`.
+        pub remote: Option<Remote>,
+    } -> ();
+    |store, msg| store.set_remote(msg.vault, msg.remote)
+}
+
+store_message! {
+    /// A vault's history, newest first.
+    #[derive(Debug, Clone)]
+    pub struct Log {
+        /// The vault.
+        pub vault: VaultId,
+        /// At most this many commits.
+        pub depth: Option<usize>,
+        /// Start at this revision instead of the head.
+        pub from: Option<String>,
+    } -> Vec<CommitInfo>;
+    |store, msg| store.log(msg.vault, msg.depth, msg.from.as_deref())
+}
+
+store_message! {
+    /// Restores a revision's content as a new commit.
+    #[derive(Debug, Clone)]
+    pub struct Version {
+        /// The vault.
+        pub vault: VaultId,
+        /// The revision to restore.
+        pub rev: String,
+    } -> CommitOutcome;
+    |store, msg| store.version(msg.vault, &msg.rev)
+}
+
+store_message! {
+    /// Streams a blob into a vault, for a later [`Commit`].
+    pub struct WriteBlob {
+        /// The vault.
+        pub vault: VaultId,
+        /// The content.
+        pub source: Source,
+    } -> BlobId;
+    |store, msg| store.write_blob(msg.vault, &mut msg.source)
+}
+
+store_message! {
+    /// Applies ops as one commit.
+    #[derive(Debug, Clone)]
+    pub struct Commit {
+        /// The vault.
+        pub vault: VaultId,
+        /// The changes, in order.
+        pub ops: Vec<Op>,
+    } -> CommitOutcome;
+    |store, msg| store.commit(msg.vault, msg.ops)
+}
+
+store_message! {
+    /// Streams a secret to a sink; replies with its size.
+    pub struct ReadSecret {
+        /// The vault.
+        pub vault: VaultId,
+        /// The secret.
+        pub path: SecretPath,
+        /// Read this revision instead of the head.
+        pub at: Option<String>,
+        /// Receives the content in chunks.
+        pub sink: Sink,
+    } -> u64;
+    |store, msg| store.read_secret(msg.vault, &msg.path, msg.at.as_deref(), &mut msg.sink)
+}
+
+store_message! {
+    /// One directory level, sorted by name.
+    #[derive(Debug, Clone)]
+    pub struct ListSecrets {
+        /// The vault.
+        pub vault: VaultId,
+        /// The directory; the root if `None`.
+        pub dir: Option<SecretPath>,
+        /// List this revision instead of the head.
+        pub at: Option<String>,
+    } -> Vec<Entry>;
+    |store, msg| store.list_secrets(msg.vault, msg.dir.as_ref(), msg.at.as_deref())
+}
+
+store_message! {
+    /// Details of a secret or directory.
+    #[derive(Debug, Clone)]
+    pub struct Stat {
+        /// The vault.
+        pub vault: VaultId,
+        /// The secret or directory.
+        pub path: SecretPath,
+        /// Look in this revision instead of the head.
+        pub at: Option<String>,
+    } -> SecretStat;
+    |store, msg| store.stat(msg.vault, &msg.path, msg.at.as_deref())
+}

@@ -1,0 +1,376 @@
+//! The git seam: every libgit2 call of this crate lives in this module.
+//!
+//! A vault is a bare repository whose one branch, `refs/heads/main`, carries a
+//! linear history. [`Repo`] offers the narrow interface the store needs: write a
+//! blob, read a blob, the head, a tree update, a commit (moving the branch with a
+//! compare-and-swap), a history walk and tree listings. Nothing else in the crate
+//! sees a git object, so encryption at rest can slot in here later (encrypting blob
+//! content in `write_blob` and decrypting it in `read_secret`, or swapping the
+//! object database backend) without touching the store or the actor.
+//!
+//! Durability: objects are written before the ref that makes them reachable, and
+//! the ref moves last (libgit2 writes a lock file and renames it), so a process
+//! that dies at any instant leaves the old or the new version. Whether libgit2
+//! also fsyncs is the process-wide `git2::opts::enable_fsync_gitdir` switch, which
+//! the embedding application owns.
+
+mod stage;
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use git2::{
+    Commit, ErrorCode, ObjectType, Oid, Repository, RepositoryInitOptions, Signature, Time,
+    TreeEntry,
+};
+use keynode_core::SecretPath;
+
+use crate::revision::Revision;
+use crate::{
+    BlobId, CommitInfo, CommitOutcome, DIR_MARKER, Entry, EntryKind, Op, READ_CHUNK,
+    STAT_HISTORY_LIMIT, SecretStat, VaultError,
+};
+
+use stage::{Stage, TREE_MODE, reserved};
+
+/// The vault's one branch.
+pub(crate) const BRANCH: &str = "refs/heads/main";
+
+/// Hex digits of a commit id shown in messages.
+const SHORT_ID: usize = 7;
+
+/// Who makes a commit, and when.
+pub(crate) struct Author {
+    /// Name: the owner's NodeId text.
+    pub(crate) name: String,
+    /// Email: `<node id>@keynode`.
+    pub(crate) email: String,
+    /// Seconds since the Unix epoch.
+    pub(crate) time_s: i64,
+}
+
+/// One vault's repository, opened for one call (a `Repository` is `Send`, not
+/// `Sync`).
+pub(crate) struct Repo {
+    git: Repository,
+}
+
+impl Repo {
+    /// Creates a bare repository at `path` with HEAD on `main` and one commit of
+    /// the empty tree.
+    pub(crate) fn init(path: &Path, author: &Author, message: &str) -> Result<(), VaultError> {
+        let mut opts = RepositoryInitOptions::new();
+        opts.bare(true)
+            .initial_head("main")
+            .mkdir(true)
+            .mkpath(false);
+        let git = Repository::init_opts(path, &opts)?;
+        let tree = git.find_tree(git.treebuilder(None)?.write()?)?;
+        let sig = signature(author)?;
+        git.commit(Some(BRANCH), &sig, &sig, message, &tree, &[])?;
+        Ok(())
+    }
+
+    /// Opens the bare repository at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Repo, VaultError> {
+        Ok(Repo {
+            git: Repository::open_bare(path)?,
+        })
+    }
+
+    /// Streams `data` into a new blob, holding at most one copy buffer in memory.
+    pub(crate) fn write_blob(&self, data: &mut dyn Read) -> Result<BlobId, VaultError> {
+        let mut writer = self.git.blob_writer(None)?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            writer.write_all(&buf[..n])?;
+        }
+        let oid = writer.commit()?;
+        let mut id = [0u8; 20];
+        id.copy_from_slice(oid.as_bytes());
+        Ok(BlobId(id))
+    }
+
+    /// The head commit.
+    fn head(&self) -> Result<Commit<'_>, VaultError> {
+        Ok(self.git.find_commit(self.git.refname_to_id(BRANCH)?)?)
+    }
+
+    /// The commit `rev` names (the head if `None`); it must be in the head's
+    /// history.
+    fn resolve(&self, rev: Option<&str>) -> Result<Commit<'_>, VaultError> {
+        let head = self.head()?;
+        let Some(text) = rev else {
+            return Ok(head);
+        };
+        let bad = || VaultError::BadRevision(text.to_owned());
+        match Revision::parse(text).ok_or_else(bad)? {
+            Revision::Head { back } => {
+                let mut commit = head;
+                for _ in 0..back {
+                    commit = commit.parent(0).map_err(|_| bad())?;
+                }
+                Ok(commit)
+            }
+            Revision::Id(hex) => {
+                let commit = self
+                    .git
+                    .find_object_by_prefix(&hex, Some(ObjectType::Commit))
+                    .and_then(|o| o.peel_to_commit())
+                    .map_err(|_| bad())?;
+                let ours = commit.id() == head.id()
+                    || self.git.graph_descendant_of(head.id(), commit.id())?;
+                if ours { Ok(commit) } else { Err(bad()) }
+            }
+        }
+    }
+
+    /// Applies `ops` to the head tree and commits the result. The caller holds the
+    /// vault's writer lock.
+    pub(crate) fn commit_ops(
+        &self,
+        ops: Vec<Op>,
+        author: &Author,
+    ) -> Result<CommitOutcome, VaultError> {
+        let head = self.head()?;
+        let mut stage = Stage::new(&self.git, head.tree_id())?;
+        let mut lines = Vec::new();
+        for op in ops {
+            lines.extend(stage.apply(op)?);
+        }
+        let tree = stage.write()?;
+        if tree == head.tree_id() {
+            return Ok(CommitOutcome::Unchanged);
+        }
+        self.advance(&head, tree, &lines.join("\n"), author)
+    }
+
+    /// Appends a commit whose tree is `rev`'s tree. The caller holds the lock.
+    pub(crate) fn restore(&self, rev: &str, author: &Author) -> Result<CommitOutcome, VaultError> {
+        let head = self.head()?;
+        let target = self.resolve(Some(rev))?;
+        if target.tree_id() == head.tree_id() {
+            return Ok(CommitOutcome::Unchanged);
+        }
+        let short = short_id(target.id());
+        let message = format!("restore to {short}");
+        self.advance(&head, target.tree_id(), &message, author)
+    }
+
+    /// Writes a commit of `tree` on top of `head` and moves the branch to it,
+    /// only if the branch still points at `head`.
+    fn advance(
+        &self,
+        head: &Commit<'_>,
+        tree: Oid,
+        message: &str,
+        author: &Author,
+    ) -> Result<CommitOutcome, VaultError> {
+        let tree = self.git.find_tree(tree)?;
+        let sig = signature(author)?;
+        let oid = self.git.commit(None, &sig, &sig, message, &tree, &[head])?;
+        self.git
+            .reference_matching(BRANCH, oid, true, head.id(), "commit")?;
+        Ok(CommitOutcome::Committed(info(&self.git.find_commit(oid)?)))
+    }
+
+    /// History from `from` (default the head), newest first, along first parents.
+    pub(crate) fn log(
+        &self,
+        depth: Option<usize>,
+        from: Option<&str>,
+    ) -> Result<Vec<CommitInfo>, VaultError> {
+        let mut out = Vec::new();
+        let mut next = Some(self.resolve(from)?);
+        while let Some(commit) = next {
+            if depth.is_some_and(|d| out.len() >= d) {
+                break;
+            }
+            out.push(info(&commit));
+            next = commit.parent(0).ok();
+        }
+        Ok(out)
+    }
+
+    /// The tree entry at `path` in `commit`.
+    fn entry(commit: &Commit<'_>, path: &SecretPath) -> Result<TreeEntry<'static>, VaultError> {
+        reserved(path)?;
+        commit
+            .tree()?
+            .get_path(Path::new(path.as_str()))
+            .map_err(|e| match e.code() {
+                ErrorCode::NotFound => VaultError::SecretNotFound(path.to_string()),
+                _ => e.into(),
+            })
+    }
+
+    /// Streams the secret at `path` to `sink` in chunks of at most
+    /// [`READ_CHUNK`] bytes; returns its size.
+    pub(crate) fn read_secret(
+        &self,
+        path: &SecretPath,
+        at: Option<&str>,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, VaultError> {
+        let commit = self.resolve(at)?;
+        let entry = Self::entry(&commit, path)?;
+        match entry.kind() {
+            Some(ObjectType::Blob) => {}
+            Some(ObjectType::Tree) => return Err(VaultError::IsADirectory(path.to_string())),
+            _ => return Err(VaultError::SecretNotFound(path.to_string())),
+        }
+        let odb = self.git.odb()?;
+        // Loose objects stream; packed ones (after a pull) are read whole.
+        let Ok((mut reader, size, _)) = odb.reader(entry.id()) else {
+            let blob = self.git.find_blob(entry.id())?;
+            for chunk in blob.content().chunks(READ_CHUNK) {
+                sink(chunk)?;
+            }
+            return Ok(blob.size() as u64);
+        };
+        let mut buf = vec![0u8; READ_CHUNK.min(size.max(1))];
+        let mut total = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            sink(&buf[..n])?;
+            total += n as u64;
+        }
+        if total != size as u64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("blob {} is truncated", entry.id()),
+            )
+            .into());
+        }
+        Ok(total)
+    }
+
+    /// One directory level at `dir` (the root if `None`), sorted by name, marker
+    /// hidden.
+    pub(crate) fn list(
+        &self,
+        dir: Option<&SecretPath>,
+        at: Option<&str>,
+    ) -> Result<Vec<Entry>, VaultError> {
+        let commit = self.resolve(at)?;
+        let tree = match dir {
+            None => commit.tree()?,
+            Some(path) => {
+                let entry = Self::entry(&commit, path)?;
+                if entry.kind() != Some(ObjectType::Tree) {
+                    return Err(VaultError::NotADirectory(path.to_string()));
+                }
+                self.git.find_tree(entry.id())?
+            }
+        };
+        let odb = self.git.odb()?;
+        let mut out = Vec::with_capacity(tree.len());
+        for e in tree.iter() {
+            let name = String::from_utf8_lossy(e.name_bytes());
+            if name == DIR_MARKER {
+                continue;
+            }
+            let (kind, size) = match e.kind() {
+                Some(ObjectType::Blob) => {
+                    (EntryKind::File, Some(odb.read_header(e.id())?.0 as u64))
+                }
+                Some(ObjectType::Tree) => (EntryKind::Dir, None),
+                _ => continue,
+            };
+            out.push(Entry {
+                name: name.into_owned(),
+                kind,
+                size,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Details of the secret or directory at `path`.
+    pub(crate) fn stat(
+        &self,
+        path: &SecretPath,
+        at: Option<&str>,
+    ) -> Result<SecretStat, VaultError> {
+        let commit = self.resolve(at)?;
+        let entry = Self::entry(&commit, path)?;
+        let (kind, size) = match entry.kind() {
+            Some(ObjectType::Blob) => (
+                EntryKind::File,
+                self.git.odb()?.read_header(entry.id())?.0 as u64,
+            ),
+            Some(ObjectType::Tree) => {
+                let tree = self.git.find_tree(entry.id())?;
+                let hidden = usize::from(tree.get_name(DIR_MARKER).is_some());
+                (EntryKind::Dir, (tree.len() - hidden) as u64)
+            }
+            _ => return Err(VaultError::SecretNotFound(path.to_string())),
+        };
+        let mode = u32::try_from(entry.filemode()).unwrap_or(TREE_MODE as u32);
+        Ok(SecretStat {
+            path: path.clone(),
+            kind,
+            size,
+            blob: entry.id().to_string(),
+            mode,
+            last_commit: self.last_change(&commit, path, entry.id())?,
+        })
+    }
+
+    /// The newest commit at or before `start` that set `path` to `oid`, looking
+    /// back at most [`STAT_HISTORY_LIMIT`] commits.
+    fn last_change(
+        &self,
+        start: &Commit<'_>,
+        path: &SecretPath,
+        oid: Oid,
+    ) -> Result<Option<CommitInfo>, VaultError> {
+        let path = Path::new(path.as_str());
+        let mut current = start.clone();
+        for _ in 0..STAT_HISTORY_LIMIT {
+            let Ok(parent) = current.parent(0) else {
+                return Ok(Some(info(&current)));
+            };
+            let same = parent.tree()?.get_path(path).is_ok_and(|e| e.id() == oid);
+            if !same {
+                return Ok(Some(info(&current)));
+            }
+            current = parent;
+        }
+        Ok(None)
+    }
+}
+
+fn signature(author: &Author) -> Result<Signature<'static>, git2::Error> {
+    Signature::new(&author.name, &author.email, &Time::new(author.time_s, 0))
+}
+
+fn short_id(oid: Oid) -> String {
+    let mut text = oid.to_string();
+    text.truncate(SHORT_ID);
+    text
+}
+
+fn info(commit: &Commit<'_>) -> CommitInfo {
+    let author = commit.author();
+    CommitInfo {
+        oid: commit.id().to_string(),
+        author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+        time_ms: u64::try_from(commit.time().seconds()).unwrap_or(0) * 1000,
+        message: String::from_utf8_lossy(commit.message_bytes())
+            .trim_end()
+            .to_owned(),
+    }
+}

@@ -1,0 +1,407 @@
+//! [`VaultStore`]: the blocking vault storage every other part wraps.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use heed::types::{Bytes, Str};
+use heed::{CommitOrAbort, Database};
+use keynode_core::codec::{decode, encode};
+use keynode_core::{Clock, NodeId, SecretPath, SystemClock, VaultId, VaultName};
+
+use crate::repo::{Author, Repo};
+use crate::{
+    BlobId, CommitInfo, CommitOutcome, Entry, Op, Remote, SecretStat, VaultError, VaultMeta,
+};
+
+/// The LMDB environment the store keeps its metadata in: opened with
+/// `read_txn_without_tls()` and `max_dbs` of at least 16.
+pub type Env = heed::Env<heed::WithoutTls>;
+
+/// LMDB database of vault metadata: [`VaultId`] bytes → encoded [`VaultMeta`].
+pub const META_DB: &str = "vaults.meta";
+/// LMDB database of the name index: vault name → [`VaultId`] bytes.
+pub const NAMES_DB: &str = "vaults.names";
+/// Suffix of a vault's repository directory, `<vault id text>.git`.
+pub const REPO_SUFFIX: &str = ".git";
+/// Prefix of a repository being created; swept by [`VaultStore::open`].
+pub const TMP_PREFIX: &str = ".tmp-";
+/// Prefix of a repository being deleted; swept by [`VaultStore::open`].
+pub const TRASH_PREFIX: &str = ".trash-";
+
+type MetaDb = Database<'static, Bytes, Bytes>;
+type NameDb = Database<'static, Str, Bytes>;
+
+/// The vaults of one node: a bare git repository per vault under one directory,
+/// and their metadata in LMDB.
+///
+/// Every method blocks (git and LMDB I/O) and takes `&self`; share the store in an
+/// `Arc` and call it from blocking threads. Readers never wait; writers to one
+/// vault take turns (a per-vault lock held from reading the head to moving the
+/// branch); writers to different vaults run in parallel. Blob uploads
+/// ([`write_blob`](Self::write_blob)) take no lock at all.
+pub struct VaultStore {
+    dir: PathBuf,
+    env: Env,
+    metas: MetaDb,
+    names: NameDb,
+    owner: NodeId,
+    clock: Arc<dyn Clock>,
+    locks: Mutex<HashMap<VaultId, Arc<Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for VaultStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultStore")
+            .field("dir", &self.dir)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+fn remove_path(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl VaultStore {
+    /// Opens the vaults kept in `dir` (created if missing) for the node `owner`.
+    ///
+    /// Creates the LMDB databases [`META_DB`] and [`NAMES_DB`] in one write
+    /// transaction, then sweeps what a crash can leave behind: temporary and
+    /// trashed repositories, and repositories without a metadata row.
+    pub fn open(dir: &Path, env: Env, owner: NodeId) -> Result<VaultStore, VaultError> {
+        fs::create_dir_all(dir)?;
+        let wtxn = env.write_txn()?;
+        let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
+            let metas: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(META_DB))?;
+            let names: Database<'_, Str, Bytes> = opener.create_database(wtxn, Some(NAMES_DB))?;
+            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((metas, names)))
+        })?;
+        let CommitOrAbort::Commit((metas, names)) = created else {
+            return Err(std::io::Error::other("vault databases were not created").into());
+        };
+        let store = VaultStore {
+            dir: dir.to_owned(),
+            env,
+            metas,
+            names,
+            owner,
+            clock: Arc::new(SystemClock),
+            locks: Mutex::new(HashMap::new()),
+        };
+        store.sweep()?;
+        Ok(store)
+    }
+
+    /// Uses `clock` for creation times and commit times instead of the system
+    /// clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The node that owns this store and authors its commits.
+    pub fn owner(&self) -> NodeId {
+        self.owner
+    }
+
+    /// Where the repository of vault `id` lives.
+    pub fn repo_path(&self, id: VaultId) -> PathBuf {
+        self.dir.join(format!("{id}{REPO_SUFFIX}"))
+    }
+
+    fn sweep(&self) -> Result<(), VaultError> {
+        let rtxn = self.env.read_txn()?;
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
+            let leftover = if name.starts_with(TMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
+                true
+            } else if let Some(id) = name.strip_suffix(REPO_SUFFIX) {
+                match id.parse::<VaultId>() {
+                    Ok(id) => self.metas.get(&rtxn, id.as_bytes())?.is_none(),
+                    Err(_) => false,
+                }
+            } else {
+                false
+            };
+            if leftover {
+                tracing::info!(path = %entry.path().display(), "removing leftover of an interrupted vault operation");
+                remove_path(&entry.path())?;
+            }
+        }
+        for item in self.metas.iter(&rtxn)? {
+            let (_, bytes) = item?;
+            let meta: VaultMeta = decode(bytes)?;
+            if !self.repo_path(meta.id).is_dir() {
+                tracing::warn!(vault = %meta.id, name = %meta.name, "vault repository is missing");
+            }
+        }
+        Ok(())
+    }
+
+    fn author(&self) -> Author {
+        let owner = self.owner.to_string();
+        Author {
+            email: format!("{owner}@keynode"),
+            name: owner,
+            time_s: i64::try_from(self.clock.now_ms() / 1000).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The writer lock of vault `id`.
+    fn writer(&self, id: VaultId) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.entry(id).or_default().clone()
+    }
+
+    /// The metadata of a vault that may be written.
+    fn writable(&self, id: VaultId) -> Result<VaultMeta, VaultError> {
+        let meta = self.meta(id)?;
+        if meta.remote.is_some() {
+            return Err(VaultError::ReadOnly(meta.name));
+        }
+        Ok(meta)
+    }
+
+    /// Creates an empty vault: a repository with one commit of the empty tree.
+    /// Fails with `VaultExists` if the name is taken.
+    pub fn create(&self, name: &VaultName) -> Result<VaultMeta, VaultError> {
+        let rtxn = self.env.read_txn()?;
+        let taken = self.names.get(&rtxn, name.as_str())?.is_some();
+        drop(rtxn);
+        if taken {
+            return Err(VaultError::VaultExists(name.clone()));
+        }
+        let id = VaultId::generate();
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{id}"));
+        let path = self.repo_path(id);
+        let built = Repo::init(&tmp, &self.author(), &format!("create vault {name}"))
+            .and_then(|()| Ok(fs::rename(&tmp, &path)?));
+        if let Err(e) = built {
+            let _ = remove_path(&tmp);
+            return Err(e);
+        }
+        let meta = VaultMeta {
+            id,
+            name: name.clone(),
+            created_ms: self.clock.now_ms(),
+            remote: None,
+        };
+        match self.insert(&meta) {
+            Ok(()) => Ok(meta),
+            Err(e) => {
+                let _ = remove_path(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds the metadata and name index rows of a new vault in one transaction.
+    fn insert(&self, meta: &VaultMeta) -> Result<(), VaultError> {
+        let mut wtxn = self.env.write_txn()?;
+        if self.names.get(&wtxn, meta.name.as_str())?.is_some() {
+            return Err(VaultError::VaultExists(meta.name.clone()));
+        }
+        self.names
+            .put(&mut wtxn, meta.name.as_str(), meta.id.as_bytes())?;
+        self.metas
+            .put(&mut wtxn, meta.id.as_bytes(), &encode(meta)?)?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// All vaults, sorted by name.
+    pub fn list(&self) -> Result<Vec<VaultMeta>, VaultError> {
+        let rtxn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for item in self.metas.iter(&rtxn)? {
+            let (_, bytes) = item?;
+            out.push(decode::<VaultMeta>(bytes)?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The vault called `name_or_id`, or else the vault with that id text.
+    pub fn resolve(&self, name_or_id: &str) -> Result<VaultMeta, VaultError> {
+        let rtxn = self.env.read_txn()?;
+        if VaultName::new(name_or_id).is_ok()
+            && let Some(bytes) = self.names.get(&rtxn, name_or_id)?
+            && let Some(meta) = self.metas.get(&rtxn, bytes)?
+        {
+            return Ok(decode(meta)?);
+        }
+        if let Ok(id) = name_or_id.parse::<VaultId>()
+            && let Some(meta) = self.metas.get(&rtxn, id.as_bytes())?
+        {
+            return Ok(decode(meta)?);
+        }
+        Err(VaultError::VaultNotFound(name_or_id.to_owned()))
+    }
+
+    /// The metadata of vault `id`.
+    pub fn meta(&self, id: VaultId) -> Result<VaultMeta, VaultError> {
+        let rtxn = self.env.read_txn()?;
+        match self.metas.get(&rtxn, id.as_bytes())? {
+            Some(bytes) => Ok(decode(bytes)?),
+            None => Err(VaultError::VaultNotFound(id.to_string())),
+        }
+    }
+
+    /// Applies `change` to the metadata of `id` in one write transaction.
+    fn update(
+        &self,
+        id: VaultId,
+        change: impl FnOnce(&mut heed::RwTxn<'_>, &mut VaultMeta) -> Result<(), VaultError>,
+    ) -> Result<(), VaultError> {
+        let mut wtxn = self.env.write_txn()?;
+        let mut meta: VaultMeta = match self.metas.get(&wtxn, id.as_bytes())? {
+            Some(bytes) => decode(bytes)?,
+            None => return Err(VaultError::VaultNotFound(id.to_string())),
+        };
+        change(&mut wtxn, &mut meta)?;
+        self.metas.put(&mut wtxn, id.as_bytes(), &encode(&meta)?)?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// Renames vault `id` (metadata only). Fails with `VaultExists` if another
+    /// vault has the name.
+    pub fn rename(&self, id: VaultId, new_name: &VaultName) -> Result<(), VaultError> {
+        self.update(id, |wtxn, meta| {
+            if meta.name == *new_name {
+                return Ok(());
+            }
+            if self.names.get(wtxn, new_name.as_str())?.is_some() {
+                return Err(VaultError::VaultExists(new_name.clone()));
+            }
+            self.names.delete(wtxn, meta.name.as_str())?;
+            self.names.put(wtxn, new_name.as_str(), id.as_bytes())?;
+            meta.name = new_name.clone();
+            Ok(())
+        })
+    }
+
+    /// Sets or clears where vault `id` was cloned from; a vault with a remote is
+    /// read-only.
+    pub fn set_remote(&self, id: VaultId, remote: Option<Remote>) -> Result<(), VaultError> {
+        self.update(id, |_, meta| {
+            meta.remote = remote;
+            Ok(())
+        })
+    }
+
+    /// Deletes vault `id`: its metadata in one transaction, then its repository.
+    /// Waits for a commit in progress on the vault.
+    pub fn delete(&self, id: VaultId) -> Result<(), VaultError> {
+        let lock = self.writer(id);
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut wtxn = self.env.write_txn()?;
+        let meta: VaultMeta = match self.metas.get(&wtxn, id.as_bytes())? {
+            Some(bytes) => decode(bytes)?,
+            None => return Err(VaultError::VaultNotFound(id.to_string())),
+        };
+        self.metas.delete(&mut wtxn, id.as_bytes())?;
+        self.names.delete(&mut wtxn, meta.name.as_str())?;
+        wtxn.commit()?;
+        // The vault is gone; what is left on disk is swept at the next open if
+        // removing it fails now.
+        let trash = self.dir.join(format!("{TRASH_PREFIX}{id}"));
+        let removed = fs::rename(self.repo_path(id), &trash).and_then(|()| remove_path(&trash));
+        if let Err(e) = removed {
+            tracing::warn!(vault = %id, error = %e, "could not remove the repository of a deleted vault");
+        }
+        self.locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        Ok(())
+    }
+
+    /// The history of vault `id`, newest first, starting at revision `from` (the
+    /// head by default), at most `depth` commits.
+    pub fn log(
+        &self,
+        id: VaultId,
+        depth: Option<usize>,
+        from: Option<&str>,
+    ) -> Result<Vec<CommitInfo>, VaultError> {
+        self.meta(id)?;
+        Repo::open(&self.repo_path(id))?.log(depth, from)
+    }
+
+    /// Restores the content of revision `rev` by appending a commit with its
+    /// tree; `Unchanged` if the head already has that content.
+    pub fn version(&self, id: VaultId, rev: &str) -> Result<CommitOutcome, VaultError> {
+        self.writable(id)?;
+        let repo = Repo::open(&self.repo_path(id))?;
+        let lock = self.writer(id);
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        repo.restore(rev, &self.author())
+    }
+
+    /// Streams `data` into a new blob of vault `id`, with bounded memory whatever
+    /// its size. The blob is part of no version until an [`Op::Put`] commits it.
+    pub fn write_blob(&self, id: VaultId, data: &mut dyn Read) -> Result<BlobId, VaultError> {
+        self.writable(id)?;
+        Repo::open(&self.repo_path(id))?.write_blob(data)
+    }
+
+    /// Applies `ops` in order as one commit; `Unchanged` (and no commit) if the
+    /// result equals the head. Any failing op fails the whole commit.
+    pub fn commit(&self, id: VaultId, ops: Vec<Op>) -> Result<CommitOutcome, VaultError> {
+        self.writable(id)?;
+        let repo = Repo::open(&self.repo_path(id))?;
+        let lock = self.writer(id);
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        repo.commit_ops(ops, &self.author())
+    }
+
+    /// Streams the secret at `path` (in revision `at`, default the head) to `sink`
+    /// in chunks of at most [`READ_CHUNK`](crate::READ_CHUNK) bytes; returns its
+    /// size.
+    pub fn read_secret(
+        &self,
+        id: VaultId,
+        path: &SecretPath,
+        at: Option<&str>,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, VaultError> {
+        self.meta(id)?;
+        Repo::open(&self.repo_path(id))?.read_secret(path, at, sink)
+    }
+
+    /// One level of directory `dir` (the vault root if `None`) in revision `at`,
+    /// sorted by name.
+    pub fn list_secrets(
+        &self,
+        id: VaultId,
+        dir: Option<&SecretPath>,
+        at: Option<&str>,
+    ) -> Result<Vec<Entry>, VaultError> {
+        self.meta(id)?;
+        Repo::open(&self.repo_path(id))?.list(dir, at)
+    }
+
+    /// Details of the secret or directory at `path` in revision `at`.
+    pub fn stat(
+        &self,
+        id: VaultId,
+        path: &SecretPath,
+        at: Option<&str>,
+    ) -> Result<SecretStat, VaultError> {
+        self.meta(id)?;
+        Repo::open(&self.repo_path(id))?.stat(path, at)
+    }
+}
