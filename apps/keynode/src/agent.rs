@@ -1,6 +1,7 @@
 //! `keynode agent start|status|stop`.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -190,10 +191,14 @@ fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
 
 fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
     let password = read_password(&args, ctx.paths.root_key().exists())?;
-    std::fs::create_dir_all(&ctx.paths.root)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&ctx.paths.root)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(ctx.paths.log())?;
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)

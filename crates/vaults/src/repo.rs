@@ -374,3 +374,119 @@ fn info(commit: &Commit<'_>) -> CommitInfo {
             .to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PutPolicy;
+
+    fn author() -> Author {
+        Author {
+            name: "node".into(),
+            email: "node@keynode".into(),
+            time_s: 1,
+        }
+    }
+
+    fn repo() -> (tempfile::TempDir, Repo) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("v.git");
+        Repo::init(&path, &author(), "create vault v").unwrap();
+        let repo = Repo::open(&path).unwrap();
+        (tmp, repo)
+    }
+
+    fn put(repo: &Repo, path: &str, data: &[u8]) -> Op {
+        Op::Put {
+            path: SecretPath::new(path).unwrap(),
+            blob: repo.write_blob(&mut &data[..]).unwrap(),
+            policy: PutPolicy::Overwrite,
+        }
+    }
+
+    #[test]
+    fn a_new_repository_is_bare_on_main_with_one_empty_commit() {
+        let (_tmp, repo) = repo();
+        assert!(repo.git.is_bare());
+        assert_eq!(
+            repo.git
+                .find_reference("HEAD")
+                .unwrap()
+                .symbolic_target()
+                .unwrap(),
+            Some(BRANCH)
+        );
+        let head = repo.head().unwrap();
+        assert_eq!(head.parent_count(), 0);
+        assert_eq!(head.tree().unwrap().len(), 0);
+        assert_eq!(head.author().email().unwrap(), "node@keynode");
+    }
+
+    #[test]
+    fn untouched_directories_keep_their_trees() {
+        let (_tmp, repo) = repo();
+        let ops = vec![put(&repo, "a/x", b"1"), put(&repo, "b/y", b"2")];
+        repo.commit_ops(ops, &author()).unwrap();
+        let before = repo
+            .head()
+            .unwrap()
+            .tree()
+            .unwrap()
+            .get_name("b")
+            .unwrap()
+            .id();
+        let op = put(&repo, "a/x", b"3");
+        repo.commit_ops(vec![op], &author()).unwrap();
+        let tree = repo.head().unwrap().tree().unwrap();
+        assert_eq!(tree.get_name("b").unwrap().id(), before);
+        assert_eq!(repo.head().unwrap().parent_count(), 1);
+    }
+
+    #[test]
+    fn mkdir_writes_a_marker_and_emptied_directories_vanish() {
+        let (_tmp, repo) = repo();
+        let mkdir = Op::Mkdir {
+            path: SecretPath::new("d").unwrap(),
+            parents: false,
+        };
+        repo.commit_ops(vec![mkdir], &author()).unwrap();
+        let tree = repo.head().unwrap().tree().unwrap();
+        let d = repo
+            .git
+            .find_tree(tree.get_name("d").unwrap().id())
+            .unwrap();
+        assert_eq!(d.len(), 1);
+        assert!(d.get_name(DIR_MARKER).is_some());
+
+        let ops = vec![put(&repo, "e/f/g", b"1")];
+        repo.commit_ops(ops, &author()).unwrap();
+        let rm = Op::Remove {
+            path: SecretPath::new("e/f/g").unwrap(),
+            recursive: false,
+        };
+        repo.commit_ops(vec![rm], &author()).unwrap();
+        let tree = repo.head().unwrap().tree().unwrap();
+        assert!(tree.get_name("e").is_none());
+        assert!(tree.get_name("d").is_some());
+    }
+
+    #[test]
+    fn the_branch_moves_only_from_the_expected_head() {
+        let (_tmp, repo) = repo();
+        let head = repo.head().unwrap();
+        let tree = head.tree_id();
+        // Someone else moved the branch meanwhile: the compare-and-swap refuses.
+        let sig = signature(&author()).unwrap();
+        let tree_obj = repo.git.find_tree(tree).unwrap();
+        let other = repo
+            .git
+            .commit(None, &sig, &sig, "other", &tree_obj, &[&head])
+            .unwrap();
+        repo.git
+            .reference_matching(BRANCH, other, true, head.id(), "x")
+            .unwrap();
+        let err = repo.advance(&head, tree, "stale", &author()).unwrap_err();
+        assert!(matches!(err, VaultError::Git(e) if e.code() == ErrorCode::Modified));
+        assert_eq!(repo.head().unwrap().id(), other);
+    }
+}

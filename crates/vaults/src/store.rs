@@ -405,3 +405,94 @@ impl VaultStore {
         Repo::open(&self.repo_path(id))?.stat(path, at)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use keynode_core::Keypair;
+
+    /// A store in a fresh temporary directory, with its own LMDB env.
+    #[allow(unsafe_code)]
+    pub(crate) fn store() -> (tempfile::TempDir, Env, VaultStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("db");
+        fs::create_dir(&db).unwrap();
+        let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
+        opts.max_dbs(16).map_size(1 << 28);
+        // SAFETY: the directory is fresh and private to this test; nothing else
+        // maps or truncates its files while the env is open.
+        let env = unsafe { opts.open(&db).unwrap() };
+        let owner = Keypair::generate().node_id();
+        let store = VaultStore::open(&tmp.path().join("vaults"), env.clone(), owner).unwrap();
+        (tmp, env, store)
+    }
+
+    struct Fixed(u64);
+    impl Clock for Fixed {
+        fn now_ms(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn metadata_and_name_index_move_together() {
+        let (_tmp, env, store) = store();
+        let meta = store.create(&VaultName::new("a").unwrap()).unwrap();
+        store
+            .rename(meta.id, &VaultName::new("b").unwrap())
+            .unwrap();
+        let rtxn = env.read_txn().unwrap();
+        assert_eq!(store.names.get(&rtxn, "a").unwrap(), None);
+        assert_eq!(
+            store.names.get(&rtxn, "b").unwrap(),
+            Some(&meta.id.as_bytes()[..])
+        );
+        let stored: VaultMeta =
+            decode(store.metas.get(&rtxn, meta.id.as_bytes()).unwrap().unwrap()).unwrap();
+        assert_eq!(stored.name.as_str(), "b");
+        drop(rtxn);
+        store.delete(meta.id).unwrap();
+        let rtxn = env.read_txn().unwrap();
+        assert_eq!(store.names.len(&rtxn).unwrap(), 0);
+        assert_eq!(store.metas.len(&rtxn).unwrap(), 0);
+        assert!(store.locks.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_lost_name_race_leaves_no_repository() {
+        let (tmp, _env, store) = store();
+        let name = VaultName::new("taken").unwrap();
+        store.create(&name).unwrap();
+        // Simulate the second of two concurrent creates reaching its transaction.
+        let meta = VaultMeta {
+            id: VaultId::generate(),
+            name: name.clone(),
+            created_ms: 1,
+            remote: None,
+        };
+        assert!(matches!(
+            store.insert(&meta),
+            Err(VaultError::VaultExists(_))
+        ));
+        assert!(matches!(
+            store.create(&name),
+            Err(VaultError::VaultExists(_))
+        ));
+        assert_eq!(fs::read_dir(tmp.path().join("vaults")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_injected_clock_dates_vaults_and_commits() {
+        let (_tmp, _env, store) = store();
+        let store = store.with_clock(Arc::new(Fixed(1_700_000_000_123)));
+        let meta = store.create(&VaultName::new("a").unwrap()).unwrap();
+        assert_eq!(meta.created_ms, 1_700_000_000_123);
+        let log = store.log(meta.id, None, None).unwrap();
+        assert_eq!(log[0].time_ms, 1_700_000_000_000, "git keeps whole seconds");
+        assert!(
+            store
+                .repo_path(meta.id)
+                .ends_with(format!("{}.git", meta.id))
+        );
+    }
+}

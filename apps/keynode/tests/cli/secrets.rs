@@ -129,7 +129,7 @@ fn bad_secret_paths_are_refused() {
         ("v:/etc/passwd", "relative"),
         ("v:a//b", "empty segment"),
         ("v:a/", "empty segment"),
-        ("v:", "VAULT:PATH"),
+        ("v:", "empty"),
         ("v", "VAULT:PATH"),
         ("v:x/.git/config", ".git"),
     ] {
@@ -161,33 +161,36 @@ fn binary_secrets_round_trip_with_bounded_memory() {
     assert!(got.out.stdout.is_empty());
     assert_eq!(a.json(&["secrets", "stat", "v:empty"])["size"], 0);
 
-    // 50 MiB of random bytes.
+    // 50 MiB of random bytes, through stdin, from a file, and back out; the
+    // agent's heap stays small (the data streams in 64 KiB chunks).
     let pid = a.pid();
-    let before = peak_rss_kib(pid);
+    let before = rss_anon_kib(pid);
     let mut big = vec![0u8; 50 * 1024 * 1024];
     rand::thread_rng().fill_bytes(&mut big);
-    a.run_stdin(&["secrets", "write", "v:big.bin"], &big)
-        .success();
-    let got = a.run(&["secrets", "get", "v:big.bin"]);
-    assert!(got.out.status.success());
-    assert!(got.out.stdout == big, "50 MiB secret did not round-trip");
-    let file = a.path("big-out.bin");
+    let file = a.path("big-in.bin");
     write_file(&file, &big);
-    a.run(&[
-        "secrets",
-        "create",
-        file.to_str().expect("utf8"),
-        "v:big2.bin",
-    ])
-    .success();
+    let ((), peak) = peak_anon_during(pid, || {
+        a.run_stdin(&["secrets", "write", "v:big.bin"], &big)
+            .success();
+        let got = a.run(&["secrets", "get", "v:big.bin"]);
+        assert!(got.out.status.success());
+        assert!(got.out.stdout == big, "50 MiB secret did not round-trip");
+        a.run(&[
+            "secrets",
+            "create",
+            file.to_str().expect("utf8"),
+            "v:big2.bin",
+        ])
+        .success();
+    });
     assert_eq!(
         a.json(&["secrets", "stat", "v:big2.bin"])["size"],
         big.len()
     );
-    let growth_mib = (peak_rss_kib(pid).saturating_sub(before)) / 1024;
+    let growth_mib = peak.saturating_sub(before) / 1024;
     assert!(
-        growth_mib < 32,
-        "agent peak memory grew by {growth_mib} MiB while streaming 50 MiB"
+        growth_mib < 16,
+        "agent heap grew by {growth_mib} MiB while streaming 50 MiB"
     );
 }
 

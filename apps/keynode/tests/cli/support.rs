@@ -173,13 +173,35 @@ impl Run {
     }
 }
 
-/// Peak resident memory of a process, in KiB (VmHWM).
-pub fn peak_rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+/// Anonymous resident memory of a process (heap and stacks, not mapped files),
+/// in KiB.
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
+        .unwrap_or(0)
+}
+
+/// Samples a process's anonymous memory every 5 ms while `f` runs; returns
+/// `f`'s result and the largest sample, in KiB.
+pub fn peak_anon_during<T>(pid: u32, f: impl FnOnce() -> T) -> (T, u64) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let peak = std::sync::Arc::new(AtomicU64::new(rss_anon_kib(pid)));
+    let sampler = {
+        let (done, peak) = (done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                peak.fetch_max(rss_anon_kib(pid), Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    let out = f();
+    done.store(true, Ordering::SeqCst);
+    sampler.join().expect("sampler");
+    (out, peak.load(Ordering::SeqCst))
 }
 
 pub fn write_file(path: &Path, data: &[u8]) {
