@@ -97,9 +97,18 @@ async fn recv(conn: &mut Conn) -> Result<ClientMsg, ApiError> {
         .map_err(|e| ApiError::new(ErrorKind::Protocol, format!("malformed message: {e}")))
 }
 
+/// Receives a frame unless the agent is stopping: a client that has not sent its
+/// request yet does not hold up a graceful stop.
+async fn recv_unless_stopping(conn: &mut Conn, ctx: &Ctx) -> Result<ClientMsg, ApiError> {
+    tokio::select! {
+        _ = ctx.shutdown.cancelled() => Err(ApiError::new(ErrorKind::Unavailable, "the agent is stopping")),
+        m = recv(conn) => m,
+    }
+}
+
 async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
     let node_id = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).node_id;
-    match recv(conn).await? {
+    match recv_unless_stopping(conn, ctx).await? {
         ClientMsg::Hello { version } if version == PROTOCOL_VERSION => {}
         ClientMsg::Hello { version } => {
             return Err(ApiError::new(
@@ -117,7 +126,7 @@ async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
         },
     )
     .await?;
-    let request = match recv(conn).await? {
+    let request = match recv_unless_stopping(conn, ctx).await? {
         ClientMsg::Request(r) => r,
         _ => return Err(ApiError::new(ErrorKind::Protocol, "expected a request")),
     };

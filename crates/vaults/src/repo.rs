@@ -79,19 +79,26 @@ impl Repo {
     }
 
     /// Streams `data` into a new blob, holding at most one copy buffer in memory.
+    ///
+    /// Content that fits in one buffer is written as one object; larger content
+    /// goes through libgit2's blob stream (a temporary file, then the object).
     pub(crate) fn write_blob(&self, data: &mut dyn Read) -> Result<BlobId, VaultError> {
-        let mut writer = self.git.blob_writer(None)?;
         let mut buf = vec![0u8; READ_CHUNK];
-        loop {
-            let n = match data.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            writer.write_all(&buf[..n])?;
-        }
-        let oid = writer.commit()?;
+        let head = fill(data, &mut buf)?;
+        let oid = if head < buf.len() {
+            self.git.blob(&buf[..head])?
+        } else {
+            let mut writer = self.git.blob_writer(None)?;
+            writer.write_all(&buf)?;
+            loop {
+                let n = fill(data, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                writer.write_all(&buf[..n])?;
+            }
+            writer.commit()?
+        };
         let mut id = [0u8; 20];
         id.copy_from_slice(oid.as_bytes());
         Ok(BlobId(id))
@@ -351,6 +358,20 @@ impl Repo {
         }
         Ok(None)
     }
+}
+
+/// Reads from `data` until `buf` is full or the data ends; returns the count.
+fn fill(data: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match data.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 fn signature(author: &Author) -> Result<Signature<'static>, git2::Error> {

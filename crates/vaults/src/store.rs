@@ -52,6 +52,12 @@ pub struct VaultStore {
     locks: Mutex<HashMap<VaultId, Arc<Mutex<()>>>>,
 }
 
+// The store is shared across blocking threads.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<VaultStore>();
+};
+
 impl std::fmt::Debug for VaultStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VaultStore")

@@ -809,7 +809,7 @@ async fn the_actor_drives_the_store() {
     ));
     assert_eq!(
         addr.send(messages::ListVaults {}).await.unwrap().unwrap(),
-        [meta.clone()]
+        std::slice::from_ref(&meta)
     );
     assert_eq!(
         addr.send(messages::ResolveVault {

@@ -1,0 +1,300 @@
+//! Nodes started in-process through the library, several at once, and clients
+//! that misbehave on the agent socket.
+
+use std::time::Duration;
+
+use keynode_agent::api::{
+    ClientMsg, ErrorKind, MAX_FRAME, PROTOCOL_VERSION, Request, Response, ServerMsg,
+};
+use keynode_agent::{Client, ClientError, Node, NodeConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+async fn node(dir: &tempfile::TempDir, name: &str) -> Node {
+    Node::start(NodeConfig::new(dir.path().join(name), "pw"))
+        .await
+        .expect("start")
+}
+
+async fn call(node: &Node, req: Request) -> Result<Response, ClientError> {
+    Client::connect(&node.socket_path()).await?.call(req).await
+}
+
+async fn log_len(node: &Node, vault: &str) -> usize {
+    match call(
+        node,
+        Request::VaultsLog {
+            vault: vault.into(),
+            depth: None,
+            commit: None,
+        },
+    )
+    .await
+    .expect("log")
+    {
+        Response::Log(l) => l.len(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn frame(msg: &ClientMsg) -> Vec<u8> {
+    let body = keynode_core::codec::encode(msg).expect("encode");
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads until the agent closes the connection (or 5 s pass).
+async fn read_to_close(s: &mut UnixStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    out
+}
+
+#[actix_rt::test]
+async fn several_nodes_run_in_one_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = node(&dir, "a").await;
+    let b = node(&dir, "b").await;
+    let c = node(&dir, "c").await;
+    assert_ne!(a.node_id(), b.node_id());
+    assert_ne!(b.node_id(), c.node_id());
+    call(
+        &a,
+        Request::VaultsCreate {
+            name: "only-on-a".into(),
+        },
+    )
+    .await
+    .expect("create");
+    let Response::Vaults(on_b) = call(&b, Request::VaultsList).await.expect("list") else {
+        panic!("no list")
+    };
+    assert!(on_b.is_empty());
+    let client = Client::connect(&c.socket_path()).await.expect("connect");
+    assert_eq!(client.node_id(), c.node_id());
+    // The same node path cannot be opened twice, even in one process.
+    let again = Node::start(NodeConfig::new(dir.path().join("a"), "pw")).await;
+    assert!(matches!(again, Err(keynode_agent::StartError::Locked(_))));
+    // An idle client (greeted, no request yet) does not hold up a stop.
+    let t = std::time::Instant::now();
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "stop waited for an idle client"
+    );
+    drop(client);
+    // After a stop the path can be started again, with the same identity.
+    let a2 = node(&dir, "a").await;
+    let Response::Vaults(on_a) = call(&a2, Request::VaultsList).await.expect("list") else {
+        panic!("no list")
+    };
+    assert_eq!(on_a.len(), 1);
+    a2.stop().await;
+}
+
+#[actix_rt::test]
+async fn wrong_password_is_a_typed_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    node(&dir, "a").await.stop().await;
+    let r = Node::start(NodeConfig::new(dir.path().join("a"), "nope")).await;
+    assert!(matches!(
+        r,
+        Err(keynode_agent::StartError::WrongPassword(_))
+    ));
+}
+
+#[actix_rt::test]
+async fn nul_and_bad_ids_are_refused_and_harm_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = node(&dir, "a").await;
+    call(&n, Request::VaultsCreate { name: "v".into() })
+        .await
+        .expect("create");
+    for path in ["a\0b", "\0", "../x", "/abs", "a//b"] {
+        let r = call(
+            &n,
+            Request::SecretsGet {
+                vault: "v".into(),
+                path: path.into(),
+                at: None,
+            },
+        )
+        .await;
+        match r {
+            Err(ClientError::Api(e)) => assert_eq!(e.kind, ErrorKind::BadData, "{path:?}: {e}"),
+            other => panic!("{path:?}: expected BadData, got {other:?}"),
+        }
+        let mut data: &[u8] = b"x";
+        let r = Client::connect(&n.socket_path())
+            .await
+            .expect("connect")
+            .upload(
+                Request::SecretsWrite {
+                    vault: "v".into(),
+                    path: path.into(),
+                    create_new: false,
+                },
+                &mut data,
+            )
+            .await;
+        assert!(
+            matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::BadData),
+            "{r:?}"
+        );
+    }
+    // A vault id that is well-formed but unknown, and one that is malformed.
+    for vault in ["z11111111111111111111", "zz", "v\0"] {
+        let r = call(
+            &n,
+            Request::VaultsDelete {
+                vault: vault.into(),
+            },
+        )
+        .await;
+        assert!(
+            matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::NotFound),
+            "{r:?}"
+        );
+    }
+    assert_eq!(log_len(&n, "v").await, 1);
+    n.stop().await;
+}
+
+#[actix_rt::test]
+async fn malformed_frames_close_only_that_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = node(&dir, "a").await;
+    let sock = n.socket_path();
+
+    // Random bytes that happen to be a small frame of garbage.
+    let mut s = UnixStream::connect(&sock).await.expect("connect");
+    s.write_all(&[0, 0, 0, 5, 0xff, 0xfe, 0xfd, 0xfc, 0xfb])
+        .await
+        .expect("write");
+    let reply = read_to_close(&mut s).await;
+    assert!(
+        !reply.is_empty(),
+        "expected an error frame before the close"
+    );
+
+    // An oversized length prefix: refused without allocating it.
+    let mut s = UnixStream::connect(&sock).await.expect("connect");
+    s.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
+    s.write_all(&[0u8; 64]).await.expect("write");
+    read_to_close(&mut s).await;
+    let mut s = UnixStream::connect(&sock).await.expect("connect");
+    s.write_all(&((MAX_FRAME + 1) as u32).to_be_bytes())
+        .await
+        .expect("write");
+    read_to_close(&mut s).await;
+
+    // A request before Hello, and a Hello of another protocol version.
+    let mut s = UnixStream::connect(&sock).await.expect("connect");
+    s.write_all(&frame(&ClientMsg::Request(Request::VaultsList)))
+        .await
+        .expect("write");
+    read_to_close(&mut s).await;
+    let mut s = UnixStream::connect(&sock).await.expect("connect");
+    s.write_all(&frame(&ClientMsg::Hello {
+        version: PROTOCOL_VERSION + 1,
+    }))
+    .await
+    .expect("write");
+    let reply = read_to_close(&mut s).await;
+    let msg: ServerMsg = keynode_core::codec::decode(&reply[4..]).expect("an error message");
+    assert!(
+        matches!(msg, ServerMsg::Error(ref e) if e.kind == ErrorKind::Protocol),
+        "{msg:?}"
+    );
+
+    // A truncated frame, then the client vanishes.
+    let mut s = UnixStream::connect(&sock).await.expect("connect");
+    s.write_all(&[0, 0, 1, 0, 1, 2]).await.expect("write");
+    drop(s);
+
+    // The agent still serves everyone else.
+    call(
+        &n,
+        Request::VaultsCreate {
+            name: "still-ok".into(),
+        },
+    )
+    .await
+    .expect("create");
+    n.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_upload_cut_short_commits_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = node(&dir, "a").await;
+    call(&n, Request::VaultsCreate { name: "v".into() })
+        .await
+        .expect("create");
+    let mut s = UnixStream::connect(&n.socket_path())
+        .await
+        .expect("connect");
+    s.write_all(&frame(&ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+    }))
+    .await
+    .expect("hello");
+    s.write_all(&frame(&ClientMsg::Request(Request::SecretsWrite {
+        vault: "v".into(),
+        path: "half".into(),
+        create_new: false,
+    })))
+    .await
+    .expect("request");
+    for _ in 0..10 {
+        s.write_all(&frame(&ClientMsg::Data(vec![7u8; 60_000])))
+            .await
+            .expect("data");
+    }
+    drop(s); // no End
+    // An upload interrupted by garbage in the middle.
+    let mut s = UnixStream::connect(&n.socket_path())
+        .await
+        .expect("connect");
+    s.write_all(&frame(&ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+    }))
+    .await
+    .expect("hello");
+    s.write_all(&frame(&ClientMsg::Request(Request::SecretsWrite {
+        vault: "v".into(),
+        path: "garbled".into(),
+        create_new: false,
+    })))
+    .await
+    .expect("request");
+    s.write_all(&frame(&ClientMsg::Data(vec![1u8; 1000])))
+        .await
+        .expect("data");
+    s.write_all(&[0, 0, 0, 3, 9, 9, 9]).await.expect("garbage");
+    read_to_close(&mut s).await;
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        log_len(&n, "v").await,
+        1,
+        "an incomplete upload made a commit"
+    );
+    let r = call(
+        &n,
+        Request::SecretsStat {
+            vault: "v".into(),
+            path: "half".into(),
+            at: None,
+        },
+    )
+    .await;
+    assert!(
+        matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::NotFound),
+        "{r:?}"
+    );
+    n.stop().await;
+}
