@@ -182,17 +182,23 @@ fn list(c: &mut Criterion) {
             assert_eq!(e.len(), 10_000);
         })
     });
-    g.bench_function("git_ls_tree", |b| {
-        b.iter(|| {
-            let out = Command::new("git")
-                .arg("--git-dir")
-                .arg(&repo)
-                .args(["ls-tree", "HEAD"])
-                .output()
-                .expect("git");
-            assert!(out.status.success());
-        })
-    });
+    // `secrets list` reports sizes, like `git ls-tree -l`; plain ls-tree does not.
+    for (name, args) in [
+        ("git_ls_tree", &["ls-tree", "HEAD"][..]),
+        ("git_ls_tree_long", &["ls-tree", "-l", "HEAD"][..]),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let out = Command::new("git")
+                    .arg("--git-dir")
+                    .arg(&repo)
+                    .args(args)
+                    .output()
+                    .expect("git");
+                assert!(out.status.success());
+            })
+        });
+    }
     g.finish();
 }
 

@@ -32,6 +32,21 @@ fn dir_ref(s: &str) -> Result<(String, Option<String>), Failure> {
     }
 }
 
+/// Streams `data` into the secret `vault:path` (one commit).
+async fn write_secret(
+    ctx: &Ctx,
+    (vault, path): (String, String),
+    create_new: bool,
+    data: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Result<Response, Failure> {
+    let request = Request::SecretsWrite {
+        vault,
+        path,
+        create_new,
+    };
+    Ok(ctx.client().await?.upload(request, data).await?)
+}
+
 fn unexpected(r: Response) -> Failure {
     Failure::new(76, format!("unexpected answer from the agent: {r:?}"))
 }
@@ -39,38 +54,16 @@ fn unexpected(r: Response) -> Failure {
 pub async fn run(ctx: &Ctx, cmd: SecretsCmd) -> Result<(), Failure> {
     match cmd {
         SecretsCmd::Create { file, secret } => {
-            let (vault, path) = secret_ref(&secret)?;
+            let target = secret_ref(&secret)?;
             let mut f = tokio::fs::File::open(&file)
                 .await
                 .map_err(|e| Failure::new(66, format!("cannot open {}: {e}", file.display())))?;
-            let r = ctx
-                .client()
-                .await?
-                .upload(
-                    Request::SecretsWrite {
-                        vault,
-                        path,
-                        create_new: true,
-                    },
-                    &mut f,
-                )
-                .await?;
+            let r = write_secret(ctx, target, true, &mut f).await?;
             print_committed(ctx, r, &format!("created {secret}"))
         }
         SecretsCmd::Write { secret } => {
-            let (vault, path) = secret_ref(&secret)?;
-            let r = ctx
-                .client()
-                .await?
-                .upload(
-                    Request::SecretsWrite {
-                        vault,
-                        path,
-                        create_new: false,
-                    },
-                    &mut tokio::io::stdin(),
-                )
-                .await?;
+            let target = secret_ref(&secret)?;
+            let r = write_secret(ctx, target, false, &mut tokio::io::stdin()).await?;
             print_committed(ctx, r, &format!("wrote {secret}"))
         }
         SecretsCmd::Get { secret, at } => {
@@ -301,18 +294,7 @@ async fn edit(ctx: &Ctx, secret: &str) -> Result<(), Failure> {
         return Ok(());
     }
     let mut f = tokio::fs::File::open(&file).await?;
-    let r = ctx
-        .client()
-        .await?
-        .upload(
-            Request::SecretsWrite {
-                vault,
-                path,
-                create_new: false,
-            },
-            &mut f,
-        )
-        .await?;
+    let r = write_secret(ctx, (vault, path), false, &mut f).await?;
     print_committed(ctx, r, &format!("saved {secret}"))
 }
 

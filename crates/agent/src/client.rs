@@ -109,14 +109,7 @@ impl Client {
             send(&mut self.conn, &ClientMsg::End).await
         }
         .await;
-        match sent {
-            Ok(()) => response(&mut self.conn).await,
-            // The agent may have refused early and closed; its answer says why.
-            Err(e) => match response(&mut self.conn).await {
-                Err(ClientError::Api(api)) => Err(api.into()),
-                _ => Err(e),
-            },
-        }
+        finish_upload(&mut self.conn, sent).await
     }
 
     /// Sends a `SecretsDir` request and the files, each as `(relative path, file)`.
@@ -135,13 +128,7 @@ impl Client {
             send(&mut self.conn, &ClientMsg::End).await
         }
         .await;
-        match sent {
-            Ok(()) => response(&mut self.conn).await,
-            Err(e) => match response(&mut self.conn).await {
-                Err(ClientError::Api(api)) => Err(api.into()),
-                _ => Err(e),
-            },
-        }
+        finish_upload(&mut self.conn, sent).await
     }
 
     /// Sends a download request and writes the streamed bytes to `out`; returns
@@ -170,6 +157,19 @@ impl Client {
         }
         out.flush().await?;
         Ok(n)
+    }
+}
+
+/// The agent's answer to an upload. If sending failed, the agent may have
+/// refused early and closed the connection: its error says why.
+async fn finish_upload(
+    conn: &mut Conn,
+    sent: Result<(), ClientError>,
+) -> Result<Response, ClientError> {
+    match (sent, response(conn).await) {
+        (Ok(()), answer) => answer,
+        (Err(_), Err(ClientError::Api(api))) => Err(api.into()),
+        (Err(e), _) => Err(e),
     }
 }
 
