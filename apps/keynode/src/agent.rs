@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keynode_agent::api::{AgentStatus, Request, Response};
+use keynode_agent::node::parse_seed_nodes;
 use keynode_agent::status::{AgentLock, read_status};
 use keynode_agent::{ClientError, Node, NodeConfig, StartError};
 use serde::{Deserialize, Serialize};
@@ -90,12 +91,18 @@ fn read_password(args: &StartArgs, paths_exist: bool) -> Result<Zeroizing<Vec<u8
     Ok(Zeroizing::new(p.into_bytes()))
 }
 
-fn config(ctx: &Ctx, args: &StartArgs, password: Zeroizing<Vec<u8>>) -> NodeConfig {
+fn config(
+    ctx: &Ctx,
+    args: &StartArgs,
+    password: Zeroizing<Vec<u8>>,
+) -> Result<NodeConfig, Failure> {
     let mut cfg = NodeConfig::new(ctx.paths.root.clone(), b"");
     cfg.password = password;
     cfg.agent_host = args.agent_host.clone();
     cfg.agent_port = args.agent_port;
-    cfg
+    cfg.seed_nodes = parse_seed_nodes(&args.seed_nodes)
+        .map_err(|e| Failure::new(64, format!("--seed-nodes: {e}")))?;
+    Ok(cfg)
 }
 
 fn actix_system() -> actix_rt::SystemRunner {
@@ -132,7 +139,7 @@ fn announce(ctx: &Ctx, status: &AgentStatus, created: bool) {
 
 fn start_foreground(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
     let password = read_password(&args, ctx.paths.root_key().exists())?;
-    let cfg = config(ctx, &args, password);
+    let cfg = config(ctx, &args, password)?;
     actix_system().block_on(async move {
         let node = Node::start(cfg).await.map_err(|e| start_error(&e))?;
         let status = current_status(&node);
@@ -158,7 +165,7 @@ fn current_status(node: &Node) -> AgentStatus {
 fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
     let mut password = Zeroizing::new(Vec::new());
     std::io::stdin().read_to_end(&mut password)?;
-    let cfg = config(ctx, &args, password);
+    let cfg = config(ctx, &args, password)?;
     actix_system().block_on(async move {
         let node = match Node::start(cfg).await {
             Ok(n) => n,
@@ -191,6 +198,9 @@ fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
 
 fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
     let password = read_password(&args, ctx.paths.root_key().exists())?;
+    // Check the arguments here, where the user sees the error.
+    parse_seed_nodes(&args.seed_nodes)
+        .map_err(|e| Failure::new(64, format!("--seed-nodes: {e}")))?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -208,6 +218,8 @@ fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
         .arg(&args.agent_host)
         .arg("--agent-port")
         .arg(args.agent_port.to_string())
+        .arg("--seed-nodes")
+        .arg(&args.seed_nodes)
         .env_remove(PASSWORD_ENV)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -36,6 +36,33 @@ pub enum Command {
     /// Manage secrets inside vaults.
     #[command(subcommand)]
     Secrets(SecretsCmd),
+    /// Other nodes: the address book, pings, connections.
+    #[command(subcommand)]
+    Nodes(NodesCmd),
+}
+
+/// `keynode nodes ...`
+#[derive(Debug, Subcommand)]
+pub enum NodesCmd {
+    /// Record where a node can be reached.
+    Add {
+        /// The node's id.
+        node_id: String,
+        /// Its host name or IP address.
+        host: String,
+        /// Its port.
+        port: u16,
+    },
+    /// Make an authenticated round trip to a node.
+    Ping {
+        /// The node's id.
+        node_id: String,
+    },
+    /// List the address book.
+    #[command(alias = "ls")]
+    List,
+    /// List open connections to other nodes.
+    Connections,
 }
 
 /// `keynode agent ...`
@@ -61,6 +88,9 @@ pub struct StartArgs {
     /// Port to listen on for other nodes (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub agent_port: u16,
+    /// Nodes to know from the start: `ID@host:port;ID@host:port`.
+    #[arg(long, value_name = "NODES", default_value = "")]
+    pub seed_nodes: String,
     /// Return once the agent is ready, leaving it running in the background.
     #[arg(long)]
     pub background: bool,

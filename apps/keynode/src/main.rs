@@ -5,6 +5,7 @@
 
 mod agent;
 mod cli;
+mod nodes;
 mod output;
 mod secrets;
 mod vaults;
@@ -12,6 +13,7 @@ mod vaults;
 use std::process::ExitCode;
 
 use clap::Parser;
+
 use keynode_agent::{Client, ClientError, NodePaths};
 
 use crate::cli::{Cli, Command};
@@ -78,8 +80,35 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// Parses the command line; usage errors are one line and exit 64 (sysexits).
+fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let line = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            eprintln!("keynode: {line} (see `keynode --help`)");
+            Err(ExitCode::from(64))
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     init_tracing(cli.verbose);
     let ctx = Ctx {
         paths: NodePaths::resolve(cli.node_path.as_deref()),
@@ -92,6 +121,7 @@ fn main() -> ExitCode {
                 match other {
                     Command::Vaults(cmd) => vaults::run(&ctx, cmd).await,
                     Command::Secrets(cmd) => secrets::run(&ctx, cmd).await,
+                    Command::Nodes(cmd) => nodes::run(&ctx, cmd).await,
                     Command::Agent(_) => unreachable!("handled above"),
                 }
             })

@@ -181,6 +181,24 @@ pub enum Request {
         /// secret below it.
         refs: Vec<(String, Option<String>)>,
     },
+    /// Record where a node can be reached.
+    NodesAdd {
+        /// The node.
+        node: NodeId,
+        /// Its host name or address.
+        host: String,
+        /// Its port.
+        port: u16,
+    },
+    /// An authenticated round trip to a node.
+    NodesPing {
+        /// The node.
+        node: NodeId,
+    },
+    /// The address book.
+    NodesList,
+    /// Open connections to other nodes.
+    NodesConnections,
 }
 
 /// A successful answer.
@@ -206,6 +224,39 @@ pub enum Response {
     Env(Vec<(String, Vec<u8>)>),
     /// `Data` frames and `End` follow.
     Streaming,
+    /// A ping's round trip, in microseconds.
+    Pong {
+        /// Round-trip time in microseconds.
+        rtt_us: u64,
+    },
+    /// Known nodes.
+    Nodes(Vec<NodeEntry>),
+    /// Open connections.
+    Connections(Vec<ConnectionEntry>),
+}
+
+/// A node in the address book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// The node.
+    pub node_id: NodeId,
+    /// Where it can be reached, most recent first, as `host:port`.
+    pub addresses: Vec<String>,
+}
+
+/// An open connection to another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionEntry {
+    /// The peer, as proven by the handshake.
+    pub node_id: NodeId,
+    /// The peer's address.
+    pub remote_addr: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// When the connection was established, in milliseconds since the Unix epoch.
+    pub established_ms: u64,
+    /// Streams open on it now.
+    pub streams: u64,
 }
 
 /// What `agent status` reports.
@@ -269,6 +320,10 @@ pub enum ErrorKind {
     Internal,
     /// The peer broke the protocol.
     Protocol,
+    /// Another node answered with an error (the message says which).
+    Remote,
+    /// A remote node could not be reached in time.
+    Unreachable,
 }
 
 impl ErrorKind {
@@ -285,6 +340,8 @@ impl ErrorKind {
             ErrorKind::Io => 74,
             ErrorKind::Internal => 70,
             ErrorKind::Protocol => 76,
+            ErrorKind::Remote => 1,
+            ErrorKind::Unreachable => 69,
         }
     }
 }

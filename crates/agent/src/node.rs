@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr};
 use keynode_core::keystore::{self, KdfParams, KeystoreError};
 use keynode_core::{Keypair, NodeId};
+use keynode_net::{
+    AddressBook, NetConfig, Network, NetworkManager, NoService, PeerAddress, TcpTransport,
+};
 use keynode_vaults::{VaultManager, VaultStore};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +44,56 @@ pub struct NodeConfig {
     pub agent_host: String,
     /// Port to listen on for peers (0 picks one).
     pub agent_port: u16,
+    /// Nodes to know from the start.
+    pub seed_nodes: Vec<SeedNode>,
+}
+
+/// A node given at start: its id and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedNode {
+    /// The node.
+    pub node: NodeId,
+    /// Its host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// A `--seed-nodes` list is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeedError {
+    /// An entry is not `ID@host:port`.
+    #[error("expected ID@host:port, got {0:?}")]
+    Format(String),
+    /// The id part is not a node id.
+    #[error("{0}")]
+    Id(#[from] keynode_core::IdError),
+}
+
+/// Parses `ID@host:port;ID@host:port` (IPv6 hosts in brackets). Empty entries
+/// are skipped.
+pub fn parse_seed_nodes(s: &str) -> Result<Vec<SeedNode>, SeedError> {
+    s.split(';')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let bad = || SeedError::Format(entry.to_owned());
+            let (id, addr) = entry.split_once('@').ok_or_else(bad)?;
+            let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            if host.is_empty() {
+                return Err(bad());
+            }
+            Ok(SeedNode {
+                node: id.parse()?,
+                host: host.to_owned(),
+                port: port.parse().map_err(|_| bad())?,
+            })
+        })
+        .collect()
 }
 
 impl NodeConfig {
@@ -52,6 +105,7 @@ impl NodeConfig {
             kdf: KdfParams::DEFAULT,
             agent_host: "127.0.0.1".into(),
             agent_port: 0,
+            seed_nodes: Vec::new(),
         }
     }
 }
@@ -77,6 +131,15 @@ pub enum StartError {
     /// Vault storage failed to open.
     #[error("cannot open vault storage")]
     Vaults(#[source] keynode_vaults::VaultError),
+    /// The address book failed to open.
+    #[error("cannot open the address book")]
+    Book(#[source] keynode_net::BookError),
+    /// The network could not start (e.g. the port is taken).
+    #[error("cannot start the network")]
+    Network(#[source] keynode_net::NetError),
+    /// `--agent-host` does not resolve.
+    #[error("cannot resolve agent host {0:?}")]
+    Host(String),
     /// File system trouble.
     #[error("i/o error in {1}")]
     Io(#[source] std::io::Error, String),
@@ -103,6 +166,8 @@ pub struct Node {
     timings: StartTimings,
     _lock: AgentLock,
     vaults: Addr<VaultManager>,
+    net: Network,
+    network: Addr<NetworkManager>,
 }
 
 fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> StartError + '_ {
@@ -179,18 +244,47 @@ impl Node {
             .map_err(|e| StartError::Io(std::io::Error::other(e), "loading the key".into()))??
         };
         let node_id = key.node_id();
+        let key = Arc::new(key);
 
-        let store = {
+        let (store, book) = {
             let paths = paths.clone();
+            let seeds = config.seed_nodes.clone();
             tokio::task::spawn_blocking(move || {
                 let env = open_env(&paths.state())?;
                 private_dir(&paths.vaults())?;
-                VaultStore::open(&paths.vaults(), env, node_id).map_err(StartError::Vaults)
+                let store = VaultStore::open(&paths.vaults(), env.clone(), node_id)
+                    .map_err(StartError::Vaults)?;
+                let book = AddressBook::open(env).map_err(StartError::Book)?;
+                for seed in seeds {
+                    book.add(seed.node, PeerAddress::new(seed.host, seed.port))
+                        .map_err(StartError::Book)?;
+                }
+                Ok::<_, StartError>((store, book))
             })
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e), "opening state".into()))??
         };
         let vaults = VaultManager::new(Arc::new(store)).start();
+
+        let listen = tokio::net::lookup_host((config.agent_host.as_str(), config.agent_port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| StartError::Host(config.agent_host.clone()))?;
+        let net_config = NetConfig {
+            listen,
+            ..NetConfig::default()
+        };
+        let net = Network::start(
+            key.clone(),
+            net_config,
+            TcpTransport,
+            book,
+            Arc::new(NoService),
+        )
+        .await
+        .map_err(StartError::Network)?;
+        let network = NetworkManager::new(net.clone()).start();
 
         let socket = paths.socket();
         match std::fs::remove_file(&socket) {
@@ -206,13 +300,14 @@ impl Node {
             status: "live".into(),
             node_id,
             agent_host: config.agent_host.clone(),
-            agent_port: config.agent_port,
+            agent_port: net.local_addr().port(),
             pid: std::process::id(),
         }));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let ctx = Arc::new(Ctx {
             vaults: vaults.clone(),
+            network: network.clone(),
             status: status.clone(),
             shutdown: shutdown.clone(),
         });
@@ -240,6 +335,8 @@ impl Node {
             timings,
             _lock: lock,
             vaults,
+            net,
+            network,
         })
     }
 
@@ -266,6 +363,21 @@ impl Node {
     /// The vault storage actor.
     pub fn vaults(&self) -> &Addr<VaultManager> {
         &self.vaults
+    }
+
+    /// The network handle (peers, connections, streams).
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    /// The network actor.
+    pub fn network_actor(&self) -> &Addr<NetworkManager> {
+        &self.network
+    }
+
+    /// Where the node listens for peers.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.net.local_addr()
     }
 
     /// Resolves when a stop was requested (by `agent stop` or [`Node::request_stop`]).
@@ -305,5 +417,30 @@ impl Node {
             tracing::warn!(error = %e, "cannot write the status file");
         }
         tracing::info!(node_id = %self.node_id, "node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_nodes_parse() {
+        let id = Keypair::generate().node_id();
+        let list = format!("{id}@127.0.0.1:1314; {id}@[::1]:9 ;;{id}@example.org:80");
+        let seeds = parse_seed_nodes(&list).unwrap();
+        assert_eq!(seeds.len(), 3);
+        assert_eq!(seeds[1].host, "::1");
+        assert_eq!(seeds[2].port, 80);
+        assert!(parse_seed_nodes("").unwrap().is_empty());
+        for bad in [
+            "x@h:1",
+            &format!("{id}@h"),
+            &format!("{id}h:1"),
+            &format!("{id}@:1"),
+            &format!("{id}@h:99999"),
+        ] {
+            assert!(parse_seed_nodes(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::Addr;
 use futures_util::{SinkExt, StreamExt};
 use keynode_core::{NameError, SecretPath, VaultId, VaultName};
+use keynode_net::{NetError, NetworkManager, PeerAddress};
 use keynode_vaults::messages::*;
 use keynode_vaults::{BlobId, EntryKind, Op, PutPolicy, VaultError, VaultManager};
 use tokio::net::{UnixListener, UnixStream};
@@ -26,6 +27,7 @@ pub const MAX_ENV_BYTES: usize = 512 * 1024;
 
 pub(crate) struct Ctx {
     pub vaults: Addr<VaultManager>,
+    pub network: Addr<NetworkManager>,
     pub status: Arc<Mutex<AgentStatus>>,
     pub shutdown: CancellationToken,
 }
@@ -166,6 +168,38 @@ fn vault_err(e: VaultError) -> ApiError {
     ApiError::new(kind, e.to_string())
 }
 
+/// Maps a network failure to what the CLI reports; errors from the other node
+/// say so.
+pub(crate) fn net_err(e: NetError) -> ApiError {
+    let kind = match &e {
+        NetError::Remote(_) => ErrorKind::Remote,
+        NetError::NoAddress(_) => ErrorKind::NotFound,
+        NetError::UnexpectedPeer { .. } => ErrorKind::PermissionDenied,
+        NetError::Unreachable { .. }
+        | NetError::Timeout { .. }
+        | NetError::ConnectionClosed(_)
+        | NetError::Handshake { .. }
+        | NetError::NoResponse(_) => ErrorKind::Unreachable,
+        NetError::Shutdown => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    if let NetError::NoAddress(_) = e {
+        message.push_str("; add it with `keynode nodes add NODE_ID HOST PORT`");
+    }
+    ApiError::new(kind, message)
+}
+
+fn network_gone(e: actix::MailboxError) -> ApiError {
+    ApiError::new(ErrorKind::Unavailable, format!("network service: {e}"))
+}
+
 fn name_err(e: NameError) -> ApiError {
     ApiError::new(ErrorKind::BadData, e.to_string())
 }
@@ -300,6 +334,74 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
             Response::Stat(mailbox(v.send(Stat { vault, path: p, at }).await)?)
         }
         Request::SecretsEnv { refs } => Response::Env(env(ctx, refs).await?),
+        Request::NodesAdd { node, host, port } => {
+            if host.is_empty()
+                || host.len() > 253
+                || host.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(ApiError::new(
+                    ErrorKind::BadData,
+                    format!("invalid host {host:?}"),
+                ));
+            }
+            let addr = PeerAddress::new(host, port);
+            ctx.network
+                .send(keynode_net::actor::AddNode { node, addr })
+                .await
+                .map_err(network_gone)?
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+            Response::Unit
+        }
+        Request::NodesPing { node } => {
+            let rtt = ctx
+                .network
+                .send(keynode_net::actor::Ping { node })
+                .await
+                .map_err(network_gone)?
+                .map_err(net_err)?;
+            Response::Pong {
+                rtt_us: rtt.as_micros() as u64,
+            }
+        }
+        Request::NodesList => {
+            let nodes = ctx
+                .network
+                .send(keynode_net::actor::ListNodes)
+                .await
+                .map_err(network_gone)?
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+            Response::Nodes(
+                nodes
+                    .into_iter()
+                    .map(|(node_id, addrs)| NodeEntry {
+                        node_id,
+                        addresses: addrs.iter().map(|a| a.to_string()).collect(),
+                    })
+                    .collect(),
+            )
+        }
+        Request::NodesConnections => {
+            let conns = ctx
+                .network
+                .send(keynode_net::actor::Connections)
+                .await
+                .map_err(network_gone)?;
+            Response::Connections(
+                conns
+                    .into_iter()
+                    .map(|c| ConnectionEntry {
+                        node_id: c.node_id,
+                        remote_addr: c.remote_addr.to_string(),
+                        direction: match c.direction {
+                            keynode_net::Direction::Inbound => "inbound".into(),
+                            keynode_net::Direction::Outbound => "outbound".into(),
+                        },
+                        established_ms: c.established_ms,
+                        streams: c.streams as u64,
+                    })
+                    .collect(),
+            )
+        }
         Request::SecretsGet { .. } | Request::SecretsWrite { .. } | Request::SecretsDir { .. } => {
             return Err(ApiError::new(
                 ErrorKind::Protocol,

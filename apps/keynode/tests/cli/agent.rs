@@ -122,3 +122,12 @@ fn missing_password_file_is_a_clear_error() {
     ])
     .fails(66, "password file");
 }
+
+#[test]
+fn usage_errors_are_one_line_and_exit_64() {
+    let a = Agent::new();
+    a.run(&["vaults", "create"]).fails(64, "<NAME>");
+    a.run(&["no-such-command"]).fails(64, "no-such-command");
+    a.run(&["secrets", "get", "v:x", "--at"]).fails(64, "--at");
+    assert!(a.run(&["--help"]).success().contains("vaults"));
+}

@@ -3,6 +3,7 @@
 
 mod agent;
 mod crash;
+mod nodes;
 mod secrets;
 mod support;
 mod vaults;

@@ -1,0 +1,86 @@
+//! `keynode nodes ...`
+
+use keynode_agent::api::{Request, Response};
+use keynode_core::NodeId;
+
+use crate::cli::NodesCmd;
+use crate::output;
+use crate::{Ctx, Failure};
+
+fn node_id(s: &str) -> Result<NodeId, Failure> {
+    s.parse()
+        .map_err(|e| Failure::new(65, format!("{e} (got {s:?})")))
+}
+
+fn unexpected(r: Response) -> Failure {
+    Failure::new(76, format!("unexpected answer from the agent: {r:?}"))
+}
+
+pub async fn run(ctx: &Ctx, cmd: NodesCmd) -> Result<(), Failure> {
+    match cmd {
+        NodesCmd::Add {
+            node_id: id,
+            host,
+            port,
+        } => {
+            let node = node_id(&id)?;
+            ctx.client()
+                .await?
+                .call(Request::NodesAdd {
+                    node,
+                    host: host.clone(),
+                    port,
+                })
+                .await?;
+            let doc = serde_json::json!({"node_id": node, "host": host, "port": port});
+            output::emit(ctx.format, &doc, || {
+                println!("added {node} at {host}:{port}")
+            });
+        }
+        NodesCmd::Ping { node_id: id } => {
+            let node = node_id(&id)?;
+            let r = ctx
+                .client()
+                .await?
+                .call(Request::NodesPing { node })
+                .await?;
+            let Response::Pong { rtt_us } = r else {
+                return Err(unexpected(r));
+            };
+            let doc = serde_json::json!({"node_id": node, "rtt_us": rtt_us});
+            output::emit(ctx.format, &doc, || {
+                println!("{node} answered in {:.3} ms", rtt_us as f64 / 1000.0)
+            });
+        }
+        NodesCmd::List => {
+            let r = ctx.client().await?.call(Request::NodesList).await?;
+            let Response::Nodes(nodes) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &nodes, || {
+                for n in &nodes {
+                    println!("{}\t{}", n.node_id, n.addresses.join(" "));
+                }
+            });
+        }
+        NodesCmd::Connections => {
+            let r = ctx.client().await?.call(Request::NodesConnections).await?;
+            let Response::Connections(conns) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &conns, || {
+                for c in &conns {
+                    println!(
+                        "{}\t{}\t{}\tsince {}\t{} streams",
+                        c.node_id,
+                        c.remote_addr,
+                        c.direction,
+                        output::time(c.established_ms),
+                        c.streams
+                    );
+                }
+            });
+        }
+    }
+    Ok(())
+}

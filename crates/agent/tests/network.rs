@@ -1,0 +1,137 @@
+//! Real agents in one process, talking over loopback TCP through the network.
+
+use keynode_agent::api::{ErrorKind, Request, Response};
+use keynode_agent::node::SeedNode;
+use keynode_agent::{Client, ClientError, Node, NodeConfig};
+
+async fn start(dir: &tempfile::TempDir, name: &str, port: u16, seeds: Vec<SeedNode>) -> Node {
+    let mut cfg = NodeConfig::new(dir.path().join(name), "pw");
+    cfg.agent_port = port;
+    cfg.seed_nodes = seeds;
+    Node::start(cfg).await.expect("start")
+}
+
+async fn call(node: &Node, req: Request) -> Result<Response, ClientError> {
+    Client::connect(&node.socket_path()).await?.call(req).await
+}
+
+fn seed(n: &Node) -> SeedNode {
+    SeedNode {
+        node: n.node_id(),
+        host: "127.0.0.1".into(),
+        port: n.listen_addr().port(),
+    }
+}
+
+async fn add(from: &Node, to: &Node) {
+    call(
+        from,
+        Request::NodesAdd {
+            node: to.node_id(),
+            host: "127.0.0.1".into(),
+            port: to.listen_addr().port(),
+        },
+    )
+    .await
+    .expect("add");
+}
+
+#[actix_rt::test]
+async fn three_agents_ping_each_other_over_one_connection_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = start(&dir, "a", 0, vec![]).await;
+    let b = start(&dir, "b", 0, vec![seed(&a)]).await;
+    let c = start(&dir, "c", 0, vec![seed(&a), seed(&b)]).await;
+    add(&a, &b).await;
+    add(&a, &c).await;
+    for (from, to) in [(&a, &b), (&a, &c), (&b, &a), (&c, &a), (&c, &b)] {
+        for _ in 0..3 {
+            let r = call(from, Request::NodesPing { node: to.node_id() })
+                .await
+                .expect("ping");
+            assert!(matches!(r, Response::Pong { .. }), "{r:?}");
+        }
+    }
+    // One connection per pair, reused by every ping.
+    let Response::Connections(conns) = call(&a, Request::NodesConnections).await.expect("conns")
+    else {
+        panic!("no connections")
+    };
+    let peers: std::collections::BTreeSet<_> = conns.iter().map(|c| c.node_id).collect();
+    assert_eq!(peers, [b.node_id(), c.node_id()].into_iter().collect());
+    assert!(conns.len() <= 3, "pings opened new connections: {conns:?}");
+    let Response::Nodes(book) = call(&c, Request::NodesList).await.expect("list") else {
+        panic!("no list")
+    };
+    assert_eq!(book.len(), 2, "seed nodes are in the address book");
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[actix_rt::test]
+async fn an_impostor_at_a_known_address_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = start(&dir, "a", 0, vec![]).await;
+    let b = start(&dir, "b", 0, vec![]).await;
+    let c = start(&dir, "c", 0, vec![]).await;
+    // A believes B lives where C listens.
+    call(
+        &a,
+        Request::NodesAdd {
+            node: b.node_id(),
+            host: "127.0.0.1".into(),
+            port: c.listen_addr().port(),
+        },
+    )
+    .await
+    .expect("add");
+    let r = call(&a, Request::NodesPing { node: b.node_id() }).await;
+    match r {
+        Err(ClientError::Api(e)) => {
+            assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+            assert!(e.message.contains(&b.node_id().to_string()), "{e}");
+            assert!(e.message.contains(&c.node_id().to_string()), "{e}");
+        }
+        other => panic!("impostor accepted: {other:?}"),
+    }
+    // Unknown nodes and unreachable ones are clear errors too.
+    let stranger = keynode_core::Keypair::generate().node_id();
+    let r = call(&a, Request::NodesPing { node: stranger }).await;
+    assert!(
+        matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::NotFound),
+        "{r:?}"
+    );
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_dropped_connection_is_reestablished_on_the_next_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = start(&dir, "a", 0, vec![]).await;
+    let b = start(&dir, "b", 0, vec![]).await;
+    let port = b.listen_addr().port();
+    add(&a, &b).await;
+    call(&a, Request::NodesPing { node: b.node_id() })
+        .await
+        .expect("first ping");
+    // B goes away; A's next call fails cleanly.
+    let b_id = b.node_id();
+    b.stop().await;
+    let r = call(&a, Request::NodesPing { node: b_id }).await;
+    assert!(
+        matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::Unreachable),
+        "{r:?}"
+    );
+    // B comes back on the same port with the same identity: A reconnects.
+    let b = start(&dir, "b", port, vec![]).await;
+    assert_eq!(b.node_id(), b_id);
+    let r = call(&a, Request::NodesPing { node: b_id })
+        .await
+        .expect("ping after restart");
+    assert!(matches!(r, Response::Pong { .. }));
+    a.stop().await;
+    b.stop().await;
+}
