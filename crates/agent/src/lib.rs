@@ -25,6 +25,7 @@ pub mod api;
 pub mod client;
 pub mod node;
 pub mod paths;
+pub mod permissions;
 mod server;
 pub mod status;
 

@@ -406,6 +406,7 @@ impl Node {
         {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
+        self.net.shutdown().await;
         let _ = std::fs::remove_file(self.paths.socket());
         let mut snapshot = self
             .status

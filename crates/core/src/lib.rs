@@ -1,7 +1,8 @@
 //! keynode's shared vocabulary.
 //!
 //! Every other keynode crate speaks in these types: the ids a node, a vault or a
-//! notification is known by ([`NodeId`], [`VaultId`], [`Tid`]), the node's Ed25519
+//! notification is known by ([`NodeId`], [`VaultId`], [`Tid`]), the vertices of the
+//! gestalt graph ([`GestaltId`]: a node or a `provider:identity`), the node's Ed25519
 //! [`Keypair`] and the encrypted [`keystore`] that keeps it at rest, the validated
 //! names of vaults and secrets ([`VaultName`], [`SecretPath`]), and the one [`codec`]
 //! that turns values into bytes for LMDB and the wire.
@@ -27,12 +28,14 @@
 
 pub mod clock;
 pub mod codec;
+pub mod gestalt_id;
 pub mod ids;
 pub mod keys;
 pub mod keystore;
 pub mod names;
 
 pub use clock::{Clock, SystemClock};
+pub use gestalt_id::{GestaltId, GestaltIdError, IdentityId, ProviderId};
 pub use ids::{IdError, NodeId, Tid, TidGenerator, VaultId};
 pub use keys::{Keypair, Signature, SignatureError};
 pub use names::{NameError, SecretPath, VaultName};

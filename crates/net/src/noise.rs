@@ -620,7 +620,12 @@ mod tests {
         let (b_key, b) = identity();
         let (x, y) = tokio::io::duplex(64 * 1024);
         let (ra, rb) = tokio::join!(
-            handshake(x, &a, Role::Initiator(Some(b_key.node_id())), HANDSHAKE_TIMEOUT),
+            handshake(
+                x,
+                &a,
+                Role::Initiator(Some(b_key.node_id())),
+                HANDSHAKE_TIMEOUT
+            ),
             handshake(y, &b, Role::Responder, HANDSHAKE_TIMEOUT),
         );
         let (mut sa, peer_b) = ra.unwrap();

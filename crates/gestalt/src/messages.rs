@@ -1,0 +1,127 @@
+//! The messages [`GestaltManager`] answers, one per [`GestaltGraph`] method, each
+//! replying `Result<_, GraphError>` once the blocking call is done.
+//!
+//! [`GestaltGraph`]: crate::GestaltGraph
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use actix::{Handler, Message, ResponseFuture};
+use keynode_core::{GestaltId, IdentityId, NodeId, ProviderId};
+
+use crate::{ClaimRef, Gestalt, GestaltEvent, GestaltManager, GraphError};
+
+/// Declares a message struct, its `Message` impl and a `GestaltManager` handler
+/// that runs `$body` (with the graph as `$graph` and the message as `$msg`) on
+/// the blocking pool.
+macro_rules! graph_message {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }
+        -> $ret:ty;
+        |$graph:ident, $msg:ident| $body:expr
+    ) => {
+        $(#[$meta])*
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+
+        impl Message for $name {
+            type Result = Result<$ret, GraphError>;
+        }
+
+        impl Handler<$name> for GestaltManager {
+            type Result = ResponseFuture<Result<$ret, GraphError>>;
+
+            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
+                self.blocking(move |$graph| $body)
+            }
+        }
+    };
+}
+
+graph_message! {
+    /// Adds a vertex.
+    #[derive(Debug, Clone)]
+    pub struct AddVertex {
+        /// The vertex.
+        pub id: GestaltId,
+    } -> Vec<GestaltEvent>;
+    |graph, msg| graph.add_vertex(&msg.id)
+}
+
+graph_message! {
+    /// Removes a vertex and its edges.
+    #[derive(Debug, Clone)]
+    pub struct RemoveVertex {
+        /// The vertex.
+        pub id: GestaltId,
+    } -> Vec<GestaltEvent>;
+    |graph, msg| graph.remove_vertex(&msg.id)
+}
+
+graph_message! {
+    /// Links two nodes.
+    #[derive(Debug, Clone)]
+    pub struct LinkNodes {
+        /// One node.
+        pub a: NodeId,
+        /// The other.
+        pub b: NodeId,
+        /// The claim that proves it.
+        pub proof: ClaimRef,
+    } -> Vec<GestaltEvent>;
+    |graph, msg| graph.link_nodes(msg.a, msg.b, msg.proof)
+}
+
+graph_message! {
+    /// Links a node and an identity.
+    #[derive(Debug, Clone)]
+    pub struct LinkIdentity {
+        /// The node.
+        pub node: NodeId,
+        /// The provider.
+        pub provider: ProviderId,
+        /// The identity.
+        pub identity: IdentityId,
+        /// The claim that proves it.
+        pub proof: ClaimRef,
+    } -> Vec<GestaltEvent>;
+    |graph, msg| graph.link_identity(msg.node, msg.provider, msg.identity, msg.proof)
+}
+
+graph_message! {
+    /// Removes an edge.
+    #[derive(Debug, Clone)]
+    pub struct Unlink {
+        /// One end.
+        pub a: GestaltId,
+        /// The other end.
+        pub b: GestaltId,
+    } -> Vec<GestaltEvent>;
+    |graph, msg| graph.unlink(&msg.a, &msg.b)
+}
+
+graph_message! {
+    /// The gestalt of a vertex.
+    #[derive(Debug, Clone)]
+    pub struct GestaltOf {
+        /// The vertex.
+        pub id: GestaltId,
+    } -> Option<Gestalt>;
+    |graph, msg| graph.gestalt_of(&msg.id)
+}
+
+graph_message! {
+    /// Every gestalt.
+    #[derive(Debug, Clone)]
+    pub struct Gestalts {} -> Vec<Gestalt>;
+    |graph, _msg| graph.gestalts()
+}
+
+graph_message! {
+    /// A vertex's neighbors and the proofs of each edge.
+    #[derive(Debug, Clone)]
+    pub struct Neighbors {
+        /// The vertex.
+        pub id: GestaltId,
+    } -> BTreeMap<GestaltId, BTreeSet<ClaimRef>>;
+    |graph, msg| graph.neighbors(&msg.id)
+}
