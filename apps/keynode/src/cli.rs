@@ -36,9 +36,74 @@ pub enum Command {
     /// Manage secrets inside vaults.
     #[command(subcommand)]
     Secrets(SecretsCmd),
-    /// Other nodes: the address book, pings, connections.
+    /// Other nodes: the address book, pings, connections, claims.
     #[command(subcommand)]
     Nodes(NodesCmd),
+    /// Gestalts: trust, permissions, invitations, discovery, identities.
+    #[command(subcommand)]
+    Identities(IdentitiesCmd),
+}
+
+/// `keynode identities ...`
+#[derive(Debug, Subcommand)]
+pub enum IdentitiesCmd {
+    /// Trust a gestalt: accept its notifications (and discover it).
+    Trust {
+        /// A node id or PROVIDER:IDENTITY.
+        gestalt: String,
+    },
+    /// Stop trusting a gestalt.
+    Untrust {
+        /// A node id or PROVIDER:IDENTITY.
+        gestalt: String,
+    },
+    /// Grant a gestalt action: notify, scan or claim.
+    Allow {
+        /// A node id or PROVIDER:IDENTITY.
+        gestalt: String,
+        /// notify, scan or claim.
+        action: String,
+    },
+    /// Revoke a gestalt action.
+    Disallow {
+        /// A node id or PROVIDER:IDENTITY.
+        gestalt: String,
+        /// notify, scan or claim.
+        action: String,
+    },
+    /// Show a gestalt's permissions.
+    Permissions {
+        /// A node id or PROVIDER:IDENTITY.
+        gestalt: String,
+    },
+    /// Invite a node to join this node's gestalt (it then runs `nodes claim`).
+    Invite {
+        /// The node's id.
+        node_id: String,
+    },
+    /// Discover a gestalt now: fetch and verify its sigchains.
+    Discover {
+        /// A node id or PROVIDER:IDENTITY.
+        gestalt: String,
+    },
+    /// List known gestalts.
+    #[command(alias = "ls")]
+    List,
+    /// Show one gestalt.
+    Get {
+        /// A node id or PROVIDER:IDENTITY.
+        gestalt: String,
+    },
+    /// Authenticate to an identity provider (`offline` needs nothing).
+    Authenticate {
+        /// The provider.
+        provider: String,
+    },
+    /// Claim an identity: sign a claim and publish it on the provider.
+    Claim {
+        /// PROVIDER:IDENTITY.
+        identity: String,
+    },
 }
 
 /// `keynode nodes ...`
@@ -63,6 +128,11 @@ pub enum NodesCmd {
     List,
     /// List open connections to other nodes.
     Connections,
+    /// Join a node's gestalt: cross-sign a claim with it (it must have invited us).
+    Claim {
+        /// The node's id.
+        node_id: String,
+    },
 }
 
 /// `keynode agent ...`

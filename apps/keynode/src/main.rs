@@ -5,6 +5,7 @@
 
 mod agent;
 mod cli;
+mod identities;
 mod nodes;
 mod output;
 mod secrets;
@@ -122,6 +123,7 @@ fn main() -> ExitCode {
                     Command::Vaults(cmd) => vaults::run(&ctx, cmd).await,
                     Command::Secrets(cmd) => secrets::run(&ctx, cmd).await,
                     Command::Nodes(cmd) => nodes::run(&ctx, cmd).await,
+                    Command::Identities(cmd) => identities::run(&ctx, cmd).await,
                     Command::Agent(_) => unreachable!("handled above"),
                 }
             })

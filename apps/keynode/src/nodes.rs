@@ -7,7 +7,7 @@ use crate::cli::NodesCmd;
 use crate::output;
 use crate::{Ctx, Failure};
 
-fn node_id(s: &str) -> Result<NodeId, Failure> {
+pub fn node_id(s: &str) -> Result<NodeId, Failure> {
     s.parse()
         .map_err(|e| Failure::new(65, format!("{e} (got {s:?})")))
 }
@@ -62,6 +62,15 @@ pub async fn run(ctx: &Ctx, cmd: NodesCmd) -> Result<(), Failure> {
                     println!("{}\t{}", n.node_id, n.addresses.join(" "));
                 }
             });
+        }
+        NodesCmd::Claim { node_id: id } => {
+            let node = node_id(&id)?;
+            let r = ctx
+                .client()
+                .await?
+                .call(Request::NodesClaim { node })
+                .await?;
+            crate::identities::print_claimed(ctx, r, &format!("linked with {node}"))?;
         }
         NodesCmd::Connections => {
             let r = ctx.client().await?.call(Request::NodesConnections).await?;

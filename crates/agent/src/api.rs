@@ -199,6 +199,68 @@ pub enum Request {
     NodesList,
     /// Open connections to other nodes.
     NodesConnections,
+    /// Cross-sign a claim linking this node and `node` into one gestalt.
+    NodesClaim {
+        /// The node to link with (it must have invited us).
+        node: NodeId,
+    },
+    /// Trust a gestalt: accept its notifications (adds it if unknown and
+    /// discovers it).
+    IdentitiesTrust {
+        /// A node id or `provider:identity`.
+        gestalt: String,
+    },
+    /// Stop trusting a gestalt.
+    IdentitiesUntrust {
+        /// A node id or `provider:identity`.
+        gestalt: String,
+    },
+    /// Grant a gestalt action (`notify`, `scan`, `claim`).
+    IdentitiesAllow {
+        /// A node id or `provider:identity`.
+        gestalt: String,
+        /// The action.
+        action: String,
+    },
+    /// Revoke a gestalt action.
+    IdentitiesDisallow {
+        /// A node id or `provider:identity`.
+        gestalt: String,
+        /// The action.
+        action: String,
+    },
+    /// A gestalt's permissions.
+    IdentitiesPermissions {
+        /// A node id or `provider:identity`.
+        gestalt: String,
+    },
+    /// Invite a node to join our gestalt (grants it `claim`).
+    IdentitiesInvite {
+        /// The node.
+        node: NodeId,
+    },
+    /// Discover a gestalt now.
+    IdentitiesDiscover {
+        /// A node id or `provider:identity`.
+        gestalt: String,
+    },
+    /// Every known gestalt.
+    IdentitiesList,
+    /// One gestalt.
+    IdentitiesGet {
+        /// A node id or `provider:identity`.
+        gestalt: String,
+    },
+    /// Authenticate to an identity provider.
+    IdentitiesAuthenticate {
+        /// The provider's id.
+        provider: String,
+    },
+    /// Claim an identity: a claim in our sigchain, published on the provider.
+    IdentitiesClaim {
+        /// `provider:identity`.
+        identity: String,
+    },
 }
 
 /// A successful answer.
@@ -233,6 +295,56 @@ pub enum Response {
     Nodes(Vec<NodeEntry>),
     /// Open connections.
     Connections(Vec<ConnectionEntry>),
+    /// A permission record.
+    Permissions(PermissionView),
+    /// One gestalt.
+    Gestalt(GestaltView),
+    /// Gestalts.
+    Gestalts(Vec<GestaltView>),
+    /// What a discovery run did.
+    Discovered(DiscoveryView),
+    /// A claim was added to this node's sigchain.
+    Claimed {
+        /// The claim's id.
+        claim_id: String,
+        /// Its position in the sigchain.
+        seq: u64,
+    },
+}
+
+/// Permissions held by a gestalt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionView {
+    /// Gestalt actions (`notify`, `scan`, `claim`).
+    pub gestalt: Vec<String>,
+    /// Vault actions (`clone`, `pull`) by vault id.
+    pub vaults: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// A gestalt: its nodes and identities and the permissions they share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GestaltView {
+    /// Its nodes.
+    pub nodes: Vec<NodeId>,
+    /// Its identities, as `provider:identity`.
+    pub identities: Vec<String>,
+    /// The permissions every member holds.
+    pub permissions: PermissionView,
+}
+
+/// The outcome of a discovery run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryView {
+    /// Vertices visited.
+    pub visited: Vec<String>,
+    /// Graph changes made.
+    pub changes: usize,
+    /// Vertices that could not be (fully) discovered, with why.
+    pub failures: Vec<String>,
+    /// Whether the walk stopped at its bound.
+    pub truncated: bool,
+    /// The gestalt as known now.
+    pub gestalt: Option<GestaltView>,
 }
 
 /// A node in the address book.

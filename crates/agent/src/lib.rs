@@ -23,8 +23,10 @@
 
 pub mod api;
 pub mod client;
+pub mod gestalts;
 pub mod node;
 pub mod paths;
+pub mod peer;
 pub mod permissions;
 mod server;
 pub mod status;

@@ -6,12 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
+use keynode_acl::{AclManager, AclStore};
 use keynode_core::keystore::{self, KdfParams, KeystoreError};
 use keynode_core::{Keypair, NodeId};
-use keynode_net::{
-    AddressBook, NetConfig, Network, NetworkManager, NoService, PeerAddress, TcpTransport,
-};
+use keynode_gestalt::{Discovery, GestaltGraph, GestaltManager, OfflineProvider, Sigchain};
+use keynode_net::{AddressBook, NetConfig, Network, NetworkManager, PeerAddress, TcpTransport};
 use keynode_vaults::{VaultManager, VaultStore};
+
+use crate::gestalts::{Gestalts, OFFLINE_PROVIDER, REDISCOVER_INTERVAL};
+use crate::peer::PeerService;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,6 +49,25 @@ pub struct NodeConfig {
     pub agent_port: u16,
     /// Nodes to know from the start.
     pub seed_nodes: Vec<SeedNode>,
+    /// Where the offline identity provider keeps published claims (shared by
+    /// the nodes of one machine). `None`: `$KEYNODE_OFFLINE_PROVIDER_DIR`, else
+    /// `$XDG_DATA_HOME/keynode-offline-provider`, else
+    /// `~/.local/share/keynode-offline-provider`.
+    pub provider_dir: Option<PathBuf>,
+}
+
+/// Where the offline identity provider keeps its claims when not configured.
+pub fn default_provider_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEYNODE_OFFLINE_PROVIDER_DIR").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
+        });
+    data.join("keynode-offline-provider")
 }
 
 /// A node given at start: its id and where it listens.
@@ -106,6 +128,7 @@ impl NodeConfig {
             agent_host: "127.0.0.1".into(),
             agent_port: 0,
             seed_nodes: Vec::new(),
+            provider_dir: None,
         }
     }
 }
@@ -131,6 +154,9 @@ pub enum StartError {
     /// Vault storage failed to open.
     #[error("cannot open vault storage")]
     Vaults(#[source] keynode_vaults::VaultError),
+    /// Gestalt or permission state failed to open.
+    #[error("cannot open gestalt state: {0}")]
+    Gestalt(String),
     /// The address book failed to open.
     #[error("cannot open the address book")]
     Book(#[source] keynode_net::BookError),
@@ -168,6 +194,7 @@ pub struct Node {
     vaults: Addr<VaultManager>,
     net: Network,
     network: Addr<NetworkManager>,
+    gestalts: Arc<Gestalts>,
 }
 
 fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> StartError + '_ {
@@ -246,7 +273,7 @@ impl Node {
         let node_id = key.node_id();
         let key = Arc::new(key);
 
-        let (store, book) = {
+        let (store, book, acl, graph, sigchain, discovery) = {
             let paths = paths.clone();
             let seeds = config.seed_nodes.clone();
             tokio::task::spawn_blocking(move || {
@@ -254,17 +281,42 @@ impl Node {
                 private_dir(&paths.vaults())?;
                 let store = VaultStore::open(&paths.vaults(), env.clone(), node_id)
                     .map_err(StartError::Vaults)?;
-                let book = AddressBook::open(env).map_err(StartError::Book)?;
+                let book = AddressBook::open(env.clone()).map_err(StartError::Book)?;
                 for seed in seeds {
                     book.add(seed.node, PeerAddress::new(seed.host, seed.port))
                         .map_err(StartError::Book)?;
                 }
-                Ok::<_, StartError>((store, book))
+                let g = |e: &dyn std::fmt::Display| StartError::Gestalt(e.to_string());
+                let acl = AclStore::open(env.clone()).map_err(|e| g(&e))?;
+                let graph = GestaltGraph::open(env.clone()).map_err(|e| g(&e))?;
+                let sigchain = Sigchain::open(env.clone(), node_id).map_err(|e| g(&e))?;
+                let discovery = Discovery::open(env).map_err(|e| g(&e))?;
+                Ok::<_, StartError>((store, book, acl, graph, sigchain, discovery))
             })
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e), "opening state".into()))??
         };
         let vaults = VaultManager::new(Arc::new(store)).start();
+        let graph = Arc::new(graph);
+        let provider_id = keynode_core::ProviderId::new(OFFLINE_PROVIDER)
+            .map_err(|e| StartError::Gestalt(e.to_string()))?;
+        let provider_dir = config
+            .provider_dir
+            .clone()
+            .unwrap_or_else(default_provider_dir);
+        let gestalts = Arc::new(Gestalts::new(
+            key.clone(),
+            graph.clone(),
+            GestaltManager::new(graph).start(),
+            AclManager::new(Arc::new(acl)).start(),
+            Arc::new(sigchain),
+            Arc::new(discovery),
+            OfflineProvider::new(provider_id, provider_dir),
+        ));
+        gestalts
+            .reconcile()
+            .await
+            .map_err(|e| StartError::Gestalt(e.message))?;
 
         let listen = tokio::net::lookup_host((config.agent_host.as_str(), config.agent_port))
             .await
@@ -275,15 +327,13 @@ impl Node {
             listen,
             ..NetConfig::default()
         };
-        let net = Network::start(
-            key.clone(),
-            net_config,
-            TcpTransport,
-            book,
-            Arc::new(NoService),
-        )
-        .await
-        .map_err(StartError::Network)?;
+        let service = Arc::new(PeerService {
+            gestalts: gestalts.clone(),
+        });
+        let net = Network::start(key.clone(), net_config, TcpTransport, book, service)
+            .await
+            .map_err(StartError::Network)?;
+        gestalts.set_network(net.clone());
         let network = NetworkManager::new(net.clone()).start();
 
         let socket = paths.socket();
@@ -306,6 +356,7 @@ impl Node {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let ctx = Arc::new(Ctx {
+            gestalts: gestalts.clone(),
             vaults: vaults.clone(),
             network: network.clone(),
             status: status.clone(),
@@ -317,6 +368,15 @@ impl Node {
             tracker.clone(),
             shutdown.clone(),
         ));
+        {
+            let (gestalts, shutdown) = (gestalts.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = gestalts.rediscover_loop(REDISCOVER_INTERVAL) => {}
+                }
+            });
+        }
         let snapshot = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         status::write_status(&paths.status(), &snapshot)
             .map_err(io_err("writing the status file"))?;
@@ -337,6 +397,7 @@ impl Node {
             vaults,
             net,
             network,
+            gestalts,
         })
     }
 
@@ -373,6 +434,11 @@ impl Node {
     /// The network actor.
     pub fn network_actor(&self) -> &Addr<NetworkManager> {
         &self.network
+    }
+
+    /// Gestalts and permissions: the graph and ACL actors, claims, discovery.
+    pub fn gestalts(&self) -> &Arc<Gestalts> {
+        &self.gestalts
     }
 
     /// Where the node listens for peers.

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::*;
+use crate::gestalts::{Gestalts, permission_view};
 
 /// Most client connections served at once; more wait in the accept queue.
 pub const MAX_CLIENTS: usize = 256;
@@ -26,6 +27,7 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_ENV_BYTES: usize = 512 * 1024;
 
 pub(crate) struct Ctx {
+    pub gestalts: Arc<Gestalts>,
     pub vaults: Addr<VaultManager>,
     pub network: Addr<NetworkManager>,
     pub status: Arc<Mutex<AgentStatus>>,
@@ -194,6 +196,27 @@ pub(crate) fn net_err(e: NetError) -> ApiError {
         message.push_str("; add it with `keynode nodes add NODE_ID HOST PORT`");
     }
     ApiError::new(kind, message)
+}
+
+fn gestalt_id(s: &str) -> Result<keynode_core::GestaltId, ApiError> {
+    s.parse()
+        .map_err(|e| ApiError::new(ErrorKind::BadData, format!("{e} (got {s:?})")))
+}
+
+fn gestalt_action(s: &str) -> Result<keynode_acl::GestaltAction, ApiError> {
+    s.parse().map_err(|e| {
+        ApiError::new(
+            ErrorKind::BadData,
+            format!("{e}; gestalt actions are notify, scan and claim (vault access is granted with `keynode vaults share`)"),
+        )
+    })
+}
+
+fn claimed(c: &keynode_gestalt::SignedClaim) -> Response {
+    Response::Claimed {
+        claim_id: c.claim.id.to_string(),
+        seq: c.claim.seq,
+    }
 }
 
 fn network_gone(e: actix::MailboxError) -> ApiError {
@@ -380,6 +403,85 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
                     .collect(),
             )
         }
+        Request::NodesClaim { node } => claimed(&ctx.gestalts.claim_node(node).await?),
+        Request::IdentitiesTrust { gestalt } => {
+            let id = gestalt_id(&gestalt)?;
+            ctx.gestalts
+                .allow(&id, keynode_acl::GestaltAction::Notify)
+                .await?;
+            // Learn the rest of the gestalt in the background.
+            let gestalts = ctx.gestalts.clone();
+            tokio::spawn(async move {
+                if let Err(e) = gestalts.discover(id.clone()).await {
+                    tracing::debug!(gestalt = %id, error = %e, "discovery after trust failed");
+                }
+            });
+            Response::Unit
+        }
+        Request::IdentitiesUntrust { gestalt } => {
+            let id = gestalt_id(&gestalt)?;
+            ctx.gestalts
+                .disallow(&id, keynode_acl::GestaltAction::Notify)
+                .await?;
+            Response::Unit
+        }
+        Request::IdentitiesAllow { gestalt, action } => {
+            let (id, action) = (gestalt_id(&gestalt)?, gestalt_action(&action)?);
+            ctx.gestalts.allow(&id, action).await?;
+            Response::Unit
+        }
+        Request::IdentitiesDisallow { gestalt, action } => {
+            let (id, action) = (gestalt_id(&gestalt)?, gestalt_action(&action)?);
+            ctx.gestalts.disallow(&id, action).await?;
+            Response::Unit
+        }
+        Request::IdentitiesPermissions { gestalt } => {
+            let id = gestalt_id(&gestalt)?;
+            Response::Permissions(permission_view(&ctx.gestalts.permission(&id).await?))
+        }
+        Request::IdentitiesInvite { node } => {
+            let id = keynode_core::GestaltId::Node(node);
+            ctx.gestalts
+                .allow(&id, keynode_acl::GestaltAction::Claim)
+                .await?;
+            Response::Unit
+        }
+        Request::IdentitiesDiscover { gestalt } => {
+            let id = gestalt_id(&gestalt)?;
+            let report = ctx.gestalts.discover(id.clone()).await?;
+            Response::Discovered(DiscoveryView {
+                visited: report.visited.iter().map(ToString::to_string).collect(),
+                changes: report.events.len(),
+                failures: report
+                    .failures
+                    .iter()
+                    .map(|(v, e)| format!("{v}: {e}"))
+                    .collect(),
+                truncated: report.truncated,
+                gestalt: ctx.gestalts.view(&id).await.ok(),
+            })
+        }
+        Request::IdentitiesList => Response::Gestalts(ctx.gestalts.list().await?),
+        Request::IdentitiesGet { gestalt } => {
+            Response::Gestalt(ctx.gestalts.view(&gestalt_id(&gestalt)?).await?)
+        }
+        Request::IdentitiesAuthenticate { provider } => {
+            let provider = keynode_core::ProviderId::new(provider)
+                .map_err(|e| ApiError::new(ErrorKind::BadData, e.to_string()))?;
+            ctx.gestalts.provider(&provider)?;
+            Response::Unit
+        }
+        Request::IdentitiesClaim { identity } => match gestalt_id(&identity)? {
+            keynode_core::GestaltId::Identity(provider, identity) => {
+                claimed(&ctx.gestalts.claim_identity(provider, identity).await?)
+            }
+            keynode_core::GestaltId::Node(_) => {
+                return Err(ApiError::new(
+                    ErrorKind::BadData,
+                    "expected PROVIDER:IDENTITY, got a node id",
+                ));
+            }
+        },
         Request::NodesConnections => {
             let conns = ctx
                 .network

@@ -1,0 +1,155 @@
+//! `keynode identities ...`
+
+use keynode_agent::api::{GestaltView, PermissionView, Request, Response};
+
+use crate::cli::IdentitiesCmd;
+use crate::nodes::node_id;
+use crate::output;
+use crate::{Ctx, Failure};
+
+fn unexpected(r: Response) -> Failure {
+    Failure::new(76, format!("unexpected answer from the agent: {r:?}"))
+}
+
+/// Prints a `Claimed` answer.
+pub fn print_claimed(ctx: &Ctx, r: Response, what: &str) -> Result<(), Failure> {
+    let Response::Claimed { claim_id, seq } = r else {
+        return Err(unexpected(r));
+    };
+    let doc = serde_json::json!({"claim_id": claim_id, "seq": seq});
+    output::emit(ctx.format, &doc, || {
+        println!("{what} (claim {claim_id}, sigchain entry {seq})")
+    });
+    Ok(())
+}
+
+fn print_permissions(p: &PermissionView, indent: &str) {
+    let actions = if p.gestalt.is_empty() {
+        "none".to_owned()
+    } else {
+        p.gestalt.join(", ")
+    };
+    println!("{indent}actions: {actions}");
+    for (vault, actions) in &p.vaults {
+        println!("{indent}vault {vault}: {}", actions.join(", "));
+    }
+}
+
+fn print_gestalt(g: &GestaltView) {
+    for n in &g.nodes {
+        println!("node {n}");
+    }
+    for i in &g.identities {
+        println!("identity {i}");
+    }
+    print_permissions(&g.permissions, "  ");
+}
+
+async fn unit(ctx: &Ctx, req: Request, done: String) -> Result<(), Failure> {
+    ctx.client().await?.call(req).await?;
+    output::emit(ctx.format, &serde_json::json!({"ok": true}), || {
+        println!("{done}")
+    });
+    Ok(())
+}
+
+pub async fn run(ctx: &Ctx, cmd: IdentitiesCmd) -> Result<(), Failure> {
+    match cmd {
+        IdentitiesCmd::Trust { gestalt } => {
+            let done = format!("trusted {gestalt}");
+            unit(ctx, Request::IdentitiesTrust { gestalt }, done).await
+        }
+        IdentitiesCmd::Untrust { gestalt } => {
+            let done = format!("no longer trusting {gestalt}");
+            unit(ctx, Request::IdentitiesUntrust { gestalt }, done).await
+        }
+        IdentitiesCmd::Allow { gestalt, action } => {
+            let done = format!("allowed {gestalt} to {action}");
+            unit(ctx, Request::IdentitiesAllow { gestalt, action }, done).await
+        }
+        IdentitiesCmd::Disallow { gestalt, action } => {
+            let done = format!("disallowed {gestalt} to {action}");
+            unit(ctx, Request::IdentitiesDisallow { gestalt, action }, done).await
+        }
+        IdentitiesCmd::Invite { node_id: id } => {
+            let node = node_id(&id)?;
+            let done = format!("invited {node}; it joins with `keynode nodes claim <this node>`");
+            unit(ctx, Request::IdentitiesInvite { node }, done).await
+        }
+        IdentitiesCmd::Authenticate { provider } => {
+            let done = format!("authenticated to {provider}");
+            unit(ctx, Request::IdentitiesAuthenticate { provider }, done).await
+        }
+        IdentitiesCmd::Permissions { gestalt } => {
+            let r = ctx
+                .client()
+                .await?
+                .call(Request::IdentitiesPermissions { gestalt })
+                .await?;
+            let Response::Permissions(p) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &p, || print_permissions(&p, ""));
+            Ok(())
+        }
+        IdentitiesCmd::Discover { gestalt } => {
+            let r = ctx
+                .client()
+                .await?
+                .call(Request::IdentitiesDiscover { gestalt })
+                .await?;
+            let Response::Discovered(d) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &d, || {
+                println!(
+                    "visited {} vertices, {} changes",
+                    d.visited.len(),
+                    d.changes
+                );
+                for f in &d.failures {
+                    println!("failed: {f}");
+                }
+                if let Some(g) = &d.gestalt {
+                    print_gestalt(g);
+                }
+            });
+            Ok(())
+        }
+        IdentitiesCmd::List => {
+            let r = ctx.client().await?.call(Request::IdentitiesList).await?;
+            let Response::Gestalts(gs) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &gs, || {
+                for (i, g) in gs.iter().enumerate() {
+                    println!("gestalt {}", i + 1);
+                    print_gestalt(g);
+                }
+            });
+            Ok(())
+        }
+        IdentitiesCmd::Get { gestalt } => {
+            let r = ctx
+                .client()
+                .await?
+                .call(Request::IdentitiesGet { gestalt })
+                .await?;
+            let Response::Gestalt(g) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &g, || print_gestalt(&g));
+            Ok(())
+        }
+        IdentitiesCmd::Claim { identity } => {
+            let r = ctx
+                .client()
+                .await?
+                .call(Request::IdentitiesClaim {
+                    identity: identity.clone(),
+                })
+                .await?;
+            print_claimed(ctx, r, &format!("claimed {identity}"))
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Gestalts across real agents: invitations, cross-signed claims, discovery,
+//! and permissions that follow the gestalt.
+
+use keynode_agent::api::{ErrorKind, GestaltView, PermissionView, Request, Response};
+use keynode_agent::{Client, ClientError, Node, NodeConfig};
+use keynode_core::{GestaltId, NodeId};
+
+struct Net {
+    dir: tempfile::TempDir,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    async fn node(&self, name: &str) -> Node {
+        let mut cfg = NodeConfig::new(self.dir.path().join(name), "pw");
+        cfg.provider_dir = Some(self.dir.path().join("provider"));
+        Node::start(cfg).await.expect("start")
+    }
+}
+
+async fn call(node: &Node, req: Request) -> Result<Response, ClientError> {
+    Client::connect(&node.socket_path()).await?.call(req).await
+}
+
+async fn ok(node: &Node, req: Request) -> Response {
+    call(node, req).await.expect("request")
+}
+
+async fn knows(from: &Node, to: &Node) {
+    ok(
+        from,
+        Request::NodesAdd {
+            node: to.node_id(),
+            host: "127.0.0.1".into(),
+            port: to.listen_addr().port(),
+        },
+    )
+    .await;
+}
+
+async fn perms(node: &Node, of: NodeId) -> PermissionView {
+    match ok(
+        node,
+        Request::IdentitiesPermissions {
+            gestalt: of.to_string(),
+        },
+    )
+    .await
+    {
+        Response::Permissions(p) => p,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn gestalt(node: &Node, of: &str) -> GestaltView {
+    match ok(node, Request::IdentitiesGet { gestalt: of.into() }).await {
+        Response::Gestalt(g) => g,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn allow(node: &Node, of: NodeId, action: &str) {
+    ok(
+        node,
+        Request::IdentitiesAllow {
+            gestalt: of.to_string(),
+            action: action.into(),
+        },
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn invite_claim_discover_and_permissions_follow_the_gestalt() {
+    let net = Net::new();
+    let a = net.node("a").await;
+    let a2 = net.node("a2").await;
+    let b = net.node("b").await;
+    let c = net.node("c").await;
+    for (x, y) in [(&a, &a2), (&c, &a), (&b, &a), (&b, &a2)] {
+        knows(x, y).await;
+    }
+
+    // An uninvited claim is refused by the target, and nothing is linked.
+    let r = call(&c, Request::NodesClaim { node: a.node_id() }).await;
+    match r {
+        Err(ClientError::Api(e)) => {
+            assert_eq!(e.kind, ErrorKind::Remote, "{e}");
+            assert!(e.message.contains("invited"), "{e}");
+        }
+        other => panic!("uninvited claim accepted: {other:?}"),
+    }
+    assert_eq!(
+        gestalt(&a, &a.node_id().to_string()).await.nodes,
+        vec![a.node_id()]
+    );
+
+    // A2 invites A; A claims A2: both graphs link them.
+    ok(&a2, Request::IdentitiesInvite { node: a.node_id() }).await;
+    let claimed = ok(&a, Request::NodesClaim { node: a2.node_id() }).await;
+    assert!(
+        matches!(claimed, Response::Claimed { seq: 0, .. }),
+        "{claimed:?}"
+    );
+    let mut pair = vec![a.node_id(), a2.node_id()];
+    pair.sort();
+    assert_eq!(gestalt(&a, &a.node_id().to_string()).await.nodes, pair);
+    assert_eq!(gestalt(&a2, &a.node_id().to_string()).await.nodes, pair);
+
+    // B trusts A and discovers A2 through A's sigchain.
+    ok(
+        &b,
+        Request::IdentitiesTrust {
+            gestalt: a.node_id().to_string(),
+        },
+    )
+    .await;
+    let Response::Discovered(d) = ok(
+        &b,
+        Request::IdentitiesDiscover {
+            gestalt: a.node_id().to_string(),
+        },
+    )
+    .await
+    else {
+        panic!("no discovery")
+    };
+    assert!(d.failures.is_empty(), "{:?}", d.failures);
+    assert_eq!(gestalt(&b, &a2.node_id().to_string()).await.nodes, pair);
+
+    // A permission set on A holds on A2, and the reverse.
+    allow(&b, a.node_id(), "scan").await;
+    allow(&b, a2.node_id(), "claim").await;
+    for n in [a.node_id(), a2.node_id()] {
+        assert_eq!(
+            perms(&b, n).await.gestalt,
+            ["notify", "scan", "claim"],
+            "on {n}"
+        );
+    }
+    // C is its own gestalt and holds nothing.
+    allow(&b, c.node_id(), "notify").await;
+    assert_eq!(perms(&b, c.node_id()).await.gestalt, ["notify"]);
+
+    // Unlinking splits the gestalt; both halves keep a copy of the permissions,
+    // and from then on they change independently.
+    let events = b
+        .gestalts()
+        .graph()
+        .send(keynode_gestalt::messages::Unlink {
+            a: GestaltId::Node(a.node_id()),
+            b: GestaltId::Node(a2.node_id()),
+        })
+        .await
+        .expect("mailbox")
+        .expect("unlink");
+    b.gestalts().route(events).await.expect("route");
+    assert_eq!(
+        gestalt(&b, &a.node_id().to_string()).await.nodes,
+        vec![a.node_id()]
+    );
+    for n in [a.node_id(), a2.node_id()] {
+        assert_eq!(
+            perms(&b, n).await.gestalt,
+            ["notify", "scan", "claim"],
+            "on {n}"
+        );
+    }
+    ok(
+        &b,
+        Request::IdentitiesDisallow {
+            gestalt: a.node_id().to_string(),
+            action: "scan".into(),
+        },
+    )
+    .await;
+    assert_eq!(perms(&b, a.node_id()).await.gestalt, ["notify", "claim"]);
+    assert_eq!(
+        perms(&b, a2.node_id()).await.gestalt,
+        ["notify", "scan", "claim"]
+    );
+
+    for n in [a, a2, b, c] {
+        n.stop().await;
+    }
+}
+
+#[actix_rt::test]
+async fn identities_claimed_on_the_offline_provider_are_discovered() {
+    let net = Net::new();
+    let a = net.node("a").await;
+    let b = net.node("b").await;
+    knows(&b, &a).await;
+    let r = ok(
+        &a,
+        Request::IdentitiesClaim {
+            identity: "offline:alice".into(),
+        },
+    )
+    .await;
+    assert!(matches!(r, Response::Claimed { .. }));
+    ok(
+        &a,
+        Request::IdentitiesAuthenticate {
+            provider: "offline".into(),
+        },
+    )
+    .await;
+    let r = call(
+        &a,
+        Request::IdentitiesAuthenticate {
+            provider: "github".into(),
+        },
+    )
+    .await;
+    assert!(
+        matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::NotFound),
+        "{r:?}"
+    );
+
+    // B knows only the identity; discovery finds the node through the provider.
+    ok(
+        &b,
+        Request::IdentitiesTrust {
+            gestalt: "offline:alice".into(),
+        },
+    )
+    .await;
+    ok(
+        &b,
+        Request::IdentitiesDiscover {
+            gestalt: "offline:alice".into(),
+        },
+    )
+    .await;
+    let g = gestalt(&b, "offline:alice").await;
+    assert_eq!(g.nodes, vec![a.node_id()]);
+    assert_eq!(g.identities, ["offline:alice"]);
+    // Trust given to the identity holds on its node.
+    assert_eq!(perms(&b, a.node_id()).await.gestalt, ["notify"]);
+
+    // Bad input.
+    for bad in ["", "no-colon-no-node", "offline:", "vbad"] {
+        let r = call(
+            &b,
+            Request::IdentitiesTrust {
+                gestalt: bad.into(),
+            },
+        )
+        .await;
+        assert!(
+            matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::BadData),
+            "{bad}: {r:?}"
+        );
+    }
+    let r = call(
+        &b,
+        Request::IdentitiesAllow {
+            gestalt: a.node_id().to_string(),
+            action: "pull".into(),
+        },
+    )
+    .await;
+    assert!(
+        matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::BadData && e.message.contains("vaults share")),
+        "{r:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
