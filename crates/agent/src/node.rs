@@ -328,7 +328,7 @@ impl Node {
             ..NetConfig::default()
         };
         let service = Arc::new(PeerService {
-            gestalts: gestalts.clone(),
+            gestalts: Arc::downgrade(&gestalts),
         });
         let net = Network::start(key.clone(), net_config, TcpTransport, book, service)
             .await

@@ -5,7 +5,7 @@
 //! trusted to say who is asking. Messages are closed enums that only grow at the
 //! end; see docs/PROTOCOL.md.
 
-use std::sync::Arc;
+use std::sync::Weak;
 
 use futures_util::future::BoxFuture;
 use keynode_core::NodeId;
@@ -55,14 +55,23 @@ pub enum PeerResponse {
 }
 
 /// The agent's [`Service`]: dispatches each stream by its first request.
+///
+/// It holds the node's parts weakly: the network holds the service, and the
+/// parts hold the network, so a strong reference here would keep a stopped
+/// node (and its LMDB environment) alive.
 pub struct PeerService {
-    pub(crate) gestalts: Arc<Gestalts>,
+    pub(crate) gestalts: Weak<Gestalts>,
 }
 
 impl Service for PeerService {
     fn serve(&self, peer: NodeId, mut stream: RpcStream) -> BoxFuture<'static, ()> {
-        let gestalts = self.gestalts.clone();
+        let gestalts = self.gestalts.upgrade();
         Box::pin(async move {
+            let Some(gestalts) = gestalts else {
+                let err = WireError::new(WireErrorKind::Unavailable, "the node is stopping");
+                let _ = stream.send_error(&err).await;
+                return;
+            };
             let request = match stream.recv::<PeerRequest>().await {
                 Ok(Some(r)) => r,
                 Ok(None) => return,
