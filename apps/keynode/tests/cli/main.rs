@@ -3,6 +3,7 @@
 
 mod agent;
 mod crash;
+mod identities;
 mod nodes;
 mod secrets;
 mod support;

@@ -7,6 +7,11 @@ use tempfile::TempDir;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The offline identity provider's directory shared by this test run's agents.
+pub fn provider_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("keynode-test-provider-{}", std::process::id()))
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_keynode"))
 }
