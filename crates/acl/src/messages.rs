@@ -144,6 +144,30 @@ store_message! {
 }
 
 store_message! {
+    /// Shares a vault with a member's gestalt (clone, pull, scan) in one transaction.
+    #[derive(Debug, Clone)]
+    pub struct ShareVault {
+        /// A member of the gestalt.
+        pub member: GestaltId,
+        /// The vault.
+        pub vault: VaultId,
+    } -> bool;
+    |store, msg| store.share_vault(&msg.member, msg.vault)
+}
+
+store_message! {
+    /// Unshares a vault from a member's gestalt in one transaction.
+    #[derive(Debug, Clone)]
+    pub struct UnshareVault {
+        /// A member of the gestalt.
+        pub member: GestaltId,
+        /// The vault.
+        pub vault: VaultId,
+    } -> bool;
+    |store, msg| store.unshare_vault(&msg.member, msg.vault)
+}
+
+store_message! {
     /// Removes every grant on a vault; replies how many records changed.
     #[derive(Debug, Clone)]
     pub struct PurgeVault {

@@ -43,6 +43,25 @@ pub fn unset_gestalt_action(p: &mut Permission, action: GestaltAction) -> bool {
     p.gestalt.remove(&action)
 }
 
+/// `vaults share` (SPEC §6.1): `clone` and `pull` on `vault`, and `scan` so the
+/// gestalt can list what is shared with it. Returns whether the record changed.
+pub fn share_vault(p: &mut Permission, vault: VaultId) -> bool {
+    let clone = set_vault_action(p, vault, VaultAction::Clone);
+    let pull = set_vault_action(p, vault, VaultAction::Pull);
+    let scan = set_gestalt_action(p, GestaltAction::Scan);
+    clone || pull || scan
+}
+
+/// `vaults unshare` (SPEC §6.2): drops `clone` and `pull` on `vault`, and
+/// `scan` once no vault remains shared with the gestalt. Returns whether the
+/// record changed.
+pub fn unshare_vault(p: &mut Permission, vault: VaultId) -> bool {
+    let clone = unset_vault_action(p, vault, VaultAction::Clone);
+    let pull = unset_vault_action(p, vault, VaultAction::Pull);
+    let scan = p.vaults.is_empty() && unset_gestalt_action(p, GestaltAction::Scan);
+    clone || pull || scan
+}
+
 /// Grants a vault action. Returns whether the record changed.
 pub fn set_vault_action(p: &mut Permission, vault: VaultId, action: VaultAction) -> bool {
     p.vaults.entry(vault).or_default().insert(action)
@@ -228,5 +247,35 @@ mod tests {
             if !had_g { prop_assert!(unset_gestalt_action(&mut x, g)); }
             prop_assert_eq!(x, a);
         }
+    }
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::*;
+
+    #[test]
+    fn share_grants_clone_pull_scan_and_unshare_keeps_scan_while_needed() {
+        let (v1, v2) = (VaultId::generate(), VaultId::generate());
+        let mut p = Permission::default();
+        p.gestalt.insert(GestaltAction::Notify);
+        assert!(share_vault(&mut p, v1));
+        assert!(!share_vault(&mut p, v1), "sharing twice changes nothing");
+        assert!(share_vault(&mut p, v2));
+        assert!(p.gestalt.contains(&GestaltAction::Scan));
+        assert_eq!(p.vaults[&v1].len(), 2);
+        assert!(unshare_vault(&mut p, v1));
+        assert!(
+            p.gestalt.contains(&GestaltAction::Scan),
+            "v2 is still shared"
+        );
+        assert!(!p.vaults.contains_key(&v1));
+        assert!(unshare_vault(&mut p, v2));
+        assert!(!p.gestalt.contains(&GestaltAction::Scan));
+        assert!(
+            p.gestalt.contains(&GestaltAction::Notify),
+            "other actions stay"
+        );
+        assert!(!unshare_vault(&mut p, v2));
     }
 }

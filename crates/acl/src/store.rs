@@ -424,6 +424,19 @@ impl AclStore {
         self.update(member, |p| rules::unset_vault_action(p, vault, action))
     }
 
+    /// Shares `vault` with the member's gestalt in one transaction: `clone`,
+    /// `pull` and `scan` ([`rules::share_vault`]). Returns whether anything
+    /// changed.
+    pub fn share_vault(&self, member: &GestaltId, vault: VaultId) -> Result<bool, AclError> {
+        self.update(member, |p| rules::share_vault(p, vault))
+    }
+
+    /// Unshares `vault` from the member's gestalt in one transaction
+    /// ([`rules::unshare_vault`]). Returns whether anything changed.
+    pub fn unshare_vault(&self, member: &GestaltId, vault: VaultId) -> Result<bool, AclError> {
+        self.update(member, |p| rules::unshare_vault(p, vault))
+    }
+
     /// Removes every grant on `vault`, from every record (the vault was
     /// deleted). Returns how many records changed.
     pub fn purge_vault(&self, vault: VaultId) -> Result<usize, AclError> {
