@@ -42,6 +42,74 @@ pub enum Command {
     /// Gestalts: trust, permissions, invitations, discovery, identities.
     #[command(subcommand)]
     Identities(IdentitiesCmd),
+    /// Notifications from and to other nodes.
+    #[command(subcommand)]
+    Notifications(NotificationsCmd),
+}
+
+/// `keynode notifications ...`
+#[derive(Debug, Subcommand)]
+pub enum NotificationsCmd {
+    /// Send a message to a node (queued and retried while it is unreachable).
+    Send {
+        /// The recipient.
+        node_id: String,
+        /// The message.
+        message: String,
+    },
+    /// The inbox.
+    #[command(subcommand)]
+    Inbox(InboxCmd),
+    /// Notifications waiting to be delivered.
+    #[command(subcommand)]
+    Outbox(OutboxCmd),
+}
+
+/// `--order` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Order {
+    /// Newest first.
+    Newest,
+    /// Oldest first.
+    Oldest,
+}
+
+/// `keynode notifications inbox ...`
+#[derive(Debug, Subcommand)]
+pub enum InboxCmd {
+    /// Read notifications (marks them read).
+    Read {
+        /// Only unread ones.
+        #[arg(long)]
+        unread: bool,
+        /// At most N.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Order.
+        #[arg(long, value_enum, default_value_t = Order::Newest)]
+        order: Order,
+    },
+    /// Remove one notification.
+    Remove {
+        /// Its id.
+        id: String,
+    },
+    /// Remove every notification.
+    Clear,
+}
+
+/// `keynode notifications outbox ...`
+#[derive(Debug, Subcommand)]
+pub enum OutboxCmd {
+    /// List queued notifications.
+    Read,
+    /// Drop one queued notification.
+    Remove {
+        /// Its id.
+        id: String,
+    },
+    /// Drop every queued notification.
+    Clear,
 }
 
 /// `keynode identities ...`
@@ -202,6 +270,54 @@ pub enum VaultsCmd {
         /// Start from this commit instead of the latest.
         #[arg(long, value_name = "ID")]
         commit: Option<String>,
+    },
+    /// Share a vault with a node's whole gestalt (clone, pull, scan) and notify it.
+    Share {
+        /// Vault name or id.
+        name: String,
+        /// The node.
+        node_id: String,
+    },
+    /// Stop sharing a vault with a node's gestalt and notify it.
+    Unshare {
+        /// Vault name or id.
+        name: String,
+        /// The node.
+        node_id: String,
+    },
+    /// Who may clone or pull a vault.
+    Permissions {
+        /// Vault name or id.
+        name: String,
+    },
+    /// List the vaults another node shares with this node's gestalt.
+    Scan {
+        /// The node.
+        node_id: String,
+    },
+    /// Clone a vault from another node (the clone is read-only).
+    Clone {
+        /// The vault's name or id on the other node.
+        name_or_id: String,
+        /// The node.
+        node_id: String,
+    },
+    /// Pull a cloned vault from its remote; NODE_ID and --pull-vault replace it.
+    Pull {
+        /// The local vault, name or id.
+        name: String,
+        /// Pull from this node instead of the stored remote.
+        node_id: Option<String>,
+        /// The vault on the remote, name or id, instead of the stored one.
+        #[arg(long, value_name = "NAME_OR_ID")]
+        pull_vault: Option<String>,
+    },
+    /// Make a mutable copy of a vault (a clone's writable twin).
+    Fork {
+        /// Vault name or id.
+        name: String,
+        /// Name of the copy (default: NAME-fork).
+        new_name: Option<String>,
     },
     /// Restore an older version by appending a new commit with its content.
     Version {

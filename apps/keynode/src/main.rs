@@ -7,6 +7,7 @@ mod agent;
 mod cli;
 mod identities;
 mod nodes;
+mod notifications;
 mod output;
 mod secrets;
 mod vaults;
@@ -124,6 +125,7 @@ fn main() -> ExitCode {
                     Command::Secrets(cmd) => secrets::run(&ctx, cmd).await,
                     Command::Nodes(cmd) => nodes::run(&ctx, cmd).await,
                     Command::Identities(cmd) => identities::run(&ctx, cmd).await,
+                    Command::Notifications(cmd) => notifications::run(&ctx, cmd).await,
                     Command::Agent(_) => unreachable!("handled above"),
                 }
             })

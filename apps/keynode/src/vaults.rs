@@ -100,6 +100,135 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
                 }
             });
         }
+        VaultsCmd::Share { name, node_id: id } => {
+            let node = crate::nodes::node_id(&id)?;
+            client
+                .call(Request::VaultsShare {
+                    vault: name.clone(),
+                    node,
+                })
+                .await?;
+            let doc = serde_json::json!({"shared": name, "node_id": node});
+            output::emit(ctx.format, &doc, || {
+                println!(
+                    "shared {name} with the gestalt of {node} (clone, pull, scan); notified its nodes"
+                )
+            });
+        }
+        VaultsCmd::Unshare { name, node_id: id } => {
+            let node = crate::nodes::node_id(&id)?;
+            client
+                .call(Request::VaultsUnshare {
+                    vault: name.clone(),
+                    node,
+                })
+                .await?;
+            let doc = serde_json::json!({"unshared": name, "node_id": node});
+            output::emit(ctx.format, &doc, || {
+                println!("stopped sharing {name} with the gestalt of {node}")
+            });
+        }
+        VaultsCmd::Permissions { name } => {
+            let r = client
+                .call(Request::VaultsPermissions { vault: name })
+                .await?;
+            let Response::VaultPermissions(grants) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &grants, || {
+                for g in &grants {
+                    let who: Vec<String> = g
+                        .nodes
+                        .iter()
+                        .map(ToString::to_string)
+                        .chain(g.identities.iter().cloned())
+                        .collect();
+                    println!("{}: {}", who.join(", "), g.actions.join(", "));
+                }
+            });
+        }
+        VaultsCmd::Scan { node_id: id } => {
+            let node = crate::nodes::node_id(&id)?;
+            let r = client.call(Request::VaultsScan { node }).await?;
+            let Response::Scan(entries) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &entries, || {
+                for e in &entries {
+                    println!("{}\t{}\t{}", e.name, e.vault_id, e.actions.join(","));
+                }
+            });
+        }
+        VaultsCmd::Clone {
+            name_or_id,
+            node_id: id,
+        } => {
+            let node = crate::nodes::node_id(&id)?;
+            let r = client
+                .call(Request::VaultsClone {
+                    vault: name_or_id,
+                    node,
+                })
+                .await?;
+            let Response::Vault(v) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &v, || {
+                println!(
+                    "cloned into {} ({}); read-only, fork it to write",
+                    v.name, v.id
+                )
+            });
+        }
+        VaultsCmd::Pull {
+            name,
+            node_id,
+            pull_vault,
+        } => {
+            let node = node_id.as_deref().map(crate::nodes::node_id).transpose()?;
+            let r = client
+                .call(Request::VaultsPull {
+                    vault: name,
+                    node,
+                    pull_vault,
+                })
+                .await?;
+            let Response::Pulled {
+                vault,
+                from,
+                to,
+                commits,
+            } = r
+            else {
+                return Err(unexpected(r));
+            };
+            let doc =
+                serde_json::json!({"vault": vault, "from": from, "to": to, "commits": commits});
+            output::emit(ctx.format, &doc, || {
+                if commits == 0 {
+                    println!("{vault} is up to date");
+                } else {
+                    println!(
+                        "pulled {commits} commits into {vault} (now at {})",
+                        &to[..to.len().min(12)]
+                    );
+                }
+            });
+        }
+        VaultsCmd::Fork { name, new_name } => {
+            let r = client
+                .call(Request::VaultsFork {
+                    vault: name,
+                    new_name,
+                })
+                .await?;
+            let Response::Vault(v) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &v, || {
+                println!("forked into {} ({})", v.name, v.id)
+            });
+        }
         VaultsCmd::Version { name, rev } => {
             let r = client
                 .call(Request::VaultsVersion {

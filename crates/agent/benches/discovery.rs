@@ -48,8 +48,20 @@ fn bench(c: &mut Criterion) {
         }
         // n[i] invites n[i+1]; n[i+1] claims n[i]: a line of links.
         for w in nodes.windows(2) {
-            call(&w[0], Request::IdentitiesInvite { node: w[1].node_id() }).await;
-            call(&w[1], Request::NodesClaim { node: w[0].node_id() }).await;
+            call(
+                &w[0],
+                Request::IdentitiesInvite {
+                    node: w[1].node_id(),
+                },
+            )
+            .await;
+            call(
+                &w[1],
+                Request::NodesClaim {
+                    node: w[0].node_id(),
+                },
+            )
+            .await;
         }
         nodes
     });
@@ -76,7 +88,9 @@ fn bench(c: &mut Criterion) {
                     )
                     .await;
                     let elapsed = t.elapsed();
-                    let Response::Discovered(d) = r else { panic!("no discovery") };
+                    let Response::Discovered(d) = r else {
+                        panic!("no discovery")
+                    };
                     let found = d.gestalt.map(|g| g.nodes.len()).unwrap_or(0);
                     assert_eq!(found, NODES, "failures: {:?}", d.failures);
                     observer.stop().await;

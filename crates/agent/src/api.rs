@@ -261,6 +261,86 @@ pub enum Request {
         /// `provider:identity`.
         identity: String,
     },
+    /// Share a vault with a node's gestalt (clone, pull, scan) and notify it.
+    VaultsShare {
+        /// Vault name or id.
+        vault: String,
+        /// The node.
+        node: NodeId,
+    },
+    /// Stop sharing a vault with a node's gestalt and notify it.
+    VaultsUnshare {
+        /// Vault name or id.
+        vault: String,
+        /// The node.
+        node: NodeId,
+    },
+    /// Who may clone or pull a vault.
+    VaultsPermissions {
+        /// Vault name or id.
+        vault: String,
+    },
+    /// The vaults another node shares with us.
+    VaultsScan {
+        /// The node.
+        node: NodeId,
+    },
+    /// Clone a vault from another node.
+    VaultsClone {
+        /// The vault's name or id on the other node.
+        vault: String,
+        /// The node.
+        node: NodeId,
+    },
+    /// Pull a cloned vault from its remote (or from another source, which
+    /// becomes the remote).
+    VaultsPull {
+        /// The local vault, name or id.
+        vault: String,
+        /// Pull from this node instead of the stored remote.
+        node: Option<NodeId>,
+        /// Pull this vault (name or id on the remote) instead of the stored one.
+        pull_vault: Option<String>,
+    },
+    /// A mutable copy of a vault (e.g. of a read-only clone).
+    VaultsFork {
+        /// Vault name or id.
+        vault: String,
+        /// Name of the copy.
+        new_name: Option<String>,
+    },
+    /// Send a General notification.
+    NotificationsSend {
+        /// The recipient.
+        node: NodeId,
+        /// The message.
+        message: String,
+    },
+    /// Read the inbox (marks what is returned as read).
+    NotificationsInboxRead {
+        /// Only unread notifications.
+        unread: bool,
+        /// At most this many.
+        limit: Option<u32>,
+        /// Newest first (else oldest first).
+        newest_first: bool,
+    },
+    /// Remove one notification from the inbox.
+    NotificationsInboxRemove {
+        /// Its id.
+        id: String,
+    },
+    /// Empty the inbox.
+    NotificationsInboxClear,
+    /// Notifications waiting to be delivered.
+    NotificationsOutboxRead,
+    /// Drop one queued notification.
+    NotificationsOutboxRemove {
+        /// Its id.
+        id: String,
+    },
+    /// Drop every queued notification.
+    NotificationsOutboxClear,
 }
 
 /// A successful answer.
@@ -303,6 +383,25 @@ pub enum Response {
     Gestalts(Vec<GestaltView>),
     /// What a discovery run did.
     Discovered(DiscoveryView),
+    /// Who holds which actions on a vault.
+    VaultPermissions(Vec<VaultGrant>),
+    /// Vaults another node shares with us.
+    Scan(Vec<ScanEntry>),
+    /// A pull's outcome.
+    Pulled {
+        /// The local vault.
+        vault: String,
+        /// Head before.
+        from: Option<String>,
+        /// Head after.
+        to: String,
+        /// Commits received.
+        commits: u64,
+    },
+    /// Notifications.
+    Notifications(Vec<NotificationView>),
+    /// How many entries were removed.
+    Removed(u64),
     /// A claim was added to this node's sigchain.
     Claimed {
         /// The claim's id.
@@ -310,6 +409,52 @@ pub enum Response {
         /// Its position in the sigchain.
         seq: u64,
     },
+}
+
+/// One gestalt's actions on a vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultGrant {
+    /// The gestalt's nodes.
+    pub nodes: Vec<NodeId>,
+    /// Its identities, as `provider:identity`.
+    pub identities: Vec<String>,
+    /// `clone`, `pull`.
+    pub actions: Vec<String>,
+}
+
+/// A vault another node shares with us.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanEntry {
+    /// Its id on that node.
+    pub vault_id: String,
+    /// Its name on that node.
+    pub name: String,
+    /// What we may do: `clone`, `pull`.
+    pub actions: Vec<String>,
+}
+
+/// A notification in the inbox or the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationView {
+    /// Its local id (inbox or outbox).
+    pub id: String,
+    /// Sender.
+    pub from: NodeId,
+    /// Recipient.
+    pub to: NodeId,
+    /// `general`, `gestalt_invite`, `vault_share`, `vault_unshare`.
+    pub kind: String,
+    /// The content, as JSON text (the client protocol is bincode, which cannot
+    /// carry a self-describing value).
+    pub data: String,
+    /// When it was sent (ms since the epoch).
+    pub sent_ms: u64,
+    /// Inbox: whether it had been read before this listing.
+    pub read: Option<bool>,
+    /// Outbox: delivery attempts so far.
+    pub attempts: Option<u32>,
+    /// Outbox: next attempt (ms since the epoch).
+    pub next_attempt_ms: Option<u64>,
 }
 
 /// Permissions held by a gestalt.

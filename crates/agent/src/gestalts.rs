@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use actix::Addr;
 use keynode_acl::messages as acl;
-use keynode_acl::{AclManager, GestaltAction, Permission};
-use keynode_core::{GestaltId, IdentityId, Keypair, NodeId, ProviderId, SystemClock, TidGenerator};
+use keynode_acl::{AclManager, GestaltAction, Permission, VaultAction};
+use keynode_core::{
+    GestaltId, IdentityId, Keypair, NodeId, ProviderId, SystemClock, TidGenerator, VaultId,
+};
 use keynode_gestalt::messages as graph;
 use keynode_gestalt::{
     ChainSource, ClaimBody, ClaimRef, Discovery, DiscoveryReport, Gestalt, GestaltEvent,
@@ -23,7 +25,7 @@ use keynode_gestalt::{
 };
 use keynode_net::{NetError, Network, RpcStream, WireError, WireErrorKind};
 
-use crate::api::{ApiError, ErrorKind, GestaltView, PermissionView};
+use crate::api::{ApiError, ErrorKind, GestaltView, PermissionView, VaultGrant};
 use crate::peer::{PeerRequest, PeerResponse};
 
 /// Name of the identity provider that ships with keynode.
@@ -129,6 +131,11 @@ impl Gestalts {
 
     pub(crate) fn set_network(&self, net: Network) {
         let _ = self.net.set(net);
+    }
+
+    /// The network, once it runs.
+    pub fn network(&self) -> Result<&Network, ApiError> {
+        self.net()
     }
 
     fn net(&self) -> Result<&Network, ApiError> {
@@ -254,6 +261,140 @@ impl Gestalts {
             .map_err(mailbox)?
             .map_err(internal)?;
         Ok(())
+    }
+
+    /// Whether `node`'s gestalt holds `action`.
+    pub async fn has_action(&self, node: NodeId, action: GestaltAction) -> Result<bool, ApiError> {
+        self.acl
+            .send(acl::HasGestaltAction { node, action })
+            .await
+            .map_err(mailbox)?
+            .map_err(internal)
+    }
+
+    /// The nodes of `node`'s gestalt (just `node` if it is in none).
+    pub async fn gestalt_nodes(&self, node: NodeId) -> Result<Vec<NodeId>, ApiError> {
+        let g = self
+            .graph
+            .send(graph::GestaltOf {
+                id: GestaltId::Node(node),
+            })
+            .await
+            .map_err(mailbox)?
+            .map_err(internal)?;
+        Ok(g.map(|g| g.nodes.into_iter().collect())
+            .unwrap_or_else(|| vec![node]))
+    }
+
+    /// Whether `id` is a vertex of the graph.
+    pub async fn knows(&self, id: &GestaltId) -> Result<bool, ApiError> {
+        Ok(self
+            .graph
+            .send(graph::GestaltOf { id: id.clone() })
+            .await
+            .map_err(mailbox)?
+            .map_err(internal)?
+            .is_some())
+    }
+
+    /// Shares (or unshares) `vault` with `member`'s gestalt in one ACL
+    /// transaction.
+    pub async fn share_vault(
+        &self,
+        member: &GestaltId,
+        vault: VaultId,
+        grant: bool,
+    ) -> Result<(), ApiError> {
+        let r = if grant {
+            self.acl
+                .send(acl::ShareVault {
+                    member: member.clone(),
+                    vault,
+                })
+                .await
+        } else {
+            self.acl
+                .send(acl::UnshareVault {
+                    member: member.clone(),
+                    vault,
+                })
+                .await
+        };
+        r.map_err(mailbox)?.map_err(internal)?;
+        Ok(())
+    }
+
+    /// Drops every grant on a deleted vault.
+    pub async fn purge_vault(&self, vault: VaultId) -> Result<(), ApiError> {
+        self.acl
+            .send(acl::PurgeVault { vault })
+            .await
+            .map_err(mailbox)?
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    /// Whether `node`'s gestalt may `action` the vault.
+    pub async fn may_vault(
+        &self,
+        node: NodeId,
+        vault: VaultId,
+        action: VaultAction,
+    ) -> Result<bool, ApiError> {
+        self.acl
+            .send(acl::MayVault {
+                node,
+                vault,
+                action,
+            })
+            .await
+            .map_err(mailbox)?
+            .map_err(internal)
+    }
+
+    /// Who holds which actions on `vault`, one entry per gestalt.
+    pub async fn vault_grants(&self, vault: VaultId) -> Result<Vec<VaultGrant>, ApiError> {
+        let grants = self
+            .acl
+            .send(acl::VaultPermissions { vault })
+            .await
+            .map_err(mailbox)?
+            .map_err(internal)?;
+        let mut out: Vec<VaultGrant> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (member, actions) in grants {
+            if seen.contains(&member) {
+                continue;
+            }
+            let g = self
+                .graph
+                .send(graph::GestaltOf { id: member.clone() })
+                .await
+                .map_err(mailbox)?
+                .map_err(internal)?;
+            let (nodes, identities): (Vec<NodeId>, Vec<String>) = match &g {
+                Some(g) => (
+                    g.nodes.iter().copied().collect(),
+                    g.identities
+                        .iter()
+                        .map(|(p, i)| format!("{}:{}", p.as_str(), i.as_str()))
+                        .collect(),
+                ),
+                None => (member.node().into_iter().collect(), Vec::new()),
+            };
+            match &g {
+                Some(g) => seen.extend(g.members()),
+                None => {
+                    seen.insert(member);
+                }
+            }
+            out.push(VaultGrant {
+                nodes,
+                identities,
+                actions: actions.iter().map(ToString::to_string).collect(),
+            });
+        }
+        Ok(out)
     }
 
     /// The permission record of `id`'s gestalt.

@@ -25,11 +25,13 @@ pub mod api;
 pub mod client;
 pub mod gestalts;
 pub mod node;
+pub mod notifications;
 pub mod paths;
 pub mod peer;
 pub mod permissions;
 mod server;
 pub mod status;
+pub mod transfer;
 
 pub use client::{Client, ClientError};
 pub use node::{Node, NodeConfig, StartError, StartTimings};

@@ -11,7 +11,10 @@ use keynode_core::keystore::{self, KdfParams, KeystoreError};
 use keynode_core::{Keypair, NodeId};
 use keynode_gestalt::{Discovery, GestaltGraph, GestaltManager, OfflineProvider, Sigchain};
 use keynode_net::{AddressBook, NetConfig, Network, NetworkManager, PeerAddress, TcpTransport};
+use keynode_notify::{ManagerConfig, NotificationStore, NotificationsManager, StoreConfig};
 use keynode_vaults::{VaultManager, VaultStore};
+
+use crate::notifications::NetDeliver;
 
 use crate::gestalts::{Gestalts, OFFLINE_PROVIDER, REDISCOVER_INTERVAL};
 use crate::peer::PeerService;
@@ -157,6 +160,9 @@ pub enum StartError {
     /// Gestalt or permission state failed to open.
     #[error("cannot open gestalt state: {0}")]
     Gestalt(String),
+    /// Notification state failed to open.
+    #[error("cannot open the notification store: {0}")]
+    Notifications(String),
     /// The address book failed to open.
     #[error("cannot open the address book")]
     Book(#[source] keynode_net::BookError),
@@ -195,6 +201,7 @@ pub struct Node {
     net: Network,
     network: Addr<NetworkManager>,
     gestalts: Arc<Gestalts>,
+    notifications: Addr<NotificationsManager>,
 }
 
 fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> StartError + '_ {
@@ -273,7 +280,7 @@ impl Node {
         let node_id = key.node_id();
         let key = Arc::new(key);
 
-        let (store, book, acl, graph, sigchain, discovery) = {
+        let (store, book, acl, graph, sigchain, discovery, inbox) = {
             let paths = paths.clone();
             let seeds = config.seed_nodes.clone();
             tokio::task::spawn_blocking(move || {
@@ -290,8 +297,10 @@ impl Node {
                 let acl = AclStore::open(env.clone()).map_err(|e| g(&e))?;
                 let graph = GestaltGraph::open(env.clone()).map_err(|e| g(&e))?;
                 let sigchain = Sigchain::open(env.clone(), node_id).map_err(|e| g(&e))?;
-                let discovery = Discovery::open(env).map_err(|e| g(&e))?;
-                Ok::<_, StartError>((store, book, acl, graph, sigchain, discovery))
+                let discovery = Discovery::open(env.clone()).map_err(|e| g(&e))?;
+                let inbox = NotificationStore::open(env, StoreConfig::default())
+                    .map_err(|e| StartError::Notifications(e.to_string()))?;
+                Ok::<_, StartError>((store, book, acl, graph, sigchain, discovery, inbox))
             })
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e), "opening state".into()))??
@@ -327,13 +336,25 @@ impl Node {
             listen,
             ..NetConfig::default()
         };
+        let deliver = NetDeliver::default();
+        let notifications = NotificationsManager::new(
+            Arc::new(inbox),
+            key.clone(),
+            Arc::new(keynode_core::SystemClock),
+            Arc::new(deliver.clone()),
+            ManagerConfig::default(),
+        )
+        .start();
         let service = Arc::new(PeerService {
             gestalts: Arc::downgrade(&gestalts),
+            notifications: notifications.downgrade(),
+            vaults: vaults.downgrade(),
         });
         let net = Network::start(key.clone(), net_config, TcpTransport, book, service)
             .await
             .map_err(StartError::Network)?;
         gestalts.set_network(net.clone());
+        deliver.set_network(net.clone());
         let network = NetworkManager::new(net.clone()).start();
 
         let socket = paths.socket();
@@ -357,6 +378,7 @@ impl Node {
         let tracker = TaskTracker::new();
         let ctx = Arc::new(Ctx {
             gestalts: gestalts.clone(),
+            notifications: notifications.clone(),
             vaults: vaults.clone(),
             network: network.clone(),
             status: status.clone(),
@@ -398,6 +420,7 @@ impl Node {
             net,
             network,
             gestalts,
+            notifications,
         })
     }
 
@@ -439,6 +462,11 @@ impl Node {
     /// Gestalts and permissions: the graph and ACL actors, claims, discovery.
     pub fn gestalts(&self) -> &Arc<Gestalts> {
         &self.gestalts
+    }
+
+    /// The notifications actor.
+    pub fn notifications(&self) -> &Addr<NotificationsManager> {
+        &self.notifications
     }
 
     /// Where the node listens for peers.

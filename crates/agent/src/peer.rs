@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use keynode_core::NodeId;
 use keynode_gestalt::SignedClaim;
 use keynode_net::{RpcStream, Service, WireError, WireErrorKind};
+use keynode_notify::{NotificationsManager, ReceiveError, SignedNotification};
 use serde::{Deserialize, Serialize};
 
 use crate::gestalts::Gestalts;
@@ -35,6 +36,31 @@ pub enum PeerRequest {
         /// Our proposal, now signed by both.
         full: SignedClaim,
     },
+    /// A notification for us, signed by the caller. Accepted only from a
+    /// trusted (`notify`) gestalt; every refusal looks the same.
+    Notify {
+        /// The notification.
+        signed: SignedNotification,
+    },
+    /// The vaults we share with the caller's gestalt. Needs `scan`.
+    Scan,
+    /// Opens a vault for a clone or a pull (by name or id). Needs that action
+    /// on the vault; answered with an `Advert`, then the caller sends
+    /// `VaultWant`.
+    VaultOpen {
+        /// Vault name or id.
+        vault: String,
+        /// `clone` or `pull`.
+        action: keynode_acl::VaultAction,
+    },
+    /// What the caller wants after an `Advert`: the head (or nothing when up to
+    /// date) and the commits it has. Answered with `PackChunk`s and `PackEnd`.
+    VaultWant {
+        /// The advertised head, or `None` when the caller has it.
+        want: Option<String>,
+        /// Commits the caller has (at most 1,024).
+        haves: Vec<String>,
+    },
 }
 
 /// An answer to a [`PeerRequest`].
@@ -52,6 +78,16 @@ pub enum PeerResponse {
     },
     /// The link is in both chains.
     LinkFinished,
+    /// The notification was accepted.
+    Notified,
+    /// Vaults shared with the caller.
+    Scanned(Vec<crate::api::ScanEntry>),
+    /// A vault's id, name and head.
+    Advert(keynode_vaults::Advert),
+    /// A piece of a pack (≤ 64 KiB).
+    PackChunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The pack is complete.
+    PackEnd(keynode_vaults::PackStats),
 }
 
 /// The agent's [`Service`]: dispatches each stream by its first request.
@@ -61,13 +97,19 @@ pub enum PeerResponse {
 /// node (and its LMDB environment) alive.
 pub struct PeerService {
     pub(crate) gestalts: Weak<Gestalts>,
+    pub(crate) notifications: actix::WeakAddr<NotificationsManager>,
+    pub(crate) vaults: actix::WeakAddr<keynode_vaults::VaultManager>,
 }
 
 impl Service for PeerService {
     fn serve(&self, peer: NodeId, mut stream: RpcStream) -> BoxFuture<'static, ()> {
         let gestalts = self.gestalts.upgrade();
+        let notifications = self.notifications.upgrade();
+        let vaults = self.vaults.upgrade();
         Box::pin(async move {
-            let Some(gestalts) = gestalts else {
+            let (Some(gestalts), Some(notifications), Some(vaults)) =
+                (gestalts, notifications, vaults)
+            else {
                 let err = WireError::new(WireErrorKind::Unavailable, "the node is stopping");
                 let _ = stream.send_error(&err).await;
                 return;
@@ -93,6 +135,25 @@ impl Service for PeerService {
                     WireErrorKind::BadRequest,
                     "LinkFinish without LinkPropose",
                 )),
+                PeerRequest::Notify { signed } => {
+                    receive_notification(&gestalts, &notifications, peer, signed).await
+                }
+                PeerRequest::Scan => crate::transfer::serve_scan(&gestalts, &vaults, peer).await,
+                PeerRequest::VaultOpen { vault, action } => {
+                    crate::transfer::serve_vault(
+                        &gestalts,
+                        &vaults,
+                        peer,
+                        vault,
+                        action,
+                        &mut stream,
+                    )
+                    .await
+                }
+                PeerRequest::VaultWant { .. } => Err(WireError::new(
+                    WireErrorKind::BadRequest,
+                    "VaultWant without VaultOpen",
+                )),
             };
             match result {
                 Ok(response) => {
@@ -104,5 +165,37 @@ impl Service for PeerService {
             }
             let _ = stream.finish().await;
         })
+    }
+}
+
+/// Serves `Notify`: the sender is the authenticated peer; it must be trusted.
+async fn receive_notification(
+    gestalts: &Gestalts,
+    notifications: &actix::Addr<NotificationsManager>,
+    peer: NodeId,
+    signed: SignedNotification,
+) -> Result<PeerResponse, WireError> {
+    let trusted = gestalts
+        .has_action(peer, keynode_acl::GestaltAction::Notify)
+        .await
+        .map_err(|e| WireError::new(WireErrorKind::Unavailable, e.message))?;
+    let received = notifications
+        .send(keynode_notify::messages::Receive {
+            signed,
+            sender: peer,
+            trusted,
+        })
+        .await
+        .map_err(|e| WireError::new(WireErrorKind::Unavailable, e.to_string()))?;
+    match received {
+        Ok(_) => Ok(PeerResponse::Notified),
+        Err(ReceiveError::Refused(r)) => Err(WireError::new(
+            WireErrorKind::PermissionDenied,
+            r.to_string(),
+        )),
+        Err(ReceiveError::Store(e)) => Err(WireError::new(
+            WireErrorKind::Unavailable,
+            format!("cannot store the notification now: {e}"),
+        )),
     }
 }

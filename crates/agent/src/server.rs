@@ -28,6 +28,7 @@ pub const MAX_ENV_BYTES: usize = 512 * 1024;
 
 pub(crate) struct Ctx {
     pub gestalts: Arc<Gestalts>,
+    pub notifications: Addr<keynode_notify::NotificationsManager>,
     pub vaults: Addr<VaultManager>,
     pub network: Addr<NetworkManager>,
     pub status: Arc<Mutex<AgentStatus>>,
@@ -156,7 +157,7 @@ async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
     }
 }
 
-fn vault_err(e: VaultError) -> ApiError {
+pub(crate) fn vault_err(e: VaultError) -> ApiError {
     use VaultError as V;
     let kind = match &e {
         V::VaultNotFound(_) | V::SecretNotFound(_) | V::BadRevision(_) => ErrorKind::NotFound,
@@ -174,7 +175,11 @@ fn vault_err(e: VaultError) -> ApiError {
 /// say so.
 pub(crate) fn net_err(e: NetError) -> ApiError {
     let kind = match &e {
-        NetError::Remote(_) => ErrorKind::Remote,
+        NetError::Remote(w) => match w.kind {
+            keynode_net::WireErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            keynode_net::WireErrorKind::NotFound => ErrorKind::NotFound,
+            _ => ErrorKind::Remote,
+        },
         NetError::NoAddress(_) => ErrorKind::NotFound,
         NetError::UnexpectedPeer { .. } => ErrorKind::PermissionDenied,
         NetError::Unreachable { .. }
@@ -217,6 +222,70 @@ fn claimed(c: &keynode_gestalt::SignedClaim) -> Response {
         claim_id: c.claim.id.to_string(),
         seq: c.claim.seq,
     }
+}
+
+fn tid(s: &str) -> Result<keynode_core::Tid, ApiError> {
+    s.parse()
+        .map_err(|e| ApiError::new(ErrorKind::BadData, format!("{e} (got {s:?})")))
+}
+
+fn store_call<T>(
+    r: Result<Result<T, keynode_notify::StoreError>, actix::MailboxError>,
+) -> Result<T, ApiError> {
+    r.map_err(|e| ApiError::new(ErrorKind::Unavailable, format!("notifications: {e}")))?
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+}
+
+/// `vaults share` / `unshare` (SPEC §6.1–2): one ACL transaction for the
+/// grantee's whole gestalt, then a notification to every node of it.
+async fn share(
+    ctx: &Ctx,
+    meta: &keynode_vaults::VaultMeta,
+    node: keynode_core::NodeId,
+    grant: bool,
+) -> Result<(), ApiError> {
+    let member = keynode_core::GestaltId::Node(node);
+    if !ctx.gestalts.knows(&member).await? {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!(
+                "{node} is not a known node; add it with `keynode nodes add {node} HOST PORT` \
+                 and `keynode identities trust {node}` first"
+            ),
+        ));
+    }
+    ctx.gestalts.share_vault(&member, meta.id, grant).await?;
+    let data = if grant {
+        keynode_notify::NotificationData::VaultShare {
+            vault: meta.id,
+            name: meta.name.clone(),
+            actions: vec!["clone".into(), "pull".into()],
+        }
+    } else {
+        keynode_notify::NotificationData::VaultUnshare {
+            vault: meta.id,
+            name: meta.name.clone(),
+        }
+    };
+    for to in ctx.gestalts.gestalt_nodes(node).await? {
+        notify(ctx, to, data.clone()).await?;
+    }
+    Ok(())
+}
+
+/// Queues a notification for `to` (delivered now if it is reachable, retried
+/// from the outbox if not).
+pub(crate) async fn notify(
+    ctx: &Ctx,
+    to: keynode_core::NodeId,
+    data: keynode_notify::NotificationData,
+) -> Result<(), ApiError> {
+    ctx.notifications
+        .send(keynode_notify::messages::Send { to, data })
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Unavailable, format!("notifications: {e}")))?
+        .map_err(|e| ApiError::new(ErrorKind::BadData, e.to_string()))?;
+    Ok(())
 }
 
 fn network_gone(e: actix::MailboxError) -> ApiError {
@@ -287,7 +356,35 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
         Request::VaultsDelete { vault } => {
             let vault = resolve(ctx, &vault).await?;
             mailbox(v.send(DeleteVault { vault }).await)?;
+            // A deleted vault's grants go with it (SPEC §3).
+            ctx.gestalts.purge_vault(vault).await?;
             Response::Unit
+        }
+        Request::VaultsShare { vault, node } => {
+            let meta = mailbox(v.send(ResolveVault { name_or_id: vault }).await)?;
+            share(ctx, &meta, node, true).await?;
+            Response::Unit
+        }
+        Request::VaultsUnshare { vault, node } => {
+            let meta = mailbox(v.send(ResolveVault { name_or_id: vault }).await)?;
+            share(ctx, &meta, node, false).await?;
+            Response::Unit
+        }
+        Request::VaultsPermissions { vault } => {
+            let vault = resolve(ctx, &vault).await?;
+            Response::VaultPermissions(ctx.gestalts.vault_grants(vault).await?)
+        }
+        Request::VaultsScan { node } => Response::Scan(crate::transfer::scan(ctx, node).await?),
+        Request::VaultsClone { vault, node } => {
+            Response::Vault(crate::transfer::clone(ctx, node, &vault).await?)
+        }
+        Request::VaultsPull {
+            vault,
+            node,
+            pull_vault,
+        } => crate::transfer::pull(ctx, &vault, node, pull_vault).await?,
+        Request::VaultsFork { vault, new_name } => {
+            Response::Vault(crate::transfer::fork(ctx, &vault, new_name).await?)
         }
         Request::VaultsLog {
             vault,
@@ -444,7 +541,77 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
             ctx.gestalts
                 .allow(&id, keynode_acl::GestaltAction::Claim)
                 .await?;
+            notify(ctx, node, keynode_notify::NotificationData::GestaltInvite).await?;
             Response::Unit
+        }
+        Request::NotificationsSend { node, message } => {
+            let data = keynode_notify::NotificationData::general(message)
+                .map_err(|e| ApiError::new(ErrorKind::BadData, e.to_string()))?;
+            notify(ctx, node, data).await?;
+            Response::Unit
+        }
+        Request::NotificationsInboxRead {
+            unread,
+            limit,
+            newest_first,
+        } => {
+            let order = if newest_first {
+                keynode_notify::Order::Newest
+            } else {
+                keynode_notify::Order::Oldest
+            };
+            let msg = keynode_notify::messages::InboxRead {
+                unread_only: unread,
+                limit: limit.map(|l| l as usize),
+                order,
+            };
+            let entries = store_call(ctx.notifications.send(msg).await)?;
+            Response::Notifications(
+                entries
+                    .iter()
+                    .map(crate::notifications::inbox_view)
+                    .collect(),
+            )
+        }
+        Request::NotificationsInboxRemove { id } => {
+            let id = tid(&id)?;
+            let msg = keynode_notify::messages::InboxRemove { id };
+            if !store_call(ctx.notifications.send(msg).await)? {
+                return Err(ApiError::new(
+                    ErrorKind::NotFound,
+                    format!("no notification {id} in the inbox"),
+                ));
+            }
+            Response::Removed(1)
+        }
+        Request::NotificationsInboxClear => {
+            let msg = keynode_notify::messages::InboxClear {};
+            Response::Removed(store_call(ctx.notifications.send(msg).await)? as u64)
+        }
+        Request::NotificationsOutboxRead => {
+            let msg = keynode_notify::messages::OutboxRead {};
+            let pending = store_call(ctx.notifications.send(msg).await)?;
+            Response::Notifications(
+                pending
+                    .iter()
+                    .map(crate::notifications::outbox_view)
+                    .collect(),
+            )
+        }
+        Request::NotificationsOutboxRemove { id } => {
+            let id = tid(&id)?;
+            let msg = keynode_notify::messages::OutboxRemove { id };
+            if !store_call(ctx.notifications.send(msg).await)? {
+                return Err(ApiError::new(
+                    ErrorKind::NotFound,
+                    format!("no notification {id} in the outbox"),
+                ));
+            }
+            Response::Removed(1)
+        }
+        Request::NotificationsOutboxClear => {
+            let msg = keynode_notify::messages::OutboxClear {};
+            Response::Removed(store_call(ctx.notifications.send(msg).await)? as u64)
         }
         Request::IdentitiesDiscover { gestalt } => {
             let id = gestalt_id(&gestalt)?;
@@ -651,10 +818,20 @@ async fn download(
 
 /// `Read` over chunks arriving from the connection task. An `Err` item aborts
 /// the blob being written.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     buf: Vec<u8>,
     pos: usize,
+}
+
+impl ChannelReader {
+    pub(crate) fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        Self {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
 }
 
 impl Read for ChannelReader {
@@ -690,11 +867,7 @@ async fn receive_blob(
     vault: VaultId,
 ) -> Result<(BlobId, Next), ApiError> {
     let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(4);
-    let source = Box::new(ChannelReader {
-        rx,
-        buf: Vec::new(),
-        pos: 0,
-    });
+    let source = Box::new(ChannelReader::new(rx));
     let writing = tokio::spawn(ctx.vaults.send(WriteBlob { vault, source }));
     let next = loop {
         match recv(conn).await {

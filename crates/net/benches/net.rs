@@ -85,6 +85,19 @@ fn runtime() -> Runtime {
         .expect("runtime")
 }
 
+/// A runtime that runs everything on the calling thread.
+fn single_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs `task` on a new thread with its own single-thread runtime.
+fn on_own_thread(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    std::thread::spawn(move || single_thread().block_on(task));
+}
+
 fn handshakes(c: &mut Criterion) {
     let rt = runtime();
     let a = Arc::new(Identity::new(&Keypair::generate(), Arc::new(OsEntropy)).expect("id"));
@@ -184,36 +197,38 @@ fn throughput(c: &mut Criterion) {
         });
     }
 
+    // Stream benchmarks: the receiver runs alone on its own thread (a
+    // current-thread runtime), the sender on this one, so each can have a core.
+    let sender = single_thread();
+
     // Raw loopback TCP.
-    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
-    rt.spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; CHUNK];
-                let mut total = 0usize;
-                while let Ok(n) = sock.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    total += n;
-                    if total == TRANSFER {
-                        total = 0;
-                        let _ = sock.write_all(&[1]).await;
-                    }
-                }
-            });
+    listener.set_nonblocking(true).expect("nonblocking");
+    on_own_thread(async move {
+        let listener = TcpListener::from_std(listener).expect("listener");
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0usize;
+        while let Ok(n) = sock.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            total += n;
+            if total == TRANSFER {
+                total = 0;
+                let _ = sock.write_all(&[1]).await;
+            }
         }
     });
-    let mut raw = rt.block_on(TcpStream::connect(addr)).expect("connect");
+    let mut raw = sender.block_on(TcpStream::connect(addr)).expect("connect");
     raw.set_nodelay(true).expect("nodelay");
     let chunk = vec![0x5au8; CHUNK];
     g.bench_function("raw_loopback_tcp", |bench| {
         bench.iter(|| {
-            rt.block_on(async {
+            sender.block_on(async {
                 for _ in 0..TRANSFER / CHUNK {
                     raw.write_all(&chunk).await.expect("write");
                 }
@@ -226,11 +241,13 @@ fn throughput(c: &mut Criterion) {
     // Noise only (no yamux, no RPC frames): NoiseStream over loopback TCP.
     let ida = Identity::new(&Keypair::generate(), Arc::new(OsEntropy)).expect("id");
     let idb = Arc::new(Identity::new(&Keypair::generate(), Arc::new(OsEntropy)).expect("id"));
-    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
     {
         let idb = idb.clone();
-        rt.spawn(async move {
+        on_own_thread(async move {
+            let listener = TcpListener::from_std(listener).expect("listener");
             let Ok((sock, _)) = listener.accept().await else {
                 return;
             };
@@ -253,7 +270,7 @@ fn throughput(c: &mut Criterion) {
             }
         });
     }
-    let mut ns = rt.block_on(async {
+    let mut ns = sender.block_on(async {
         let sock = TcpStream::connect(addr).await.expect("connect");
         sock.set_nodelay(true).expect("nodelay");
         noise::handshake(sock, &ida, Role::Initiator(None), HANDSHAKE_TIMEOUT)
@@ -263,7 +280,7 @@ fn throughput(c: &mut Criterion) {
     });
     g.bench_function("noise_stream_loopback", |bench| {
         bench.iter(|| {
-            rt.block_on(async {
+            sender.block_on(async {
                 for _ in 0..TRANSFER / CHUNK {
                     ns.write_all(&chunk).await.expect("write");
                 }

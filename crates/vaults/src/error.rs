@@ -46,6 +46,30 @@ pub enum VaultError {
     /// The vault is a clone (it has a remote) and cannot be written.
     #[error("vault {0} is a clone and read-only; fork it with `keynode vaults fork {0}`")]
     ReadOnly(VaultName),
+    /// A transfer asked for a commit that is neither the served vault's head nor
+    /// in its history (nothing it was shown).
+    #[error("{0} is not in the history of the served vault")]
+    NotServed(String),
+    /// A received pack is corrupt, truncated or incomplete; nothing was kept.
+    #[error("received pack is invalid")]
+    BadPack(#[source] git2::Error),
+    /// A received pack did not bring the advertised head commit.
+    #[error("received pack lacks the advertised head {0}")]
+    MissingHead(String),
+    /// The remote's head does not descend from the vault's head: a pull only
+    /// fast-forwards, so the vault was left unchanged.
+    #[error(
+        "history diverged: {ahead} local commits not in the remote, {behind} remote commits not here"
+    )]
+    Diverged {
+        /// Commits of the vault's branch that the remote's head lacks.
+        ahead: usize,
+        /// Commits of the remote's head that the vault's branch lacks.
+        behind: usize,
+    },
+    /// Only a clone (a vault with a remote) receives pulls.
+    #[error("vault {0} is not a clone and has nothing to pull from")]
+    NotAClone(VaultName),
     /// libgit2 failed.
     #[error("git: {0}")]
     Git(#[from] git2::Error),

@@ -41,8 +41,74 @@
 //! - **Crash leftovers** (a half-created or half-deleted repository, a repository
 //!   without metadata) are swept by [`VaultStore::open`].
 //!
+//! # Transfer
+//!
+//! Clone and pull are built from libgit2 primitives (it has no server side) as a
+//! protocol between a serving store and a receiving store; the values are serde
+//! types and the bytes go through plain `Read`s and sinks, so the agent carries
+//! them over any stream and does the permission checks (on the serving side).
+//!
+//! 1. **Advert** (server): [`VaultStore::advertise`] → [`Advert`] { vault, name,
+//!    head }.
+//! 2. **Negotiation** (client): [`VaultStore::haves`] lists its head, the remote
+//!    head of its last pull (`refs/remotes/origin/main`), then first-parent
+//!    ancestors 1, 2, 4, 8… commits back and the root (at most [`MAX_HAVES`]), so
+//!    a divergent pull resends about twice the history since the fork point, not
+//!    all of it. [`want`] is the advertised head, or `None` when the client has
+//!    it (stop: up to date).
+//! 3. **Pack** (server): [`VaultStore::send_pack`] refuses a want that is not
+//!    its head or in its history ([`NotServed`](VaultError::NotServed): a client
+//!    never reads history it was not shown), walks from the want hiding the
+//!    haves it knows, inserts each new commit, tree and blob (trees and blobs
+//!    with their paths, which keeps packs as small as git's), and streams the
+//!    pack in chunks of at most [`PACK_CHUNK`] bytes; an empty pack when there is
+//!    nothing new. It takes no vault lock.
+//! 4. **Receive** (client): [`VaultStore::receive_pull`] (clones only: it is the
+//!    one write a clone accepts; an own vault has no remote to follow, so it is
+//!    [`NotAClone`](VaultError::NotAClone)) or [`VaultStore::receive_clone`]. The
+//!    pack is streamed into libgit2's indexer, which checks every object and
+//!    that everything the pack refers to is in it (clone) or in the pack or the
+//!    vault (pull); a pack that fails is deleted. Then the advertised head must
+//!    exist ([`MissingHead`](VaultError::MissingHead)), and a pull moves the
+//!    branch with a compare-and-swap only if the new head descends from the
+//!    current one ([`Diverged`](VaultError::Diverged) otherwise; a head that is
+//!    an ancestor of the current one is [`PullOutcome::UpToDate`]). A clone is
+//!    built aside and renamed into place, its metadata (new local id, the
+//!    [`Remote`], the name or `name-1`, `name-2`…) written last in one
+//!    transaction. A failed or interrupted transfer leaves the receiver as it
+//!    was: no vault, directory or name for a clone; the same branch for a pull
+//!    (a fully indexed pack of a refused pull stays, unreachable and harmless).
+//!
+//! [`VaultStore::fork`] copies any vault (hard-linking its immutable object
+//! files) into a writable one with a new id, no remote and the same history,
+//! named `<name>-fork` (then `-1`, `-2`…) unless named explicitly.
+//! [`VaultStore::set_remote`] replaces a clone's remote (an explicit pull
+//! source); note that giving an own vault a remote makes it read-only.
+//!
+//! **Memory** stays bounded whatever the vault size: every repository's config
+//! caps libgit2's delta window ([`PACK_WINDOW_MEMORY`]) and delta cache
+//! ([`PACK_DELTA_CACHE`], in libgit2 also the size above which objects skip the
+//! delta search), the pack builder runs one thread, the indexer streams. What
+//! remains is per object: libgit2 reads an object whole to pack it and, with
+//! connectivity checks on, to index it, so the largest secret is held about
+//! twice. Cloning 200 MiB of incompressible secrets grows the process's
+//! anonymous memory (sender and receiver together) by under 10 MiB (test
+//! `cloning_a_big_vault_keeps_memory_bounded`); libgit2's defaults (no window
+//! limit, 512 MiB big-file threshold) grew it by 26 MiB and took 2.4× longer.
+//! The process-wide libgit2 object cache (`git2::opts::set_cache_max_size`,
+//! commits and trees only) is the embedding application's to size.
+//!
+//! **Housekeeping** (planned, not built): libgit2 has no gc, so every pull adds
+//! a pack and every commit loose objects. A `repack(id)` under the vault's
+//! writer lock would pack every object reachable from the branch (and the
+//! remote ref) with the same path-aware pack builder into a new pack through
+//! the indexer, then delete the loose objects and old packs it covers, older
+//! than a grace period so a concurrent `write_blob` (which takes no lock) keeps
+//! its blob; readers retry a lookup after a pack refresh. Trigger it by count
+//! (say 50 packs or 5,000 loose objects), from the agent, off the hot path.
+//!
 //! All git2 calls live in one private module, the seam where encryption at rest
-//! will slot in.
+//! will slot in (packs carry object content as git stores it).
 //!
 //! # Example
 //!
@@ -78,6 +144,7 @@ mod model;
 mod repo;
 mod revision;
 mod store;
+mod transfer;
 
 pub use error::VaultError;
 pub use manager::VaultManager;
@@ -88,6 +155,10 @@ pub use model::{
 };
 pub use revision::MIN_ABBREV;
 pub use store::{Env, META_DB, NAMES_DB, REPO_SUFFIX, TMP_PREFIX, TRASH_PREFIX, VaultStore};
+pub use transfer::{
+    Advert, HAVES_WALK_LIMIT, MAX_HAVES, PACK_CHUNK, PACK_DELTA_CACHE, PACK_WINDOW_MEMORY,
+    PackStats, PullOutcome, want,
+};
 
 /// Name of the hidden, empty file that keeps an otherwise empty directory in git.
 /// Reserved: no secret path may contain it as a segment.

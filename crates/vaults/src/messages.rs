@@ -9,14 +9,15 @@ use actix::{Handler, Message, ResponseFuture};
 use keynode_core::{SecretPath, VaultId, VaultName};
 
 use crate::{
-    BlobId, CommitInfo, CommitOutcome, Entry, Op, Remote, SecretStat, VaultError, VaultManager,
-    VaultMeta,
+    Advert, BlobId, CommitInfo, CommitOutcome, Entry, Op, PackStats, PullOutcome, Remote,
+    SecretStat, VaultError, VaultManager, VaultMeta,
 };
 
-/// Where [`ReadSecret`] sends the secret's chunks.
+/// Where [`ReadSecret`] sends the secret's chunks and [`SendPack`] the pack's.
 pub type Sink = Box<dyn FnMut(&[u8]) -> io::Result<()> + Send>;
 
-/// Where [`WriteBlob`] reads the blob from.
+/// Where [`WriteBlob`] reads the blob from, and [`ReceivePull`] and
+/// [`ReceiveClone`] the pack.
 pub type Source = Box<dyn Read + Send>;
 
 /// Declares a message struct, its `Message` impl and a `VaultManager` handler that
@@ -209,4 +210,85 @@ store_message! {
         pub at: Option<String>,
     } -> SecretStat;
     |store, msg| store.stat(msg.vault, &msg.path, msg.at.as_deref())
+}
+
+store_message! {
+    /// Serving side: a vault's id, name and head
+    /// ([`VaultStore::advertise`](crate::VaultStore::advertise)).
+    #[derive(Debug, Clone)]
+    pub struct Advertise {
+        /// The vault.
+        pub vault: VaultId,
+    } -> Advert;
+    |store, msg| store.advertise(msg.vault)
+}
+
+store_message! {
+    /// Receiving side: the commits a vault has, for a pull's negotiation
+    /// ([`VaultStore::haves`](crate::VaultStore::haves)).
+    #[derive(Debug, Clone)]
+    pub struct Haves {
+        /// The vault.
+        pub vault: VaultId,
+    } -> Vec<String>;
+    |store, msg| store.haves(msg.vault)
+}
+
+store_message! {
+    /// Serving side: streams the pack a client needs to a sink
+    /// ([`VaultStore::send_pack`](crate::VaultStore::send_pack)).
+    pub struct SendPack {
+        /// The vault.
+        pub vault: VaultId,
+        /// The commit the client wants (the advertised head), 40 hex digits.
+        pub want: String,
+        /// The commits the client has, 40 hex digits each.
+        pub haves: Vec<String>,
+        /// Receives the pack in chunks.
+        pub sink: Sink,
+    } -> PackStats;
+    |store, msg| store.send_pack(msg.vault, &msg.want, &msg.haves, &mut msg.sink)
+}
+
+store_message! {
+    /// Receiving side: stores a pack into a clone and fast-forwards it
+    /// ([`VaultStore::receive_pull`](crate::VaultStore::receive_pull)).
+    pub struct ReceivePull {
+        /// The clone.
+        pub vault: VaultId,
+        /// The advertised head, 40 hex digits.
+        pub head: String,
+        /// The pack, as the serving side sent it.
+        pub pack: Source,
+    } -> PullOutcome;
+    |store, msg| store.receive_pull(msg.vault, &msg.head, &mut msg.pack)
+}
+
+store_message! {
+    /// Receiving side: makes a new clone from a pack
+    /// ([`VaultStore::receive_clone`](crate::VaultStore::receive_clone)).
+    pub struct ReceiveClone {
+        /// Its name (numbered if taken).
+        pub name: VaultName,
+        /// Where it comes from.
+        pub remote: Remote,
+        /// The advertised head, 40 hex digits.
+        pub head: String,
+        /// The pack, as the serving side sent it.
+        pub pack: Source,
+    } -> VaultMeta;
+    |store, msg| store.receive_clone(&msg.name, msg.remote, &msg.head, &mut msg.pack)
+}
+
+store_message! {
+    /// Copies a vault into a new writable vault without a remote
+    /// ([`VaultStore::fork`](crate::VaultStore::fork)).
+    #[derive(Debug, Clone)]
+    pub struct Fork {
+        /// The vault to copy (an own vault or a clone).
+        pub vault: VaultId,
+        /// The fork's name; `<name>-fork` (numbered if taken) by default.
+        pub name: Option<VaultName>,
+    } -> VaultMeta;
+    |store, msg| store.fork(msg.vault, msg.name.as_ref())
 }

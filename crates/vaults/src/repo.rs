@@ -3,7 +3,8 @@
 //! A vault is a bare repository whose one branch, `refs/heads/main`, carries a
 //! linear history. [`Repo`] offers the narrow interface the store needs: write a
 //! blob, read a blob, the head, a tree update, a commit (moving the branch with a
-//! compare-and-swap), a history walk and tree listings. Nothing else in the crate
+//! compare-and-swap), a history walk and tree listings, and (in `transfer`)
+//! packs in and out, fast-forwards and fork copies. Nothing else in the crate
 //! sees a git object, so encryption at rest can slot in here later (encrypting blob
 //! content in `write_blob` and decrypting it in `read_secret`, or swapping the
 //! object database backend) without touching the store or the actor.
@@ -15,6 +16,7 @@
 //! the embedding application owns.
 
 mod stage;
+mod transfer;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -32,6 +34,7 @@ use crate::{
 };
 
 use stage::{Stage, TREE_MODE, reserved};
+pub(crate) use transfer::parse_oid;
 
 /// The vault's one branch.
 pub(crate) const BRANCH: &str = "refs/heads/main";
@@ -65,6 +68,7 @@ impl Repo {
             .mkdir(true)
             .mkpath(false);
         let git = Repository::init_opts(path, &opts)?;
+        transfer::tune(&git)?;
         let tree = git.find_tree(git.treebuilder(None)?.write()?)?;
         let sig = signature(author)?;
         git.commit(Some(BRANCH), &sig, &sig, message, &tree, &[])?;

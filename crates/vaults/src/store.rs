@@ -1,5 +1,7 @@
 //! [`VaultStore`]: the blocking vault storage every other part wraps.
 
+mod transfer;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::Read;

@@ -1,0 +1,122 @@
+//! `keynode notifications ...`
+
+use keynode_agent::api::{NotificationView, Request, Response};
+
+use crate::cli::{InboxCmd, NotificationsCmd, Order, OutboxCmd};
+use crate::output;
+use crate::{Ctx, Failure};
+
+fn unexpected(r: Response) -> Failure {
+    Failure::new(76, format!("unexpected answer from the agent: {r:?}"))
+}
+
+/// The JSON form: `data` as a JSON value rather than text.
+fn json_view(n: &NotificationView) -> serde_json::Value {
+    let mut v = serde_json::to_value(n).unwrap_or_default();
+    if let Ok(data) = serde_json::from_str::<serde_json::Value>(&n.data) {
+        v["data"] = data;
+    }
+    v
+}
+
+fn print(list: &[NotificationView], format: output::Format) {
+    let docs: Vec<_> = list.iter().map(json_view).collect();
+    output::emit(format, &docs, || {
+        for n in list {
+            let state = match (n.read, n.attempts) {
+                (Some(false), _) => " (new)".to_owned(),
+                (_, Some(a)) => format!(" ({a} attempts)"),
+                _ => String::new(),
+            };
+            println!(
+                "{}  {}  from {} to {}{}",
+                n.id,
+                output::time(n.sent_ms),
+                n.from,
+                n.to,
+                state
+            );
+            println!("    {}: {}", n.kind, n.data);
+        }
+    });
+}
+
+async fn list(ctx: &Ctx, req: Request) -> Result<(), Failure> {
+    let r = ctx.client().await?.call(req).await?;
+    let Response::Notifications(list) = r else {
+        return Err(unexpected(r));
+    };
+    print(&list, ctx.format);
+    Ok(())
+}
+
+async fn removed(ctx: &Ctx, req: Request, what: &str) -> Result<(), Failure> {
+    let r = ctx.client().await?.call(req).await?;
+    let Response::Removed(n) = r else {
+        return Err(unexpected(r));
+    };
+    output::emit(ctx.format, &serde_json::json!({"removed": n}), || {
+        println!("removed {n} {what}")
+    });
+    Ok(())
+}
+
+pub async fn run(ctx: &Ctx, cmd: NotificationsCmd) -> Result<(), Failure> {
+    match cmd {
+        NotificationsCmd::Send { node_id, message } => {
+            let node = crate::nodes::node_id(&node_id)?;
+            ctx.client()
+                .await?
+                .call(Request::NotificationsSend { node, message })
+                .await?;
+            output::emit(
+                ctx.format,
+                &serde_json::json!({"sent": true, "node_id": node}),
+                || println!("sent to {node} (queued if it is unreachable)"),
+            );
+            Ok(())
+        }
+        NotificationsCmd::Inbox(InboxCmd::Read {
+            unread,
+            limit,
+            order,
+        }) => {
+            let req = Request::NotificationsInboxRead {
+                unread,
+                limit,
+                newest_first: order == Order::Newest,
+            };
+            list(ctx, req).await
+        }
+        NotificationsCmd::Inbox(InboxCmd::Remove { id }) => {
+            removed(
+                ctx,
+                Request::NotificationsInboxRemove { id },
+                "notification",
+            )
+            .await
+        }
+        NotificationsCmd::Inbox(InboxCmd::Clear) => {
+            removed(ctx, Request::NotificationsInboxClear, "notifications").await
+        }
+        NotificationsCmd::Outbox(OutboxCmd::Read) => {
+            list(ctx, Request::NotificationsOutboxRead).await
+        }
+        NotificationsCmd::Outbox(OutboxCmd::Remove { id }) => {
+            removed(
+                ctx,
+                Request::NotificationsOutboxRemove { id },
+                "queued notification",
+            )
+            .await
+        }
+        NotificationsCmd::Outbox(OutboxCmd::Clear) => {
+            removed(
+                ctx,
+                Request::NotificationsOutboxClear,
+                "queued notifications",
+            )
+            .await
+        }
+    }
+}

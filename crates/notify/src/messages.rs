@@ -1,0 +1,210 @@
+//! The messages [`NotificationsManager`] answers.
+//!
+//! One of them is called [`Send`]: import this module's items by name (or write
+//! `messages::Send`), since a glob import would shadow the `Send` trait.
+//!
+//! [`NotificationsManager`]: crate::NotificationsManager
+
+use actix::{ActorFutureExt, Handler, Message, ResponseActFuture, ResponseFuture, WrapFuture};
+use keynode_core::{NodeId, Tid};
+
+use crate::{
+    InboxEntry, Notification, NotificationData, NotificationsManager, Order, Pending, ReceiveError,
+    SendError, SignedNotification, StoreError, accept,
+};
+
+/// Declares a message struct, its `Message` impl and a `NotificationsManager`
+/// handler that runs `$body` (with the store as `$store` and the message as
+/// `$msg`) on the blocking pool.
+macro_rules! store_message {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }
+        -> $ret:ty;
+        |$store:ident, $msg:ident| $body:expr
+    ) => {
+        $(#[$meta])*
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+
+        impl Message for $name {
+            type Result = Result<$ret, StoreError>;
+        }
+
+        impl Handler<$name> for NotificationsManager {
+            type Result = ResponseFuture<Result<$ret, StoreError>>;
+
+            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
+                Box::pin(self.blocking(move |$store| $body))
+            }
+        }
+    };
+}
+
+/// Signs a notification to `to`, queues it in the outbox and starts delivering
+/// it in the background; replies its outbox id once it is queued (delivery
+/// may still be pending: see [`OutboxRead`]).
+#[derive(Debug, Clone)]
+pub struct Send {
+    /// The addressee.
+    pub to: NodeId,
+    /// What to say.
+    pub data: NotificationData,
+}
+
+impl Message for Send {
+    type Result = Result<Tid, SendError>;
+}
+
+impl Handler<Send> for NotificationsManager {
+    type Result = ResponseActFuture<Self, Result<Tid, SendError>>;
+
+    fn handle(&mut self, msg: Send, _: &mut Self::Context) -> Self::Result {
+        let now = self.now_ms();
+        let notification = Notification {
+            id: self.next_tid(),
+            from: self.node_id(),
+            to: msg.to,
+            sent_ms: now,
+            data: msg.data,
+        };
+        // Signing costs tens of microseconds (the encoding is at most 16 KiB).
+        let signed = match notification.sign(self.keypair()) {
+            Ok(signed) => signed,
+            Err(e) => return Box::pin(actix::fut::ready(Err(SendError::Invalid(e)))),
+        };
+        let queue = self.blocking(move |store| store.enqueue(signed, now));
+        Box::pin(queue.into_actor(self).map(|res, act, ctx| {
+            let pending = res?;
+            act.run_due(ctx);
+            Ok(pending.id)
+        }))
+    }
+}
+
+/// A notification arrived over a connection that proved `sender`; `trusted`
+/// says whether `sender`'s gestalt holds `notify` (false for an unknown node).
+/// Replies the local inbox id, or `None` if the inbox already holds it (a
+/// retransmission: answer the sender as for a success). A refusal is the
+/// uniform [`Rejection`](crate::Rejection), whatever the reason.
+#[derive(Debug, Clone)]
+pub struct Receive {
+    /// What arrived.
+    pub signed: SignedNotification,
+    /// The node the connection proved.
+    pub sender: NodeId,
+    /// Whether we trust `sender` (`notify`).
+    pub trusted: bool,
+}
+
+impl Message for Receive {
+    type Result = Result<Option<Tid>, ReceiveError>;
+}
+
+impl Handler<Receive> for NotificationsManager {
+    type Result = ResponseFuture<Result<Option<Tid>, ReceiveError>>;
+
+    fn handle(&mut self, msg: Receive, _: &mut Self::Context) -> Self::Result {
+        let me = self.node_id();
+        let (proposed, now) = (self.next_tid(), self.now_ms());
+        let store = self.blocking(move |store| {
+            // Verifying a signature is CPU work: do it on the blocking pool too.
+            let n = match accept(&msg.signed, me, msg.sender, msg.trusted) {
+                Ok(n) => n,
+                Err(rejection) => return Ok(Err(rejection)),
+            };
+            let (from, kind) = (n.from, n.data.kind());
+            let id = store.inbox_insert(proposed, n, now)?;
+            match id {
+                Some(id) => tracing::info!(%id, %from, kind, "notification received"),
+                None => tracing::debug!(%from, kind, "notification received again"),
+            }
+            Ok(Ok(id))
+        });
+        Box::pin(async move { Ok(store.await??) })
+    }
+}
+
+/// A connection from or to `node` just appeared: makes everything queued for
+/// it due now and runs the retry loop. Replies how many entries moved forward.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerSeen {
+    /// The peer.
+    pub node: NodeId,
+}
+
+impl Message for PeerSeen {
+    type Result = Result<usize, StoreError>;
+}
+
+impl Handler<PeerSeen> for NotificationsManager {
+    type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
+
+    fn handle(&mut self, msg: PeerSeen, _: &mut Self::Context) -> Self::Result {
+        let now = self.now_ms();
+        let trigger = self.blocking(move |store| store.trigger(msg.node, now));
+        Box::pin(trigger.into_actor(self).map(|res, act, ctx| {
+            let moved = res?;
+            if moved > 0 {
+                act.run_due(ctx);
+            }
+            Ok(moved)
+        }))
+    }
+}
+
+store_message! {
+    /// Reads the inbox and marks what it returns read (one transaction).
+    /// Each entry's `read` is its state before this read.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct InboxRead {
+        /// Only entries not read before.
+        pub unread_only: bool,
+        /// At most this many (all if `None`).
+        pub limit: Option<usize>,
+        /// Newest or oldest first.
+        pub order: Order,
+    } -> Vec<InboxEntry>;
+    |store, msg| store.inbox_read(msg.unread_only, msg.limit, msg.order)
+}
+
+store_message! {
+    /// Removes one inbox entry; replies whether it existed.
+    #[derive(Debug, Clone, Copy)]
+    pub struct InboxRemove {
+        /// The local inbox id.
+        pub id: Tid,
+    } -> bool;
+    |store, msg| store.inbox_remove(msg.id)
+}
+
+store_message! {
+    /// Empties the inbox; replies how many entries it held.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct InboxClear {} -> usize;
+    |store, _msg| store.inbox_clear()
+}
+
+store_message! {
+    /// Everything waiting in the outbox, oldest first.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct OutboxRead {} -> Vec<Pending>;
+    |store, _msg| store.outbox_read()
+}
+
+store_message! {
+    /// Removes one outbox entry (it will not be delivered); replies whether it
+    /// was queued.
+    #[derive(Debug, Clone, Copy)]
+    pub struct OutboxRemove {
+        /// The outbox id.
+        pub id: Tid,
+    } -> bool;
+    |store, msg| store.outbox_remove(msg.id)
+}
+
+store_message! {
+    /// Empties the outbox; replies how many entries it held.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct OutboxClear {} -> usize;
+    |store, _msg| store.outbox_clear()
+}

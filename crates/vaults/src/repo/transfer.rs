@@ -1,0 +1,379 @@
+//! The git side of vault transfer: haves, packs out, packs in, fast-forward,
+//! and copying a repository for a fork.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use git2::{ErrorCode, Indexer, ObjectType, Oid, Repository, RepositoryInitOptions};
+
+use super::{BRANCH, Repo, fill};
+use crate::transfer::{
+    HAVES_WALK_LIMIT, PACK_CHUNK, PACK_DELTA_CACHE, PACK_WINDOW_MEMORY, Step, fast_forward,
+    sample_haves,
+};
+use crate::{PackStats, PullOutcome, READ_CHUNK, VaultError};
+
+/// The last head received from the remote, kept to offer as a have.
+pub(crate) const REMOTE_BRANCH: &str = "refs/remotes/origin/main";
+
+/// Bytes of a pack header: `PACK`, version, object count.
+const PACK_HEADER: usize = 12;
+/// Bytes of a pack trailer (a SHA-1 of everything before it).
+const PACK_TRAILER: usize = 20;
+
+/// Parses a full commit id (40 hex digits), as the transfer messages carry them.
+pub(crate) fn parse_oid(text: &str) -> Result<Oid, VaultError> {
+    if text.len() != 40 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(VaultError::BadRevision(text.to_owned()));
+    }
+    Oid::from_str(text).map_err(|_| VaultError::BadRevision(text.to_owned()))
+}
+
+/// Writes the pack builder's memory limits into the repository's config (see
+/// [`PACK_WINDOW_MEMORY`] and [`PACK_DELTA_CACHE`]).
+pub(super) fn tune(git: &Repository) -> Result<(), git2::Error> {
+    let mut config = git.config()?;
+    config.set_i64("pack.windowMemory", PACK_WINDOW_MEMORY)?;
+    config.set_i64("pack.deltaCacheSize", PACK_DELTA_CACHE)?;
+    Ok(())
+}
+
+/// Creates an empty bare repository (no commit, no branch) with HEAD on `main`.
+fn init_empty(path: &Path) -> Result<Repository, VaultError> {
+    let mut opts = RepositoryInitOptions::new();
+    opts.bare(true)
+        .initial_head("main")
+        .mkdir(true)
+        .mkpath(false);
+    let git = Repository::init_opts(path, &opts)?;
+    tune(&git)?;
+    Ok(git)
+}
+
+/// Maps an indexer write error to `BadPack`, keeping libgit2's message.
+fn bad_pack(e: io::Error) -> VaultError {
+    let message = e.to_string();
+    match e.into_inner().map(|inner| inner.downcast::<git2::Error>()) {
+        Some(Ok(git)) => VaultError::BadPack(*git),
+        _ => VaultError::BadPack(git2::Error::from_str(&message)),
+    }
+}
+
+impl Repo {
+    /// Creates the repository of a clone at `path`: no commits until a pack
+    /// arrives.
+    pub(crate) fn init_clone(path: &Path) -> Result<Repo, VaultError> {
+        Ok(Repo {
+            git: init_empty(path)?,
+        })
+    }
+
+    /// The head commit id.
+    pub(crate) fn head_id(&self) -> Result<Oid, VaultError> {
+        Ok(self.git.refname_to_id(BRANCH)?)
+    }
+
+    /// Whether the pack builder limits are in the repository's config.
+    pub(crate) fn is_tuned(&self) -> Result<bool, VaultError> {
+        let config = self.git.config()?;
+        Ok(
+            config.get_i64("pack.windowMemory").ok() == Some(PACK_WINDOW_MEMORY)
+                && config.get_i64("pack.deltaCacheSize").ok() == Some(PACK_DELTA_CACHE),
+        )
+    }
+
+    /// Writes the pack builder limits into the repository's config.
+    pub(crate) fn tune(&self) -> Result<(), VaultError> {
+        Ok(tune(&self.git)?)
+    }
+
+    /// The haves a client offers: see [`sample_haves`].
+    pub(crate) fn haves(&self) -> Result<Vec<String>, VaultError> {
+        let head = self.head()?;
+        let remote = self.git.refname_to_id(REMOTE_BRANCH).ok();
+        let mut next = head.parent(0).ok();
+        let ancestors = std::iter::from_fn(move || {
+            let commit = next.take()?;
+            next = commit.parent(0).ok();
+            Some(commit.id().to_string())
+        })
+        .take(HAVES_WALK_LIMIT);
+        Ok(sample_haves(
+            head.id().to_string(),
+            remote.map(|o| o.to_string()),
+            ancestors,
+        ))
+    }
+
+    /// Streams a pack of what `want` needs and the client (who has `haves`)
+    /// lacks to `sink`, in chunks of at most [`PACK_CHUNK`] bytes.
+    ///
+    /// `want` must be the head or in its history ([`VaultError::NotServed`]).
+    /// Haves unknown here are skipped. Every new tree and blob is inserted with
+    /// its path, so delta search pairs versions of one file.
+    pub(crate) fn send_pack(
+        &self,
+        want: Oid,
+        haves: &[Oid],
+        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<PackStats, VaultError> {
+        let git = &self.git;
+        let head = self.head_id()?;
+        // An error (unknown object, not a commit) is "not served" too, so a
+        // client cannot tell what exists outside the history it was shown.
+        let served = want == head || git.graph_descendant_of(head, want).unwrap_or(false);
+        if !served {
+            return Err(VaultError::NotServed(want.to_string()));
+        }
+
+        let mut walk = git.revwalk()?;
+        walk.push(want)?;
+        for have in haves {
+            // Unknown ids (and non-commits) cannot be hidden: the client has
+            // something this vault never saw.
+            if walk.hide(*have).is_err() {
+                tracing::debug!(%have, "skipping a have this vault does not know");
+            }
+        }
+        let commits = walk.collect::<Result<Vec<Oid>, _>>()?;
+        let new: HashSet<Oid> = commits.iter().copied().collect();
+
+        // Everything in the trees of the commits the client has at the edge of
+        // the new history is already there.
+        let mut seen = HashSet::new();
+        let mut edges = HashSet::new();
+        for oid in &commits {
+            for parent in git.find_commit(*oid)?.parent_ids() {
+                if !new.contains(&parent) && edges.insert(parent) {
+                    let tree = git.find_commit(parent)?.tree_id();
+                    self.walk_tree(tree, &mut seen, &mut |_, _, _| Ok(()))?;
+                }
+            }
+        }
+
+        let mut pack = git.packbuilder()?;
+        for oid in &commits {
+            pack.insert_object(*oid, None)?;
+        }
+        for oid in &commits {
+            let tree = git.find_commit(*oid)?.tree_id();
+            self.walk_tree(tree, &mut seen, &mut |oid, path, _| {
+                pack.insert_object(oid, Some(path))
+            })?;
+        }
+
+        let objects = pack.object_count();
+        let mut bytes = 0u64;
+        let mut failed = None;
+        let written = pack.foreach(|buf| {
+            for chunk in buf.chunks(PACK_CHUNK) {
+                if let Err(e) = sink(chunk) {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            bytes += buf.len() as u64;
+            true
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        written?;
+        Ok(PackStats { objects, bytes })
+    }
+
+    /// Visits every tree and blob under `root` not yet in `seen` (adding them),
+    /// depth first, with its path (`""` for the root). A tree already seen is
+    /// skipped with everything under it.
+    fn walk_tree(
+        &self,
+        root: Oid,
+        seen: &mut HashSet<Oid>,
+        visit: &mut dyn FnMut(Oid, &str, ObjectType) -> Result<(), git2::Error>,
+    ) -> Result<(), VaultError> {
+        if !seen.insert(root) {
+            return Ok(());
+        }
+        visit(root, "", ObjectType::Tree)?;
+        let mut stack = vec![(root, String::new())];
+        while let Some((oid, dir)) = stack.pop() {
+            let tree = self.git.find_tree(oid)?;
+            for entry in tree.iter() {
+                let name = String::from_utf8_lossy(entry.name_bytes());
+                let path = if dir.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                let kind = match entry.kind() {
+                    Some(kind @ (ObjectType::Tree | ObjectType::Blob)) => kind,
+                    _ => continue,
+                };
+                if !seen.insert(entry.id()) {
+                    continue;
+                }
+                visit(entry.id(), &path, kind)?;
+                if kind == ObjectType::Tree {
+                    stack.push((entry.id(), path));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams a pack from `pack` into the object database and returns how many
+    /// objects it held. The indexer checks every object and, with `verify`,
+    /// that everything the pack's objects refer to is in the pack (a
+    /// `self_contained` pack, for a clone) or in the pack or the repository (for
+    /// a pull). A pack that fails is deleted; an empty pack (or no bytes at all)
+    /// stores nothing.
+    pub(crate) fn index_pack(
+        &self,
+        pack: &mut dyn Read,
+        self_contained: bool,
+    ) -> Result<usize, VaultError> {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let n = fill(pack, &mut buf[..PACK_HEADER])?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let count = if n == PACK_HEADER && buf.starts_with(b"PACK") {
+            u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize
+        } else {
+            // Not a pack: the indexer says why.
+            usize::MAX
+        };
+        if count == 0 {
+            let rest = fill(pack, &mut buf)?;
+            if rest != PACK_TRAILER {
+                return Err(VaultError::BadPack(git2::Error::from_str(
+                    "empty pack with a bad trailer",
+                )));
+            }
+            return Ok(0);
+        }
+        let odb = self.git.odb()?;
+        let dir = self.git.path().join("objects").join("pack");
+        let base = if self_contained { None } else { Some(&odb) };
+        let mut indexer = Indexer::new(base, &dir, 0, true)?;
+        indexer.write_all(&buf[..n]).map_err(bad_pack)?;
+        loop {
+            let n = fill(pack, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            indexer.write_all(&buf[..n]).map_err(bad_pack)?;
+        }
+        indexer.commit().map_err(VaultError::BadPack)?;
+        odb.refresh()?;
+        Ok(count)
+    }
+
+    /// Checks that `oid` is a commit, as a received pack must have brought.
+    fn received(&self, oid: Oid) -> Result<(), VaultError> {
+        match self.git.find_object(oid, None) {
+            Ok(object) if object.kind() == Some(ObjectType::Commit) => Ok(()),
+            Ok(_) => Err(VaultError::MissingHead(oid.to_string())),
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                Err(VaultError::MissingHead(oid.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Points a new clone's branch (and remote branch) at the received `head`.
+    pub(crate) fn start_branch(&self, head: Oid) -> Result<(), VaultError> {
+        self.received(head)?;
+        self.git.reference(BRANCH, head, false, "clone")?;
+        self.git.reference(REMOTE_BRANCH, head, true, "clone")?;
+        Ok(())
+    }
+
+    /// Moves the branch to the received `new` head if it descends from the
+    /// current head (compare-and-swap); `Diverged` and no change otherwise. The
+    /// caller holds the vault's writer lock.
+    pub(crate) fn fast_forward(&self, new: Oid) -> Result<PullOutcome, VaultError> {
+        self.received(new)?;
+        let git = &self.git;
+        let current = self.head_id()?;
+        let same = new == current;
+        let new_descends = !same && git.graph_descendant_of(new, current)?;
+        let current_descends = !same && !new_descends && git.graph_descendant_of(current, new)?;
+        match fast_forward(same, new_descends, current_descends) {
+            Step::UpToDate => {
+                self.remember_remote(new);
+                Ok(PullOutcome::UpToDate)
+            }
+            Step::FastForward => {
+                let (commits, _) = git.graph_ahead_behind(new, current)?;
+                git.reference_matching(BRANCH, new, true, current, "pull")?;
+                self.remember_remote(new);
+                Ok(PullOutcome::Updated {
+                    from: current.to_string(),
+                    to: new.to_string(),
+                    commits,
+                })
+            }
+            Step::Diverged => {
+                let (ahead, behind) = git.graph_ahead_behind(current, new)?;
+                Err(VaultError::Diverged { ahead, behind })
+            }
+        }
+    }
+
+    /// Records the remote's head for later haves; a failure only costs a bigger
+    /// pack next time.
+    fn remember_remote(&self, head: Oid) {
+        if let Err(e) = self.git.reference(REMOTE_BRANCH, head, true, "pull") {
+            tracing::warn!(error = %e, "could not record the remote head");
+        }
+    }
+
+    /// Makes a repository at `dest` with this one's objects (hard links where
+    /// possible, they are immutable; copies otherwise) and its branch at this
+    /// head. The caller holds the vault's writer lock.
+    pub(crate) fn fork_to(&self, dest: &Path) -> Result<(), VaultError> {
+        let head = self.head_id()?;
+        let git = init_empty(dest)?;
+        let from = self.git.path().join("objects");
+        let to = git.path().join("objects");
+        for entry in fs::read_dir(&from)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            let loose = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if !(loose || name == "pack") || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            fs::create_dir_all(to.join(name))?;
+            for file in fs::read_dir(entry.path())? {
+                let file = file?;
+                let file_name = file.file_name();
+                let Some(file_name) = file_name.to_str() else {
+                    continue;
+                };
+                // Skip libgit2's temporaries (`tmp_object…`, `pack_XXXXXX`).
+                let keep = if loose {
+                    file_name.len() == 38
+                } else {
+                    file_name.starts_with("pack-")
+                };
+                if !keep {
+                    continue;
+                }
+                let target = to.join(name).join(file_name);
+                if fs::hard_link(file.path(), &target).is_err() {
+                    fs::copy(file.path(), &target)?;
+                }
+            }
+        }
+        let fork = Repo { git };
+        fork.received(head)?;
+        fork.git.reference(BRANCH, head, false, "fork")?;
+        Ok(())
+    }
+}

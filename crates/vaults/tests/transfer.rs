@@ -1,0 +1,819 @@
+//! Clone, pull and fork between real stores (each with its own LMDB env and
+//! vaults directory) in one process, connected through byte buffers or a pipe.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use keynode_core::{Keypair, NodeId, SecretPath, VaultId, VaultName};
+use keynode_vaults::{
+    EntryKind, Env, Op, PackStats, PullOutcome, PutPolicy, Remote, VaultError, VaultManager,
+    VaultMeta, VaultStore, messages, want,
+};
+use tempfile::TempDir;
+
+#[allow(unsafe_code)]
+fn open_env(dir: &Path) -> Env {
+    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
+    opts.max_dbs(16).map_size(1 << 30);
+    // SAFETY: every node opens a fresh directory exactly once per process.
+    unsafe { opts.open(dir).unwrap() }
+}
+
+/// One node's vault store.
+struct Node {
+    tmp: TempDir,
+    id: NodeId,
+    store: VaultStore,
+}
+
+impl Node {
+    fn new() -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("db")).unwrap();
+        let env = open_env(&tmp.path().join("db"));
+        let id = Keypair::generate().node_id();
+        let store = VaultStore::open(&tmp.path().join("vaults"), env, id).unwrap();
+        Node { tmp, id, store }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("vaults")
+    }
+
+    /// What is in the vaults directory, sorted.
+    fn files(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn vault(&self, name: &str) -> VaultId {
+        self.store.create(&name_of(name)).unwrap().id
+    }
+
+    fn put(&self, v: VaultId, path: &str, data: &[u8]) {
+        let blob = self.store.write_blob(v, &mut &data[..]).unwrap();
+        let op = Op::Put {
+            path: SecretPath::new(path).unwrap(),
+            blob,
+            policy: PutPolicy::Overwrite,
+        };
+        self.store.commit(v, vec![op]).unwrap();
+    }
+
+    fn head(&self, v: VaultId) -> String {
+        self.store.log(v, Some(1), None).unwrap()[0].oid.clone()
+    }
+
+    fn history(&self, v: VaultId) -> Vec<String> {
+        let log = self.store.log(v, None, None).unwrap();
+        log.into_iter().map(|c| c.oid).collect()
+    }
+
+    /// Every secret of the head, with its content, sorted by path.
+    fn content(&self, v: VaultId) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut dirs = vec![None::<SecretPath>];
+        while let Some(dir) = dirs.pop() {
+            for e in self.store.list_secrets(v, dir.as_ref(), None).unwrap() {
+                let path = match &dir {
+                    Some(d) => format!("{d}/{}", e.name),
+                    None => e.name.clone(),
+                };
+                let path = SecretPath::new(&path).unwrap();
+                match e.kind {
+                    EntryKind::Dir => dirs.push(Some(path)),
+                    EntryKind::File => {
+                        let mut data = Vec::new();
+                        self.store
+                            .read_secret(v, &path, None, &mut |c| {
+                                data.extend_from_slice(c);
+                                Ok(())
+                            })
+                            .unwrap();
+                        out.push((path.to_string(), data));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The pack files of a vault's repository.
+    fn packs(&self, v: VaultId) -> Vec<String> {
+        let dir = self.store.repo_path(v).join("objects").join("pack");
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn name_of(s: &str) -> VaultName {
+    VaultName::new(s).unwrap()
+}
+
+/// The pack `server` sends for `want` to a client holding `haves`.
+fn pack_of(
+    server: &Node,
+    v: VaultId,
+    want: &str,
+    haves: &[String],
+) -> Result<(Vec<u8>, PackStats), VaultError> {
+    let mut pack = Vec::new();
+    let stats = server.store.send_pack(v, want, haves, &mut |chunk| {
+        assert!(chunk.len() <= keynode_vaults::PACK_CHUNK);
+        pack.extend_from_slice(chunk);
+        Ok(())
+    })?;
+    assert_eq!(stats.bytes, pack.len() as u64);
+    Ok((pack, stats))
+}
+
+/// Clones `server`'s vault `v` into `client`, as the agent would.
+fn clone(server: &Node, v: VaultId, client: &Node) -> Result<(VaultMeta, PackStats), VaultError> {
+    let advert = server.store.advertise(v)?;
+    let (pack, stats) = pack_of(server, v, &advert.head, &[])?;
+    let remote = Remote {
+        node: server.id,
+        vault: v,
+    };
+    let meta = client
+        .store
+        .receive_clone(&advert.name, remote, &advert.head, &mut &pack[..])?;
+    Ok((meta, stats))
+}
+
+/// Pulls `client`'s clone `c` from `server` (the vault of its remote), as the
+/// agent would; `None` stats when nothing had to be sent.
+fn pull(
+    server: &Node,
+    client: &Node,
+    c: VaultId,
+) -> Result<(PullOutcome, Option<PackStats>), VaultError> {
+    let remote = client.store.meta(c)?.remote.unwrap();
+    let advert = server.store.advertise(remote.vault)?;
+    let haves = client.store.haves(c)?;
+    match want(&advert, &haves) {
+        None => {
+            let outcome = client
+                .store
+                .receive_pull(c, &advert.head, &mut io::empty())?;
+            Ok((outcome, None))
+        }
+        Some(w) => {
+            let (pack, stats) = pack_of(server, remote.vault, &w, &haves)?;
+            let outcome = client.store.receive_pull(c, &advert.head, &mut &pack[..])?;
+            Ok((outcome, Some(stats)))
+        }
+    }
+}
+
+/// A deterministic, incompressible byte stream of `left` bytes.
+struct Noise {
+    left: u64,
+    state: u64,
+}
+
+impl Read for Noise {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.left as usize);
+        for b in &mut buf[..n] {
+            self.state = self
+                .state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *b = (self.state >> 56) as u8;
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    Noise {
+        left: len as u64,
+        state: seed,
+    }
+    .read_to_end(&mut out)
+    .unwrap();
+    out
+}
+
+/// A vault with some history: nested secrets, several commits.
+fn populated(owner: &Node, name: &str) -> VaultId {
+    let v = owner.vault(name);
+    owner.put(v, "db/password", b"hunter2");
+    owner.put(v, "db/user", b"admin");
+    let ops = (0..50)
+        .map(|i| Op::Put {
+            path: SecretPath::new(&format!("keys/k{i:02}")).unwrap(),
+            blob: owner.store.write_blob(v, &mut &noise(1024, i)[..]).unwrap(),
+            policy: PutPolicy::CreateNew,
+        })
+        .collect();
+    owner.store.commit(v, ops).unwrap();
+    owner.put(v, "db/password", b"correct horse");
+    v
+}
+
+#[test]
+fn clone_copies_content_and_history_under_a_new_id() {
+    let (owner, client) = (Node::new(), Node::new());
+    let v = populated(&owner, "prod");
+    let (meta, stats) = clone(&owner, v, &client).unwrap();
+    assert_ne!(meta.id, v);
+    assert_eq!(meta.name.as_str(), "prod");
+    assert_eq!(
+        meta.remote,
+        Some(Remote {
+            node: owner.id,
+            vault: v
+        })
+    );
+    assert_eq!(client.store.meta(meta.id).unwrap(), meta);
+    assert_eq!(client.history(meta.id), owner.history(v));
+    assert_eq!(client.content(meta.id), owner.content(v));
+    assert_eq!(
+        client.store.log(meta.id, None, None).unwrap(),
+        owner.store.log(v, None, None).unwrap()
+    );
+    assert!(stats.objects > 50);
+
+    // Name conflicts number the clone.
+    let (second, _) = clone(&owner, v, &client).unwrap();
+    let (third, _) = clone(&owner, v, &client).unwrap();
+    assert_eq!(second.name.as_str(), "prod-1");
+    assert_eq!(third.name.as_str(), "prod-2");
+    assert_eq!(client.store.list().unwrap().len(), 3);
+    assert!(client.files().iter().all(|f| f.ends_with(".git")));
+}
+
+#[test]
+fn clones_are_read_only_and_forks_are_writable() {
+    let (owner, client) = (Node::new(), Node::new());
+    let v = populated(&owner, "prod");
+    let (c, _) = clone(&owner, v, &client).unwrap();
+    let blob = client.store.write_blob(c.id, &mut &b"x"[..]);
+    assert!(matches!(blob, Err(VaultError::ReadOnly(_))));
+    let rm = Op::Remove {
+        path: SecretPath::new("db").unwrap(),
+        recursive: true,
+    };
+    let err = client.store.commit(c.id, vec![rm]).unwrap_err();
+    assert!(matches!(err, VaultError::ReadOnly(ref n) if n.as_str() == "prod"));
+    assert!(err.to_string().contains("fork"));
+
+    let fork = client.store.fork(c.id, None).unwrap();
+    assert_eq!(fork.name.as_str(), "prod-fork");
+    assert_eq!(fork.remote, None);
+    assert_ne!(fork.id, c.id);
+    assert_eq!(client.history(fork.id), client.history(c.id));
+    assert_eq!(client.content(fork.id), client.content(c.id));
+    client.put(fork.id, "db/password", b"mine now");
+    assert_eq!(
+        client.history(fork.id).len(),
+        client.history(c.id).len() + 1
+    );
+    // The clone is untouched by writes to its fork.
+    assert_eq!(client.history(c.id), owner.history(v));
+
+    assert_eq!(
+        client.store.fork(c.id, None).unwrap().name.as_str(),
+        "prod-fork-1"
+    );
+    let named = client.store.fork(c.id, Some(&name_of("mine"))).unwrap();
+    assert_eq!(named.name.as_str(), "mine");
+    assert!(matches!(
+        client.store.fork(c.id, Some(&name_of("mine"))),
+        Err(VaultError::VaultExists(_))
+    ));
+    // Own vaults fork too, and the fork survives the source's deletion.
+    let own = owner.store.fork(v, None).unwrap();
+    owner.store.delete(v).unwrap();
+    assert_eq!(owner.content(own.id), client.content(c.id));
+    owner.put(own.id, "new", b"1");
+    assert!(owner.files().iter().all(|f| f.ends_with(".git")));
+}
+
+#[test]
+fn pull_sends_only_what_is_new() {
+    let (owner, client) = (Node::new(), Node::new());
+    let v = populated(&owner, "prod");
+    let (c, full) = clone(&owner, v, &client).unwrap();
+
+    owner.put(v, "keys/k07", b"rotated");
+    let (outcome, stats) = pull(&owner, &client, c.id).unwrap();
+    let stats = stats.unwrap();
+    assert_eq!(
+        outcome,
+        PullOutcome::Updated {
+            from: client.history(c.id)[1].clone(),
+            to: owner.head(v),
+            commits: 1
+        }
+    );
+    // One commit, the root tree, `keys/` and one blob.
+    assert_eq!(stats.objects, 4);
+    assert!(
+        stats.bytes * 10 < full.bytes && stats.bytes < 4096,
+        "pull {} B, clone {} B",
+        stats.bytes,
+        full.bytes
+    );
+    assert_eq!(client.content(c.id), owner.content(v));
+    assert_eq!(client.history(c.id), owner.history(v));
+
+    // Up to date: nothing to ask for, and an empty pack if asked anyway.
+    let (outcome, stats) = pull(&owner, &client, c.id).unwrap();
+    assert_eq!((outcome, stats), (PullOutcome::UpToDate, None));
+    let haves = client.store.haves(c.id).unwrap();
+    let (pack, stats) = pack_of(&owner, v, &owner.head(v), &haves).unwrap();
+    assert_eq!(stats.objects, 0);
+    let packs = client.packs(c.id);
+    let outcome = client
+        .store
+        .receive_pull(c.id, &owner.head(v), &mut &pack[..])
+        .unwrap();
+    assert_eq!(outcome, PullOutcome::UpToDate);
+    assert_eq!(client.packs(c.id), packs, "an empty pack is not stored");
+
+    // A restore on the owner is a new commit: still a fast-forward.
+    let first = owner.history(v).last().unwrap().clone();
+    owner.store.version(v, &first).unwrap();
+    let (outcome, _) = pull(&owner, &client, c.id).unwrap();
+    assert!(matches!(outcome, PullOutcome::Updated { commits: 1, .. }));
+    assert!(client.content(c.id).is_empty());
+    assert_eq!(client.history(c.id), owner.history(v));
+
+    // Several commits at once.
+    owner.put(v, "a", b"1");
+    owner.put(v, "b", b"2");
+    owner.put(v, "a", b"3");
+    let (outcome, _) = pull(&owner, &client, c.id).unwrap();
+    assert!(matches!(outcome, PullOutcome::Updated { commits: 3, .. }));
+    assert_eq!(client.content(c.id), owner.content(v));
+}
+
+#[test]
+fn pulls_into_own_vaults_are_refused() {
+    let owner = Node::new();
+    let v = populated(&owner, "prod");
+    let head = owner.head(v);
+    let err = owner
+        .store
+        .receive_pull(v, &head, &mut io::empty())
+        .unwrap_err();
+    assert!(matches!(err, VaultError::NotAClone(_)), "{err}");
+}
+
+#[test]
+fn divergent_history_is_refused_and_changes_nothing() {
+    let (owner, client) = (Node::new(), Node::new());
+    let v = populated(&owner, "prod");
+    let (c, full) = clone(&owner, v, &client).unwrap();
+    // The owner forks its vault at the clone's head; both lines move on.
+    let other = owner.store.fork(v, Some(&name_of("other"))).unwrap().id;
+    owner.put(v, "db/password", b"line one");
+    owner.put(other, "db/password", b"line two");
+    owner.put(other, "db/user", b"root");
+    pull(&owner, &client, c.id).unwrap();
+    let head = client.head(c.id);
+    let content = client.content(c.id);
+
+    // The clone is pointed at the other line and pulls.
+    let remote = Remote {
+        node: owner.id,
+        vault: other,
+    };
+    client.store.set_remote(c.id, Some(remote)).unwrap();
+    let advert = owner.store.advertise(other).unwrap();
+    let haves = client.store.haves(c.id).unwrap();
+    let (pack, stats) = pack_of(&owner, other, &advert.head, &haves).unwrap();
+    assert!(
+        stats.bytes * 10 < full.bytes,
+        "a divergent pull resent {} of {} bytes",
+        stats.bytes,
+        full.bytes
+    );
+    let err = client
+        .store
+        .receive_pull(c.id, &advert.head, &mut &pack[..])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaultError::Diverged {
+                ahead: 1,
+                behind: 2
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(client.head(c.id), head);
+    assert_eq!(client.content(c.id), content);
+
+    // The received commits stay unreachable: the clone does not serve them.
+    let err = pack_of(&client, c.id, &advert.head, &[]).unwrap_err();
+    assert!(matches!(err, VaultError::NotServed(_)), "{err}");
+}
+
+#[test]
+fn wants_outside_the_served_history_are_refused() {
+    let owner = Node::new();
+    let v = populated(&owner, "prod");
+    let w = owner.vault("w");
+    owner.put(w, "x", b"elsewhere");
+    let head = owner.head(v);
+
+    // An ancestor of the head is served.
+    let ancestor = owner.history(v)[2].clone();
+    assert!(pack_of(&owner, v, &ancestor, &[]).is_ok());
+    // A commit of another vault, a blob of this one: not served.
+    let foreign = owner.head(w);
+    let blob = owner
+        .store
+        .stat(v, &SecretPath::new("db/user").unwrap(), None)
+        .unwrap()
+        .blob;
+    for bad in [foreign, blob, "0".repeat(40)] {
+        let err = pack_of(&owner, v, &bad, &[]).unwrap_err();
+        assert!(matches!(err, VaultError::NotServed(_)), "{bad}: {err}");
+    }
+    // Text that is no commit id at all.
+    for bad in ["", "HEAD", "main", "zz", &"g".repeat(40), &head[..39], "é"] {
+        let err = pack_of(&owner, v, bad, &[]).unwrap_err();
+        assert!(matches!(err, VaultError::BadRevision(_)), "{bad}: {err}");
+        let err = pack_of(&owner, v, &head, &[bad.to_owned()]).unwrap_err();
+        assert!(matches!(err, VaultError::BadRevision(_)), "{bad}: {err}");
+    }
+    // Unknown haves are ignored.
+    let (_, stats) = pack_of(&owner, v, &head, &["1".repeat(40)]).unwrap();
+    let (_, full) = pack_of(&owner, v, &head, &[]).unwrap();
+    assert_eq!(stats.objects, full.objects);
+    // A client cannot claim a head it was not advertised.
+    let client = Node::new();
+    let remote = Remote {
+        node: owner.id,
+        vault: v,
+    };
+    let (pack, _) = pack_of(&owner, v, &head, &[]).unwrap();
+    let err = client
+        .store
+        .receive_clone(&name_of("c"), remote, "nonsense", &mut &pack[..])
+        .unwrap_err();
+    assert!(matches!(err, VaultError::BadRevision(_)), "{err}");
+}
+
+/// Asserts that `client` holds no vault and no repository directory.
+fn assert_empty(client: &Node) {
+    assert!(client.store.list().unwrap().is_empty());
+    assert!(client.files().is_empty(), "{:?}", client.files());
+}
+
+#[test]
+fn a_failed_clone_leaves_nothing_behind() {
+    let (owner, client) = (Node::new(), Node::new());
+    let v = populated(&owner, "prod");
+    let head = owner.head(v);
+    let (pack, _) = pack_of(&owner, v, &head, &[]).unwrap();
+    let remote = Remote {
+        node: owner.id,
+        vault: v,
+    };
+    let attempt = |bytes: &[u8]| {
+        client
+            .store
+            .receive_clone(&name_of("prod"), remote, &head, &mut &bytes[..])
+    };
+    let len = pack.len();
+    for cut in [0, 1, 12, 100, len / 2, len - 21, len - 1] {
+        let err = attempt(&pack[..cut]).unwrap_err();
+        assert!(
+            matches!(err, VaultError::BadPack(_) | VaultError::MissingHead(_)),
+            "cut at {cut}: {err}"
+        );
+        assert_empty(&client);
+    }
+    for at in [5, 20, len / 3, len / 2, len - 5] {
+        let mut bad = pack.clone();
+        bad[at] ^= 0x40;
+        let err = attempt(&bad).unwrap_err();
+        assert!(matches!(err, VaultError::BadPack(_)), "flip at {at}: {err}");
+        assert_empty(&client);
+    }
+    let mut long = pack.clone();
+    long.extend_from_slice(b"trailing");
+    assert!(matches!(attempt(&long), Err(VaultError::BadPack(_))));
+    assert_empty(&client);
+    // A reader that fails midway.
+    let mut failing = (&pack[..len / 2]).chain(Failing);
+    let err = client
+        .store
+        .receive_clone(&name_of("prod"), remote, &head, &mut failing)
+        .unwrap_err();
+    assert!(matches!(err, VaultError::Io(_)), "{err}");
+    assert_empty(&client);
+    // A valid pack that lacks objects (the server believed a lying have).
+    let parent = owner.history(v)[1].clone();
+    let (thin, _) = pack_of(&owner, v, &head, &[parent]).unwrap();
+    assert!(matches!(attempt(&thin), Err(VaultError::BadPack(_))));
+    assert_empty(&client);
+    // A valid pack of some other commit.
+    let (other, _) = pack_of(&owner, v, &owner.history(v)[1], &[]).unwrap();
+    assert!(matches!(attempt(&other), Err(VaultError::MissingHead(_))));
+    assert_empty(&client);
+
+    // The name is still free.
+    assert_eq!(attempt(&pack).unwrap().name.as_str(), "prod");
+}
+
+struct Failing;
+
+impl Read for Failing {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "peer went away",
+        ))
+    }
+}
+
+#[test]
+fn a_failed_pull_leaves_the_clone_as_it_was() {
+    let (owner, client) = (Node::new(), Node::new());
+    let v = populated(&owner, "prod");
+    let (c, _) = clone(&owner, v, &client).unwrap();
+    for i in 0..3u64 {
+        owner.put(v, &format!("keys/k{i:02}"), &noise(4096, 100 + i));
+    }
+    let advert = owner.store.advertise(v).unwrap();
+    let haves = client.store.haves(c.id).unwrap();
+    let (pack, _) = pack_of(&owner, v, &advert.head, &haves).unwrap();
+    let head = client.head(c.id);
+    let content = client.content(c.id);
+    let packs = client.packs(c.id);
+    let len = pack.len();
+    let unchanged = |what: &str| {
+        assert_eq!(client.head(c.id), head, "{what}");
+        assert_eq!(client.content(c.id), content, "{what}");
+        assert_eq!(client.packs(c.id), packs, "{what}");
+    };
+    for cut in [0, 1, 12, len / 2, len - 1] {
+        let err = client
+            .store
+            .receive_pull(c.id, &advert.head, &mut &pack[..cut])
+            .unwrap_err();
+        assert!(
+            matches!(err, VaultError::BadPack(_) | VaultError::MissingHead(_)),
+            "cut at {cut}: {err}"
+        );
+        unchanged(&format!("cut at {cut}"));
+    }
+    for at in [20, len / 2, len - 3] {
+        let mut bad = pack.clone();
+        bad[at] ^= 0x01;
+        let err = client
+            .store
+            .receive_pull(c.id, &advert.head, &mut &bad[..])
+            .unwrap_err();
+        assert!(matches!(err, VaultError::BadPack(_)), "flip at {at}: {err}");
+        unchanged(&format!("flip at {at}"));
+    }
+    let mut failing = (&pack[..len / 2]).chain(Failing);
+    let err = client
+        .store
+        .receive_pull(c.id, &advert.head, &mut failing)
+        .unwrap_err();
+    assert!(matches!(err, VaultError::Io(_)), "{err}");
+    unchanged("failing reader");
+
+    let outcome = client
+        .store
+        .receive_pull(c.id, &advert.head, &mut &pack[..])
+        .unwrap();
+    assert!(matches!(outcome, PullOutcome::Updated { commits: 3, .. }));
+    assert_eq!(client.content(c.id), owner.content(v));
+}
+
+/// Anonymous (heap) resident memory of the process, in KiB.
+fn anon_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The reading end of a bounded pipe of chunks.
+struct Pipe {
+    rx: mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Size of the vault the memory test clones, in MiB.
+const BIG_VAULT_MIB: u64 = 200;
+
+#[test]
+fn cloning_a_big_vault_keeps_memory_bounded() {
+    let (owner, client) = (Node::new(), Node::new());
+    let v = owner.vault("big");
+    // Incompressible secrets, written in a few commits: 1 MiB ones (sent
+    // whole) and, for the last 40 MiB, 256 KiB ones (which go through the delta
+    // search and its window).
+    let mut written = 0u64;
+    let mut batch = 0u64;
+    while written < BIG_VAULT_MIB << 20 {
+        let size: u64 = if written < (BIG_VAULT_MIB - 40) << 20 {
+            1 << 20
+        } else {
+            256 << 10
+        };
+        let ops = (0..40)
+            .map(|i| {
+                let mut data = Noise {
+                    left: size,
+                    state: batch * 1000 + i,
+                };
+                Op::Put {
+                    path: SecretPath::new(&format!("d{batch}/s{i:03}")).unwrap(),
+                    blob: owner.store.write_blob(v, &mut data).unwrap(),
+                    policy: PutPolicy::CreateNew,
+                }
+            })
+            .collect();
+        owner.store.commit(v, ops).unwrap();
+        written += 40 * size;
+        batch += 1;
+    }
+    let advert = owner.store.advertise(v).unwrap();
+    let t0 = std::time::Instant::now();
+
+    let before = anon_rss_kib();
+    let peak = Arc::new(AtomicU64::new(before));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (Arc::clone(&peak), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(anon_rss_kib(), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+    let meta = std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            owner
+                .store
+                .send_pack(v, &advert.head, &[], &mut move |chunk| {
+                    tx.send(chunk.to_vec()).map_err(io::Error::other)
+                })
+        });
+        let remote = Remote {
+            node: owner.id,
+            vault: v,
+        };
+        let mut pipe = Pipe {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        };
+        let meta = client
+            .store
+            .receive_clone(&advert.name, remote, &advert.head, &mut pipe);
+        let stats = sender.join().unwrap().unwrap();
+        assert!(stats.bytes > BIG_VAULT_MIB << 20);
+        meta.unwrap()
+    });
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
+    eprintln!(
+        "cloning {BIG_VAULT_MIB} MiB grew anonymous memory by {grown} KiB in {:?}",
+        t0.elapsed()
+    );
+    assert!(grown < 64 * 1024, "anonymous memory grew by {grown} KiB");
+    assert_eq!(client.head(meta.id), advert.head);
+    let path = SecretPath::new("d3/s039").unwrap();
+    let mut got = Vec::new();
+    client
+        .store
+        .read_secret(meta.id, &path, None, &mut |c| {
+            got.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(got, noise(1 << 20, 3 * 1000 + 39));
+}
+
+#[actix_rt::test]
+async fn the_manager_answers_transfer_messages() {
+    let (owner, client) = (Node::new(), Node::new());
+    let v = populated(&owner, "prod");
+    let (owner_id, client_dirs) = (owner.id, (owner.tmp, client.tmp));
+    let server = actix::Actor::start(VaultManager::new(Arc::new(owner.store)));
+    let receiver = actix::Actor::start(VaultManager::new(Arc::new(client.store)));
+
+    let advert = server
+        .send(messages::Advertise { vault: v })
+        .await
+        .unwrap()
+        .unwrap();
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+    let sent = server.send(messages::SendPack {
+        vault: v,
+        want: advert.head.clone(),
+        haves: Vec::new(),
+        sink: Box::new(move |chunk| tx.send(chunk.to_vec()).map_err(io::Error::other)),
+    });
+    let received = receiver.send(messages::ReceiveClone {
+        name: advert.name.clone(),
+        remote: Remote {
+            node: owner_id,
+            vault: v,
+        },
+        head: advert.head.clone(),
+        pack: Box::new(Pipe {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        }),
+    });
+    let (sent, received) = tokio::join!(sent, received);
+    let stats = sent.unwrap().unwrap();
+    let clone = received.unwrap().unwrap();
+    assert!(stats.objects > 0);
+    assert_eq!(clone.name.as_str(), "prod");
+
+    let haves = receiver
+        .send(messages::Haves { vault: clone.id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(haves[0], advert.head);
+    let mut pack = Vec::new();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    server
+        .send(messages::SendPack {
+            vault: v,
+            want: advert.head.clone(),
+            haves,
+            sink: Box::new(move |chunk| tx.send(chunk.to_vec()).map_err(io::Error::other)),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    pack.extend(rx.into_iter().flatten());
+    let outcome = receiver
+        .send(messages::ReceivePull {
+            vault: clone.id,
+            head: advert.head.clone(),
+            pack: Box::new(io::Cursor::new(pack)),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, PullOutcome::UpToDate);
+    let fork = receiver
+        .send(messages::Fork {
+            vault: clone.id,
+            name: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fork.name.as_str(), "prod-fork");
+    assert_eq!(fork.remote, None);
+    drop(client_dirs);
+}
