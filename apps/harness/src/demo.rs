@@ -212,13 +212,12 @@ pub async fn run() -> Result<(), String> {
                 },
             )
             .await?;
-            if let Response::Notifications(list) = r {
-                if list
+            if let Response::Notifications(list) = r
+                && list
                     .iter()
                     .any(|n| n.kind == "vault_share" && n.from == b.node_id())
-                {
-                    return Ok(());
-                }
+            {
+                return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }

@@ -90,7 +90,7 @@ async fn invite_claim_discover_and_permissions_follow_the_gestalt() {
     let r = call(&c, Request::NodesClaim { node: a.node_id() }).await;
     match r {
         Err(ClientError::Api(e)) => {
-            assert_eq!(e.kind, ErrorKind::Remote, "{e}");
+            assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
             assert!(e.message.contains("invited"), "{e}");
         }
         other => panic!("uninvited claim accepted: {other:?}"),

@@ -23,7 +23,7 @@ fn invite_claim_trust_discover_allow() {
         .success();
 
     // Not invited yet: refused by A2, and the error says it came from the remote.
-    let err = a.run(&["nodes", "claim", &a2_id]).fails(1, "remote node");
+    let err = a.run(&["nodes", "claim", &a2_id]).fails(77, "remote node");
     assert!(err.contains("invited"), "{err}");
     a2.run(&["identities", "invite", &a_id]).success();
     let claim = a.json(&["nodes", "claim", &a2_id]);

@@ -58,7 +58,8 @@ impl Agent {
         let mut c = Command::new(bin());
         c.arg("--node-path").arg(&self.node);
         c.env_remove("KEYNODE_PASSWORD")
-            .env_remove("KEYNODE_NODE_PATH");
+            .env_remove("KEYNODE_NODE_PATH")
+            .env("KEYNODE_OFFLINE_PROVIDER_DIR", provider_dir());
         c
     }
 
