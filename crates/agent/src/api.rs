@@ -581,6 +581,8 @@ pub enum ErrorKind {
     Remote,
     /// A remote node could not be reached in time.
     Unreachable,
+    /// The histories diverged: a pull would not be a fast-forward.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -599,6 +601,7 @@ impl ErrorKind {
             ErrorKind::Protocol => 76,
             ErrorKind::Remote => 1,
             ErrorKind::Unreachable => 69,
+            ErrorKind::Conflict => 65,
         }
     }
 }

@@ -391,6 +391,27 @@ impl Node {
             shutdown.clone(),
         ));
         {
+            // A connection from or to a peer retries what is queued for it at once.
+            let (mut events, notifications, shutdown) = (
+                net.connection_events(),
+                notifications.clone(),
+                shutdown.clone(),
+            );
+            tracker.spawn(async move {
+                loop {
+                    let node = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        e = events.recv() => match e {
+                            Ok(node) => node,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(_) => break,
+                        },
+                    };
+                    notifications.do_send(keynode_notify::messages::PeerSeen { node });
+                }
+            });
+        }
+        {
             let (gestalts, shutdown) = (gestalts.clone(), shutdown.clone());
             tracker.spawn(async move {
                 tokio::select! {

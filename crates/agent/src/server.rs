@@ -165,6 +165,9 @@ pub(crate) fn vault_err(e: VaultError) -> ApiError {
         V::IsADirectory(_) | V::NotADirectory(_) | V::DirectoryNotEmpty(_) => ErrorKind::BadData,
         V::ParentNotFound(_) => ErrorKind::NotFound,
         V::ReadOnly(_) => ErrorKind::ReadOnly,
+        V::Diverged { .. } => ErrorKind::Conflict,
+        V::NotAClone(_) => ErrorKind::Usage,
+        V::BadPack(_) | V::MissingHead(_) => ErrorKind::Protocol,
         V::Io(_) => ErrorKind::Io,
         _ => ErrorKind::Internal,
     };

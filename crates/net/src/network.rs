@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use keynode_core::{Clock, Keypair, NodeId, SystemClock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
@@ -345,7 +345,12 @@ struct Inner<T: Transport> {
     next_id: AtomicU64,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    established: broadcast::Sender<NodeId>,
 }
+
+/// How many connection events a slow subscriber may fall behind before it
+/// misses some (it then sees `RecvError::Lagged`).
+pub const CONNECTION_EVENTS: usize = 256;
 
 /// A running node's network: cheap to clone, shut down with [`Network::shutdown`].
 pub struct Network<T: Transport = TcpTransport> {
@@ -416,6 +421,7 @@ impl<T: Transport> Network<T> {
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            established: broadcast::channel(CONNECTION_EVENTS).0,
         });
         info!(node = %inner.node_id, addr = %local_addr, "network listening");
         inner.tasks.spawn(accept_loop(inner.clone(), listener));
@@ -501,6 +507,12 @@ impl<T: Transport> Network<T> {
             .collect();
         out.sort_by_key(|c| (c.node_id, c.established_ms));
         out
+    }
+
+    /// The peers of connections established from now on, inbound or outbound
+    /// (e.g. to retry queued notifications as soon as a peer is back).
+    pub fn connection_events(&self) -> broadcast::Receiver<NodeId> {
+        self.inner.established.subscribe()
     }
 
     /// Closes every connection to `peer` now; the next request dials again.
@@ -715,6 +727,8 @@ impl<T: Transport> Inner<T> {
         });
         self.conns().entry(peer).or_default().push(conn.clone());
         debug!(%peer, %remote_addr, ?direction, "connection established");
+        // Nobody listening is fine.
+        let _ = self.established.send(peer);
         self.tasks
             .spawn(drive(self.clone(), conn.clone(), connection, opens, permit));
         conn

@@ -140,11 +140,8 @@ fn clone(server: &VaultStore, node: NodeId, v: VaultId, client: &VaultStore) -> 
 
 /// A whole pull: advert, haves, pack, fast-forward.
 fn pull(server: &VaultStore, v: VaultId, client: &VaultStore, c: VaultId) -> PullOutcome {
-    let t = Instant::now();
     let advert = server.advertise(v).expect("advert");
-    let t1 = t.elapsed();
     let haves = client.haves(c).expect("haves");
-    let t2 = t.elapsed();
     let Some(w) = want(&advert, &haves) else {
         return PullOutcome::UpToDate;
     };
@@ -155,17 +152,9 @@ fn pull(server: &VaultStore, v: VaultId, client: &VaultStore, c: VaultId) -> Pul
             Ok(())
         })
         .expect("send");
-    let t3 = t.elapsed();
-    let o = client
+    client
         .receive_pull(c, &advert.head, &mut &pack[..])
-        .expect("pull");
-    eprintln!(
-        "advert {t1:?} haves {:?} send {:?} recv {:?}",
-        t2 - t1,
-        t3 - t2,
-        t.elapsed() - t3
-    );
-    o
+        .expect("pull")
 }
 
 fn git(args: &[&str]) {

@@ -98,14 +98,14 @@
 //! The process-wide libgit2 object cache (`git2::opts::set_cache_max_size`,
 //! commits and trees only) is the embedding application's to size.
 //!
-//! **Housekeeping** (planned, not built): libgit2 has no gc, so every pull adds
-//! a pack and every commit loose objects. A `repack(id)` under the vault's
-//! writer lock would pack every object reachable from the branch (and the
-//! remote ref) with the same path-aware pack builder into a new pack through
-//! the indexer, then delete the loose objects and old packs it covers, older
-//! than a grace period so a concurrent `write_blob` (which takes no lock) keeps
-//! its blob; readers retry a lookup after a pack refresh. Trigger it by count
-//! (say 50 packs or 5,000 loose objects), from the agent, off the hot path.
+//! **Housekeeping**: libgit2 has no gc; every pull adds a pack and every
+//! commit loose objects, and each object lookup searches every pack. A clone
+//! past [`MAX_PACKS`] packs has them rewritten into one by the next successful
+//! pull (under the vault's writer lock, which pulls of one vault take in turn).
+//! Planned, not built: a `repack(id)` for own vaults that also packs loose
+//! objects (older than a grace period, since `write_blob` takes no lock) and
+//! deletes them, geometric (merge the small packs only) rather than whole, and a
+//! sweep of the indexer's temporary `pack_XXXXXX` files a crash can leave.
 //!
 //! All git2 calls live in one private module, the seam where encryption at rest
 //! will slot in (packs carry object content as git stores it).
@@ -156,8 +156,8 @@ pub use model::{
 pub use revision::MIN_ABBREV;
 pub use store::{Env, META_DB, NAMES_DB, REPO_SUFFIX, TMP_PREFIX, TRASH_PREFIX, VaultStore};
 pub use transfer::{
-    Advert, HAVES_WALK_LIMIT, MAX_HAVES, PACK_CHUNK, PACK_DELTA_CACHE, PACK_WINDOW_MEMORY,
-    PackStats, PullOutcome, want,
+    Advert, HAVES_WALK_LIMIT, MAX_HAVES, MAX_PACKS, PACK_CHUNK, PACK_DELTA_CACHE,
+    PACK_WINDOW_MEMORY, PackStats, PullOutcome, want,
 };
 
 /// Name of the hidden, empty file that keeps an otherwise empty directory in git.

@@ -17,6 +17,9 @@ pub const MAX_HAVES: usize = 32;
 /// How far back along first parents a client looks for haves, in commits.
 pub const HAVES_WALK_LIMIT: usize = 1 << 16;
 
+/// Packs a clone may hold before a pull rewrites them into one, in packs.
+pub const MAX_PACKS: usize = 32;
+
 /// Memory libgit2's pack builder may use for its delta window, in bytes (16 MiB);
 /// repository config `pack.windowMemory`.
 pub const PACK_WINDOW_MEMORY: i64 = 16 * 1024 * 1024;

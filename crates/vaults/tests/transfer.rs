@@ -366,6 +366,27 @@ fn pull_sends_only_what_is_new() {
 }
 
 #[test]
+fn many_pulls_keep_few_packs() {
+    let (owner, client) = (Node::new(), Node::new());
+    let v = populated(&owner, "prod");
+    let (c, _) = clone(&owner, v, &client).unwrap();
+    for i in 0..keynode_vaults::MAX_PACKS + 5 {
+        owner.put(
+            v,
+            &format!("keys/k{:02}", i % 50),
+            format!("v{i}").as_bytes(),
+        );
+        let (outcome, _) = pull(&owner, &client, c.id).unwrap();
+        assert!(matches!(outcome, PullOutcome::Updated { commits: 1, .. }));
+        let packs = client.packs(c.id).len() / 2;
+        assert!(packs <= keynode_vaults::MAX_PACKS, "{packs} packs");
+    }
+    assert!(client.packs(c.id).len() / 2 < 10);
+    assert_eq!(client.content(c.id), owner.content(v));
+    assert_eq!(client.history(c.id), owner.history(v));
+}
+
+#[test]
 fn pulls_into_own_vaults_are_refused() {
     let owner = Node::new();
     let v = populated(&owner, "prod");

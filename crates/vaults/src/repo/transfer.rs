@@ -271,6 +271,56 @@ impl Repo {
         Ok(count)
     }
 
+    /// The pack files (`pack-*.pack` and their `.idx`) of the repository.
+    fn pack_files(&self) -> Result<Vec<std::path::PathBuf>, VaultError> {
+        let dir = self.git.path().join("objects").join("pack");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with("pack-") && (name.ends_with(".pack") || name.ends_with(".idx")) {
+                out.push(path);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Packs in the repository (each pull adds one).
+    pub(crate) fn pack_count(&self) -> Result<usize, VaultError> {
+        let files = self.pack_files()?;
+        Ok(files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+            .count())
+    }
+
+    /// Rewrites every object reachable from the branch into one pack and deletes
+    /// the other packs (loose objects are left alone). The caller holds the
+    /// vault's writer lock, so no pull is indexing meanwhile; a reader that
+    /// misses an object in a deleted pack finds it after libgit2's rescan.
+    pub(crate) fn consolidate(&self) -> Result<(), VaultError> {
+        let old = self.pack_files()?;
+        let head = self.head_id()?;
+        let dir = self.git.path().join("objects").join("pack");
+        let mut indexer = Indexer::new(None, &dir, 0, false)?;
+        self.send_pack(head, &[], &mut |chunk| indexer.write_all(chunk))?;
+        let name = indexer.commit()?;
+        for path in old {
+            let current = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(&name));
+            if !current && let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a repacked pack");
+            }
+        }
+        self.git.odb()?.refresh()?;
+        Ok(())
+    }
+
     /// Checks that `oid` is a commit, as a received pack must have brought.
     fn received(&self, oid: Oid) -> Result<(), VaultError> {
         match self.git.find_object(oid, None) {

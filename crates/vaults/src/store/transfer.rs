@@ -9,7 +9,7 @@ use keynode_core::{VaultId, VaultName};
 
 use super::{TMP_PREFIX, VaultStore, remove_path};
 use crate::repo::{Repo, parse_oid};
-use crate::transfer::{MAX_HAVES, numbered_name};
+use crate::transfer::{MAX_HAVES, MAX_PACKS, numbered_name};
 use crate::{Advert, PackStats, PullOutcome, Remote, VaultError, VaultMeta};
 
 impl VaultStore {
@@ -86,6 +86,11 @@ impl VaultStore {
     /// `Io` when `pack` fails; in every case the branch is unchanged, and only a
     /// pack that indexed fully is kept (as unreachable objects when the pull is
     /// refused afterwards).
+    ///
+    /// Each pull adds a pack, and every object lookup searches every pack: past
+    /// [`MAX_PACKS`](crate::MAX_PACKS), a successful pull rewrites what the
+    /// branch reaches into one pack and deletes the others. Pulls of one vault
+    /// take turns (under its writer lock).
     pub fn receive_pull(
         &self,
         id: VaultId,
@@ -98,10 +103,19 @@ impl VaultStore {
         }
         let head = parse_oid(advert_head)?;
         let repo = Repo::open(&self.repo_path(id))?;
-        repo.index_pack(pack, false)?;
+        // Pulls of one vault take turns, so a consolidation never deletes a
+        // pack another pull is about to use.
         let lock = self.writer(id);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        repo.fast_forward(head)
+        repo.index_pack(pack, false)?;
+        let outcome = repo.fast_forward(head)?;
+        if repo.pack_count()? > MAX_PACKS {
+            // The pull is done; a failed clean-up only leaves more packs.
+            if let Err(e) = repo.consolidate() {
+                tracing::warn!(vault = %id, error = %e, "could not consolidate the packs of a clone");
+            }
+        }
+        Ok(outcome)
     }
 
     /// Receiving side of a clone: builds a new vault from the pack read from

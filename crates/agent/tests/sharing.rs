@@ -1,0 +1,803 @@
+//! Vault sharing across four and more real agents (SPEC §6 and §7): share,
+//! notifications, scan, clone, pull, unshare, fork; outsiders learn nothing;
+//! interrupted transfers change nothing.
+
+use std::time::{Duration, Instant};
+
+use keynode_agent::api::{ErrorKind, NotificationView, Request, Response};
+use keynode_agent::peer::{PeerRequest, PeerResponse};
+use keynode_agent::{Client, ClientError, Node, NodeConfig};
+use keynode_core::{NodeId, SystemClock, TidGenerator};
+use keynode_net::NetError;
+use keynode_notify::{Notification, NotificationData};
+use rand::RngCore;
+
+struct Net {
+    dir: tempfile::TempDir,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    async fn node_on(&self, name: &str, port: u16) -> Node {
+        let mut cfg = NodeConfig::new(self.dir.path().join(name), "pw");
+        cfg.provider_dir = Some(self.dir.path().join("provider"));
+        cfg.agent_port = port;
+        Node::start(cfg).await.expect("start")
+    }
+
+    async fn node(&self, name: &str) -> Node {
+        self.node_on(name, 0).await
+    }
+}
+
+async fn call(node: &Node, req: Request) -> Result<Response, ClientError> {
+    Client::connect(&node.socket_path()).await?.call(req).await
+}
+
+async fn ok(node: &Node, req: Request) -> Response {
+    call(node, req).await.expect("request")
+}
+
+fn refused(r: Result<Response, ClientError>, kind: ErrorKind) -> String {
+    match r {
+        Err(ClientError::Api(e)) if e.kind == kind => e.message,
+        other => panic!("expected {kind:?}, got {other:?}"),
+    }
+}
+
+async fn knows(from: &Node, to: &Node) {
+    ok(
+        from,
+        Request::NodesAdd {
+            node: to.node_id(),
+            host: "127.0.0.1".into(),
+            port: to.listen_addr().port(),
+        },
+    )
+    .await;
+}
+
+async fn write(
+    node: &Node,
+    vault: &str,
+    path: &str,
+    value: &[u8],
+) -> Result<Response, ClientError> {
+    let mut data = value;
+    Client::connect(&node.socket_path())
+        .await?
+        .upload(
+            Request::SecretsWrite {
+                vault: vault.into(),
+                path: path.into(),
+                create_new: false,
+            },
+            &mut data,
+        )
+        .await
+}
+
+async fn read(node: &Node, vault: &str, path: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    Client::connect(&node.socket_path())
+        .await
+        .expect("connect")
+        .download(
+            Request::SecretsGet {
+                vault: vault.into(),
+                path: path.into(),
+                at: None,
+            },
+            &mut out,
+        )
+        .await
+        .expect("get");
+    out
+}
+
+async fn vault_names(node: &Node) -> Vec<String> {
+    match ok(node, Request::VaultsList).await {
+        Response::Vaults(v) => v.into_iter().map(|m| m.name.to_string()).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn head(node: &Node, vault: &str) -> String {
+    match ok(
+        node,
+        Request::VaultsLog {
+            vault: vault.into(),
+            depth: Some(1),
+            commit: None,
+        },
+    )
+    .await
+    {
+        Response::Log(l) => l[0].oid.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn inbox(node: &Node) -> Vec<NotificationView> {
+    match ok(
+        node,
+        Request::NotificationsInboxRead {
+            unread: false,
+            limit: None,
+            newest_first: false,
+        },
+    )
+    .await
+    {
+        Response::Notifications(n) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits (up to `within`) until `node`'s inbox holds a notification of `kind`.
+async fn arrives(node: &Node, kind: &str, within: Duration) -> NotificationView {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(n) = inbox(node).await.into_iter().find(|n| n.kind == kind) {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "no {kind} notification arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// B owns vaults; A and A2 are one gestalt that trusts B; C is an outsider.
+async fn world(net: &Net) -> (Node, Node, Node, Node) {
+    let b = net.node("b").await;
+    let a = net.node("a").await;
+    let a2 = net.node("a2").await;
+    let c = net.node("c").await;
+    for x in [&b, &a, &a2, &c] {
+        for y in [&b, &a, &a2, &c] {
+            if x.node_id() != y.node_id() {
+                knows(x, y).await;
+            }
+        }
+    }
+    ok(&a2, Request::IdentitiesInvite { node: a.node_id() }).await;
+    ok(&a, Request::NodesClaim { node: a2.node_id() }).await;
+    for n in [&a, &a2, &c] {
+        ok(
+            n,
+            Request::IdentitiesTrust {
+                gestalt: b.node_id().to_string(),
+            },
+        )
+        .await;
+    }
+    ok(
+        &b,
+        Request::IdentitiesTrust {
+            gestalt: a.node_id().to_string(),
+        },
+    )
+    .await;
+    ok(
+        &b,
+        Request::IdentitiesDiscover {
+            gestalt: a.node_id().to_string(),
+        },
+    )
+    .await;
+    ok(
+        &b,
+        Request::VaultsCreate {
+            name: "prod".into(),
+        },
+    )
+    .await;
+    write(&b, "prod", "db/password", b"hunter2")
+        .await
+        .expect("write");
+    (b, a, a2, c)
+}
+
+#[actix_rt::test]
+async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
+    let net = Net::new();
+    let (b, a, a2, c) = world(&net).await;
+
+    // Sharing with a node B does not know says how to fix it.
+    let stranger = net.node("stranger").await;
+    let msg = refused(
+        call(
+            &b,
+            Request::VaultsShare {
+                vault: "prod".into(),
+                node: stranger.node_id(),
+            },
+        )
+        .await,
+        ErrorKind::NotFound,
+    );
+    assert!(
+        msg.contains("nodes add") && msg.contains("identities trust"),
+        "{msg}"
+    );
+
+    // 1. Share with A: the whole gestalt gets clone, pull and scan, and every
+    // node of it is notified.
+    ok(
+        &b,
+        Request::VaultsShare {
+            vault: "prod".into(),
+            node: a.node_id(),
+        },
+    )
+    .await;
+    for n in [&a, &a2] {
+        let note = arrives(n, "vault_share", Duration::from_secs(10)).await;
+        assert_eq!(note.from, b.node_id());
+        assert!(
+            note.data.contains("\"vault_name\":\"prod\""),
+            "{}",
+            note.data
+        );
+    }
+    let Response::VaultPermissions(grants) = ok(
+        &b,
+        Request::VaultsPermissions {
+            vault: "prod".into(),
+        },
+    )
+    .await
+    else {
+        panic!("no permissions")
+    };
+    assert_eq!(grants.len(), 1);
+    assert!(grants[0].nodes.contains(&a2.node_id()) && grants[0].nodes.contains(&a.node_id()));
+    assert_eq!(grants[0].actions, ["clone", "pull"]);
+
+    // 3. A2, never named in the share, scans and clones; a local vault of the
+    // same name makes the clone `prod-1`, the next `prod-2`.
+    let Response::Scan(list) = ok(&a2, Request::VaultsScan { node: b.node_id() }).await else {
+        panic!("no scan")
+    };
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].name, "prod");
+    assert_eq!(list[0].actions, ["clone", "pull"]);
+    ok(
+        &a2,
+        Request::VaultsCreate {
+            name: "prod".into(),
+        },
+    )
+    .await;
+    let Response::Vault(clone) = ok(
+        &a2,
+        Request::VaultsClone {
+            vault: "prod".into(),
+            node: b.node_id(),
+        },
+    )
+    .await
+    else {
+        panic!("no clone")
+    };
+    assert_eq!(clone.name.as_str(), "prod-1");
+    let remote = clone.remote.expect("remote recorded");
+    assert_eq!(remote.node, b.node_id());
+    let Response::Vault(again) = ok(
+        &a2,
+        Request::VaultsClone {
+            vault: list[0].vault_id.clone(),
+            node: b.node_id(),
+        },
+    )
+    .await
+    else {
+        panic!("no clone")
+    };
+    assert_eq!(again.name.as_str(), "prod-2");
+    assert_ne!(again.id, clone.id, "a clone gets a new local id");
+    assert_eq!(read(&a2, "prod-1", "db/password").await, b"hunter2");
+    assert_eq!(
+        head(&a2, "prod-1").await,
+        head(&b, "prod").await,
+        "same history"
+    );
+
+    // 5. Pull: only the new commits; fast-forward; up to date afterwards.
+    write(&b, "prod", "db/password", b"correct horse")
+        .await
+        .expect("write");
+    write(&b, "prod", "db/user", b"admin").await.expect("write");
+    let Response::Pulled { commits, .. } = ok(
+        &a2,
+        Request::VaultsPull {
+            vault: "prod-1".into(),
+            node: None,
+            pull_vault: None,
+        },
+    )
+    .await
+    else {
+        panic!("no pull")
+    };
+    assert_eq!(commits, 2);
+    assert_eq!(read(&a2, "prod-1", "db/password").await, b"correct horse");
+    let Response::Pulled { commits, .. } = ok(
+        &a2,
+        Request::VaultsPull {
+            vault: "prod-1".into(),
+            node: None,
+            pull_vault: None,
+        },
+    )
+    .await
+    else {
+        panic!("no pull")
+    };
+    assert_eq!(commits, 0);
+
+    // 6. Clones are immutable; a fork is a writable copy with no remote.
+    let msg = refused(write(&a2, "prod-1", "x", b"1").await, ErrorKind::ReadOnly);
+    assert!(msg.contains("vaults fork"), "{msg}");
+    let Response::Vault(fork) = ok(
+        &a2,
+        Request::VaultsFork {
+            vault: "prod-1".into(),
+            new_name: None,
+        },
+    )
+    .await
+    else {
+        panic!("no fork")
+    };
+    assert!(fork.remote.is_none());
+    write(&a2, fork.name.as_str(), "mine", b"1")
+        .await
+        .expect("write to fork");
+
+    // Divergent history: pulling an unrelated vault into the clone is refused
+    // with Diverged and changes nothing.
+    ok(
+        &b,
+        Request::VaultsCreate {
+            name: "other".into(),
+        },
+    )
+    .await;
+    write(&b, "other", "k", b"v").await.expect("write");
+    ok(
+        &b,
+        Request::VaultsShare {
+            vault: "other".into(),
+            node: a.node_id(),
+        },
+    )
+    .await;
+    let before = head(&a2, "prod-1").await;
+    let msg = refused(
+        call(
+            &a2,
+            Request::VaultsPull {
+                vault: "prod-1".into(),
+                node: Some(b.node_id()),
+                pull_vault: Some("other".into()),
+            },
+        )
+        .await,
+        ErrorKind::Conflict,
+    );
+    assert!(msg.contains("diverged"), "{msg}");
+    assert_eq!(head(&a2, "prod-1").await, before);
+    assert_eq!(read(&a2, "prod-1", "db/password").await, b"correct horse");
+    // ...and the stored remote still points at prod.
+    let Response::Pulled { .. } = ok(
+        &a2,
+        Request::VaultsPull {
+            vault: "prod-1".into(),
+            node: None,
+            pull_vault: None,
+        },
+    )
+    .await
+    else {
+        panic!("no pull")
+    };
+
+    // 7. The outsider learns nothing: the same refusal whether the vault exists.
+    let denied = [
+        refused(
+            call(&c, Request::VaultsScan { node: b.node_id() }).await,
+            ErrorKind::PermissionDenied,
+        ),
+        refused(
+            call(
+                &c,
+                Request::VaultsClone {
+                    vault: "prod".into(),
+                    node: b.node_id(),
+                },
+            )
+            .await,
+            ErrorKind::PermissionDenied,
+        ),
+        refused(
+            call(
+                &c,
+                Request::VaultsClone {
+                    vault: "no-such".into(),
+                    node: b.node_id(),
+                },
+            )
+            .await,
+            ErrorKind::PermissionDenied,
+        ),
+        refused(
+            call(
+                &c,
+                Request::VaultsClone {
+                    vault: clone.id.to_string(),
+                    node: b.node_id(),
+                },
+            )
+            .await,
+            ErrorKind::PermissionDenied,
+        ),
+    ];
+    assert!(denied.iter().all(|m| m == &denied[1]), "{denied:?}");
+    assert!(!denied[1].contains("prod") && !denied[1].contains("no-such"));
+    let mine = ok(
+        &c,
+        Request::VaultsCreate {
+            name: "c-own".into(),
+        },
+    )
+    .await;
+    let Response::Vault(mine) = mine else {
+        panic!()
+    };
+    let _ = mine;
+    assert_eq!(
+        vault_names(&c).await,
+        ["c-own"],
+        "failed clones leave nothing"
+    );
+
+    // 2. Unshare: VaultUnshare to the gestalt; pulls refused; existing clones stay.
+    ok(
+        &b,
+        Request::VaultsUnshare {
+            vault: "prod".into(),
+            node: a2.node_id(),
+        },
+    )
+    .await;
+    arrives(&a, "vault_unshare", Duration::from_secs(10)).await;
+    refused(
+        call(
+            &a2,
+            Request::VaultsPull {
+                vault: "prod-1".into(),
+                node: None,
+                pull_vault: None,
+            },
+        )
+        .await,
+        ErrorKind::PermissionDenied,
+    );
+    assert_eq!(read(&a2, "prod-1", "db/password").await, b"correct horse");
+    // scan stays while `other` is shared, and lists only it.
+    let Response::Scan(list) = ok(&a2, Request::VaultsScan { node: b.node_id() }).await else {
+        panic!("no scan")
+    };
+    assert_eq!(
+        list.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["other"]
+    );
+    ok(
+        &b,
+        Request::VaultsUnshare {
+            vault: "other".into(),
+            node: a.node_id(),
+        },
+    )
+    .await;
+    refused(
+        call(&a2, Request::VaultsScan { node: b.node_id() }).await,
+        ErrorKind::PermissionDenied,
+    );
+
+    // Deleting a vault purges its grants.
+    ok(
+        &b,
+        Request::VaultsShare {
+            vault: "other".into(),
+            node: a.node_id(),
+        },
+    )
+    .await;
+    ok(
+        &b,
+        Request::VaultsDelete {
+            vault: "other".into(),
+        },
+    )
+    .await;
+    let Response::Permissions(p) = ok(
+        &b,
+        Request::IdentitiesPermissions {
+            gestalt: a.node_id().to_string(),
+        },
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert!(p.vaults.is_empty(), "{p:?}");
+
+    for n in [a, a2, b, c, stranger] {
+        n.stop().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_notification_queued_while_the_recipient_is_down_arrives_when_it_returns() {
+    let net = Net::new();
+    let b = net.node("b").await;
+    let a = net.node("a").await;
+    let port = a.listen_addr().port();
+    knows(&b, &a).await;
+    knows(&a, &b).await;
+    ok(
+        &a,
+        Request::IdentitiesTrust {
+            gestalt: b.node_id().to_string(),
+        },
+    )
+    .await;
+    let a_id = a.node_id();
+    a.stop().await;
+
+    ok(
+        &b,
+        Request::NotificationsSend {
+            node: a_id,
+            message: "while you were out".into(),
+        },
+    )
+    .await;
+    let Response::Notifications(queued) = ok(&b, Request::NotificationsOutboxRead).await else {
+        panic!()
+    };
+    assert_eq!(queued.len(), 1, "queued while unreachable");
+
+    // A comes back and connects to B: B retries at once, not after its backoff.
+    let a = net.node_on("a", port).await;
+    let t = Instant::now();
+    ok(&a, Request::NodesPing { node: b.node_id() }).await;
+    let note = arrives(&a, "general", Duration::from_secs(30)).await;
+    assert!(note.data.contains("while you were out"));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let Response::Notifications(queued) = ok(&b, Request::NotificationsOutboxRead).await else {
+        panic!()
+    };
+    assert!(queued.is_empty());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[actix_rt::test]
+async fn untrusted_and_unknown_senders_get_the_same_refusal() {
+    let net = Net::new();
+    let a = net.node("a").await;
+    let known = net.node("known").await;
+    let unknown = net.node("unknown").await;
+    let trusted = net.node("trusted").await;
+    for n in [&known, &unknown, &trusted] {
+        knows(n, &a).await;
+    }
+    // `known` is in A's graph (A granted it scan) but not trusted.
+    ok(
+        &a,
+        Request::IdentitiesAllow {
+            gestalt: known.node_id().to_string(),
+            action: "scan".into(),
+        },
+    )
+    .await;
+    ok(
+        &a,
+        Request::IdentitiesTrust {
+            gestalt: trusted.node_id().to_string(),
+        },
+    )
+    .await;
+
+    let tids = TidGenerator::new(SystemClock);
+    let send = |from: &Node, to: NodeId| {
+        let signed = Notification {
+            id: tids.next_id(),
+            from: from.node_id(),
+            to,
+            sent_ms: 1,
+            data: NotificationData::General {
+                message: "hi".into(),
+            },
+        }
+        .sign(from.network().key())
+        .expect("sign");
+        let net = from.network().clone();
+        async move {
+            net.call::<_, PeerResponse>(to, &PeerRequest::Notify { signed })
+                .await
+        }
+    };
+    let refusal = |r: Result<PeerResponse, NetError>| match r {
+        Err(NetError::Remote(w)) => (w.kind, w.message),
+        other => panic!("not refused: {other:?}"),
+    };
+    let from_known = refusal(send(&known, a.node_id()).await);
+    let from_unknown = refusal(send(&unknown, a.node_id()).await);
+    assert_eq!(from_known, from_unknown);
+    // A notification signed by one node but sent by another is refused the same way.
+    let forged = Notification {
+        id: tids.next_id(),
+        from: trusted.node_id(),
+        to: a.node_id(),
+        sent_ms: 1,
+        data: NotificationData::General {
+            message: "forged".into(),
+        },
+    }
+    .sign(unknown.network().key())
+    .expect("sign");
+    let r = unknown
+        .network()
+        .call::<_, PeerResponse>(a.node_id(), &PeerRequest::Notify { signed: forged })
+        .await;
+    assert_eq!(refusal(r), from_known);
+    // The trusted one gets through.
+    assert!(matches!(
+        send(&trusted, a.node_id()).await,
+        Ok(PeerResponse::Notified)
+    ));
+    let got = inbox(&a).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].from, trusted.node_id());
+    for n in [a, known, unknown, trusted] {
+        n.stop().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
+    let net = Net::new();
+    let b = net.node("b").await;
+    let a = net.node("a").await;
+    knows(&b, &a).await;
+    knows(&a, &b).await;
+    ok(
+        &a,
+        Request::IdentitiesTrust {
+            gestalt: b.node_id().to_string(),
+        },
+    )
+    .await;
+    ok(
+        &b,
+        Request::IdentitiesTrust {
+            gestalt: a.node_id().to_string(),
+        },
+    )
+    .await;
+    ok(&b, Request::VaultsCreate { name: "big".into() }).await;
+    let mut blob = vec![0u8; 64 * 1024 * 1024];
+    rand::thread_rng().fill_bytes(&mut blob);
+    write(&b, "big", "blob", &blob).await.expect("write");
+    ok(
+        &b,
+        Request::VaultsShare {
+            vault: "big".into(),
+            node: a.node_id(),
+        },
+    )
+    .await;
+    let vaults_dir = a.paths().vaults();
+
+    // Cuts the connection once the transfer is under way: packing and indexing
+    // 64 MiB of incompressible data takes well over the delay.
+    let cut_after = |delay: Duration| {
+        let (b_net, a_id) = (b.network().clone(), a.node_id());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            b_net.disconnect(a_id);
+        })
+    };
+
+    // Clone cut short: no vault, no name taken, nothing left in the vaults dir.
+    let cutter = cut_after(Duration::from_millis(300));
+    let r = call(
+        &a,
+        Request::VaultsClone {
+            vault: "big".into(),
+            node: b.node_id(),
+        },
+    )
+    .await;
+    cutter.await.expect("cutter");
+    assert!(
+        r.is_err(),
+        "the clone finished before the cut; make the vault bigger"
+    );
+    assert!(vault_names(&a).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left: Vec<_> = std::fs::read_dir(&vaults_dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "leftovers: {left:?}");
+
+    // A complete clone, then a pull cut short: head and content unchanged.
+    ok(
+        &b,
+        Request::VaultsCreate {
+            name: "small".into(),
+        },
+    )
+    .await;
+    write(&b, "small", "k", b"v1").await.expect("write");
+    ok(
+        &b,
+        Request::VaultsShare {
+            vault: "small".into(),
+            node: a.node_id(),
+        },
+    )
+    .await;
+    ok(
+        &a,
+        Request::VaultsClone {
+            vault: "small".into(),
+            node: b.node_id(),
+        },
+    )
+    .await;
+    write(&b, "small", "big", &blob).await.expect("write");
+    write(&b, "small", "k", b"v2").await.expect("write");
+    let before = head(&a, "small").await;
+    let cutter = cut_after(Duration::from_millis(300));
+    let r = call(
+        &a,
+        Request::VaultsPull {
+            vault: "small".into(),
+            node: None,
+            pull_vault: None,
+        },
+    )
+    .await;
+    cutter.await.expect("cutter");
+    assert!(r.is_err(), "the pull finished before the cut");
+    assert_eq!(head(&a, "small").await, before);
+    assert_eq!(read(&a, "small", "k").await, b"v1");
+    // The next pull completes.
+    ok(
+        &a,
+        Request::VaultsPull {
+            vault: "small".into(),
+            node: None,
+            pull_vault: None,
+        },
+    )
+    .await;
+    assert_eq!(read(&a, "small", "k").await, b"v2");
+    a.stop().await;
+    b.stop().await;
+}
