@@ -6,5 +6,6 @@ mod crash;
 mod identities;
 mod nodes;
 mod secrets;
+mod sharing;
 mod support;
 mod vaults;

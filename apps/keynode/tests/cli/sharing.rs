@@ -1,0 +1,199 @@
+//! `keynode vaults share|unshare|permissions|scan|clone|pull|fork` and
+//! `keynode notifications ...` through the binary, with two real agents.
+
+use crate::support::*;
+
+fn id_and_port(a: &Agent) -> (String, String) {
+    let s = a.json(&["agent", "status"]);
+    (
+        s["node_id"].as_str().expect("id").to_owned(),
+        s["agent_port"].to_string(),
+    )
+}
+
+fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn share_scan_clone_pull_fork_unshare() {
+    let a = Agent::started();
+    let b = Agent::started();
+    let (a_id, a_port) = id_and_port(&a);
+    let (b_id, b_port) = id_and_port(&b);
+    a.run(&["nodes", "add", &b_id, "127.0.0.1", &b_port])
+        .success();
+    b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
+        .success();
+    a.run(&["identities", "trust", &b_id]).success();
+    b.run(&["vaults", "create", "prod"]).success();
+    b.run_stdin(&["secrets", "write", "prod:db/password"], b"hunter2")
+        .success();
+
+    // Unknown grantee: a hint, and nothing changes.
+    let stranger = Agent::started();
+    let (s_id, _) = id_and_port(&stranger);
+    let err = b
+        .run(&["vaults", "share", "prod", &s_id])
+        .fails(66, "nodes add");
+    assert!(err.contains("identities trust"), "{err}");
+
+    b.run(&["identities", "trust", &a_id]).success();
+    b.run(&["vaults", "share", "prod", &a_id]).success();
+    let perms = b.json(&["vaults", "permissions", "prod"]);
+    assert_eq!(perms[0]["nodes"][0], a_id.as_str());
+    assert_eq!(perms[0]["actions"], serde_json::json!(["clone", "pull"]));
+    wait_for(
+        || {
+            a.json(&["notifications", "inbox", "read", "--unread"])
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        },
+        "the VaultShare notification",
+    );
+    let inbox = a.json(&["notifications", "inbox", "read"]);
+    assert_eq!(inbox[0]["kind"], "vault_share");
+    assert_eq!(inbox[0]["data"]["vault_name"], "prod");
+
+    let scan = a.json(&["vaults", "scan", &b_id]);
+    assert_eq!(scan[0]["name"], "prod");
+    let clone = a.json(&["vaults", "clone", "prod", &b_id]);
+    assert_eq!(clone["name"], "prod");
+    assert_eq!(clone["remote"]["node"], b_id.as_str());
+    assert_eq!(
+        a.run(&["secrets", "get", "prod:db/password"]).success(),
+        "hunter2"
+    );
+    a.run_stdin(&["secrets", "write", "prod:x"], b"1")
+        .fails(77, "vaults fork");
+
+    b.run_stdin(&["secrets", "write", "prod:db/password"], b"s3cret")
+        .success();
+    let pulled = a.json(&["vaults", "pull", "prod"]);
+    assert_eq!(pulled["commits"], 1);
+    assert!(
+        a.run(&["vaults", "pull", "prod"])
+            .success()
+            .contains("up to date")
+    );
+    assert_eq!(
+        a.run(&["secrets", "get", "prod:db/password"]).success(),
+        "s3cret"
+    );
+    // Explicit source arguments.
+    a.run(&["vaults", "pull", "prod", &b_id, "--pull-vault", "prod"])
+        .success();
+
+    let fork = a.json(&["vaults", "fork", "prod", "mine"]);
+    assert_eq!(fork["name"], "mine");
+    a.run_stdin(&["secrets", "write", "mine:x"], b"1").success();
+
+    b.run(&["vaults", "unshare", "prod", &a_id]).success();
+    a.run(&["vaults", "pull", "prod"]).fails(77, "remote node");
+    a.run(&["vaults", "scan", &b_id]).fails(77, "remote node");
+    stranger
+        .run(&["vaults", "clone", "prod", &b_id])
+        .fails(66, "nodes add");
+    a.run(&["vaults", "pull", "mine"]).fails(64, "not a clone");
+}
+
+#[test]
+fn notifications_send_inbox_outbox() {
+    let a = Agent::started();
+    let b = Agent::started();
+    let (a_id, a_port) = id_and_port(&a);
+    let (b_id, _) = id_and_port(&b);
+    b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
+        .success();
+    // A does not trust B yet: refused, and dropped from B's outbox.
+    b.run(&["notifications", "send", &a_id, "ignored"])
+        .success();
+    wait_for(
+        || {
+            b.json(&["notifications", "outbox", "read"])
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        },
+        "the refusal",
+    );
+    assert!(
+        a.json(&["notifications", "inbox", "read"])
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
+
+    a.run(&["identities", "trust", &b_id]).success();
+    for m in ["one", "two", "three"] {
+        b.run(&["notifications", "send", &a_id, m]).success();
+    }
+    wait_for(
+        || {
+            b.json(&["notifications", "outbox", "read"])
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        },
+        "delivery",
+    );
+    let unread = a.json(&[
+        "notifications",
+        "inbox",
+        "read",
+        "--unread",
+        "--limit",
+        "10",
+    ]);
+    assert_eq!(unread.as_array().expect("list").len(), 3);
+    // Reading marked them read.
+    assert!(
+        a.json(&["notifications", "inbox", "read", "--unread"])
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
+    let oldest = a.json(&[
+        "notifications",
+        "inbox",
+        "read",
+        "--order",
+        "oldest",
+        "--limit",
+        "1",
+    ]);
+    assert_eq!(oldest[0]["data"]["message"], "one");
+    let newest = a.json(&["notifications", "inbox", "read", "--limit", "1"]);
+    assert_eq!(newest[0]["data"]["message"], "three");
+    let id = newest[0]["id"].as_str().expect("id").to_owned();
+    a.run(&["notifications", "inbox", "remove", &id]).success();
+    a.run(&["notifications", "inbox", "remove", &id])
+        .fails(66, "no notification");
+    a.run(&["notifications", "inbox", "remove", "nonsense"])
+        .fails(65, "id");
+    assert_eq!(a.json(&["notifications", "inbox", "clear"])["removed"], 2);
+
+    // To a node that is down: queued in the outbox; it can be removed or cleared.
+    let (gone_id, gone_port) = {
+        let gone = Agent::started();
+        id_and_port(&gone)
+    };
+    b.run(&["nodes", "add", &gone_id, "127.0.0.1", &gone_port])
+        .success();
+    b.run(&["notifications", "send", &gone_id, "later"])
+        .success();
+    b.run(&["notifications", "send", &gone_id, "later too"])
+        .success();
+    let outbox = b.json(&["notifications", "outbox", "read"]);
+    assert_eq!(outbox.as_array().expect("list").len(), 2);
+    let id = outbox[0]["id"].as_str().expect("id").to_owned();
+    b.run(&["notifications", "outbox", "remove", &id]).success();
+    assert_eq!(b.json(&["notifications", "outbox", "clear"])["removed"], 1);
+    b.run(&["notifications", "send", &a_id, &"x".repeat(5000)])
+        .fails(65, "long");
+}
