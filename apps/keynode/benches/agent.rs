@@ -4,6 +4,8 @@
 //! - listing a 10,000-secret vault through the API vs `git ls-tree` on the same
 //!   repository;
 //! - agent start to ready (with and without the Argon2id key derivation);
+//! - `vaults clone` of a 1,000-secret vault and `vaults pull` of 11 changed
+//!   secrets, end to end through the CLI between two agents;
 //! - idle agent memory (printed; not a time).
 //!
 //! Run: `cargo bench -p keynode --bench agent`
@@ -258,6 +260,85 @@ fn start(c: &mut Criterion) {
     g.finish();
 }
 
+fn json(c: &mut Command) -> serde_json::Value {
+    let out = c.arg("--format").arg("json").output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// End to end through the CLI: `keynode vaults clone` of a 1,000-secret vault,
+/// and `keynode vaults pull` of a commit changing 11 secrets, between two
+/// agents on loopback.
+fn transfer_cli(c: &mut Criterion) {
+    let (a, b) = (Agent::start(), Agent::start());
+    let status = |n: &Agent| json(keynode(&n.node).args(["agent", "status"]));
+    let (sa, sb) = (status(&a), status(&b));
+    let id = |s: &serde_json::Value| s["node_id"].as_str().expect("id").to_owned();
+    let port = |s: &serde_json::Value| s["agent_port"].to_string();
+    let (a_id, b_id) = (id(&sa), id(&sb));
+    ok(keynode(&a.node).args(["nodes", "add", &b_id, "127.0.0.1", &port(&sb)]));
+    ok(keynode(&b.node).args(["nodes", "add", &a_id, "127.0.0.1", &port(&sa)]));
+    ok(keynode(&a.node).args(["identities", "trust", &b_id]));
+    ok(keynode(&b.node).args(["identities", "trust", &a_id]));
+    ok(keynode(&b.node).args(["vaults", "create", "thousand"]));
+    let src = tempfile::tempdir().expect("tempdir");
+    for i in 0..1_000 {
+        std::fs::write(
+            src.path().join(format!("secret-{i:04}")),
+            format!("value {i}"),
+        )
+        .expect("write");
+    }
+    ok(keynode(&b.node)
+        .args(["secrets", "dir"])
+        .arg(src.path())
+        .arg("thousand"));
+    ok(keynode(&b.node).args(["vaults", "share", "thousand", &a_id]));
+
+    let mut g = c.benchmark_group("transfer_cli");
+    g.sample_size(20);
+    g.bench_function("vaults_clone_1000_secrets", |bench| {
+        bench.iter_custom(|n| {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                let t = Instant::now();
+                ok(keynode(&a.node).args(["vaults", "clone", "thousand", &b_id]));
+                total += t.elapsed();
+                ok(keynode(&a.node).args(["vaults", "delete", "thousand"]));
+            }
+            total
+        })
+    });
+    ok(keynode(&a.node).args(["vaults", "clone", "thousand", &b_id]));
+    let changes = tempfile::tempdir().expect("tempdir");
+    let mut round = 0u64;
+    g.bench_function("vaults_pull_11_changed_secrets", |bench| {
+        bench.iter_custom(|n| {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                round += 1;
+                for i in 0..11 {
+                    let f = changes.path().join(format!("secret-{:04}", i * 90));
+                    std::fs::write(f, format!("round {round}")).expect("write");
+                }
+                ok(keynode(&b.node)
+                    .args(["secrets", "dir"])
+                    .arg(changes.path())
+                    .arg("thousand"));
+                let t = Instant::now();
+                ok(keynode(&a.node).args(["vaults", "pull", "thousand"]));
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 fn idle_memory(_c: &mut Criterion) {
     let agent = Agent::start();
     std::thread::sleep(Duration::from_secs(2));
@@ -282,5 +363,5 @@ fn idle_memory(_c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, commits, list, start, idle_memory);
+criterion_group!(benches, commits, list, start, transfer_cli, idle_memory);
 criterion_main!(benches);
