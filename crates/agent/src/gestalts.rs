@@ -41,6 +41,18 @@ fn mailbox(e: actix::MailboxError) -> ApiError {
     ApiError::new(ErrorKind::Unavailable, format!("gestalt service: {e}"))
 }
 
+/// Sends `msg` to a store actor and flattens its two failure layers (the
+/// mailbox, the store) into an [`ApiError`].
+async fn ask<A, M, T, E>(addr: &Addr<A>, msg: M) -> Result<T, ApiError>
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<M>,
+    M: actix::Message<Result = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    addr.send(msg).await.map_err(mailbox)?.map_err(internal)
+}
+
 fn wire(kind: WireErrorKind, msg: impl Into<String>) -> WireError {
     WireError::new(kind, msg)
 }
@@ -58,6 +70,9 @@ pub struct Gestalts {
     provider: OfflineProvider,
     /// One claim exchange at a time: each appends to our chain at its head.
     claim_lock: tokio::sync::Mutex<()>,
+    /// One graph mutation (with the routing of its events to the ACL) at a
+    /// time, so a reader never sees the graph ahead of the ACL.
+    mutations: tokio::sync::Mutex<()>,
     net: OnceLock<Network>,
 }
 
@@ -125,6 +140,7 @@ impl Gestalts {
             discovery,
             provider,
             claim_lock: tokio::sync::Mutex::new(()),
+            mutations: tokio::sync::Mutex::new(()),
             net: OnceLock::new(),
         }
     }
@@ -181,12 +197,8 @@ impl Gestalts {
 
     /// Makes `id` a vertex (and an ACL member) if it is not one yet.
     pub async fn ensure_vertex(&self, id: &GestaltId) -> Result<(), ApiError> {
-        let events = self
-            .graph
-            .send(graph::AddVertex { id: id.clone() })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
+        let _one = self.mutations.lock().await;
+        let events = ask(&self.graph, graph::AddVertex { id: id.clone() }).await?;
         self.route(events).await
     }
 
@@ -195,42 +207,21 @@ impl Gestalts {
     /// record. Also makes this node a vertex.
     pub async fn reconcile(&self) -> Result<(), ApiError> {
         self.ensure_vertex(&GestaltId::Node(self.me)).await?;
-        let gestalts = self
-            .graph
-            .send(graph::Gestalts {})
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
-        let members = self
-            .acl
-            .send(acl::Members {})
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
+        let _one = self.mutations.lock().await;
+        let gestalts = ask(&self.graph, graph::Gestalts {}).await?;
+        let members = ask(&self.acl, acl::Members {}).await?;
         let vertices: std::collections::BTreeSet<GestaltId> =
             gestalts.iter().flat_map(Gestalt::members).collect();
         for m in members.into_iter().filter(|m| !vertices.contains(m)) {
-            self.acl
-                .send(acl::RemoveMember { member: m })
-                .await
-                .map_err(mailbox)?
-                .map_err(internal)?;
+            ask(&self.acl, acl::RemoveMember { member: m }).await?;
         }
         for g in gestalts {
             let members = g.members();
             for m in &members {
-                self.acl
-                    .send(acl::AddMember { member: m.clone() })
-                    .await
-                    .map_err(mailbox)?
-                    .map_err(internal)?;
+                ask(&self.acl, acl::AddMember { member: m.clone() }).await?;
             }
             if members.len() > 1 {
-                self.acl
-                    .send(acl::Join { members })
-                    .await
-                    .map_err(mailbox)?
-                    .map_err(internal)?;
+                ask(&self.acl, acl::Join { members }).await?;
             }
         }
         Ok(())
@@ -239,61 +230,52 @@ impl Gestalts {
     /// Grants a gestalt action (adding the vertex if unknown).
     pub async fn allow(&self, id: &GestaltId, action: GestaltAction) -> Result<(), ApiError> {
         self.ensure_vertex(id).await?;
-        self.acl
-            .send(acl::SetGestaltAction {
+        ask(
+            &self.acl,
+            acl::SetGestaltAction {
                 member: id.clone(),
                 action,
-            })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
+            },
+        )
+        .await?;
         Ok(())
     }
 
     /// Revokes a gestalt action.
     pub async fn disallow(&self, id: &GestaltId, action: GestaltAction) -> Result<(), ApiError> {
-        self.acl
-            .send(acl::UnsetGestaltAction {
+        ask(
+            &self.acl,
+            acl::UnsetGestaltAction {
                 member: id.clone(),
                 action,
-            })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
+            },
+        )
+        .await?;
         Ok(())
     }
 
     /// Whether `node`'s gestalt holds `action`.
     pub async fn has_action(&self, node: NodeId, action: GestaltAction) -> Result<bool, ApiError> {
-        self.acl
-            .send(acl::HasGestaltAction { node, action })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)
+        ask(&self.acl, acl::HasGestaltAction { node, action }).await
     }
 
     /// The nodes of `node`'s gestalt (just `node` if it is in none).
     pub async fn gestalt_nodes(&self, node: NodeId) -> Result<Vec<NodeId>, ApiError> {
-        let g = self
-            .graph
-            .send(graph::GestaltOf {
+        let g = ask(
+            &self.graph,
+            graph::GestaltOf {
                 id: GestaltId::Node(node),
-            })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
+            },
+        )
+        .await?;
         Ok(g.map(|g| g.nodes.into_iter().collect())
             .unwrap_or_else(|| vec![node]))
     }
 
     /// Whether `id` is a vertex of the graph.
     pub async fn knows(&self, id: &GestaltId) -> Result<bool, ApiError> {
-        Ok(self
-            .graph
-            .send(graph::GestaltOf { id: id.clone() })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?
+        Ok(ask(&self.graph, graph::GestaltOf { id: id.clone() })
+            .await?
             .is_some())
     }
 
@@ -326,11 +308,7 @@ impl Gestalts {
 
     /// Drops every grant on a deleted vault.
     pub async fn purge_vault(&self, vault: VaultId) -> Result<(), ApiError> {
-        self.acl
-            .send(acl::PurgeVault { vault })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
+        ask(&self.acl, acl::PurgeVault { vault }).await?;
         Ok(())
     }
 
@@ -341,37 +319,27 @@ impl Gestalts {
         vault: VaultId,
         action: VaultAction,
     ) -> Result<bool, ApiError> {
-        self.acl
-            .send(acl::MayVault {
+        ask(
+            &self.acl,
+            acl::MayVault {
                 node,
                 vault,
                 action,
-            })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)
+            },
+        )
+        .await
     }
 
     /// Who holds which actions on `vault`, one entry per gestalt.
     pub async fn vault_grants(&self, vault: VaultId) -> Result<Vec<VaultGrant>, ApiError> {
-        let grants = self
-            .acl
-            .send(acl::VaultPermissions { vault })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
+        let grants = ask(&self.acl, acl::VaultPermissions { vault }).await?;
         let mut out: Vec<VaultGrant> = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for (member, actions) in grants {
             if seen.contains(&member) {
                 continue;
             }
-            let g = self
-                .graph
-                .send(graph::GestaltOf { id: member.clone() })
-                .await
-                .map_err(mailbox)?
-                .map_err(internal)?;
+            let g = ask(&self.graph, graph::GestaltOf { id: member.clone() }).await?;
             let (nodes, identities): (Vec<NodeId>, Vec<String>) = match &g {
                 Some(g) => (
                     g.nodes.iter().copied().collect(),
@@ -399,23 +367,15 @@ impl Gestalts {
 
     /// The permission record of `id`'s gestalt.
     pub async fn permission(&self, id: &GestaltId) -> Result<Permission, ApiError> {
-        Ok(self
-            .acl
-            .send(acl::GetPermission { member: id.clone() })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?
+        Ok(ask(&self.acl, acl::GetPermission { member: id.clone() })
+            .await?
             .unwrap_or_default())
     }
 
     /// `id`'s gestalt with its permissions.
     pub async fn view(&self, id: &GestaltId) -> Result<GestaltView, ApiError> {
-        let g = self
-            .graph
-            .send(graph::GestaltOf { id: id.clone() })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?
+        let g = ask(&self.graph, graph::GestaltOf { id: id.clone() })
+            .await?
             .ok_or_else(|| {
                 ApiError::new(ErrorKind::NotFound, format!("{id} is not a known gestalt"))
             })?;
@@ -425,12 +385,7 @@ impl Gestalts {
 
     /// Every gestalt with its permissions.
     pub async fn list(&self) -> Result<Vec<GestaltView>, ApiError> {
-        let gs = self
-            .graph
-            .send(graph::Gestalts {})
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
+        let gs = ask(&self.graph, graph::Gestalts {}).await?;
         let mut out = Vec::with_capacity(gs.len());
         for g in gs {
             let Some(first) = g.members().into_iter().next() else {
@@ -445,6 +400,7 @@ impl Gestalts {
     /// Runs discovery from `start` now: fetches and verifies chains over the
     /// network, links what they prove, routes the events to the ACL.
     pub async fn discover(&self, start: GestaltId) -> Result<DiscoveryReport, ApiError> {
+        let _one = self.mutations.lock().await;
         let source = NetSource {
             me: self.me,
             sigchain: self.sigchain.clone(),
@@ -498,6 +454,7 @@ impl Gestalts {
     }
 
     async fn append_and_link(&self, claim: &SignedClaim, other: NodeId) -> Result<(), ApiError> {
+        let _one = self.mutations.lock().await;
         let sigchain = self.sigchain.clone();
         let c = claim.clone();
         let head = tokio::task::spawn_blocking(move || sigchain.append(&c))
@@ -509,16 +466,15 @@ impl Gestalts {
             seq: head.seq,
             id: claim.claim.id,
         };
-        let events = self
-            .graph
-            .send(graph::LinkNodes {
+        let events = ask(
+            &self.graph,
+            graph::LinkNodes {
                 a: self.me,
                 b: other,
                 proof,
-            })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
+            },
+        )
+        .await?;
         self.route(events).await
     }
 
@@ -729,17 +685,17 @@ impl Gestalts {
             seq: head.seq,
             id: claim.claim.id,
         };
-        let events = self
-            .graph
-            .send(graph::LinkIdentity {
+        let _one = self.mutations.lock().await;
+        let events = ask(
+            &self.graph,
+            graph::LinkIdentity {
                 node: self.me,
                 provider,
                 identity,
                 proof,
-            })
-            .await
-            .map_err(mailbox)?
-            .map_err(internal)?;
+            },
+        )
+        .await?;
         self.route(events).await?;
         Ok(claim)
     }
