@@ -31,6 +31,8 @@ pub mod peer;
 pub mod permissions;
 mod server;
 pub mod status;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 pub mod transfer;
 
 pub use client::{Client, ClientError};

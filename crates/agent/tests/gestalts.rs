@@ -2,46 +2,9 @@
 //! and permissions that follow the gestalt.
 
 use keynode_agent::api::{ErrorKind, GestaltView, PermissionView, Request, Response};
-use keynode_agent::{Client, ClientError, Node, NodeConfig};
+use keynode_agent::testing::{TestNet, call, knows, ok};
+use keynode_agent::{ClientError, Node};
 use keynode_core::{GestaltId, NodeId};
-
-struct Net {
-    dir: tempfile::TempDir,
-}
-
-impl Net {
-    fn new() -> Net {
-        Net {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    async fn node(&self, name: &str) -> Node {
-        let mut cfg = NodeConfig::new(self.dir.path().join(name), "pw");
-        cfg.provider_dir = Some(self.dir.path().join("provider"));
-        Node::start(cfg).await.expect("start")
-    }
-}
-
-async fn call(node: &Node, req: Request) -> Result<Response, ClientError> {
-    Client::connect(&node.socket_path()).await?.call(req).await
-}
-
-async fn ok(node: &Node, req: Request) -> Response {
-    call(node, req).await.expect("request")
-}
-
-async fn knows(from: &Node, to: &Node) {
-    ok(
-        from,
-        Request::NodesAdd {
-            node: to.node_id(),
-            host: "127.0.0.1".into(),
-            port: to.listen_addr().port(),
-        },
-    )
-    .await;
-}
 
 async fn perms(node: &Node, of: NodeId) -> PermissionView {
     match ok(
@@ -77,7 +40,7 @@ async fn allow(node: &Node, of: NodeId, action: &str) {
 
 #[actix_rt::test]
 async fn invite_claim_discover_and_permissions_follow_the_gestalt() {
-    let net = Net::new();
+    let net = TestNet::new();
     let a = net.node("a").await;
     let a2 = net.node("a2").await;
     let b = net.node("b").await;
@@ -192,7 +155,7 @@ async fn invite_claim_discover_and_permissions_follow_the_gestalt() {
 
 #[actix_rt::test]
 async fn identities_claimed_on_the_offline_provider_are_discovered() {
-    let net = Net::new();
+    let net = TestNet::new();
     let a = net.node("a").await;
     let b = net.node("b").await;
     knows(&b, &a).await;

@@ -2,17 +2,14 @@
 
 use keynode_agent::api::{ErrorKind, Request, Response};
 use keynode_agent::node::SeedNode;
-use keynode_agent::{Client, ClientError, Node, NodeConfig};
+use keynode_agent::testing::{call, knows};
+use keynode_agent::{ClientError, Node, NodeConfig};
 
 async fn start(dir: &tempfile::TempDir, name: &str, port: u16, seeds: Vec<SeedNode>) -> Node {
     let mut cfg = NodeConfig::new(dir.path().join(name), "pw");
     cfg.agent_port = port;
     cfg.seed_nodes = seeds;
     Node::start(cfg).await.expect("start")
-}
-
-async fn call(node: &Node, req: Request) -> Result<Response, ClientError> {
-    Client::connect(&node.socket_path()).await?.call(req).await
 }
 
 fn seed(n: &Node) -> SeedNode {
@@ -23,27 +20,14 @@ fn seed(n: &Node) -> SeedNode {
     }
 }
 
-async fn add(from: &Node, to: &Node) {
-    call(
-        from,
-        Request::NodesAdd {
-            node: to.node_id(),
-            host: "127.0.0.1".into(),
-            port: to.listen_addr().port(),
-        },
-    )
-    .await
-    .expect("add");
-}
-
 #[actix_rt::test]
 async fn three_agents_ping_each_other_over_one_connection_each() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = start(&dir, "a", 0, vec![]).await;
     let b = start(&dir, "b", 0, vec![seed(&a)]).await;
     let c = start(&dir, "c", 0, vec![seed(&a), seed(&b)]).await;
-    add(&a, &b).await;
-    add(&a, &c).await;
+    knows(&a, &b).await;
+    knows(&a, &c).await;
     for (from, to) in [(&a, &b), (&a, &c), (&b, &a), (&c, &a), (&c, &b)] {
         for _ in 0..3 {
             let r = call(from, Request::NodesPing { node: to.node_id() })
@@ -113,7 +97,7 @@ async fn a_dropped_connection_is_reestablished_on_the_next_call() {
     let a = start(&dir, "a", 0, vec![]).await;
     let b = start(&dir, "b", 0, vec![]).await;
     let port = b.listen_addr().port();
-    add(&a, &b).await;
+    knows(&a, &b).await;
     call(&a, Request::NodesPing { node: b.node_id() })
         .await
         .expect("first ping");

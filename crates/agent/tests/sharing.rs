@@ -6,98 +6,18 @@ use std::time::{Duration, Instant};
 
 use keynode_agent::api::{ErrorKind, NotificationView, Request, Response};
 use keynode_agent::peer::{PeerRequest, PeerResponse};
-use keynode_agent::{Client, ClientError, Node, NodeConfig};
+use keynode_agent::testing::{TestNet, call, knows, ok, read, trust, write};
+use keynode_agent::{ClientError, Node};
 use keynode_core::{NodeId, SystemClock, TidGenerator};
 use keynode_net::NetError;
 use keynode_notify::{Notification, NotificationData};
 use rand::RngCore;
-
-struct Net {
-    dir: tempfile::TempDir,
-}
-
-impl Net {
-    fn new() -> Net {
-        Net {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    async fn node_on(&self, name: &str, port: u16) -> Node {
-        let mut cfg = NodeConfig::new(self.dir.path().join(name), "pw");
-        cfg.provider_dir = Some(self.dir.path().join("provider"));
-        cfg.agent_port = port;
-        Node::start(cfg).await.expect("start")
-    }
-
-    async fn node(&self, name: &str) -> Node {
-        self.node_on(name, 0).await
-    }
-}
-
-async fn call(node: &Node, req: Request) -> Result<Response, ClientError> {
-    Client::connect(&node.socket_path()).await?.call(req).await
-}
-
-async fn ok(node: &Node, req: Request) -> Response {
-    call(node, req).await.expect("request")
-}
 
 fn refused(r: Result<Response, ClientError>, kind: ErrorKind) -> String {
     match r {
         Err(ClientError::Api(e)) if e.kind == kind => e.message,
         other => panic!("expected {kind:?}, got {other:?}"),
     }
-}
-
-async fn knows(from: &Node, to: &Node) {
-    ok(
-        from,
-        Request::NodesAdd {
-            node: to.node_id(),
-            host: "127.0.0.1".into(),
-            port: to.listen_addr().port(),
-        },
-    )
-    .await;
-}
-
-async fn write(
-    node: &Node,
-    vault: &str,
-    path: &str,
-    value: &[u8],
-) -> Result<Response, ClientError> {
-    let mut data = value;
-    Client::connect(&node.socket_path())
-        .await?
-        .upload(
-            Request::SecretsWrite {
-                vault: vault.into(),
-                path: path.into(),
-                create_new: false,
-            },
-            &mut data,
-        )
-        .await
-}
-
-async fn read(node: &Node, vault: &str, path: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    Client::connect(&node.socket_path())
-        .await
-        .expect("connect")
-        .download(
-            Request::SecretsGet {
-                vault: vault.into(),
-                path: path.into(),
-                at: None,
-            },
-            &mut out,
-        )
-        .await
-        .expect("get");
-    out
 }
 
 async fn vault_names(node: &Node) -> Vec<String> {
@@ -152,7 +72,7 @@ async fn arrives(node: &Node, kind: &str, within: Duration) -> NotificationView 
 }
 
 /// B owns vaults; A and A2 are one gestalt that trusts B; C is an outsider.
-async fn world(net: &Net) -> (Node, Node, Node, Node) {
+async fn world(net: &TestNet) -> (Node, Node, Node, Node) {
     let b = net.node("b").await;
     let a = net.node("a").await;
     let a2 = net.node("a2").await;
@@ -167,21 +87,9 @@ async fn world(net: &Net) -> (Node, Node, Node, Node) {
     ok(&a2, Request::IdentitiesInvite { node: a.node_id() }).await;
     ok(&a, Request::NodesClaim { node: a2.node_id() }).await;
     for n in [&a, &a2, &c] {
-        ok(
-            n,
-            Request::IdentitiesTrust {
-                gestalt: b.node_id().to_string(),
-            },
-        )
-        .await;
+        trust(n, &b).await;
     }
-    ok(
-        &b,
-        Request::IdentitiesTrust {
-            gestalt: a.node_id().to_string(),
-        },
-    )
-    .await;
+    trust(&b, &a).await;
     ok(
         &b,
         Request::IdentitiesDiscover {
@@ -204,7 +112,7 @@ async fn world(net: &Net) -> (Node, Node, Node, Node) {
 
 #[actix_rt::test]
 async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
-    let net = Net::new();
+    let net = TestNet::new();
     let (b, a, a2, c) = world(&net).await;
 
     // Sharing with a node B does not know says how to fix it.
@@ -545,19 +453,13 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
 
 #[actix_rt::test]
 async fn a_notification_queued_while_the_recipient_is_down_arrives_when_it_returns() {
-    let net = Net::new();
+    let net = TestNet::new();
     let b = net.node("b").await;
     let a = net.node("a").await;
     let port = a.listen_addr().port();
     knows(&b, &a).await;
     knows(&a, &b).await;
-    ok(
-        &a,
-        Request::IdentitiesTrust {
-            gestalt: b.node_id().to_string(),
-        },
-    )
-    .await;
+    trust(&a, &b).await;
     let a_id = a.node_id();
     a.stop().await;
 
@@ -595,7 +497,7 @@ async fn a_notification_queued_while_the_recipient_is_down_arrives_when_it_retur
 
 #[actix_rt::test]
 async fn untrusted_and_unknown_senders_get_the_same_refusal() {
-    let net = Net::new();
+    let net = TestNet::new();
     let a = net.node("a").await;
     let known = net.node("known").await;
     let unknown = net.node("unknown").await;
@@ -612,13 +514,7 @@ async fn untrusted_and_unknown_senders_get_the_same_refusal() {
         },
     )
     .await;
-    ok(
-        &a,
-        Request::IdentitiesTrust {
-            gestalt: trusted.node_id().to_string(),
-        },
-    )
-    .await;
+    trust(&a, &trusted).await;
 
     let tids = TidGenerator::new(SystemClock);
     let send = |from: &Node, to: NodeId| {
@@ -678,25 +574,13 @@ async fn untrusted_and_unknown_senders_get_the_same_refusal() {
 
 #[actix_rt::test]
 async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
-    let net = Net::new();
+    let net = TestNet::new();
     let b = net.node("b").await;
     let a = net.node("a").await;
     knows(&b, &a).await;
     knows(&a, &b).await;
-    ok(
-        &a,
-        Request::IdentitiesTrust {
-            gestalt: b.node_id().to_string(),
-        },
-    )
-    .await;
-    ok(
-        &b,
-        Request::IdentitiesTrust {
-            gestalt: a.node_id().to_string(),
-        },
-    )
-    .await;
+    trust(&a, &b).await;
+    trust(&b, &a).await;
     ok(&b, Request::VaultsCreate { name: "big".into() }).await;
     let mut blob = vec![0u8; 64 * 1024 * 1024];
     rand::thread_rng().fill_bytes(&mut blob);
