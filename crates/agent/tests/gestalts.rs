@@ -236,3 +236,45 @@ async fn identities_claimed_on_the_offline_provider_are_discovered() {
     a.stop().await;
     b.stop().await;
 }
+
+#[actix_rt::test]
+async fn an_invitation_sends_a_gestalt_invite() {
+    let net = TestNet::new();
+    let a = net.node("a").await;
+    let a2 = net.node("a2").await;
+    knows(&a2, &a).await;
+    ok(
+        &a,
+        Request::IdentitiesTrust {
+            gestalt: a2.node_id().to_string(),
+        },
+    )
+    .await;
+    ok(&a2, Request::IdentitiesInvite { node: a.node_id() }).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let Response::Notifications(inbox) = ok(
+            &a,
+            Request::NotificationsInboxRead {
+                unread: false,
+                limit: None,
+                newest_first: true,
+            },
+        )
+        .await
+        else {
+            panic!("no inbox")
+        };
+        if let Some(n) = inbox.iter().find(|n| n.kind == "gestalt_invite") {
+            assert_eq!(n.from, a2.node_id());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no GestaltInvite arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    a.stop().await;
+    a2.stop().await;
+}
