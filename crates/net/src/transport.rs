@@ -222,6 +222,17 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// RPCs are latency-bound: both ends of a TCP connection turn Nagle off.
+    #[tokio::test]
+    async fn tcp_streams_have_nodelay_on_both_ends() {
+        let t = TcpTransport;
+        let mut listener = t.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = Listener::local_addr(&listener).unwrap();
+        let (dialed, accepted) = tokio::join!(t.connect(addr), Listener::accept(&mut listener));
+        assert!(dialed.unwrap().nodelay().unwrap());
+        assert!(accepted.unwrap().0.nodelay().unwrap());
+    }
+
     #[tokio::test]
     async fn memory_transport_connects_and_frees_its_address() {
         let net = MemoryTransport::new();
