@@ -5,35 +5,14 @@
 
 use std::collections::BTreeSet;
 
-use actix::{Handler, Message, ResponseFuture};
 use keynode_core::{GestaltId, NodeId, VaultId};
 
 use crate::{AclError, AclManager, GestaltAction, Permission, VaultAction};
 
-/// Declares a message struct, its `Message` impl and an `AclManager` handler that
-/// runs `$body` (with the store as `$store` and the message as `$msg`) on the
-/// blocking pool.
+/// Declares a message and its `AclManager` handler (see `keynode_core::store_message!`).
 macro_rules! store_message {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }
-        -> $ret:ty;
-        |$store:ident, $msg:ident| $body:expr
-    ) => {
-        $(#[$meta])*
-        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
-
-        impl Message for $name {
-            type Result = Result<$ret, AclError>;
-        }
-
-        impl Handler<$name> for AclManager {
-            type Result = ResponseFuture<Result<$ret, AclError>>;
-
-            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
-                self.blocking(move |$store| $body)
-            }
-        }
+    ($($t:tt)*) => {
+        keynode_core::store_message!(AclManager, AclError; $($t)*);
     };
 }
 

@@ -32,6 +32,7 @@ pub mod gestalt_id;
 pub mod ids;
 pub mod keys;
 pub mod keystore;
+mod macros;
 pub mod names;
 
 pub use clock::{Clock, SystemClock};

@@ -5,35 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use actix::{Handler, Message, ResponseFuture};
 use keynode_core::{GestaltId, IdentityId, NodeId, ProviderId};
 
 use crate::{ClaimRef, Gestalt, GestaltEvent, GestaltManager, GraphError};
 
-/// Declares a message struct, its `Message` impl and a `GestaltManager` handler
-/// that runs `$body` (with the graph as `$graph` and the message as `$msg`) on
-/// the blocking pool.
+/// Declares a message and its `GestaltManager` handler (see `keynode_core::store_message!`).
 macro_rules! graph_message {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }
-        -> $ret:ty;
-        |$graph:ident, $msg:ident| $body:expr
-    ) => {
-        $(#[$meta])*
-        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
-
-        impl Message for $name {
-            type Result = Result<$ret, GraphError>;
-        }
-
-        impl Handler<$name> for GestaltManager {
-            type Result = ResponseFuture<Result<$ret, GraphError>>;
-
-            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
-                self.blocking(move |$graph| $body)
-            }
-        }
+    ($($t:tt)*) => {
+        keynode_core::store_message!(GestaltManager, GraphError; $($t)*);
     };
 }
 

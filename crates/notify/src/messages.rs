@@ -13,30 +13,10 @@ use crate::{
     SendError, SignedNotification, StoreError, accept,
 };
 
-/// Declares a message struct, its `Message` impl and a `NotificationsManager`
-/// handler that runs `$body` (with the store as `$store` and the message as
-/// `$msg`) on the blocking pool.
+/// Declares a message and its `NotificationsManager` handler (see `keynode_core::store_message!`).
 macro_rules! store_message {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }
-        -> $ret:ty;
-        |$store:ident, $msg:ident| $body:expr
-    ) => {
-        $(#[$meta])*
-        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
-
-        impl Message for $name {
-            type Result = Result<$ret, StoreError>;
-        }
-
-        impl Handler<$name> for NotificationsManager {
-            type Result = ResponseFuture<Result<$ret, StoreError>>;
-
-            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
-                Box::pin(self.blocking(move |$store| $body))
-            }
-        }
+    ($($t:tt)*) => {
+        keynode_core::store_message!(NotificationsManager, StoreError; $($t)*);
     };
 }
 

@@ -5,7 +5,6 @@
 
 use std::io::{self, Read};
 
-use actix::{Handler, Message, ResponseFuture};
 use keynode_core::{SecretPath, VaultId, VaultName};
 
 use crate::{
@@ -20,32 +19,10 @@ pub type Sink = Box<dyn FnMut(&[u8]) -> io::Result<()> + Send>;
 /// [`ReceiveClone`] the pack.
 pub type Source = Box<dyn Read + Send>;
 
-/// Declares a message struct, its `Message` impl and a `VaultManager` handler that
-/// runs `$body` (with the store as `$store` and the message as `$msg`) on the
-/// blocking pool.
+/// Declares a message and its `VaultManager` handler (see `keynode_core::store_message!`).
 macro_rules! store_message {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }
-        -> $ret:ty;
-        |$store:ident, $msg:ident| $body:expr
-    ) => {
-        $(#[$meta])*
-        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
-
-        impl Message for $name {
-            type Result = Result<$ret, VaultError>;
-        }
-
-        impl Handler<$name> for VaultManager {
-            type Result = ResponseFuture<Result<$ret, VaultError>>;
-
-            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
-                #[allow(unused_mut)]
-                let mut $msg = $msg;
-                self.blocking(move |$store| $body)
-            }
-        }
+    ($($t:tt)*) => {
+        keynode_core::store_message!(VaultManager, VaultError; $($t)*);
     };
 }
 

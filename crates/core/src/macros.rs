@@ -1,0 +1,36 @@
+//! The one macro the actor crates share.
+
+/// Declares an actor message whose handler runs one blocking store call.
+///
+/// Expands to the message struct, its `actix::Message` impl (`Result<$ret,
+/// $error>`) and a handler on `$actor` that runs `$body` through the actor's
+/// `blocking` method (which moves it to tokio's blocking pool), so no store call
+/// ever runs on an actor's event loop. Each actor crate wraps it in a local
+/// `store_message!` that fixes the actor and the error type.
+#[macro_export]
+macro_rules! store_message {
+    (
+        $actor:ty, $error:ty;
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }
+        -> $ret:ty;
+        |$store:ident, $msg:ident| $body:expr
+    ) => {
+        $(#[$meta])*
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+
+        impl ::actix::Message for $name {
+            type Result = ::core::result::Result<$ret, $error>;
+        }
+
+        impl ::actix::Handler<$name> for $actor {
+            type Result = ::actix::ResponseFuture<::core::result::Result<$ret, $error>>;
+
+            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
+                #[allow(unused_mut)]
+                let mut $msg = $msg;
+                ::std::boxed::Box::pin(self.blocking(move |$store| $body))
+            }
+        }
+    };
+}
