@@ -1,15 +1,41 @@
-//! `keynode-harness`: runs many real keynodes on one machine.
+//! `keynode-harness`: runs many real keynodes on one machine (or drives agents
+//! that run elsewhere).
 //!
-//! `keynode-harness demo` plays the sharing story end to end with real agents on
-//! loopback (see `demo.rs`) and exits non-zero if any step misbehaves.
+//! - `demo` plays the sharing story end to end with real agents on loopback
+//!   (see `demo.rs`) and exits non-zero if any step misbehaves.
+//! - `load` starts N agents as processes (re-executing this binary as the
+//!   hidden `agent` subcommand), forms gestalts and trust, runs a seeded
+//!   workload mix from concurrent clients and writes `report.json` and
+//!   `report.svg`.
+//! - `chaos` is `load` plus a nemesis scheduled from the seed (kill -9 and
+//!   restart, connection cuts, delays, black holes and partitions through a
+//!   fault-injecting proxy) and checks invariants at the end; any violation
+//!   exits non-zero.
+//! - `fanout` and `idle` measure one share reaching a big gestalt, and the
+//!   memory of idle agents.
+//!
+//! See `docs/HARNESS.md`.
 
+mod agent;
+mod check;
+mod cluster;
 mod demo;
+mod measure;
+mod metrics;
+mod nemesis;
+mod proxy;
+mod run;
+mod svg;
+mod topology;
+mod workload;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-/// Runs many real keynodes: the multi-node demo (and, later, load and chaos).
+/// Runs many real keynodes: the multi-node demo, load, chaos and measurements.
 #[derive(Debug, Parser)]
 #[command(name = "keynode-harness", version, about)]
 struct Cli {
@@ -21,17 +47,155 @@ struct Cli {
 enum Command {
     /// Share, scan, clone, pull, unshare and fork across four real nodes.
     Demo,
+    /// Run one agent in the foreground (what the harness spawns).
+    #[command(hide = true)]
+    Agent(agent::AgentArgs),
+    /// Start N agents and run a seeded workload; report latencies and throughput.
+    Load(LoadArgs),
+    /// The load plus a seeded nemesis; check invariants (non-zero exit on a violation).
+    Chaos(ChaosArgs),
+    /// Time one share reaching every member of a big gestalt.
+    Fanout(FanoutArgs),
+    /// Start N idle agents and report their memory.
+    Idle(IdleArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Agents to start.
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    /// How long the workload runs (`30s`, `5m`).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Vaults each node owns.
+    #[arg(long, default_value_t = 2)]
+    vaults: usize,
+    /// Secrets written into each vault before the workload.
+    #[arg(long, default_value_t = 5)]
+    secrets: usize,
+    /// Concurrent client tasks (default: 2 per node, at least 4).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Neighbouring gestalts each node shares with, trusts and talks to.
+    #[arg(long, default_value_t = 4)]
+    reach: usize,
+    /// Directory for report.json, report.svg and history.jsonl.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Keep the agents' node paths (printed at the end).
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Drive agents that already run: one `NODE_ID@host:port socket=PATH` a line.
+    #[arg(long)]
+    attach: Option<PathBuf>,
+    /// Also run the end-of-run invariant checks (always on in chaos).
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Debug, Args)]
+struct ChaosArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Seed of the workload and of the fault schedule.
+    #[arg(long)]
+    seed: u64,
+    /// How long notifications may take to arrive after healing.
+    #[arg(long, default_value = "75s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+}
+
+#[derive(Debug, Args)]
+struct FanoutArgs {
+    /// Members of the gestalt the vault is shared with.
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Shares to time.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Directory for fanout.json.
+    #[arg(long, default_value = "harness-report/fanout")]
+    report: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    /// Agents to start.
+    #[arg(long, default_value_t = 8)]
+    nodes: usize,
+    /// How long to wait before measuring.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    wait: Duration,
+    /// Directory for idle.json.
+    #[arg(long, default_value = "harness-report/idle")]
+    report: PathBuf,
+}
+
+fn config(mode: &'static str, c: Common, seed: u64) -> run::RunConfig {
+    run::RunConfig {
+        mode,
+        nodes: c.nodes.max(2),
+        duration: c.duration,
+        vaults: c.vaults,
+        secrets: c.secrets,
+        seed,
+        concurrency: c.concurrency.unwrap_or((2 * c.nodes).max(4)),
+        reach: c.reach,
+        report: c
+            .report
+            .unwrap_or_else(|| PathBuf::from(format!("harness-report/{mode}"))),
+        attach: None,
+        keep: c.keep,
+        check: false,
+        settle: Duration::from_secs(75),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot build the runtime: {e}"))
+}
+
+fn exit(what: &str, r: Result<bool, String>) -> ExitCode {
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("{what}: FAILED");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{what} failed: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = if matches!(cli.command, Command::Agent(_)) {
+        "warn"
+    } else {
+        "error"
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Demo => {
             let system = actix_rt::System::with_tokio_rt(|| {
@@ -48,5 +212,31 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Agent(args) => match agent::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("agent failed: {e}");
+                ExitCode::from(74)
+            }
+        },
+        Command::Load(a) => {
+            let mut cfg = config("load", a.common, a.seed);
+            cfg.attach = a.attach;
+            cfg.check = a.check;
+            exit("load", runtime().block_on(run::run(cfg)))
+        }
+        Command::Chaos(a) => {
+            let mut cfg = config("chaos", a.common, a.seed);
+            cfg.settle = a.settle;
+            exit("chaos", runtime().block_on(run::run(cfg)))
+        }
+        Command::Fanout(a) => exit(
+            "fanout",
+            runtime().block_on(measure::fanout(a.members.max(2), a.runs.max(1), a.report)),
+        ),
+        Command::Idle(a) => exit(
+            "idle",
+            runtime().block_on(measure::idle(a.nodes.max(1), a.wait, a.report)),
+        ),
     }
 }

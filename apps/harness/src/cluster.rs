@@ -1,0 +1,380 @@
+//! A cluster of real agents: N `keynode-harness agent` processes on loopback,
+//! each in its own node path, or agents that already run elsewhere
+//! (`--attach`). The harness talks to each through its Unix socket.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use keynode_agent::api::{Request, Response};
+use keynode_agent::{Client, ClientError};
+use keynode_core::NodeId;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::agent::Ready;
+
+/// Longest an agent may take to print its ready line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a graceful stop may take before the agent is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Agents started at once.
+const START_PARALLEL: usize = 8;
+/// The password every harness agent's key is sealed under.
+const PASSWORD: &str = "keynode-harness password";
+
+/// One agent of the cluster.
+pub struct Agent {
+    /// Position in the cluster.
+    pub index: usize,
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Host it listens on for peers.
+    pub host: String,
+    /// Port it listens on for peers.
+    pub port: u16,
+    /// Its client socket.
+    pub socket: PathBuf,
+    /// Its node path (spawned agents only).
+    pub dir: Option<PathBuf>,
+    child: Option<Child>,
+    /// Its process id while it runs (spawned agents only).
+    pub pid: Option<u32>,
+}
+
+impl Agent {
+    /// Whether the harness started this agent and it runs now.
+    pub fn is_up(&self) -> bool {
+        self.child.is_some() || self.dir.is_none()
+    }
+}
+
+/// The agents under test.
+pub struct Cluster {
+    _root: Option<tempfile::TempDir>,
+    root: PathBuf,
+    exe: PathBuf,
+    /// The agents, by index.
+    pub agents: Vec<Agent>,
+}
+
+impl Cluster {
+    /// Starts `n` agents, each in its own node path under a fresh temporary
+    /// directory (kept if `keep`).
+    pub async fn start(n: usize, keep: bool) -> Result<Cluster, String> {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find the harness binary: {e}"))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("kh-")
+            .tempdir()
+            .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+        let root = tmp.path().to_path_buf();
+        std::fs::write(root.join("password"), PASSWORD).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(root.join("provider")).map_err(|e| e.to_string())?;
+        let mut cluster = Cluster {
+            _root: if keep {
+                let _ = tmp.keep();
+                None
+            } else {
+                Some(tmp)
+            },
+            root,
+            exe,
+            agents: Vec::with_capacity(n),
+        };
+        let mut next = 0;
+        while next < n {
+            let batch: Vec<usize> = (next..n.min(next + START_PARALLEL)).collect();
+            next += batch.len();
+            let spawned = futures_join(batch.iter().map(|&i| {
+                let dir = cluster.root.join(format!("n{i}"));
+                cluster.spawn(dir, 0)
+            }))
+            .await;
+            for (i, r) in batch.into_iter().zip(spawned) {
+                let (child, ready, dir) = r.map_err(|e| format!("agent {i}: {e}"))?;
+                cluster.agents.push(Agent {
+                    index: i,
+                    node_id: ready
+                        .node_id
+                        .parse()
+                        .map_err(|e| format!("agent {i}: bad node id: {e}"))?,
+                    host: ready.host,
+                    port: ready.port,
+                    socket: keynode_agent::NodePaths::new(&dir).socket(),
+                    dir: Some(dir),
+                    pid: Some(ready.pid),
+                    child: Some(child),
+                });
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Agents that already run elsewhere, one a line:
+    /// `NODE_ID@host:port socket=/path/to/agent.sock` (`#` starts a comment).
+    pub fn attach(file: &Path) -> Result<Cluster, String> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let mut agents = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let bad = |why: &str| format!("{}:{}: {why}: {line:?}", file.display(), n + 1);
+            let mut parts = line.split_whitespace();
+            let addr = parts.next().ok_or_else(|| bad("empty"))?;
+            let seeds =
+                keynode_agent::node::parse_seed_nodes(addr).map_err(|e| bad(&e.to_string()))?;
+            let [seed] = seeds.as_slice() else {
+                return Err(bad("expected one NODE_ID@host:port"));
+            };
+            let socket = parts
+                .find_map(|p| p.strip_prefix("socket="))
+                .ok_or_else(|| bad("missing socket=PATH"))?;
+            agents.push(Agent {
+                index: agents.len(),
+                node_id: seed.node,
+                host: seed.host.clone(),
+                port: seed.port,
+                socket: PathBuf::from(socket),
+                dir: None,
+                child: None,
+                pid: None,
+            });
+        }
+        if agents.len() < 2 {
+            return Err(format!("{}: need at least two agents", file.display()));
+        }
+        Ok(Cluster {
+            _root: None,
+            root: PathBuf::new(),
+            exe: PathBuf::new(),
+            agents,
+        })
+    }
+
+    /// The directory holding the node paths (empty when attached).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether the agents were started by the harness (and can be killed).
+    pub fn spawned(&self) -> bool {
+        self.agents.iter().all(|a| a.dir.is_some())
+    }
+
+    fn spawn(
+        &self,
+        dir: PathBuf,
+        port: u16,
+    ) -> impl std::future::Future<Output = Result<(Child, Ready, PathBuf), String>> + use<> {
+        let exe = self.exe.clone();
+        let root = self.root.clone();
+        async move {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("harness-agent.log"))
+                .map_err(|e| e.to_string())?;
+            let mut child = Command::new(&exe)
+                .arg("agent")
+                .arg("--node-path")
+                .arg(&dir)
+                .arg("--password-file")
+                .arg(root.join("password"))
+                .arg("--agent-port")
+                .arg(port.to_string())
+                .arg("--provider-dir")
+                .arg(root.join("provider"))
+                .arg("--stdin-lifeline")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+            let stdout = child.stdout.take().ok_or("no stdout")?;
+            let mut lines = BufReader::new(stdout).lines();
+            let line = match tokio::time::timeout(READY_TIMEOUT, lines.next_line()).await {
+                Ok(Ok(Some(l))) => l,
+                Ok(_) => {
+                    let _ = child.wait().await;
+                    let log =
+                        std::fs::read_to_string(dir.join("harness-agent.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                    return Err(format!(
+                        "agent exited before it was ready: {}",
+                        tail.join(" | ")
+                    ));
+                }
+                Err(_) => return Err("agent was not ready within 60 s".into()),
+            };
+            let ready: Ready =
+                serde_json::from_str(&line).map_err(|e| format!("bad ready line {line:?}: {e}"))?;
+            Ok((child, ready, dir))
+        }
+    }
+
+    /// Kills agent `i` with SIGKILL and reaps it.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.agents[i].child.take() {
+            let _ = child.kill().await;
+        }
+        self.agents[i].pid = None;
+    }
+
+    /// Restarts agent `i` on its node path and port (after [`Cluster::kill`]).
+    pub async fn restart(&mut self, i: usize) -> Result<(), String> {
+        if self.agents[i].child.is_some() {
+            return Ok(());
+        }
+        let dir = self.agents[i]
+            .dir
+            .clone()
+            .ok_or("an attached agent cannot be restarted")?;
+        let port = self.agents[i].port;
+        let mut last = String::new();
+        // The port was just released; a bind may need a moment.
+        for _ in 0..20 {
+            match self.spawn(dir.clone(), port).await {
+                Ok((child, ready, _)) => {
+                    if ready.node_id != self.agents[i].node_id.to_string() {
+                        return Err(format!("agent {i} came back as {}", ready.node_id));
+                    }
+                    self.agents[i].pid = Some(ready.pid);
+                    self.agents[i].child = Some(child);
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(format!("agent {i} did not restart: {last}"))
+    }
+
+    /// Stops every spawned agent gracefully (killing any that hang).
+    pub async fn stop(&mut self) {
+        let socks: Vec<(usize, PathBuf)> = self
+            .agents
+            .iter()
+            .filter(|a| a.child.is_some())
+            .map(|a| (a.index, a.socket.clone()))
+            .collect();
+        futures_join(
+            socks
+                .into_iter()
+                .map(|(_, s)| async move { call(&s, Request::AgentStop).await.map(drop) }),
+        )
+        .await;
+        for a in &mut self.agents {
+            if let Some(mut child) = a.child.take()
+                && tokio::time::timeout(STOP_TIMEOUT, child.wait())
+                    .await
+                    .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    /// Resident memory of agent `i`, in KiB (Linux).
+    pub fn rss_kib(&self, i: usize) -> Option<u64> {
+        let pid = self.agents[i].pid?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+pub async fn futures_join<F, T>(futs: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.await {
+            Ok(v) => out.push(v),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    out
+}
+
+/// One request to the agent on `socket`.
+pub async fn call(socket: &Path, req: Request) -> Result<Response, ClientError> {
+    Client::connect(socket).await?.call(req).await
+}
+
+/// Writes a secret.
+pub async fn write(
+    socket: &Path,
+    vault: &str,
+    path: &str,
+    value: &[u8],
+) -> Result<Response, ClientError> {
+    let mut data = value;
+    Client::connect(socket)
+        .await?
+        .upload(
+            Request::SecretsWrite {
+                vault: vault.into(),
+                path: path.into(),
+                create_new: false,
+            },
+            &mut data,
+        )
+        .await
+}
+
+/// Reads a secret.
+pub async fn get(socket: &Path, vault: &str, path: &str) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::new();
+    Client::connect(socket)
+        .await?
+        .download(
+            Request::SecretsGet {
+                vault: vault.into(),
+                path: path.into(),
+                at: None,
+            },
+            &mut out,
+        )
+        .await?;
+    Ok(out)
+}
+
+/// The head commit of a vault.
+pub async fn head(socket: &Path, vault: &str) -> Result<Option<String>, ClientError> {
+    match call(
+        socket,
+        Request::VaultsLog {
+            vault: vault.into(),
+            depth: Some(1),
+            commit: None,
+        },
+    )
+    .await?
+    {
+        Response::Log(l) => Ok(l.into_iter().next().map(|c| c.oid)),
+        other => Err(ClientError::Protocol(format!("unexpected {other:?}"))),
+    }
+}
+
+/// A short name for an error, for counting: the API kind, or the client-side
+/// failure.
+pub fn error_kind(e: &ClientError) -> String {
+    match e {
+        ClientError::Api(a) => format!("{:?}", a.kind),
+        ClientError::NotRunning(_) => "NotRunning".into(),
+        ClientError::Protocol(_) => "Protocol".into(),
+        ClientError::Io(_) => "Io".into(),
+    }
+}
