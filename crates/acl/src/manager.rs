@@ -34,7 +34,7 @@ impl AclManager {
     {
         let store = Arc::clone(&self.store);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || f(&store))
+            keynode_core::sim::blocking(move || f(&store))
                 .await
                 .map_err(|e| AclError::Task(e.to_string()))?
         })

@@ -10,6 +10,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::AgentNetwork;
 use actix::Addr;
 use keynode_acl::messages as acl;
 use keynode_acl::{AclManager, GestaltAction, Permission, VaultAction};
@@ -23,7 +24,7 @@ use keynode_gestalt::{
     Sigchain, SignedClaim, SourceError, accept_countersigned, claim_identity, countersign,
     propose_link,
 };
-use keynode_net::{NetError, Network, RpcStream, WireError, WireErrorKind};
+use keynode_net::{NetError, RpcStream, WireError, WireErrorKind};
 
 use crate::api::{ApiError, ErrorKind, GestaltView, PermissionView, VaultGrant};
 use crate::peer::{PeerRequest, PeerResponse};
@@ -73,14 +74,14 @@ pub struct Gestalts {
     /// One graph mutation (with the routing of its events to the ACL) at a
     /// time, so a reader never sees the graph ahead of the ACL.
     mutations: tokio::sync::Mutex<()>,
-    net: OnceLock<Network>,
+    net: OnceLock<AgentNetwork>,
 }
 
 /// Chains come from the network (ours from disk).
 struct NetSource {
     me: NodeId,
     sigchain: Arc<Sigchain>,
-    net: Network,
+    net: AgentNetwork,
 }
 
 impl ChainSource for NetSource {
@@ -145,16 +146,16 @@ impl Gestalts {
         }
     }
 
-    pub(crate) fn set_network(&self, net: Network) {
+    pub(crate) fn set_network(&self, net: AgentNetwork) {
         let _ = self.net.set(net);
     }
 
     /// The network, once it runs.
-    pub fn network(&self) -> Result<&Network, ApiError> {
+    pub fn network(&self) -> Result<&AgentNetwork, ApiError> {
         self.net()
     }
 
-    fn net(&self) -> Result<&Network, ApiError> {
+    fn net(&self) -> Result<&AgentNetwork, ApiError> {
         self.net
             .get()
             .ok_or_else(|| ApiError::new(ErrorKind::Unavailable, "the network is not running"))
@@ -411,6 +412,35 @@ impl Gestalts {
             self.graph_store.clone(),
             self.provider.clone(),
         );
+        let report = if keynode_core::sim::inline_blocking() {
+            // Deterministic simulation: everything runs on the one simulated
+            // thread, in order.
+            discovery
+                .run(
+                    &start,
+                    &graph_store,
+                    &source,
+                    &[provider],
+                    MAX_DISCOVERY_VERTICES,
+                )
+                .await
+                .map_err(internal)?
+        } else {
+            self.discover_blocking(start, source, discovery, graph_store, provider)
+                .await?
+        };
+        self.route(report.events.clone()).await?;
+        Ok(report)
+    }
+
+    async fn discover_blocking(
+        &self,
+        start: GestaltId,
+        source: NetSource,
+        discovery: Arc<Discovery>,
+        graph_store: Arc<GestaltGraph>,
+        provider: OfflineProvider,
+    ) -> Result<DiscoveryReport, ApiError> {
         let handle = tokio::runtime::Handle::current();
         // Discovery makes short blocking LMDB writes: keep it off async workers.
         let report = tokio::task::spawn_blocking(move || {
@@ -425,7 +455,6 @@ impl Gestalts {
         .await
         .map_err(internal)?
         .map_err(internal)?;
-        self.route(report.events.clone()).await?;
         Ok(report)
     }
 
@@ -457,7 +486,7 @@ impl Gestalts {
         let _one = self.mutations.lock().await;
         let sigchain = self.sigchain.clone();
         let c = claim.clone();
-        let head = tokio::task::spawn_blocking(move || sigchain.append(&c))
+        let head = keynode_core::sim::blocking(move || sigchain.append(&c))
             .await
             .map_err(internal)?
             .map_err(internal)?;
@@ -633,7 +662,7 @@ impl Gestalts {
         after: Option<u64>,
     ) -> Result<Vec<SignedClaim>, WireError> {
         let sigchain = self.sigchain.clone();
-        tokio::task::spawn_blocking(move || sigchain.claims_after(after))
+        keynode_core::sim::blocking(move || sigchain.claims_after(after))
             .await
             .map_err(|e| wire(WireErrorKind::Internal, e.to_string()))?
             .map_err(|e| wire(WireErrorKind::Internal, e.to_string()))
@@ -673,7 +702,7 @@ impl Gestalts {
         .map_err(internal)?;
         let sigchain = self.sigchain.clone();
         let c = claim.clone();
-        let head = tokio::task::spawn_blocking(move || sigchain.append(&c))
+        let head = keynode_core::sim::blocking(move || sigchain.append(&c))
             .await
             .map_err(internal)?
             .map_err(internal)?;

@@ -38,3 +38,7 @@ pub mod transfer;
 pub use client::{Client, ClientError};
 pub use node::{Node, NodeConfig, StartError, StartTimings};
 pub use paths::NodePaths;
+
+/// A node's network: any transport (TCP unless [`NodeConfig::transport`] says
+/// otherwise).
+pub type AgentNetwork = keynode_net::Network<keynode_net::BoxTransport>;

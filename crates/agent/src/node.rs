@@ -10,7 +10,9 @@ use keynode_acl::{AclManager, AclStore};
 use keynode_core::keystore::{self, KdfParams, KeystoreError};
 use keynode_core::{Keypair, NodeId};
 use keynode_gestalt::{Discovery, GestaltGraph, GestaltManager, OfflineProvider, Sigchain};
-use keynode_net::{AddressBook, NetConfig, Network, NetworkManager, PeerAddress, TcpTransport};
+use keynode_net::{
+    AddressBook, BoxTransport, NetConfig, NetContext, Network, NetworkManager, PeerAddress,
+};
 use keynode_notify::{ManagerConfig, NotificationStore, NotificationsManager, StoreConfig};
 use keynode_vaults::{VaultManager, VaultStore};
 
@@ -23,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
-use crate::api::AgentStatus;
+use crate::AgentNetwork;
+use crate::api::{AgentStatus, ApiError, Request, Response};
 use crate::paths::NodePaths;
 use crate::server::{self, Ctx};
 use crate::status::{self, AgentLock, LockError};
@@ -57,6 +60,15 @@ pub struct NodeConfig {
     /// `$XDG_DATA_HOME/keynode-offline-provider`, else
     /// `~/.local/share/keynode-offline-provider`.
     pub provider_dir: Option<PathBuf>,
+    /// How the node reaches peers (TCP by default; a simulator's sockets in
+    /// deterministic simulations).
+    pub transport: BoxTransport,
+    /// Clock and entropy of the network layer; the clock also times the
+    /// notification outbox (system ones by default).
+    pub net_context: NetContext,
+    /// Whether to serve clients on the Unix socket (default `true`). Without
+    /// it, drive the node in process with [`Node::call`].
+    pub client_socket: bool,
 }
 
 /// Where the offline identity provider keeps its claims when not configured.
@@ -132,6 +144,9 @@ impl NodeConfig {
             agent_port: 0,
             seed_nodes: Vec::new(),
             provider_dir: None,
+            transport: BoxTransport::default(),
+            net_context: NetContext::default(),
+            client_socket: true,
         }
     }
 }
@@ -198,8 +213,9 @@ pub struct Node {
     timings: StartTimings,
     _lock: AgentLock,
     vaults: Addr<VaultManager>,
-    net: Network,
-    network: Addr<NetworkManager>,
+    net: AgentNetwork,
+    network: Addr<NetworkManager<BoxTransport>>,
+    ctx: Arc<Ctx>,
     gestalts: Arc<Gestalts>,
     notifications: Addr<NotificationsManager>,
 }
@@ -270,7 +286,7 @@ impl Node {
             let paths = paths.clone();
             let password = config.password.clone();
             let kdf = config.kdf;
-            tokio::task::spawn_blocking(move || {
+            keynode_core::sim::blocking(move || {
                 let t = Instant::now();
                 load_or_create_key(&paths, &password, kdf).map(|(k, c)| (k, c, t.elapsed()))
             })
@@ -283,7 +299,7 @@ impl Node {
         let (store, book, acl, graph, sigchain, discovery, inbox) = {
             let paths = paths.clone();
             let seeds = config.seed_nodes.clone();
-            tokio::task::spawn_blocking(move || {
+            keynode_core::sim::blocking(move || {
                 let env = open_env(&paths.state())?;
                 private_dir(&paths.vaults())?;
                 let store = VaultStore::open(&paths.vaults(), env.clone(), node_id)
@@ -340,7 +356,7 @@ impl Node {
         let notifications = NotificationsManager::new(
             Arc::new(inbox),
             key.clone(),
-            Arc::new(keynode_core::SystemClock),
+            config.net_context.clock.clone(),
             Arc::new(deliver.clone()),
             ManagerConfig::default(),
         )
@@ -350,9 +366,16 @@ impl Node {
             notifications: notifications.downgrade(),
             vaults: vaults.downgrade(),
         });
-        let net = Network::start(key.clone(), net_config, TcpTransport, book, service)
-            .await
-            .map_err(StartError::Network)?;
+        let net = Network::start_with(
+            key.clone(),
+            net_config,
+            config.transport.clone(),
+            book,
+            service,
+            config.net_context.clone(),
+        )
+        .await
+        .map_err(StartError::Network)?;
         gestalts.set_network(net.clone());
         deliver.set_network(net.clone());
         let network = NetworkManager::new(net.clone()).start();
@@ -363,9 +386,15 @@ impl Node {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StartError::Io(e, "removing a stale socket".into())),
         }
-        let listener = UnixListener::bind(&socket).map_err(io_err("binding the client socket"))?;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err("securing the client socket"))?;
+        let listener = if config.client_socket {
+            let listener =
+                UnixListener::bind(&socket).map_err(io_err("binding the client socket"))?;
+            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err("securing the client socket"))?;
+            Some(listener)
+        } else {
+            None
+        };
 
         let status = Arc::new(Mutex::new(AgentStatus {
             status: "live".into(),
@@ -384,12 +413,14 @@ impl Node {
             status: status.clone(),
             shutdown: shutdown.clone(),
         });
-        tracker.spawn(server::serve(
-            listener,
-            ctx,
-            tracker.clone(),
-            shutdown.clone(),
-        ));
+        if let Some(listener) = listener {
+            tracker.spawn(server::serve(
+                listener,
+                ctx.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+            ));
+        }
         {
             // A connection from or to a peer retries what is queued for it at once.
             let (mut events, notifications, shutdown) = (
@@ -440,9 +471,33 @@ impl Node {
             vaults,
             net,
             network,
+            ctx,
             gestalts,
             notifications,
         })
+    }
+
+    /// Serves one unary request in process, exactly as the client socket would
+    /// (streaming requests are refused: use [`Node::put_secret`] and
+    /// [`Node::get_secret`]).
+    pub async fn call(&self, request: Request) -> Result<Response, ApiError> {
+        server::call(&self.ctx, request).await
+    }
+
+    /// `secrets write` in process: puts `value` at `path` in `vault` (by name or
+    /// id), overwriting, in one commit.
+    pub async fn put_secret(
+        &self,
+        vault: &str,
+        path: &str,
+        value: Vec<u8>,
+    ) -> Result<Response, ApiError> {
+        server::put_secret(&self.ctx, vault, path, value).await
+    }
+
+    /// `secrets get` in process: the content of `path` at `vault`'s head.
+    pub async fn get_secret(&self, vault: &str, path: &str) -> Result<Vec<u8>, ApiError> {
+        server::get_secret(&self.ctx, vault, path).await
     }
 
     /// The node's id.
@@ -471,12 +526,12 @@ impl Node {
     }
 
     /// The network handle (peers, connections, streams).
-    pub fn network(&self) -> &Network {
+    pub fn network(&self) -> &AgentNetwork {
         &self.net
     }
 
     /// The network actor.
-    pub fn network_actor(&self) -> &Addr<NetworkManager> {
+    pub fn network_actor(&self) -> &Addr<NetworkManager<BoxTransport>> {
         &self.network
     }
 

@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 
 use futures_util::future::BoxFuture;
 use keynode_core::NodeId;
-use keynode_net::{NetError, Network, WireErrorKind};
+use keynode_net::{NetError, WireErrorKind};
+
+use crate::AgentNetwork;
 use keynode_notify::{
     Deliver, DeliveryError, InboxEntry, Notification, NotificationData, Pending, SignedNotification,
 };
@@ -17,12 +19,12 @@ use crate::peer::{PeerRequest, PeerResponse};
 /// recipient's refusal is final; anything else is retried by the outbox.
 #[derive(Clone, Default)]
 pub struct NetDeliver {
-    net: Arc<OnceLock<Network>>,
+    net: Arc<OnceLock<AgentNetwork>>,
 }
 
 impl NetDeliver {
     /// Plugs the network in once it runs.
-    pub fn set_network(&self, net: Network) {
+    pub fn set_network(&self, net: AgentNetwork) {
         let _ = self.net.set(net);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::Addr;
 use futures_util::{SinkExt, StreamExt};
 use keynode_core::{NameError, SecretPath, VaultId, VaultName};
-use keynode_net::{NetError, NetworkManager, PeerAddress};
+use keynode_net::{BoxTransport, NetError, NetworkManager, PeerAddress};
 use keynode_vaults::messages::*;
 use keynode_vaults::{BlobId, EntryKind, Op, PutPolicy, VaultError, VaultManager};
 use tokio::net::{UnixListener, UnixStream};
@@ -30,7 +30,7 @@ pub(crate) struct Ctx {
     pub gestalts: Arc<Gestalts>,
     pub notifications: Addr<keynode_notify::NotificationsManager>,
     pub vaults: Addr<VaultManager>,
-    pub network: Addr<NetworkManager>,
+    pub network: Addr<NetworkManager<BoxTransport>>,
     pub status: Arc<Mutex<AgentStatus>>,
     pub shutdown: CancellationToken,
 }
@@ -327,6 +327,69 @@ async fn resolve(ctx: &Ctx, vault: &str) -> Result<VaultId, ApiError> {
 async fn commit(ctx: &Ctx, vault: VaultId, ops: Vec<Op>) -> Result<Response, ApiError> {
     let outcome = mailbox(ctx.vaults.send(Commit { vault, ops }).await)?;
     Ok(Response::Committed(outcome.commit().cloned()))
+}
+
+/// One request served in process, as the socket server would (unary requests
+/// only: uploads and downloads go through [`put_secret`] and [`get_secret`]).
+pub(crate) async fn call(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
+    match request {
+        Request::SecretsGet { .. } | Request::SecretsWrite { .. } | Request::SecretsDir { .. } => {
+            Err(ApiError::new(
+                ErrorKind::Usage,
+                "streaming requests cannot be called in process",
+            ))
+        }
+        other => unary(ctx, other).await,
+    }
+}
+
+/// `secrets write` in process: puts `value` at `p` (overwriting) in one commit.
+pub(crate) async fn put_secret(
+    ctx: &Ctx,
+    vault: &str,
+    p: &str,
+    value: Vec<u8>,
+) -> Result<Response, ApiError> {
+    let p = path(p)?;
+    let vault = resolve(ctx, vault).await?;
+    let source: Source = Box::new(io::Cursor::new(value));
+    let blob = mailbox(ctx.vaults.send(WriteBlob { vault, source }).await)?;
+    commit(
+        ctx,
+        vault,
+        vec![Op::Put {
+            path: p,
+            blob,
+            policy: PutPolicy::Overwrite,
+        }],
+    )
+    .await
+}
+
+/// `secrets get` in process: the secret's content at the head.
+pub(crate) async fn get_secret(ctx: &Ctx, vault: &str, p: &str) -> Result<Vec<u8>, ApiError> {
+    let p = path(p)?;
+    let vault = resolve(ctx, vault).await?;
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let into = out.clone();
+    let sink: Sink = Box::new(move |chunk: &[u8]| {
+        into.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(chunk);
+        Ok(())
+    });
+    mailbox(
+        ctx.vaults
+            .send(ReadSecret {
+                vault,
+                path: p,
+                at: None,
+                sink,
+            })
+            .await,
+    )?;
+    let value = std::mem::take(&mut *out.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(value)
 }
 
 async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
@@ -840,7 +903,13 @@ impl ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.buf.len() {
-            match self.rx.blocking_recv() {
+            // Inline (simulation): everything was queued before reading began.
+            let next = if keynode_core::sim::inline_blocking() {
+                self.rx.try_recv().ok()
+            } else {
+                self.rx.blocking_recv()
+            };
+            match next {
                 None => return Ok(0),
                 Some(Err(e)) => return Err(e),
                 Some(Ok(b)) => {

@@ -27,6 +27,9 @@ pub const DENIED: &str = "vault access denied";
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pack chunks in flight between the stream and the store, each ≤ 64 KiB.
 const PACK_QUEUE: usize = 8;
+/// Pack chunks queued whole when the store runs inline (deterministic
+/// simulation only; see `keynode_core::sim`).
+const INLINE_QUEUE: usize = 1 << 20;
 
 fn denied() -> WireError {
     WireError::new(WireErrorKind::PermissionDenied, DENIED)
@@ -130,10 +133,17 @@ pub(crate) async fn serve_vault(
     }
     // The store builds the pack on a blocking thread; chunks cross a bounded
     // channel, so a slow reader slows the packer instead of filling memory.
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PACK_QUEUE);
+    // In a deterministic simulation the store runs inline (no thread to block):
+    // the pack is queued whole, then streamed.
+    let inline = keynode_core::sim::inline_blocking();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(if inline { INLINE_QUEUE } else { PACK_QUEUE });
     let sink: keynode_vaults::messages::Sink = Box::new(move |chunk: &[u8]| {
-        tx.blocking_send(chunk.to_vec())
-            .map_err(|_| io::Error::other("the caller went away"))
+        let sent = if inline {
+            tx.try_send(chunk.to_vec()).map_err(|_| ())
+        } else {
+            tx.blocking_send(chunk.to_vec()).map_err(|_| ())
+        };
+        sent.map_err(|_| io::Error::other("the caller went away"))
     });
     let packing = tokio::spawn(vaults.send(v::SendPack {
         vault: meta.id,
@@ -273,6 +283,17 @@ where
     T::Result: Send,
     keynode_vaults::VaultManager: actix::Handler<T>,
 {
+    if keynode_core::sim::inline_blocking() {
+        // Deterministic simulation: the store runs inline and cannot wait for
+        // chunks, so the whole pack is received first.
+        let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(INLINE_QUEUE);
+        let fed = feed_pack(stream, node, tx).await;
+        let stored = receive(Box::new(ChannelReader::new(rx)))
+            .await
+            .map_err(api_internal)?;
+        fed?;
+        return Ok(stored);
+    }
     let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(PACK_QUEUE);
     let storing = tokio::spawn(receive(Box::new(ChannelReader::new(rx))));
     let fed = feed_pack(stream, node, tx).await;

@@ -34,6 +34,7 @@ pub mod keys;
 pub mod keystore;
 mod macros;
 pub mod names;
+pub mod sim;
 
 pub use clock::{Clock, SystemClock};
 pub use gestalt_id::{GestaltId, GestaltIdError, IdentityId, ProviderId};

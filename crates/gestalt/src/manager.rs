@@ -34,7 +34,7 @@ impl GestaltManager {
     {
         let graph = Arc::clone(&self.graph);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || f(&graph))
+            keynode_core::sim::blocking(move || f(&graph))
                 .await
                 .map_err(|e| GraphError::Task(e.to_string()))?
         })

@@ -87,7 +87,7 @@ impl<T: Transport + Unpin> Handler<AddNode> for NetworkManager<T> {
         // The write transaction begins and commits inside one blocking call, off
         // the arbiter's thread.
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || book.add(msg.node, msg.addr))
+            keynode_core::sim::blocking(move || book.add(msg.node, msg.addr))
                 .await
                 .map_err(|e| BookError::Storage(heed::Error::Io(std::io::Error::other(e))))?
         })

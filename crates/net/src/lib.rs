@@ -84,4 +84,6 @@ pub use noise::{
     Entropy, HANDSHAKE_TIMEOUT, HandshakeError, NoiseStream, OsEntropy, SeededEntropy,
 };
 pub use rpc::{MAX_MESSAGE, REQUEST_TIMEOUT, RpcError, RpcStream, WireError, WireErrorKind};
-pub use transport::{Listener, MemoryTransport, TcpTransport, Transport};
+pub use transport::{
+    BoxListener, BoxStream, BoxTransport, Listener, MemoryTransport, TcpTransport, Transport,
+};

@@ -106,6 +106,125 @@ impl Listener for TcpListener {
     }
 }
 
+/// A stream of a [`BoxTransport`]: any transport's stream, boxed.
+pub type BoxStream = Box<dyn Io>;
+
+type BoxFut<'a, T> = std::pin::Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>;
+
+/// The object-safe face of a [`Transport`], behind [`BoxTransport`].
+trait DynTransport: Send + Sync + 'static {
+    fn dyn_bind(&self, addr: SocketAddr) -> BoxFut<'static, BoxListener>;
+    fn dyn_connect(&self, addr: SocketAddr) -> BoxFut<'static, BoxStream>;
+    fn dyn_resolve(&self, host: String, port: u16) -> BoxFut<'static, Vec<SocketAddr>>;
+}
+
+impl<T: Transport> DynTransport for T {
+    fn dyn_bind(&self, addr: SocketAddr) -> BoxFut<'static, BoxListener> {
+        let t = self.clone();
+        Box::pin(async move {
+            let l = Transport::bind(&t, addr).await?;
+            Ok(BoxListener(Box::new(l)))
+        })
+    }
+
+    fn dyn_connect(&self, addr: SocketAddr) -> BoxFut<'static, BoxStream> {
+        let t = self.clone();
+        Box::pin(async move { Ok(Box::new(Transport::connect(&t, addr).await?) as BoxStream) })
+    }
+
+    fn dyn_resolve(&self, host: String, port: u16) -> BoxFut<'static, Vec<SocketAddr>> {
+        let t = self.clone();
+        Box::pin(async move { Transport::resolve(&t, &host, port).await })
+    }
+}
+
+/// Any [`Transport`], type-erased: lets a program pick its transport at run
+/// time (TCP in production, a simulator's sockets in tests) without making
+/// every type that holds a `Network` generic.
+#[derive(Clone)]
+pub struct BoxTransport(Arc<dyn DynTransport>);
+
+impl BoxTransport {
+    /// Wraps `transport`.
+    pub fn new<T: Transport>(transport: T) -> Self {
+        BoxTransport(Arc::new(transport))
+    }
+}
+
+impl Default for BoxTransport {
+    /// Plain TCP.
+    fn default() -> Self {
+        Self::new(TcpTransport)
+    }
+}
+
+impl std::fmt::Debug for BoxTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoxTransport").finish_non_exhaustive()
+    }
+}
+
+impl Transport for BoxTransport {
+    type Stream = BoxStream;
+    type Listener = BoxListener;
+
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<BoxListener>> + Send {
+        self.0.dyn_bind(addr)
+    }
+
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<BoxStream>> + Send {
+        self.0.dyn_connect(addr)
+    }
+
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+        self.0.dyn_resolve(host.to_owned(), port)
+    }
+}
+
+/// The object-safe face of a [`Listener`].
+trait DynListener: Send + 'static {
+    fn dyn_local_addr(&self) -> io::Result<SocketAddr>;
+    fn dyn_accept(&mut self) -> BoxFut<'_, (BoxStream, SocketAddr)>;
+}
+
+impl<L: Listener> DynListener for L {
+    fn dyn_local_addr(&self) -> io::Result<SocketAddr> {
+        Listener::local_addr(self)
+    }
+
+    fn dyn_accept(&mut self) -> BoxFut<'_, (BoxStream, SocketAddr)> {
+        Box::pin(async move {
+            let (s, a) = Listener::accept(self).await?;
+            Ok((Box::new(s) as BoxStream, a))
+        })
+    }
+}
+
+/// A listener of a [`BoxTransport`].
+pub struct BoxListener(Box<dyn DynListener>);
+
+impl std::fmt::Debug for BoxListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoxListener").finish_non_exhaustive()
+    }
+}
+
+impl Listener for BoxListener {
+    type Stream = BoxStream;
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.dyn_local_addr()
+    }
+
+    fn accept(&mut self) -> impl Future<Output = io::Result<(BoxStream, SocketAddr)>> + Send {
+        self.0.dyn_accept()
+    }
+}
+
 type Pending = (DuplexStream, SocketAddr);
 
 #[derive(Debug, Default)]
@@ -250,5 +369,20 @@ mod tests {
         drop(listener);
         assert!(net.connect(bound).await.is_err());
         assert!(net.bind(bound).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn box_transport_forwards_to_the_wrapped_one() {
+        let net = BoxTransport::new(MemoryTransport::new());
+        let mut listener = net.bind("10.0.0.2:7".parse().unwrap()).await.unwrap();
+        assert_eq!(listener.local_addr().unwrap().port(), 7);
+        let mut a = net.connect("10.0.0.2:7".parse().unwrap()).await.unwrap();
+        let (mut b, _) = listener.accept().await.unwrap();
+        a.write_all(b"yo").await.unwrap();
+        let mut buf = [0u8; 2];
+        b.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"yo");
+        let addrs = net.resolve("10.0.0.2", 9).await.unwrap();
+        assert_eq!(addrs, vec!["10.0.0.2:9".parse().unwrap()]);
     }
 }

@@ -155,7 +155,7 @@ impl NotificationsManager {
     {
         let store = Arc::clone(&self.store);
         async move {
-            tokio::task::spawn_blocking(move || f(&store))
+            keynode_core::sim::blocking(move || f(&store))
                 .await
                 .map_err(|e| StoreError::Task(e.to_string()))?
         }
@@ -242,7 +242,7 @@ impl NotificationsManager {
                 Err(_) => Err(DeliveryError::Unreachable("delivery timed out".into())),
             };
             let record = outcome.clone();
-            let next = tokio::task::spawn_blocking(move || match record {
+            let next = keynode_core::sim::blocking(move || match record {
                 Ok(()) => store.delivered(id).map(|_| None),
                 Err(DeliveryError::Rejected(_)) => store.rejected(id).map(|_| None),
                 Err(DeliveryError::Unreachable(_)) => store.failed(id, started_ms),

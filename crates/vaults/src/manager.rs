@@ -34,7 +34,7 @@ impl VaultManager {
     {
         let store = Arc::clone(&self.store);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || f(&store))
+            keynode_core::sim::blocking(move || f(&store))
                 .await
                 .map_err(|e| std::io::Error::other(format!("vault task failed: {e}")))?
         })

@@ -1,0 +1,1 @@
+//! Nothing here: the simulation is `tests/simulation.rs`.
