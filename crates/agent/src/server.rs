@@ -232,6 +232,18 @@ fn tid(s: &str) -> Result<keynode_core::Tid, ApiError> {
         .map_err(|e| ApiError::new(ErrorKind::BadData, format!("{e} (got {s:?})")))
 }
 
+/// `Removed(1)`, or NotFound naming the box.
+fn removed_one(found: bool, id: keynode_core::Tid, which: &str) -> Result<Response, ApiError> {
+    if found {
+        Ok(Response::Removed(1))
+    } else {
+        Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no notification {id} in the {which}"),
+        ))
+    }
+}
+
 fn store_call<T>(
     r: Result<Result<T, keynode_notify::StoreError>, actix::MailboxError>,
 ) -> Result<T, ApiError> {
@@ -642,13 +654,7 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
         Request::NotificationsInboxRemove { id } => {
             let id = tid(&id)?;
             let msg = keynode_notify::messages::InboxRemove { id };
-            if !store_call(ctx.notifications.send(msg).await)? {
-                return Err(ApiError::new(
-                    ErrorKind::NotFound,
-                    format!("no notification {id} in the inbox"),
-                ));
-            }
-            Response::Removed(1)
+            removed_one(store_call(ctx.notifications.send(msg).await)?, id, "inbox")?
         }
         Request::NotificationsInboxClear => {
             let msg = keynode_notify::messages::InboxClear {};
@@ -667,13 +673,7 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
         Request::NotificationsOutboxRemove { id } => {
             let id = tid(&id)?;
             let msg = keynode_notify::messages::OutboxRemove { id };
-            if !store_call(ctx.notifications.send(msg).await)? {
-                return Err(ApiError::new(
-                    ErrorKind::NotFound,
-                    format!("no notification {id} in the outbox"),
-                ));
-            }
-            Response::Removed(1)
+            removed_one(store_call(ctx.notifications.send(msg).await)?, id, "outbox")?
         }
         Request::NotificationsOutboxClear => {
             let msg = keynode_notify::messages::OutboxClear {};
