@@ -45,6 +45,23 @@ pub enum Command {
     /// Notifications from and to other nodes.
     #[command(subcommand)]
     Notifications(NotificationsCmd),
+    /// The node's audit log: permission changes, served transfers, refusals.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+/// `keynode audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Print the log, newest first.
+    Read {
+        /// At most this many entries.
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Check the log's order, hash links, signatures and head; fails naming
+    /// the first bad entry.
+    Verify,
 }
 
 /// `keynode notifications ...`

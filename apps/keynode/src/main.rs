@@ -4,6 +4,7 @@
 //! human|json` and `-v`. Errors are one line on stderr and a sysexits exit code.
 
 mod agent;
+mod audit;
 mod cli;
 mod identities;
 mod nodes;
@@ -126,6 +127,7 @@ fn main() -> ExitCode {
                     Command::Nodes(cmd) => nodes::run(&ctx, cmd).await,
                     Command::Identities(cmd) => identities::run(&ctx, cmd).await,
                     Command::Notifications(cmd) => notifications::run(&ctx, cmd).await,
+                    Command::Audit(cmd) => audit::run(&ctx, cmd).await,
                     Command::Agent(_) => unreachable!("handled above"),
                 }
             })

@@ -5,7 +5,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use keynode_core::VaultId;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 /// An action name could not be parsed.
@@ -118,7 +117,7 @@ impl PermId {
     /// A fresh random id.
     pub fn generate() -> Self {
         let mut b = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut b);
+        keynode_core::sim::fill_random(&mut b);
         PermId(b)
     }
 

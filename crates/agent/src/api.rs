@@ -341,6 +341,13 @@ pub enum Request {
     },
     /// Drop every queued notification.
     NotificationsOutboxClear,
+    /// Read the audit log, newest first.
+    AuditRead {
+        /// At most this many entries.
+        limit: Option<u32>,
+    },
+    /// Verify the audit log (seqs, hash links, signatures, head).
+    AuditVerify,
 }
 
 /// A successful answer.
@@ -409,6 +416,13 @@ pub enum Response {
         /// Its position in the sigchain.
         seq: u64,
     },
+    /// Audit log entries.
+    AuditEntries(Vec<AuditEntryView>),
+    /// The audit log verified.
+    AuditVerified {
+        /// How many entries it holds.
+        entries: u64,
+    },
 }
 
 /// One gestalt's actions on a vault.
@@ -431,6 +445,22 @@ pub struct ScanEntry {
     pub name: String,
     /// What we may do: `clone`, `pull`.
     pub actions: Vec<String>,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntryView {
+    /// Position in the log.
+    pub seq: u64,
+    /// When it was appended (ms since the epoch).
+    pub time_ms: u64,
+    /// `vault_shared`, `vault_unshared`, `allowed`, `disallowed`, `trusted`,
+    /// `untrusted`, `claimed`, `served`, `refused`.
+    pub kind: String,
+    /// The other node involved, if any.
+    pub peer: Option<NodeId>,
+    /// The event's fields as `(name, value)` text.
+    pub fields: Vec<(String, String)>,
 }
 
 /// A notification in the inbox or the outbox.

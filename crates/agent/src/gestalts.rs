@@ -15,7 +15,7 @@ use actix::Addr;
 use keynode_acl::messages as acl;
 use keynode_acl::{AclManager, GestaltAction, Permission, VaultAction};
 use keynode_core::{
-    GestaltId, IdentityId, Keypair, NodeId, ProviderId, SystemClock, TidGenerator, VaultId,
+    Clock, GestaltId, IdentityId, Keypair, NodeId, ProviderId, SystemClock, TidGenerator, VaultId,
 };
 use keynode_gestalt::messages as graph;
 use keynode_gestalt::{
@@ -62,7 +62,7 @@ fn wire(kind: WireErrorKind, msg: impl Into<String>) -> WireError {
 pub struct Gestalts {
     me: NodeId,
     key: Arc<Keypair>,
-    tids: TidGenerator<SystemClock>,
+    tids: TidGenerator<Arc<dyn Clock>>,
     graph_store: Arc<GestaltGraph>,
     graph: Addr<GestaltManager>,
     acl: Addr<AclManager>,
@@ -75,6 +75,7 @@ pub struct Gestalts {
     /// time, so a reader never sees the graph ahead of the ACL.
     mutations: tokio::sync::Mutex<()>,
     net: OnceLock<AgentNetwork>,
+    audit: OnceLock<Addr<keynode_audit::AuditManager>>,
 }
 
 /// Chains come from the network (ours from disk).
@@ -133,7 +134,7 @@ impl Gestalts {
         Self {
             me: key.node_id(),
             key,
-            tids: TidGenerator::new(SystemClock),
+            tids: TidGenerator::new(Arc::new(SystemClock)),
             graph_store,
             graph,
             acl,
@@ -143,11 +144,41 @@ impl Gestalts {
             claim_lock: tokio::sync::Mutex::new(()),
             mutations: tokio::sync::Mutex::new(()),
             net: OnceLock::new(),
+            audit: OnceLock::new(),
         }
+    }
+
+    /// Dates claim ids by `clock` instead of the system clock.
+    pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.tids = TidGenerator::new(clock);
+        self
     }
 
     pub(crate) fn set_network(&self, net: AgentNetwork) {
         let _ = self.net.set(net);
+    }
+
+    pub(crate) fn set_audit(&self, audit: Addr<keynode_audit::AuditManager>) {
+        let _ = self.audit.set(audit);
+    }
+
+    /// The audit log actor, once it runs.
+    pub fn audit(&self) -> Option<&Addr<keynode_audit::AuditManager>> {
+        self.audit.get()
+    }
+
+    /// Appends `event` to the audit log. Never fails the operation that records
+    /// it: a failed append is logged as a warning.
+    pub(crate) async fn record(&self, event: keynode_audit::AuditEvent) {
+        let Some(audit) = self.audit.get() else {
+            tracing::warn!(?event, "no audit log to record to");
+            return;
+        };
+        match audit.send(keynode_audit::Append { event }).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot append to the audit log"),
+            Err(e) => tracing::warn!(error = %e, "the audit log is gone"),
+        }
     }
 
     /// The network, once it runs.
@@ -584,7 +615,11 @@ impl Gestalts {
             .await
             .map_err(remote)?;
         match stream.recv::<PeerResponse>().await {
-            Ok(Some(PeerResponse::LinkFinished)) => Ok(full),
+            Ok(Some(PeerResponse::LinkFinished)) => {
+                self.record(keynode_audit::AuditEvent::Claimed { node: target })
+                    .await;
+                Ok(full)
+            }
             Err(keynode_net::RpcError::Remote(w)) => {
                 Err(crate::server::net_err(NetError::Remote(w)))
             }
@@ -614,6 +649,12 @@ impl Gestalts {
             .map_err(|e| wire(WireErrorKind::Unavailable, e.to_string()))?
             .map_err(|e| wire(WireErrorKind::Internal, e.to_string()))?;
         if !invited {
+            self.record(keynode_audit::AuditEvent::Refused {
+                peer,
+                op: "claim".into(),
+                reason: "not invited".into(),
+            })
+            .await;
             return Err(wire(
                 WireErrorKind::PermissionDenied,
                 format!("{} has not invited {peer} to claim it", self.me),
@@ -653,6 +694,8 @@ impl Gestalts {
         self.append_and_link(&full, peer)
             .await
             .map_err(|e| wire(WireErrorKind::Internal, e.message))?;
+        self.record(keynode_audit::AuditEvent::Claimed { node: peer })
+            .await;
         Ok(PeerResponse::LinkFinished)
     }
 

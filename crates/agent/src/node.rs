@@ -64,7 +64,8 @@ pub struct NodeConfig {
     /// deterministic simulations).
     pub transport: BoxTransport,
     /// Clock and entropy of the network layer; the clock also times the
-    /// notification outbox (system ones by default).
+    /// notification outbox, dates notification and claim ids and vault
+    /// creation and commit times (system ones by default).
     pub net_context: NetContext,
     /// Whether to serve clients on the Unix socket (default `true`). Without
     /// it, drive the node in process with [`Node::call`].
@@ -178,6 +179,9 @@ pub enum StartError {
     /// Notification state failed to open.
     #[error("cannot open the notification store: {0}")]
     Notifications(String),
+    /// The audit log failed to open.
+    #[error("cannot open the audit log: {0}")]
+    Audit(String),
     /// The address book failed to open.
     #[error("cannot open the address book")]
     Book(#[source] keynode_net::BookError),
@@ -296,14 +300,17 @@ impl Node {
         let node_id = key.node_id();
         let key = Arc::new(key);
 
-        let (store, book, acl, graph, sigchain, discovery, inbox) = {
+        let (store, book, acl, graph, sigchain, discovery, inbox, audit) = {
             let paths = paths.clone();
             let seeds = config.seed_nodes.clone();
+            let (audit_key, audit_clock) = (key.clone(), config.net_context.clock.clone());
+            let clock = config.net_context.clock.clone();
             keynode_core::sim::blocking(move || {
                 let env = open_env(&paths.state())?;
                 private_dir(&paths.vaults())?;
                 let store = VaultStore::open(&paths.vaults(), env.clone(), node_id)
-                    .map_err(StartError::Vaults)?;
+                    .map_err(StartError::Vaults)?
+                    .with_clock(clock);
                 let book = AddressBook::open(env.clone()).map_err(StartError::Book)?;
                 for seed in seeds {
                     book.add(seed.node, PeerAddress::new(seed.host, seed.port))
@@ -314,9 +321,11 @@ impl Node {
                 let graph = GestaltGraph::open(env.clone()).map_err(|e| g(&e))?;
                 let sigchain = Sigchain::open(env.clone(), node_id).map_err(|e| g(&e))?;
                 let discovery = Discovery::open(env.clone()).map_err(|e| g(&e))?;
+                let audit = keynode_audit::AuditStore::open(env.clone(), audit_key, audit_clock)
+                    .map_err(|e| StartError::Audit(e.to_string()))?;
                 let inbox = NotificationStore::open(env, StoreConfig::default())
                     .map_err(|e| StartError::Notifications(e.to_string()))?;
-                Ok::<_, StartError>((store, book, acl, graph, sigchain, discovery, inbox))
+                Ok::<_, StartError>((store, book, acl, graph, sigchain, discovery, inbox, audit))
             })
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e), "opening state".into()))??
@@ -329,15 +338,20 @@ impl Node {
             .provider_dir
             .clone()
             .unwrap_or_else(default_provider_dir);
-        let gestalts = Arc::new(Gestalts::new(
-            key.clone(),
-            graph.clone(),
-            GestaltManager::new(graph).start(),
-            AclManager::new(Arc::new(acl)).start(),
-            Arc::new(sigchain),
-            Arc::new(discovery),
-            OfflineProvider::new(provider_id, provider_dir),
-        ));
+        let gestalts = Arc::new(
+            Gestalts::new(
+                key.clone(),
+                graph.clone(),
+                GestaltManager::new(graph).start(),
+                AclManager::new(Arc::new(acl)).start(),
+                Arc::new(sigchain),
+                Arc::new(discovery),
+                OfflineProvider::new(provider_id, provider_dir),
+            )
+            .with_clock(config.net_context.clock.clone()),
+        );
+        let audit = keynode_audit::AuditManager::new(Arc::new(audit)).start();
+        gestalts.set_audit(audit.clone());
         gestalts
             .reconcile()
             .await
@@ -410,6 +424,7 @@ impl Node {
             notifications: notifications.clone(),
             vaults: vaults.clone(),
             network: network.clone(),
+            audit: audit.clone(),
             status: status.clone(),
             shutdown: shutdown.clone(),
         });

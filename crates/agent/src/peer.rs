@@ -189,10 +189,19 @@ async fn receive_notification(
         .map_err(|e| WireError::new(WireErrorKind::Unavailable, e.to_string()))?;
     match received {
         Ok(_) => Ok(PeerResponse::Notified),
-        Err(ReceiveError::Refused(r)) => Err(WireError::new(
-            WireErrorKind::PermissionDenied,
-            r.to_string(),
-        )),
+        Err(ReceiveError::Refused(r)) => {
+            gestalts
+                .record(keynode_audit::AuditEvent::Refused {
+                    peer,
+                    op: "notification".into(),
+                    reason: r.to_string(),
+                })
+                .await;
+            Err(WireError::new(
+                WireErrorKind::PermissionDenied,
+                r.to_string(),
+            ))
+        }
         Err(ReceiveError::Store(e)) => Err(WireError::new(
             WireErrorKind::Unavailable,
             format!("cannot store the notification now: {e}"),

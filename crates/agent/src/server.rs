@@ -31,6 +31,7 @@ pub(crate) struct Ctx {
     pub notifications: Addr<keynode_notify::NotificationsManager>,
     pub vaults: Addr<VaultManager>,
     pub network: Addr<NetworkManager<BoxTransport>>,
+    pub audit: Addr<keynode_audit::AuditManager>,
     pub status: Arc<Mutex<AgentStatus>>,
     pub shutdown: CancellationToken,
 }
@@ -270,6 +271,14 @@ async fn share(
         ));
     }
     ctx.gestalts.share_vault(&member, meta.id, grant).await?;
+    let vault = meta.id;
+    ctx.gestalts
+        .record(if grant {
+            keynode_audit::AuditEvent::VaultShared { vault, node }
+        } else {
+            keynode_audit::AuditEvent::VaultUnshared { vault, node }
+        })
+        .await;
     let data = if grant {
         keynode_notify::NotificationData::VaultShare {
             vault: meta.id,
@@ -584,6 +593,11 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
             ctx.gestalts
                 .allow(&id, keynode_acl::GestaltAction::Notify)
                 .await?;
+            ctx.gestalts
+                .record(keynode_audit::AuditEvent::Trusted {
+                    gestalt: id.to_string(),
+                })
+                .await;
             // Learn the rest of the gestalt in the background.
             let gestalts = ctx.gestalts.clone();
             tokio::spawn(async move {
@@ -598,16 +612,33 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
             ctx.gestalts
                 .disallow(&id, keynode_acl::GestaltAction::Notify)
                 .await?;
+            ctx.gestalts
+                .record(keynode_audit::AuditEvent::Untrusted {
+                    gestalt: id.to_string(),
+                })
+                .await;
             Response::Unit
         }
         Request::IdentitiesAllow { gestalt, action } => {
             let (id, action) = (gestalt_id(&gestalt)?, gestalt_action(&action)?);
             ctx.gestalts.allow(&id, action).await?;
+            ctx.gestalts
+                .record(keynode_audit::AuditEvent::Allowed {
+                    gestalt: id.to_string(),
+                    action: action.to_string(),
+                })
+                .await;
             Response::Unit
         }
         Request::IdentitiesDisallow { gestalt, action } => {
             let (id, action) = (gestalt_id(&gestalt)?, gestalt_action(&action)?);
             ctx.gestalts.disallow(&id, action).await?;
+            ctx.gestalts
+                .record(keynode_audit::AuditEvent::Disallowed {
+                    gestalt: id.to_string(),
+                    action: action.to_string(),
+                })
+                .await;
             Response::Unit
         }
         Request::IdentitiesPermissions { gestalt } => {
@@ -619,6 +650,12 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
             ctx.gestalts
                 .allow(&id, keynode_acl::GestaltAction::Claim)
                 .await?;
+            ctx.gestalts
+                .record(keynode_audit::AuditEvent::Allowed {
+                    gestalt: id.to_string(),
+                    action: keynode_acl::GestaltAction::Claim.to_string(),
+                })
+                .await;
             notify(ctx, node, keynode_notify::NotificationData::GestaltInvite).await?;
             Response::Unit
         }
@@ -737,6 +774,33 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
                     .collect(),
             )
         }
+        Request::AuditRead { limit } => {
+            let entries = ctx
+                .audit
+                .send(keynode_audit::Read {
+                    limit: limit.map(|l| l as usize),
+                    newest_first: true,
+                })
+                .await
+                .map_err(|e| ApiError::new(ErrorKind::Unavailable, format!("audit log: {e}")))?
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+            Response::AuditEntries(entries.iter().map(audit_view).collect())
+        }
+        Request::AuditVerify => {
+            let owner = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).node_id;
+            let verified = ctx
+                .audit
+                .send(keynode_audit::Verify { owner })
+                .await
+                .map_err(|e| ApiError::new(ErrorKind::Unavailable, format!("audit log: {e}")))?;
+            match verified {
+                Ok(entries) => Response::AuditVerified { entries },
+                Err(e @ keynode_audit::AuditError::Tampered { .. }) => {
+                    return Err(ApiError::new(ErrorKind::BadData, e.to_string()));
+                }
+                Err(e) => return Err(ApiError::new(ErrorKind::Internal, e.to_string())),
+            }
+        }
         Request::SecretsGet { .. } | Request::SecretsWrite { .. } | Request::SecretsDir { .. } => {
             return Err(ApiError::new(
                 ErrorKind::Protocol,
@@ -744,6 +808,21 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
             ));
         }
     })
+}
+
+fn audit_view(e: &keynode_audit::AuditEntry) -> AuditEntryView {
+    AuditEntryView {
+        seq: e.seq,
+        time_ms: e.time_ms,
+        kind: e.event.kind().to_owned(),
+        peer: e.event.peer(),
+        fields: e
+            .event
+            .fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    }
 }
 
 /// Collects secrets as `(name, value)` pairs, expanding directories.

@@ -10,6 +10,7 @@ use std::io;
 use std::time::Duration;
 
 use keynode_acl::{GestaltAction, VaultAction};
+use keynode_audit::{AuditEvent, TransferOp};
 use keynode_core::{NodeId, VaultName};
 use keynode_net::{NetError, RpcError, RpcStream, WireError, WireErrorKind};
 use keynode_vaults::messages as v;
@@ -33,6 +34,14 @@ const INLINE_QUEUE: usize = 1 << 20;
 
 fn denied() -> WireError {
     WireError::new(WireErrorKind::PermissionDenied, DENIED)
+}
+
+fn refused(peer: NodeId, op: &str, reason: &str) -> AuditEvent {
+    AuditEvent::Refused {
+        peer,
+        op: op.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> WireError {
@@ -62,6 +71,9 @@ pub(crate) async fn serve_scan(
         .await
         .map_err(|e| internal(e.message))?;
     if !may {
+        gestalts
+            .record(refused(peer, "scan", "no scan permission"))
+            .await;
         return Err(denied());
     }
     let perm = gestalts
@@ -79,6 +91,13 @@ pub(crate) async fn serve_scan(
             actions: actions.iter().map(ToString::to_string).collect(),
         });
     }
+    gestalts
+        .record(AuditEvent::Served {
+            peer,
+            op: TransferOp::Scan,
+            vault: None,
+        })
+        .await;
     Ok(PeerResponse::Scanned(out))
 }
 
@@ -94,13 +113,31 @@ pub(crate) async fn serve_vault(
     // Resolve and check together, with one answer for every failure.
     let meta = match vaults.send(v::ResolveVault { name_or_id: vault }).await {
         Ok(Ok(meta)) => meta,
-        _ => return Err(denied()),
+        _ => {
+            let reason = "no such vault";
+            gestalts
+                .record(refused(peer, &action.to_string(), reason))
+                .await;
+            return Err(denied());
+        }
+    };
+    let served = AuditEvent::Served {
+        peer,
+        op: match action {
+            VaultAction::Clone => TransferOp::Clone,
+            VaultAction::Pull => TransferOp::Pull,
+        },
+        vault: Some(meta.id),
     };
     let may = gestalts
         .may_vault(peer, meta.id, action)
         .await
         .map_err(|e| internal(e.message))?;
     if !may {
+        let reason = format!("vault {} not shared", meta.id);
+        gestalts
+            .record(refused(peer, &action.to_string(), &reason))
+            .await;
         return Err(denied());
     }
     let advert = vaults
@@ -123,6 +160,7 @@ pub(crate) async fn serve_vault(
             }
         };
     let Some(want) = want else {
+        gestalts.record(served).await;
         return Ok(PeerResponse::PackEnd(PackStats {
             objects: 0,
             bytes: 0,
@@ -162,6 +200,7 @@ pub(crate) async fn serve_vault(
         .map_err(internal)?
         .map_err(internal)?
         .map_err(|e| WireError::new(WireErrorKind::BadRequest, e.to_string()))?;
+    gestalts.record(served).await;
     Ok(PeerResponse::PackEnd(stats))
 }
 

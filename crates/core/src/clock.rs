@@ -20,3 +20,10 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 }
+
+/// A shared clock is a clock, so a generator or store can hold `Arc<dyn Clock>`.
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+}

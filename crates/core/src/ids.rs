@@ -15,7 +15,6 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 use multibase::Base;
-use rand::RngCore;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::clock::Clock;
@@ -155,10 +154,10 @@ serde_as_text_or_bytes!(NodeId, 32);
 pub struct VaultId([u8; 16]);
 
 impl VaultId {
-    /// A fresh random id.
+    /// A fresh random id (seeded in simulations: see [`crate::sim::set_seed`]).
     pub fn generate() -> Self {
         let mut b = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut b);
+        crate::sim::fill_random(&mut b);
         Self(b)
     }
 
@@ -249,7 +248,7 @@ impl<C: Clock> TidGenerator<C> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let value = if ms > *last >> 80 {
             let mut r = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut r[6..]);
+            crate::sim::fill_random(&mut r[6..]);
             // Keep headroom so the counter cannot overflow into the timestamp.
             (ms << 80) | (u128::from_be_bytes(r) & (LOW >> 1))
         } else {

@@ -122,10 +122,11 @@ impl NodeHandle {
         }
     }
 
-    async fn put(&self, vault: &str, path: &str, value: Vec<u8>) -> Result<(), String> {
-        self.run(Cmd::Put(vault.into(), path.into(), value))
-            .await
-            .map(|_| ())
+    async fn put(&self, vault: &str, path: &str, value: Vec<u8>) -> Result<Response, String> {
+        match self.run(Cmd::Put(vault.into(), path.into(), value)).await? {
+            Reply::Resp(r) => Ok(r),
+            Reply::Bytes(_) => Err("unexpected reply".into()),
+        }
     }
 
     async fn get(&self, vault: &str, path: &str) -> Result<Vec<u8>, String> {
@@ -177,8 +178,13 @@ enum Grant {
 /// What a run did and found.
 #[derive(Debug, Default)]
 struct Run {
-    /// One line per operation: what it was and how it ended (error kinds only).
+    /// One line per operation: what it was and how it ended (error kinds only,
+    /// the commit a write or pull left, the id a clone got).
     trace: Vec<String>,
+    /// The ids a run made outside the workload: setup vaults and their first
+    /// commits, then, at the end, a claim and every node's vaults, heads and
+    /// notification ids.
+    ids: Vec<String>,
     violations: Vec<String>,
 }
 
@@ -189,8 +195,22 @@ fn kind(r: &Result<impl Sized, String>) -> String {
     }
 }
 
+/// How a request ended, with the ids its answer carries (vault ids, commit
+/// ids, claim ids).
+fn outcome(r: &Result<Response, String>) -> String {
+    match r {
+        Ok(Response::Committed(Some(c))) => format!("ok {}", c.oid),
+        Ok(Response::Vault(meta)) => format!("ok {}", meta.id),
+        Ok(Response::Pulled { to, .. }) => format!("ok {to}"),
+        Ok(Response::Claimed { claim_id, seq }) => format!("ok {claim_id} #{seq}"),
+        other => kind(other),
+    }
+}
+
 fn run_seed(seed: u64) -> Run {
     keynode_core::sim::set_inline_blocking(true);
+    // Vault, permission and notification/claim ids from the seed too.
+    keynode_core::sim::set_seed(Some(seed));
     let dir = tempfile::tempdir().expect("tempdir");
     let provider = dir.path().join("offline-provider");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -301,12 +321,21 @@ fn run_seed(seed: u64) -> Run {
         }
         let mut writes: BTreeMap<(usize, String), Vec<u8>> = BTreeMap::new();
         for (i, a) in n.iter().enumerate() {
-            a.call(Request::VaultsCreate {
-                name: format!("v{i}"),
-            })
-            .await?;
-            a.put(&format!("v{i}"), "seed", format!("seed-{i}").into_bytes())
-                .await?;
+            let created = a
+                .call(Request::VaultsCreate {
+                    name: format!("v{i}"),
+                })
+                .await;
+            let written = a
+                .put(&format!("v{i}"), "seed", format!("seed-{i}").into_bytes())
+                .await;
+            run.ids.push(format!(
+                "create v{i}: {}, write: {}",
+                outcome(&created),
+                outcome(&written)
+            ));
+            created?;
+            written?;
             writes.insert((i, "seed".into()), format!("seed-{i}").into_bytes());
         }
 
@@ -365,7 +394,7 @@ fn run_seed(seed: u64) -> Run {
                     if r.is_ok() {
                         writes.insert((i, path.clone()), value);
                     }
-                    format!("write {i} {path}: {}", kind(&r))
+                    format!("write {i} {path}: {}", outcome(&r))
                 }
                 30..=44 if i != j => {
                     let r = n[i]
@@ -422,7 +451,7 @@ fn run_seed(seed: u64) -> Run {
                              succeeded without a share"
                         ));
                     }
-                    format!("{what} {j}<-{i}: {}", kind(&r))
+                    format!("{what} {j}<-{i}: {}", outcome(&r))
                 }
                 75..=99 if i != j => {
                     let message = format!("note-{seed}-{k}");
@@ -536,6 +565,41 @@ fn run_seed(seed: u64) -> Run {
                 ));
             }
         }
+        // Ids made at the end: a claim (n1 joins n0's gestalt), then every
+        // node's vaults, heads and notifications.
+        let invited = n[0].call(Request::IdentitiesInvite { node: n[1].id }).await;
+        let claimed = n[1].call(Request::NodesClaim { node: n[0].id }).await;
+        run.ids.push(format!(
+            "invite 0->1: {}, claim 1->0: {}",
+            kind(&invited),
+            outcome(&claimed)
+        ));
+        for (i, a) in n.iter().enumerate() {
+            if let Ok(Response::Vaults(vaults)) = a.call(Request::VaultsList).await {
+                for v in vaults {
+                    let head = a.head(v.name.as_str()).await;
+                    run.ids
+                        .push(format!("n{i} vault {} {}: {head:?}", v.name, v.id));
+                }
+            }
+            let inbox = a
+                .call(Request::NotificationsInboxRead {
+                    unread: false,
+                    limit: None,
+                    newest_first: false,
+                })
+                .await;
+            let outbox = a.call(Request::NotificationsOutboxRead).await;
+            for (which, r) in [("inbox", inbox), ("outbox", outbox)] {
+                if let Ok(Response::Notifications(list)) = r {
+                    let ids: Vec<String> = list
+                        .iter()
+                        .map(|v| format!("{} {}@{}", v.id, v.kind, v.sent_ms))
+                        .collect();
+                    run.ids.push(format!("n{i} {which}: {}", ids.join(", ")));
+                }
+            }
+        }
         *out.borrow_mut() = run;
         Ok(())
     });
@@ -546,6 +610,7 @@ fn run_seed(seed: u64) -> Run {
             .push(format!("the simulation failed: {e}"));
     }
     keynode_core::sim::set_inline_blocking(false);
+    keynode_core::sim::set_seed(None);
     Rc::try_unwrap(result)
         .map(|c| c.into_inner())
         .unwrap_or_default()
@@ -563,14 +628,35 @@ fn seeds() -> Vec<u64> {
 }
 
 /// A seed replays exactly: the same operations end the same way at the same
-/// simulated instants.
+/// simulated instants, making the same vault ids, commits, claim ids and
+/// notification ids.
 #[test]
 fn a_seed_replays_exactly() {
     let seed = 7;
     let (a, b) = (run_seed(seed), run_seed(seed));
     assert_eq!(a.trace.len(), OPS);
     assert_eq!(a.trace, b.trace);
+    assert_eq!(a.ids, b.ids);
     assert_eq!(a.violations, b.violations);
+    // The ids are really there: commits on writes, a claim, notifications.
+    assert!(
+        a.trace
+            .iter()
+            .any(|l| l.contains("write") && l.contains(": ok "))
+    );
+    assert!(
+        a.ids.iter().any(|l| l.contains("claim 1->0: ok ")),
+        "{:#?}",
+        a.ids
+    );
+    assert!(
+        a.ids
+            .iter()
+            .any(|l| l.contains("inbox: ") && l.contains('@'))
+    );
+    // A different seed makes different ids.
+    let c = run_seed(seed + 1);
+    assert_ne!(a.ids[0], c.ids[0]);
 }
 
 #[test]
@@ -591,6 +677,9 @@ fn invariants_hold_across_seeds() {
                 eprintln!("  {v}");
             }
             for line in &run.trace {
+                eprintln!("    {line}");
+            }
+            for line in &run.ids {
                 eprintln!("    {line}");
             }
             if !run.violations.is_empty() || ops != OPS {

@@ -2,6 +2,7 @@
 //! paths, every command, every kind of bad input.
 
 mod agent;
+mod audit;
 mod crash;
 mod identities;
 mod nodes;
