@@ -192,6 +192,14 @@ pub(crate) fn net_err(e: NetError) -> ApiError {
         | NetError::Handshake { .. }
         | NetError::NoResponse(_) => ErrorKind::Unreachable,
         NetError::Shutdown => ErrorKind::Unavailable,
+        // A stream cut by the network is unreachability; a peer that sends
+        // what cannot be decoded breaks the protocol.
+        NetError::Rpc { source, .. } => match source {
+            keynode_net::RpcError::Io(_) | keynode_net::RpcError::Truncated => {
+                ErrorKind::Unreachable
+            }
+            _ => ErrorKind::Protocol,
+        },
         _ => ErrorKind::Internal,
     };
     let mut message = e.to_string();
