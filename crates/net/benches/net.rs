@@ -357,5 +357,55 @@ fn unary(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, handshakes, throughput, unary);
+/// The round trip between two nodes that each run on their own thread and
+/// runtime, as two machines would: the caller's node on the bench thread, the
+/// serving node on another thread.
+fn unary_two_nodes(c: &mut Criterion) {
+    let rt = single_thread();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        single_thread().block_on(async move {
+            let (tmp, b) = node().await;
+            tx.send((b.node_id(), b.local_addr())).expect("send");
+            let _keep = (tmp, b);
+            std::future::pending::<()>().await;
+        })
+    });
+    let (peer, addr) = rx.recv().expect("serving node");
+    let (_ta, a) = rt.block_on(node());
+    a.book().add(peer, PeerAddress::from(addr)).expect("book");
+    rt.block_on(a.ping(peer)).expect("ping");
+    let mut g = c.benchmark_group("unary_two_nodes");
+    g.bench_function("call_round_trip", |bench| {
+        bench.iter(|| {
+            rt.block_on(async {
+                let v: u64 = a.call(peer, &Req::Echo(7)).await.expect("call");
+                v
+            })
+        })
+    });
+    g.finish();
+    let mut sample: Vec<Duration> = rt.block_on(async {
+        let mut out = Vec::with_capacity(10_000);
+        for i in 0..10_000u64 {
+            let start = Instant::now();
+            let v: u64 = a.call(peer, &Req::Echo(i)).await.expect("call");
+            out.push(start.elapsed());
+            assert_eq!(v, i);
+        }
+        out
+    });
+    sample.sort();
+    let pct = |p: f64| sample[((sample.len() as f64 * p) as usize).min(sample.len() - 1)];
+    println!(
+        "unary_two_nodes/call_round_trip sample of {} calls: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+        sample.len(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        sample[sample.len() - 1]
+    );
+}
+
+criterion_group!(benches, handshakes, throughput, unary, unary_two_nodes);
 criterion_main!(benches);
