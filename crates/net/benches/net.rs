@@ -315,15 +315,11 @@ fn throughput(c: &mut Criterion) {
     g.finish();
 }
 
-fn unary(c: &mut Criterion) {
-    let rt = runtime();
-    let ((_ta, a), (_tb, b)) = rt.block_on(async { (node().await, node().await) });
-    a.book()
-        .add(b.node_id(), PeerAddress::from(b.local_addr()))
-        .expect("book");
-    let peer = b.node_id();
+/// Measures `a`'s unary calls to `peer`: criterion's mean under `group`, then
+/// p50/p90/p99 from a sample of 10,000 calls.
+fn round_trips(c: &mut Criterion, group: &str, rt: &Runtime, a: &Network, peer: NodeId) {
     rt.block_on(a.ping(peer)).expect("ping");
-    let mut g = c.benchmark_group("unary");
+    let mut g = c.benchmark_group(group);
     g.bench_function("call_round_trip", |bench| {
         bench.iter(|| {
             rt.block_on(async {
@@ -334,7 +330,6 @@ fn unary(c: &mut Criterion) {
     });
     g.finish();
 
-    // Our own sample for the percentiles.
     let mut sample: Vec<Duration> = rt.block_on(async {
         let mut out = Vec::with_capacity(10_000);
         for i in 0..10_000u64 {
@@ -348,13 +343,23 @@ fn unary(c: &mut Criterion) {
     sample.sort();
     let pct = |p: f64| sample[((sample.len() as f64 * p) as usize).min(sample.len() - 1)];
     println!(
-        "unary/call_round_trip sample of {} calls: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+        "{group}/call_round_trip sample of {} calls: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
         sample.len(),
         pct(0.50),
         pct(0.90),
         pct(0.99),
         sample[sample.len() - 1]
     );
+}
+
+/// Both nodes in one 2-worker runtime.
+fn unary(c: &mut Criterion) {
+    let rt = runtime();
+    let ((_ta, a), (_tb, b)) = rt.block_on(async { (node().await, node().await) });
+    a.book()
+        .add(b.node_id(), PeerAddress::from(b.local_addr()))
+        .expect("book");
+    round_trips(c, "unary", &rt, &a, b.node_id());
 }
 
 /// The round trip between two nodes that each run on their own thread and
@@ -374,37 +379,7 @@ fn unary_two_nodes(c: &mut Criterion) {
     let (peer, addr) = rx.recv().expect("serving node");
     let (_ta, a) = rt.block_on(node());
     a.book().add(peer, PeerAddress::from(addr)).expect("book");
-    rt.block_on(a.ping(peer)).expect("ping");
-    let mut g = c.benchmark_group("unary_two_nodes");
-    g.bench_function("call_round_trip", |bench| {
-        bench.iter(|| {
-            rt.block_on(async {
-                let v: u64 = a.call(peer, &Req::Echo(7)).await.expect("call");
-                v
-            })
-        })
-    });
-    g.finish();
-    let mut sample: Vec<Duration> = rt.block_on(async {
-        let mut out = Vec::with_capacity(10_000);
-        for i in 0..10_000u64 {
-            let start = Instant::now();
-            let v: u64 = a.call(peer, &Req::Echo(i)).await.expect("call");
-            out.push(start.elapsed());
-            assert_eq!(v, i);
-        }
-        out
-    });
-    sample.sort();
-    let pct = |p: f64| sample[((sample.len() as f64 * p) as usize).min(sample.len() - 1)];
-    println!(
-        "unary_two_nodes/call_round_trip sample of {} calls: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
-        sample.len(),
-        pct(0.50),
-        pct(0.90),
-        pct(0.99),
-        sample[sample.len() - 1]
-    );
+    round_trips(c, "unary_two_nodes", &rt, &a, peer);
 }
 
 criterion_group!(benches, handshakes, throughput, unary, unary_two_nodes);
