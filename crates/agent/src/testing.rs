@@ -101,6 +101,24 @@ pub async fn trust(who: &Node, whom: &Node) {
     .await;
 }
 
+/// A pull of `vault` from its stored remote.
+pub fn pull(vault: &str) -> Request {
+    Request::VaultsPull {
+        vault: vault.into(),
+        node: None,
+        pull_vault: None,
+    }
+}
+
+/// Pulls `vault` from its stored remote, which must succeed; returns how many
+/// commits arrived.
+pub async fn pulled(node: &Node, vault: &str) -> u64 {
+    match ok(node, pull(vault)).await {
+        Response::Pulled { commits, .. } => commits,
+        other => panic!("pull of {vault}: unexpected {other:?}"),
+    }
+}
+
 /// Writes a secret.
 pub async fn write(
     node: &Node,

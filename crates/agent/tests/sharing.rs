@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use keynode_agent::api::{ErrorKind, NotificationView, Request, Response};
 use keynode_agent::peer::{PeerRequest, PeerResponse};
-use keynode_agent::testing::{TestNet, call, knows, ok, read, trust, write};
+use keynode_agent::testing::{TestNet, call, knows, ok, pull, pulled, read, trust, write};
 use keynode_agent::{ClientError, Node};
 use keynode_core::{NodeId, SystemClock, TidGenerator};
 use keynode_net::NetError;
@@ -220,32 +220,10 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
         .await
         .expect("write");
     write(&b, "prod", "db/user", b"admin").await.expect("write");
-    let Response::Pulled { commits, .. } = ok(
-        &a2,
-        Request::VaultsPull {
-            vault: "prod-1".into(),
-            node: None,
-            pull_vault: None,
-        },
-    )
-    .await
-    else {
-        panic!("no pull")
-    };
+    let commits = pulled(&a2, "prod-1").await;
     assert_eq!(commits, 2);
     assert_eq!(read(&a2, "prod-1", "db/password").await, b"correct horse");
-    let Response::Pulled { commits, .. } = ok(
-        &a2,
-        Request::VaultsPull {
-            vault: "prod-1".into(),
-            node: None,
-            pull_vault: None,
-        },
-    )
-    .await
-    else {
-        panic!("no pull")
-    };
+    let commits = pulled(&a2, "prod-1").await;
     assert_eq!(commits, 0);
 
     // 6. Clones are immutable; a fork is a writable copy with no remote.
@@ -302,18 +280,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
     assert_eq!(head(&a2, "prod-1").await, before);
     assert_eq!(read(&a2, "prod-1", "db/password").await, b"correct horse");
     // ...and the stored remote still points at prod.
-    let Response::Pulled { .. } = ok(
-        &a2,
-        Request::VaultsPull {
-            vault: "prod-1".into(),
-            node: None,
-            pull_vault: None,
-        },
-    )
-    .await
-    else {
-        panic!("no pull")
-    };
+    pulled(&a2, "prod-1").await;
 
     // 7. The outsider learns nothing: the same refusal whether the vault exists.
     let denied = [
@@ -384,18 +351,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
     )
     .await;
     arrives(&a, "vault_unshare", Duration::from_secs(10)).await;
-    refused(
-        call(
-            &a2,
-            Request::VaultsPull {
-                vault: "prod-1".into(),
-                node: None,
-                pull_vault: None,
-            },
-        )
-        .await,
-        ErrorKind::PermissionDenied,
-    );
+    refused(call(&a2, pull("prod-1")).await, ErrorKind::PermissionDenied);
     assert_eq!(read(&a2, "prod-1", "db/password").await, b"correct horse");
     // scan stays while `other` is shared, and lists only it.
     let Response::Scan(list) = ok(&a2, Request::VaultsScan { node: b.node_id() }).await else {
@@ -658,29 +614,13 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
     write(&b, "small", "k", b"v2").await.expect("write");
     let before = head(&a, "small").await;
     let cutter = cut_after(Duration::from_millis(300));
-    let r = call(
-        &a,
-        Request::VaultsPull {
-            vault: "small".into(),
-            node: None,
-            pull_vault: None,
-        },
-    )
-    .await;
+    let r = call(&a, pull("small")).await;
     cutter.await.expect("cutter");
     assert!(r.is_err(), "the pull finished before the cut");
     assert_eq!(head(&a, "small").await, before);
     assert_eq!(read(&a, "small", "k").await, b"v1");
     // The next pull completes.
-    ok(
-        &a,
-        Request::VaultsPull {
-            vault: "small".into(),
-            node: None,
-            pull_vault: None,
-        },
-    )
-    .await;
+    ok(&a, pull("small")).await;
     assert_eq!(read(&a, "small", "k").await, b"v2");
     a.stop().await;
     b.stop().await;
