@@ -28,6 +28,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod datakey;
 pub mod gestalt_id;
 pub mod ids;
 pub mod keys;
@@ -35,6 +36,7 @@ pub mod keystore;
 mod macros;
 pub mod names;
 pub mod sim;
+pub mod store;
 
 pub use clock::{Clock, SystemClock};
 pub use gestalt_id::{GestaltId, GestaltIdError, IdentityId, ProviderId};
