@@ -6,6 +6,10 @@
 //! version, KDF parameters, salt) is the AEAD's associated data, so changing any
 //! of it makes the file fail to open rather than open weaker. Files are written
 //! atomically (temporary file, fsync, rename) with mode 0600.
+//!
+//! Changing the password ([`change_password`], [`reseal`]) re-seals only this
+//! file: the seed, and so the node's identity and everything the root key
+//! wraps (the [`crate::datakey`]), stays the same.
 
 use std::fs;
 use std::io::Write;
@@ -44,6 +48,16 @@ impl KdfParams {
 
     /// The weakest parameters a key file may carry; weaker files are refused.
     pub const MINIMUM: KdfParams = Self::DEFAULT;
+
+    /// Each parameter at least as costly as in `other` (the stronger of the two,
+    /// parameter by parameter).
+    pub fn at_least(self, other: KdfParams) -> KdfParams {
+        KdfParams {
+            m_kib: self.m_kib.max(other.m_kib),
+            t: self.t.max(other.t),
+            p: self.p.max(other.p),
+        }
+    }
 }
 
 /// The key file could not be read or written.
@@ -119,6 +133,12 @@ pub fn seal(key: &Keypair, password: &[u8], kdf: KdfParams) -> Result<Vec<u8>, K
 
 /// Opens a key file's bytes with `password`.
 pub fn open(bytes: &[u8], password: &[u8]) -> Result<Keypair, KeystoreError> {
+    open_with_params(bytes, password).map(|(key, _)| key)
+}
+
+/// Opens a key file's bytes with `password`; also returns the file's KDF
+/// parameters.
+fn open_with_params(bytes: &[u8], password: &[u8]) -> Result<(Keypair, KdfParams), KeystoreError> {
     let file: KeyFile = crate::codec::decode_with_limit::<_, 4096>(bytes)
         .map_err(|e| KeystoreError::Corrupt(e.to_string()))?;
     if file.header.version != FORMAT_VERSION {
@@ -157,7 +177,21 @@ pub fn open(bytes: &[u8], password: &[u8]) -> Result<Keypair, KeystoreError> {
         .as_slice()
         .try_into()
         .map_err(|_| KeystoreError::Corrupt("sealed key has the wrong length".into()))?;
-    Ok(Keypair::from_secret_bytes(seed))
+    Ok((Keypair::from_secret_bytes(seed), kdf))
+}
+
+/// Re-seals a key file's bytes under `new_password`, after opening them with
+/// `current` (a wrong one is [`KeystoreError::WrongPassword`]). The new file has
+/// a fresh salt and nonce; its KDF parameters are the old file's, raised to at
+/// least [`KdfParams::DEFAULT`]. Returns the key and the new file's bytes.
+pub fn reseal(
+    bytes: &[u8],
+    current: &[u8],
+    new_password: &[u8],
+) -> Result<(Keypair, Vec<u8>), KeystoreError> {
+    let (key, kdf) = open_with_params(bytes, current)?;
+    let sealed = seal(&key, new_password, kdf.at_least(KdfParams::DEFAULT))?;
+    Ok((key, sealed))
 }
 
 /// Writes `bytes` to `path` atomically with mode 0600.
@@ -188,6 +222,20 @@ pub fn write_key_file(
 pub fn read_key_file(path: &Path, password: &[u8]) -> Result<Keypair, KeystoreError> {
     let bytes = fs::read(path)?;
     open(&bytes, password)
+}
+
+/// Changes the password of the key file at `path` from `current` to
+/// `new_password` (see [`reseal`]); returns the key. The file is replaced
+/// atomically, so a crash leaves either the old file or the new one, each
+/// whole. The caller keeps other writers away (the agent lock).
+pub fn change_password(
+    path: &Path,
+    current: &[u8],
+    new_password: &[u8],
+) -> Result<Keypair, KeystoreError> {
+    let (key, sealed) = reseal(&fs::read(path)?, current, new_password)?;
+    write_private_file(path, &sealed)?;
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -230,6 +278,116 @@ mod tests {
             open(&bytes, b"pw"),
             Err(KeystoreError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn change_password_reseals_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
+        let k = Keypair::generate();
+        write_key_file(&path, &k, b"old", KdfParams::DEFAULT).unwrap();
+        let before = fs::read(&path).unwrap();
+
+        let changed = change_password(&path, b"old", b"new").unwrap();
+        assert_eq!(changed.node_id(), k.node_id());
+        assert_eq!(read_key_file(&path, b"new").unwrap().node_id(), k.node_id());
+        assert!(matches!(
+            read_key_file(&path, b"old"),
+            Err(KeystoreError::WrongPassword)
+        ));
+        // Fresh salt and nonce; still private.
+        let after = fs::read(&path).unwrap();
+        let header = |b: &[u8]| {
+            let f: KeyFile = crate::codec::decode_with_limit::<_, 4096>(b).unwrap();
+            (f.header.salt, f.header.nonce, f.header.kdf)
+        };
+        let (salt0, nonce0, kdf0) = header(&before);
+        let (salt1, nonce1, kdf1) = header(&after);
+        assert_ne!(salt0, salt1);
+        assert_ne!(nonce0, nonce1);
+        assert_eq!(kdf0, kdf1);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // Nothing but the key file is left in the directory (no temporary).
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_data_key_opens_after_a_password_change() {
+        // The root key wraps the data key; a new password re-seals only the
+        // root key, so the sealed data key (and all it encrypts) is untouched.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
+        let k = Keypair::generate();
+        write_key_file(&path, &k, b"old", KdfParams::DEFAULT).unwrap();
+        let dk = crate::datakey::DataKey::generate();
+        let sealed = crate::datakey::seal(&dk, &k).unwrap();
+        change_password(&path, b"old", b"new").unwrap();
+        let root = read_key_file(&path, b"new").unwrap();
+        let opened = crate::datakey::open(&sealed, &root).unwrap();
+        assert_eq!(opened.expose(), dk.expose());
+    }
+
+    #[test]
+    fn change_password_with_the_wrong_password_leaves_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
+        let k = Keypair::generate();
+        write_key_file(&path, &k, b"old", KdfParams::DEFAULT).unwrap();
+        let before = fs::read(&path).unwrap();
+        assert!(matches!(
+            change_password(&path, b"wrong", b"new"),
+            Err(KeystoreError::WrongPassword)
+        ));
+        assert_eq!(fs::read(&path).unwrap(), before);
+        assert_eq!(read_key_file(&path, b"old").unwrap().node_id(), k.node_id());
+        // A missing file is an i/o error, not a wrong password.
+        assert!(matches!(
+            change_password(&dir.path().join("none"), b"old", b"new"),
+            Err(KeystoreError::Io(_))
+        ));
+    }
+
+    #[test]
+    fn reseal_keeps_stronger_parameters_and_raises_weaker_ones() {
+        let k = Keypair::generate();
+        let strong = KdfParams {
+            m_kib: KdfParams::DEFAULT.m_kib + 1024,
+            t: KdfParams::DEFAULT.t + 1,
+            p: 2,
+        };
+        let (key, bytes) = reseal(&seal(&k, b"a", strong).unwrap(), b"a", b"b").unwrap();
+        assert_eq!(key.node_id(), k.node_id());
+        let (_, kdf) = open_with_params(&bytes, b"b").unwrap();
+        assert_eq!(kdf, strong);
+        assert_eq!(
+            KdfParams {
+                m_kib: 1,
+                t: 9,
+                p: 1
+            }
+            .at_least(KdfParams::DEFAULT),
+            KdfParams {
+                m_kib: KdfParams::DEFAULT.m_kib,
+                t: 9,
+                p: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_crash_before_the_rename_leaves_the_old_file() {
+        // The new file is written beside the old one and renamed over it; a
+        // crash before the rename leaves a stray temporary and the old file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
+        let k = Keypair::generate();
+        write_key_file(&path, &k, b"old", KdfParams::DEFAULT).unwrap();
+        let (_, sealed) = reseal(&fs::read(&path).unwrap(), b"old", b"new").unwrap();
+        let mut tmp = tempfile::NamedTempFile::new_in(dir.path()).unwrap();
+        tmp.write_all(&sealed[..sealed.len() / 2]).unwrap();
+        let _ = tmp.into_temp_path().keep().unwrap(); // "crash": never renamed
+        assert_eq!(read_key_file(&path, b"old").unwrap().node_id(), k.node_id());
     }
 
     #[test]
