@@ -13,6 +13,7 @@
 //! copied) before the next read in the same transaction.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use chacha20poly1305::{ChaCha20Poly1305, Key};
 
@@ -21,7 +22,11 @@ use crate::datakey::DataKey;
 pub use heed3;
 
 /// The environment type every store opens its databases in.
-pub type Env = heed3::EncryptedEnv<heed3::WithoutTls>;
+///
+/// Shared by reference count: `heed3::EncryptedEnv<WithoutTls>` is not `Clone`
+/// (its derive bounds the TLS marker), while every store of a node holds the same
+/// environment. Methods are reached through `Deref`.
+pub type Env = Arc<heed3::EncryptedEnv<heed3::WithoutTls>>;
 
 /// Default maximal map size (the file grows as needed, up to this).
 pub const DEFAULT_MAP_SIZE: usize = 16 << 30;
@@ -48,13 +53,14 @@ pub fn open_env(
     // (heed3 checks this and returns `EnvAlreadyOpened`) and that its files are not
     // modified by other means while open. Callers own their directory: the agent
     // holds a lock on its node path; tests and benchmarks use fresh directories.
-    unsafe {
+    let env = unsafe {
         heed3::EnvOpenOptions::new()
             .read_txn_without_tls()
             .map_size(map_size)
             .max_dbs(max_dbs)
             .open_encrypted::<ChaCha20Poly1305, _>(key, dir)
-    }
+    }?;
+    Ok(Arc::new(env))
 }
 
 /// Opens an encrypted environment in `dir` with default limits.
