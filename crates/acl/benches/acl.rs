@@ -12,14 +12,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keynode_acl::{AclStore, Env, GestaltAction, VaultAction};
+use keynode_core::datakey::DataKey;
 use keynode_core::{GestaltId, Keypair, NodeId, VaultId};
 
-#[allow(unsafe_code)]
 fn open_env(dir: &Path) -> Env {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 30);
-    // SAFETY: a fresh directory, opened once, private to this benchmark.
-    unsafe { opts.open(dir).expect("env") }
+    let key = DataKey::from_bytes([7; 32]);
+    keynode_core::store::open_env(dir, &key, 1 << 30, 16).expect("env")
 }
 
 fn store() -> (tempfile::TempDir, AclStore) {

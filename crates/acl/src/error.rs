@@ -8,7 +8,7 @@ use keynode_core::codec::CodecError;
 pub enum AclError {
     /// LMDB failed.
     #[error("storage: {0}")]
-    Storage(#[from] heed::Error),
+    Storage(#[from] keynode_core::store::heed3::Error),
     /// A stored value could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[from] CodecError),

@@ -6,7 +6,8 @@
 //! holds [`GestaltAction`]s (`notify`, `scan`, `claim`) and per-vault
 //! [`VaultAction`]s (`clone`, `pull`).
 //!
-//! Start from [`AclStore`], a blocking store over LMDB, or [`AclManager`], a thin
+//! Start from [`AclStore`], a blocking store in the node's encrypted LMDB
+//! environment ([`Env`], see [`keynode_core::store`]), or [`AclManager`], a thin
 //! actix actor whose [`messages`] map one to one onto the store's methods. The
 //! decisions are plain functions in [`rules`]:
 //!

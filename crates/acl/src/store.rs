@@ -2,17 +2,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use heed::types::{Bytes, Unit};
-use heed::{CommitOrAbort, Database, RoTxn, RwTxn};
 use keynode_core::codec::{decode, encode};
+use keynode_core::store::heed3::types::{Bytes, Unit};
+use keynode_core::store::heed3::{self, CommitOrAbort, EncryptedDatabase, RoTxn, RwTxn};
 use keynode_core::{GestaltId, NodeId, VaultId};
 
 use crate::rules::{self, RecordFate};
 use crate::{AclError, GestaltAction, PermId, Permission, VaultAction};
 
-/// The LMDB environment the store lives in (opened with
-/// `read_txn_without_tls()`, `max_dbs` leaving room for [`DB_NAMES`]).
-pub type Env = heed::Env<heed::WithoutTls>;
+/// The LMDB environment the store lives in: the node's one encrypted
+/// environment ([`keynode_core::store::open_env`], `max_dbs` leaving room for
+/// [`DB_NAMES`]).
+pub use keynode_core::store::Env;
 
 /// LMDB database: encoded [`GestaltId`] → [`PermId`] (16 bytes).
 pub const MEMBERS_DB: &str = "acl.members";
@@ -28,7 +29,7 @@ pub const HOLDERS_DB: &str = "acl.holders";
 /// Every database the store uses.
 pub const DB_NAMES: [&str; 4] = [MEMBERS_DB, PERMS_DB, VAULTS_DB, HOLDERS_DB];
 
-type Db = Database<'static, Bytes, Bytes>;
+type Db = EncryptedDatabase<'static, Bytes, Bytes>;
 
 /// The encoded key of a node member, as `codec::encode(&GestaltId::Node(n))`
 /// writes it (variant tag 0, then the key bytes), built without allocating.
@@ -79,7 +80,7 @@ pub struct AclStore {
     members: Db,
     perms: Db,
     vaults: Db,
-    holders: Database<'static, Bytes, Unit>,
+    holders: EncryptedDatabase<'static, Bytes, Unit>,
 }
 
 const _: fn() = || {
@@ -99,14 +100,15 @@ impl AclStore {
     pub fn open(env: Env) -> Result<AclStore, AclError> {
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
-            let members: Database<'_, Bytes, Bytes> =
+            let members: EncryptedDatabase<'_, Bytes, Bytes> =
                 opener.create_database(wtxn, Some(MEMBERS_DB))?;
-            let perms: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(PERMS_DB))?;
-            let vaults: Database<'_, Bytes, Bytes> =
+            let perms: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(PERMS_DB))?;
+            let vaults: EncryptedDatabase<'_, Bytes, Bytes> =
                 opener.create_database(wtxn, Some(VAULTS_DB))?;
-            let holders: Database<'_, Bytes, Unit> =
+            let holders: EncryptedDatabase<'_, Bytes, Unit> =
                 opener.create_database(wtxn, Some(HOLDERS_DB))?;
-            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((
                 members, perms, vaults, holders,
             )))
         })?;
@@ -124,11 +126,11 @@ impl AclStore {
 
     // ---- reads inside a transaction -------------------------------------------------
 
-    fn perm_of(&self, txn: &RoTxn<'_>, key: &[u8]) -> Result<Option<PermId>, AclError> {
+    fn perm_of(&self, txn: &mut RoTxn<'_>, key: &[u8]) -> Result<Option<PermId>, AclError> {
         self.members.get(txn, key)?.map(perm_id).transpose()
     }
 
-    fn record(&self, txn: &RoTxn<'_>, id: PermId) -> Result<Permission, AclError> {
+    fn record(&self, txn: &mut RoTxn<'_>, id: PermId) -> Result<Permission, AclError> {
         let gestalt = match self.perms.get(txn, &id.0)? {
             Some(m) => GestaltAction::set_from_mask(mask(m, PERMS_DB)?),
             None => BTreeSet::new(),
@@ -152,7 +154,7 @@ impl AclStore {
     }
 
     /// The encoded keys of a record's holders.
-    fn holder_keys(&self, txn: &RoTxn<'_>, id: PermId) -> Result<Vec<Vec<u8>>, AclError> {
+    fn holder_keys(&self, txn: &mut RoTxn<'_>, id: PermId) -> Result<Vec<Vec<u8>>, AclError> {
         let mut out = Vec::new();
         for item in self.holders.prefix_iter(txn, &id.0)? {
             let (k, ()) = item?;
@@ -161,7 +163,7 @@ impl AclStore {
         Ok(out)
     }
 
-    fn has_holders(&self, txn: &RoTxn<'_>, id: PermId) -> Result<bool, AclError> {
+    fn has_holders(&self, txn: &mut RoTxn<'_>, id: PermId) -> Result<bool, AclError> {
         Ok(self
             .holders
             .prefix_iter(txn, &id.0)?
@@ -262,7 +264,7 @@ impl AclStore {
         let key = encode(member)?;
         let mut txn = self.env.write_txn()?;
         let (id, added) = self.ensure(&mut txn, &key)?;
-        let old = self.record(&txn, id)?;
+        let old = self.record(&mut txn, id)?;
         let mut new = old.clone();
         let changed = f(&mut new);
         self.write_diff(&mut txn, id, &rules::diff(&old, &new))?;
@@ -287,7 +289,7 @@ impl AclStore {
     pub fn remove_member(&self, member: &GestaltId) -> Result<bool, AclError> {
         let key = encode(member)?;
         let mut txn = self.env.write_txn()?;
-        let Some(id) = self.perm_of(&txn, &key)? else {
+        let Some(id) = self.perm_of(&mut txn, &key)? else {
             return Ok(false);
         };
         self.members.delete(&mut txn, &key)?;
@@ -305,14 +307,14 @@ impl AclStore {
         let mut txn = self.env.write_txn()?;
         let mut ids = BTreeSet::new();
         for k in &keys {
-            if let Some(id) = self.perm_of(&txn, k)? {
+            if let Some(id) = self.perm_of(&mut txn, k)? {
                 ids.insert(id);
             }
         }
         // Keep the record with the most holders and move the others' holders to it.
         let mut holders = BTreeMap::new();
         for id in &ids {
-            holders.insert(*id, self.holder_keys(&txn, *id)?);
+            holders.insert(*id, self.holder_keys(&mut txn, *id)?);
         }
         let target = match holders.iter().max_by_key(|(_, h)| h.len()) {
             Some((id, _)) => *id,
@@ -321,9 +323,9 @@ impl AclStore {
         if ids.len() > 1 {
             let records = ids
                 .iter()
-                .map(|id| self.record(&txn, *id))
+                .map(|id| self.record(&mut txn, *id))
                 .collect::<Result<Vec<_>, _>>()?;
-            let old = self.record(&txn, target)?;
+            let old = self.record(&mut txn, target)?;
             let new = rules::merge(&records);
             self.write_diff(&mut txn, target, &rules::diff(&old, &new))?;
             for (id, hs) in &holders {
@@ -359,13 +361,13 @@ impl AclStore {
         let mut txn = self.env.write_txn()?;
         let mut ids = BTreeSet::new();
         for k in left.iter().chain(&right) {
-            if let Some(id) = self.perm_of(&txn, k)? {
+            if let Some(id) = self.perm_of(&mut txn, k)? {
                 ids.insert(id);
             }
         }
         let records = ids
             .iter()
-            .map(|id| self.record(&txn, *id))
+            .map(|id| self.record(&mut txn, *id))
             .collect::<Result<Vec<_>, _>>()?;
         let (l, r) = rules::split(&rules::merge(&records));
         for (side, p) in [(&left, &l), (&right, &r)] {
@@ -442,7 +444,7 @@ impl AclStore {
     pub fn purge_vault(&self, vault: VaultId) -> Result<usize, AclError> {
         let mut txn = self.env.write_txn()?;
         let mut keys = Vec::new();
-        for item in self.vaults.iter(&txn)? {
+        for item in self.vaults.iter(&mut txn)? {
             let (k, _) = item?;
             if k.get(16..) == Some(vault.as_bytes().as_slice()) {
                 keys.push(k.to_vec());
@@ -450,7 +452,7 @@ impl AclStore {
         }
         for k in &keys {
             let id = perm_id(k)?;
-            let mut p = self.record(&txn, id)?;
+            let mut p = self.record(&mut txn, id)?;
             let old = p.clone();
             rules::purge_vault(&mut p, vault);
             self.write_diff(&mut txn, id, &rules::diff(&old, &p))?;
@@ -462,9 +464,9 @@ impl AclStore {
     /// The record the member holds, or `None` if it is not a member.
     pub fn permission(&self, member: &GestaltId) -> Result<Option<Permission>, AclError> {
         let key = encode(member)?;
-        let txn = self.env.read_txn()?;
-        match self.perm_of(&txn, &key)? {
-            Some(id) => Ok(Some(self.record(&txn, id)?)),
+        let mut txn = self.env.read_txn()?;
+        match self.perm_of(&mut txn, &key)? {
+            Some(id) => Ok(Some(self.record(&mut txn, id)?)),
             None => Ok(None),
         }
     }
@@ -475,15 +477,20 @@ impl AclStore {
         &self,
         vault: VaultId,
     ) -> Result<Vec<(GestaltId, BTreeSet<VaultAction>)>, AclError> {
-        let txn = self.env.read_txn()?;
-        let mut out = Vec::new();
-        for item in self.vaults.iter(&txn)? {
+        let mut txn = self.env.read_txn()?;
+        // Collect the grants first: a read borrows the transaction until its
+        // value is dropped.
+        let mut grants = Vec::new();
+        for item in self.vaults.iter(&mut txn)? {
             let (k, m) = item?;
             if k.get(16..) != Some(vault.as_bytes().as_slice()) {
                 continue;
             }
-            let actions = VaultAction::set_from_mask(mask(m, VAULTS_DB)?);
-            for h in self.holder_keys(&txn, perm_id(k)?)? {
+            grants.push((perm_id(k)?, VaultAction::set_from_mask(mask(m, VAULTS_DB)?)));
+        }
+        let mut out = Vec::new();
+        for (id, actions) in grants {
+            for h in self.holder_keys(&mut txn, id)? {
                 out.push((decode::<GestaltId>(&h)?, actions.clone()));
             }
         }
@@ -494,18 +501,21 @@ impl AclStore {
     /// Every record with the members that share it (members sorted; groups
     /// sorted by their first member).
     pub fn all(&self) -> Result<Vec<(Vec<GestaltId>, Permission)>, AclError> {
-        let txn = self.env.read_txn()?;
+        let mut txn = self.env.read_txn()?;
+        let ids = self
+            .perms
+            .iter(&mut txn)?
+            .map(|item| perm_id(item?.0))
+            .collect::<Result<Vec<_>, AclError>>()?;
         let mut out = Vec::new();
-        for item in self.perms.iter(&txn)? {
-            let (k, _) = item?;
-            let id = perm_id(k)?;
+        for id in ids {
             let mut members = self
-                .holder_keys(&txn, id)?
+                .holder_keys(&mut txn, id)?
                 .iter()
                 .map(|h| decode::<GestaltId>(h))
                 .collect::<Result<Vec<_>, _>>()?;
             members.sort();
-            out.push((members, self.record(&txn, id)?));
+            out.push((members, self.record(&mut txn, id)?));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
@@ -513,10 +523,10 @@ impl AclStore {
 
     /// Every member, sorted.
     pub fn members(&self) -> Result<Vec<GestaltId>, AclError> {
-        let txn = self.env.read_txn()?;
+        let mut txn = self.env.read_txn()?;
         let mut out = self
             .members
-            .iter(&txn)?
+            .iter(&mut txn)?
             .map(|item| Ok(decode::<GestaltId>(item?.0)?))
             .collect::<Result<Vec<_>, AclError>>()?;
         out.sort();
@@ -529,11 +539,11 @@ impl AclStore {
         node: &NodeId,
         action: GestaltAction,
     ) -> Result<bool, AclError> {
-        let txn = self.env.read_txn()?;
-        let Some(id) = self.perm_of(&txn, &node_key(node))? else {
+        let mut txn = self.env.read_txn()?;
+        let Some(id) = self.perm_of(&mut txn, &node_key(node))? else {
             return Ok(false);
         };
-        Ok(match self.perms.get(&txn, &id.0)? {
+        Ok(match self.perms.get(&mut txn, &id.0)? {
             Some(m) => mask(m, PERMS_DB)? & action.bit() != 0,
             None => false,
         })
@@ -547,11 +557,11 @@ impl AclStore {
         vault: VaultId,
         action: VaultAction,
     ) -> Result<bool, AclError> {
-        let txn = self.env.read_txn()?;
-        let Some(id) = self.perm_of(&txn, &node_key(node))? else {
+        let mut txn = self.env.read_txn()?;
+        let Some(id) = self.perm_of(&mut txn, &node_key(node))? else {
             return Ok(false);
         };
-        Ok(match self.vaults.get(&txn, &vault_key(id, vault))? {
+        Ok(match self.vaults.get(&mut txn, &vault_key(id, vault))? {
             Some(m) => mask(m, VAULTS_DB)? & action.bit() != 0,
             None => false,
         })
