@@ -16,7 +16,7 @@ pub enum AuditError {
     },
     /// LMDB failed.
     #[error("storage: {0}")]
-    Storage(#[from] heed::Error),
+    Storage(#[from] keynode_core::store::heed3::Error),
     /// A value could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[from] CodecError),

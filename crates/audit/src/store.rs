@@ -2,18 +2,19 @@
 
 use std::sync::Arc;
 
-use heed::types::Bytes;
-use heed::{CommitOrAbort, Database, RoTxn};
 use keynode_core::codec::{decode, encode};
+use keynode_core::store::heed3::types::Bytes;
+use keynode_core::store::heed3::{self, CommitOrAbort, EncryptedDatabase, RoTxn};
 use keynode_core::{Clock, Keypair, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::AuditError;
 use crate::model::{AuditEntry, AuditEvent, entry_hash, signed_bytes};
 
-/// The LMDB environment the store lives in (opened with
-/// `read_txn_without_tls()`, `max_dbs` leaving room for [`DB_NAMES`]).
-pub type Env = heed::Env<heed::WithoutTls>;
+/// The LMDB environment the store lives in: the node's one encrypted
+/// environment ([`keynode_core::store::open_env`], `max_dbs` leaving room for
+/// [`DB_NAMES`]).
+pub use keynode_core::store::Env;
 
 /// LMDB database: [`seq_key`] (8 bytes, big endian) → encoded [`AuditEntry`].
 pub const LOG_DB: &str = "audit.log";
@@ -25,7 +26,7 @@ pub const HEAD_KEY: &[u8] = b"head";
 /// Every database the store uses.
 pub const DB_NAMES: [&str; 2] = [LOG_DB, HEAD_DB];
 
-type Db = Database<'static, Bytes, Bytes>;
+type Db = EncryptedDatabase<'static, Bytes, Bytes>;
 
 /// The key of entry `seq` in [`LOG_DB`] (big endian, so keys sort by seq).
 pub fn seq_key(seq: u64) -> [u8; 8] {
@@ -74,9 +75,11 @@ impl AuditStore {
     pub fn open(env: Env, key: Arc<Keypair>, clock: Arc<dyn Clock>) -> Result<Self, AuditError> {
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
-            let log: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(LOG_DB))?;
-            let head: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(HEAD_DB))?;
-            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((log, head)))
+            let log: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(LOG_DB))?;
+            let head: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(HEAD_DB))?;
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((log, head)))
         })?;
         let CommitOrAbort::Commit((log, head)) = created else {
             return Err(AuditError::Corrupt("audit databases were not created"));
@@ -95,7 +98,7 @@ impl AuditStore {
         self.key.node_id()
     }
 
-    fn stored_head(&self, txn: &RoTxn<'_>) -> Result<Option<Head>, AuditError> {
+    fn stored_head(&self, txn: &mut RoTxn<'_>) -> Result<Option<Head>, AuditError> {
         Ok(self
             .head
             .get(txn, HEAD_KEY)?
@@ -107,7 +110,7 @@ impl AuditStore {
     /// hash of the last entry. Returns the entry.
     pub fn append(&self, event: AuditEvent) -> Result<AuditEntry, AuditError> {
         let mut wtxn = self.env.write_txn()?;
-        let (seq, prev) = match self.stored_head(&wtxn)? {
+        let (seq, prev) = match self.stored_head(&mut wtxn)? {
             Some(h) => (h.seq + 1, h.hash),
             None => (0, [0; 32]),
         };
@@ -134,20 +137,20 @@ impl AuditStore {
         limit: Option<usize>,
         newest_first: bool,
     ) -> Result<Vec<AuditEntry>, AuditError> {
-        let rtxn = self.env.read_txn()?;
+        let mut rtxn = self.env.read_txn()?;
         let limit = limit.unwrap_or(usize::MAX);
-        let decode_entry = |item: heed::Result<(&[u8], &[u8])>| -> Result<AuditEntry, AuditError> {
+        let decode_entry = |item: heed3::Result<(&[u8], &[u8])>| -> Result<AuditEntry, AuditError> {
             Ok(decode(item?.1)?)
         };
         if newest_first {
             self.log
-                .rev_iter(&rtxn)?
+                .rev_iter(&mut rtxn)?
                 .take(limit)
                 .map(decode_entry)
                 .collect()
         } else {
             self.log
-                .iter(&rtxn)?
+                .iter(&mut rtxn)?
                 .take(limit)
                 .map(decode_entry)
                 .collect()
@@ -171,10 +174,10 @@ impl AuditStore {
     /// Returns the number of entries, or [`AuditError::Tampered`] naming the
     /// first bad entry.
     pub fn verify(&self, owner: &NodeId) -> Result<u64, AuditError> {
-        let rtxn = self.env.read_txn()?;
+        let mut rtxn = self.env.read_txn()?;
         let mut expected: u64 = 0;
         let mut prev = [0u8; 32];
-        for item in self.log.iter(&rtxn)? {
+        for item in self.log.iter(&mut rtxn)? {
             let (k, v) = item?;
             let key_seq = <[u8; 8]>::try_from(k)
                 .map(u64::from_be_bytes)
@@ -206,7 +209,7 @@ impl AuditStore {
             expected += 1;
         }
         let head = self
-            .stored_head(&rtxn)
+            .stored_head(&mut rtxn)
             .map_err(|e| tampered(expected, format!("head cannot be read: {e}")))?;
         match head {
             None if expected == 0 => {}

@@ -2,21 +2,17 @@
 
 use std::sync::Arc;
 
-use heed::types::Bytes;
 use keynode_audit::{
     AuditEntry, AuditError, AuditEvent, AuditStore, Env, HEAD_DB, LOG_DB, TransferOp, seq_key,
 };
 use keynode_core::codec::{decode, encode};
+use keynode_core::datakey::DataKey;
+use keynode_core::store::heed3::{self, types::Bytes};
 use keynode_core::{Keypair, NodeId, SystemClock, VaultId};
 use tempfile::TempDir;
 
-#[allow(unsafe_code)]
 fn open_env(dir: &std::path::Path) -> Env {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 26);
-    // SAFETY: every test opens a fresh directory exactly once per process, and no
-    // other code maps or truncates its files while the env is open.
-    unsafe { opts.open(dir).unwrap() }
+    keynode_core::store::open_env(dir, &DataKey::from_bytes([7; 32]), 1 << 26, 16).unwrap()
 }
 
 struct Fixture {
@@ -61,25 +57,25 @@ fn log(n: u64) -> Fixture {
     }
 }
 
-fn db(env: &Env, name: &str) -> heed::Database<'static, Bytes, Bytes> {
+fn db(env: &Env, name: &str) -> heed3::EncryptedDatabase<'static, Bytes, Bytes> {
     let rtxn = env.read_txn().unwrap();
     let opened = env
         .open_databases_and_commit(rtxn, |opener, rtxn| {
-            let db: Option<heed::Database<'_, Bytes, Bytes>> =
+            let db: Option<heed3::EncryptedDatabase<'_, Bytes, Bytes>> =
                 opener.open_database(rtxn, Some(name))?;
-            Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit(db.unwrap()))
+            Ok::<_, heed3::Error>(heed3::CommitOrAbort::<_, ()>::Commit(db.unwrap()))
         })
         .unwrap();
     match opened {
-        heed::CommitOrAbort::Commit(db) => db,
-        heed::CommitOrAbort::Abort(()) => unreachable!(),
+        heed3::CommitOrAbort::Commit(db) => db,
+        heed3::CommitOrAbort::Abort(()) => unreachable!(),
     }
 }
 
 fn raw(f: &Fixture, seq: u64) -> Vec<u8> {
     let log = db(&f.env, LOG_DB);
-    let rtxn = f.env.read_txn().unwrap();
-    log.get(&rtxn, &seq_key(seq)).unwrap().unwrap().to_vec()
+    let mut rtxn = f.env.read_txn().unwrap();
+    log.get(&mut rtxn, &seq_key(seq)).unwrap().unwrap().to_vec()
 }
 
 fn put(f: &Fixture, seq: u64, bytes: &[u8]) {
