@@ -25,9 +25,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 
-use heed::types::{Bytes, Unit};
-use heed::{CommitOrAbort, Database};
 use keynode_core::codec::{CodecError, decode, encode};
+use keynode_core::store::heed3::types::{Bytes, Unit};
+use keynode_core::store::heed3::{self, CommitOrAbort, EncryptedDatabase};
 use keynode_core::{GestaltId, IdentityId, NodeId, ProviderId};
 
 use crate::claims::{ChainHead, ClaimBody, SignedClaim, verify_claim};
@@ -100,7 +100,7 @@ pub enum DiscoveryError {
     Graph(#[from] GraphError),
     /// LMDB failed.
     #[error("storage: {0}")]
-    Storage(#[from] heed::Error),
+    Storage(#[from] heed3::Error),
     /// A stored value could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[from] CodecError),
@@ -230,8 +230,8 @@ pub fn identity_links(
 /// driver.
 pub struct Discovery {
     env: Env,
-    heads: Database<'static, Bytes, Bytes>,
-    hints: Database<'static, Bytes, Unit>,
+    heads: EncryptedDatabase<'static, Bytes, Bytes>,
+    hints: EncryptedDatabase<'static, Bytes, Unit>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -245,9 +245,11 @@ impl Discovery {
     pub fn open(env: Env) -> Result<Discovery, DiscoveryError> {
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
-            let heads: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(HEADS_DB))?;
-            let hints: Database<'_, Bytes, Unit> = opener.create_database(wtxn, Some(HINTS_DB))?;
-            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((heads, hints)))
+            let heads: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(HEADS_DB))?;
+            let hints: EncryptedDatabase<'_, Bytes, Unit> =
+                opener.create_database(wtxn, Some(HINTS_DB))?;
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((heads, hints)))
         })?;
         let CommitOrAbort::Commit((heads, hints)) = created else {
             return Err(GraphError::Task("discovery databases were not created".into()).into());
@@ -257,10 +259,10 @@ impl Discovery {
 
     /// The last verified entry of `node`'s chain.
     pub fn head(&self, node: &NodeId) -> Result<Option<ChainHead>, DiscoveryError> {
-        let txn = self.env.read_txn()?;
+        let mut txn = self.env.read_txn()?;
         Ok(self
             .heads
-            .get(&txn, node.as_bytes())?
+            .get(&mut txn, node.as_bytes())?
             .map(decode)
             .transpose()?)
     }
@@ -283,9 +285,9 @@ impl Discovery {
     }
 
     fn hints_of(&self, node: &NodeId) -> Result<Vec<GestaltId>, DiscoveryError> {
-        let txn = self.env.read_txn()?;
+        let mut txn = self.env.read_txn()?;
         let mut out = Vec::new();
-        for item in self.hints.prefix_iter(&txn, node.as_bytes())? {
+        for item in self.hints.prefix_iter(&mut txn, node.as_bytes())? {
             let (k, ()) = item?;
             out.push(decode(&k[32..])?);
         }

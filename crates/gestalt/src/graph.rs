@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use heed::types::{Bytes, Unit};
-use heed::{CommitOrAbort, Database, RoTxn, RwTxn};
 use keynode_core::codec::{CodecError, decode, encode};
+use keynode_core::store::heed3::types::{Bytes, Unit};
+use keynode_core::store::heed3::{self, CommitOrAbort, EncryptedDatabase, RoTxn, RwTxn};
 use keynode_core::{GestaltId, IdentityId, NodeId, ProviderId};
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,7 @@ pub enum GraphError {
     SelfLink(GestaltId),
     /// LMDB failed.
     #[error("storage: {0}")]
-    Storage(#[from] heed::Error),
+    Storage(#[from] heed3::Error),
     /// A stored value could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[from] CodecError),
@@ -123,8 +123,8 @@ pub enum GestaltEvent {
 /// [`GestaltEvent`]s it caused, in order.
 pub struct GestaltGraph {
     env: Env,
-    vertices: Database<'static, Bytes, Unit>,
-    edges: Database<'static, Bytes, Bytes>,
+    vertices: EncryptedDatabase<'static, Bytes, Unit>,
+    edges: EncryptedDatabase<'static, Bytes, Bytes>,
 }
 
 const _: fn() = || {
@@ -154,10 +154,11 @@ impl GestaltGraph {
     pub fn open(env: Env) -> Result<GestaltGraph, GraphError> {
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
-            let vertices: Database<'_, Bytes, Unit> =
+            let vertices: EncryptedDatabase<'_, Bytes, Unit> =
                 opener.create_database(wtxn, Some(VERTICES_DB))?;
-            let edges: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(EDGES_DB))?;
-            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((vertices, edges)))
+            let edges: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(EDGES_DB))?;
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((vertices, edges)))
         })?;
         let CommitOrAbort::Commit((vertices, edges)) = created else {
             return Err(GraphError::Task(
@@ -173,7 +174,7 @@ impl GestaltGraph {
 
     fn neighbors_in(
         &self,
-        txn: &RoTxn<'_>,
+        txn: &mut RoTxn<'_>,
         key: &[u8],
     ) -> Result<Vec<(Vec<u8>, Proofs)>, GraphError> {
         let mut out = Vec::new();
@@ -185,7 +186,11 @@ impl GestaltGraph {
     }
 
     /// The encoded members of `key`'s component.
-    fn component_in(&self, txn: &RoTxn<'_>, key: &[u8]) -> Result<BTreeSet<Vec<u8>>, GraphError> {
+    fn component_in(
+        &self,
+        txn: &mut RoTxn<'_>,
+        key: &[u8],
+    ) -> Result<BTreeSet<Vec<u8>>, GraphError> {
         let mut seen = BTreeSet::from([key.to_vec()]);
         let mut queue = VecDeque::from([key.to_vec()]);
         while let Some(v) = queue.pop_front() {
@@ -241,7 +246,7 @@ impl GestaltGraph {
         self.add_in(&mut txn, a, &ka, &mut events)?;
         self.add_in(&mut txn, b, &kb, &mut events)?;
         let ab = edge_key(&ka, &kb);
-        let mut proofs: BTreeSet<ClaimRef> = match self.edges.get(&txn, &ab)? {
+        let mut proofs: BTreeSet<ClaimRef> = match self.edges.get(&mut txn, &ab)? {
             Some(v) => decode(v)?,
             None => BTreeSet::new(),
         };
@@ -252,7 +257,7 @@ impl GestaltGraph {
             self.edges.put(&mut txn, &edge_key(&kb, &ka), &v)?;
         }
         if new_edge {
-            let members = Self::members_of(&self.component_in(&txn, &ka)?)?;
+            let members = Self::members_of(&self.component_in(&mut txn, &ka)?)?;
             events.push(GestaltEvent::Linked {
                 a: a.clone(),
                 b: b.clone(),
@@ -304,12 +309,12 @@ impl GestaltGraph {
     pub fn remove_vertex(&self, id: &GestaltId) -> Result<Vec<GestaltEvent>, GraphError> {
         let key = encode(id)?;
         let mut txn = self.env.write_txn()?;
-        if self.vertices.get(&txn, &key)?.is_none() {
+        if self.vertices.get(&mut txn, &key)?.is_none() {
             return Ok(Vec::new());
         }
         let mut events = Vec::new();
         let mut neighbors = self
-            .neighbors_in(&txn, &key)?
+            .neighbors_in(&mut txn, &key)?
             .into_iter()
             .map(|(k, _)| decode::<GestaltId>(&k))
             .collect::<Result<Vec<_>, _>>()?;
@@ -360,32 +365,36 @@ impl GestaltGraph {
 
     /// Whether `id` is a vertex.
     pub fn contains(&self, id: &GestaltId) -> Result<bool, GraphError> {
-        let txn = self.env.read_txn()?;
-        Ok(self.vertices.get(&txn, &encode(id)?)?.is_some())
+        let mut txn = self.env.read_txn()?;
+        Ok(self.vertices.get(&mut txn, &encode(id)?)?.is_some())
     }
 
     /// The gestalt `id` belongs to, or `None` if it is not a vertex.
     pub fn gestalt_of(&self, id: &GestaltId) -> Result<Option<Gestalt>, GraphError> {
         let key = encode(id)?;
-        let txn = self.env.read_txn()?;
-        if self.vertices.get(&txn, &key)?.is_none() {
+        let mut txn = self.env.read_txn()?;
+        if self.vertices.get(&mut txn, &key)?.is_none() {
             return Ok(None);
         }
-        let members = Self::members_of(&self.component_in(&txn, &key)?)?;
+        let members = Self::members_of(&self.component_in(&mut txn, &key)?)?;
         Ok(Some(Gestalt::from_members(members)))
     }
 
     /// Every gestalt, sorted by first member.
     pub fn gestalts(&self) -> Result<Vec<Gestalt>, GraphError> {
-        let txn = self.env.read_txn()?;
+        let mut txn = self.env.read_txn()?;
+        let vertices = self
+            .vertices
+            .iter(&mut txn)?
+            .map(|item| Ok(item?.0.to_vec()))
+            .collect::<Result<Vec<_>, GraphError>>()?;
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
-        for item in self.vertices.iter(&txn)? {
-            let (k, ()) = item?;
-            if seen.contains(k) {
+        for k in vertices {
+            if seen.contains(&k) {
                 continue;
             }
-            let component = self.component_in(&txn, k)?;
+            let component = self.component_in(&mut txn, &k)?;
             let members = Self::members_of(&component)?;
             seen.extend(component);
             out.push(Gestalt::from_members(members));
@@ -396,10 +405,10 @@ impl GestaltGraph {
 
     /// Every vertex, sorted.
     pub fn vertices(&self) -> Result<Vec<GestaltId>, GraphError> {
-        let txn = self.env.read_txn()?;
+        let mut txn = self.env.read_txn()?;
         let mut out = self
             .vertices
-            .iter(&txn)?
+            .iter(&mut txn)?
             .map(|item| Ok(decode::<GestaltId>(item?.0)?))
             .collect::<Result<Vec<_>, GraphError>>()?;
         out.sort();
@@ -411,8 +420,8 @@ impl GestaltGraph {
         &self,
         id: &GestaltId,
     ) -> Result<BTreeMap<GestaltId, BTreeSet<ClaimRef>>, GraphError> {
-        let txn = self.env.read_txn()?;
-        self.neighbors_in(&txn, &encode(id)?)?
+        let mut txn = self.env.read_txn()?;
+        self.neighbors_in(&mut txn, &encode(id)?)?
             .into_iter()
             .map(|(k, proofs)| Ok((decode(&k)?, proofs)))
             .collect()

@@ -56,7 +56,7 @@ pub use provider::{IdentityProvider, OfflineProvider, ProviderError};
 pub use sigchain::{MAX_CLAIMS_PER_READ, SIGCHAIN_DB, Sigchain, SigchainError};
 pub use verify::{ChainError, ClaimRef, VerifiedLink, verify_chain};
 
-/// The LMDB environment the stores live in (opened with
-/// `read_txn_without_tls()`, `max_dbs` leaving room for this crate's five
-/// databases).
-pub type Env = heed::Env<heed::WithoutTls>;
+/// The LMDB environment the stores live in: the node's one encrypted
+/// environment ([`keynode_core::store::open_env`], `max_dbs` leaving room for
+/// this crate's five databases).
+pub use keynode_core::store::Env;

@@ -1,9 +1,9 @@
 //! [`Sigchain`]: a node's own append-only chain of signed claims, in LMDB.
 
-use heed::types::Bytes;
-use heed::{CommitOrAbort, Database};
 use keynode_core::NodeId;
 use keynode_core::codec::{CodecError, decode, encode};
+use keynode_core::store::heed3::types::Bytes;
+use keynode_core::store::heed3::{self, CommitOrAbort, EncryptedDatabase};
 
 use crate::Env;
 use crate::claims::{ChainHead, ClaimError, SignedClaim, next_position, verify_claim};
@@ -35,7 +35,7 @@ pub enum SigchainError {
     Claim(#[from] ClaimError),
     /// LMDB failed.
     #[error("storage: {0}")]
-    Storage(#[from] heed::Error),
+    Storage(#[from] heed3::Error),
     /// A stored value could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[from] CodecError),
@@ -46,7 +46,7 @@ pub enum SigchainError {
 pub struct Sigchain {
     env: Env,
     owner: NodeId,
-    db: Database<'static, Bytes, Bytes>,
+    db: EncryptedDatabase<'static, Bytes, Bytes>,
 }
 
 impl std::fmt::Debug for Sigchain {
@@ -62,11 +62,12 @@ impl Sigchain {
     pub fn open(env: Env, owner: NodeId) -> Result<Sigchain, SigchainError> {
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
-            let db: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(SIGCHAIN_DB))?;
-            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(db))
+            let db: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(SIGCHAIN_DB))?;
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit(db))
         })?;
         let CommitOrAbort::Commit(db) = created else {
-            return Err(heed::Error::Io(std::io::Error::other(
+            return Err(heed3::Error::Io(std::io::Error::other(
                 "sigchain database was not created",
             ))
             .into());
@@ -79,7 +80,7 @@ impl Sigchain {
         self.owner
     }
 
-    fn head_in(&self, txn: &heed::RoTxn<'_>) -> Result<Option<ChainHead>, SigchainError> {
+    fn head_in(&self, txn: &mut heed3::RoTxn<'_>) -> Result<Option<ChainHead>, SigchainError> {
         match self.db.last(txn)? {
             Some((_, bytes)) => Ok(Some(decode::<SignedClaim>(bytes)?.head()?)),
             None => Ok(None),
@@ -88,8 +89,8 @@ impl Sigchain {
 
     /// The last entry's position and hash, or `None` for an empty chain.
     pub fn head(&self) -> Result<Option<ChainHead>, SigchainError> {
-        let txn = self.env.read_txn()?;
-        self.head_in(&txn)
+        let mut txn = self.env.read_txn()?;
+        self.head_in(&mut txn)
     }
 
     /// Appends `claim` if it is the next entry (seq and prev match the head) and
@@ -97,7 +98,7 @@ impl Sigchain {
     pub fn append(&self, claim: &SignedClaim) -> Result<ChainHead, SigchainError> {
         verify_claim(self.owner, claim)?;
         let mut txn = self.env.write_txn()?;
-        let (expected, prev) = next_position(self.head_in(&txn)?.as_ref());
+        let (expected, prev) = next_position(self.head_in(&mut txn)?.as_ref());
         if claim.claim.seq != expected {
             return Err(SigchainError::NotNext {
                 expected,
@@ -123,14 +124,14 @@ impl Sigchain {
             },
             None => 0,
         };
-        let txn = self.env.read_txn()?;
+        let mut txn = self.env.read_txn()?;
         let from = start.to_be_bytes();
         let range = (
             std::ops::Bound::Included(&from[..]),
             std::ops::Bound::Unbounded,
         );
         let mut out = Vec::new();
-        for item in self.db.range(&txn, &range)?.take(MAX_CLAIMS_PER_READ) {
+        for item in self.db.range(&mut txn, &range)?.take(MAX_CLAIMS_PER_READ) {
             out.push(decode(item?.1)?);
         }
         Ok(out)

@@ -7,13 +7,9 @@ use keynode_gestalt::{
     ClaimRef, Env, GestaltEvent, GestaltGraph, GestaltManager, GraphError, messages,
 };
 
-#[allow(unsafe_code)]
 fn open_env(dir: &std::path::Path) -> Env {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 28);
-    // SAFETY: every test opens a fresh directory exactly once per process, and no
-    // other code maps or truncates its files while the env is open.
-    unsafe { opts.open(dir).unwrap() }
+    let key = keynode_core::datakey::DataKey::from_bytes([7; 32]);
+    keynode_core::store::open_env(dir, &key, 1 << 28, 16).unwrap()
 }
 
 fn graph() -> (tempfile::TempDir, GestaltGraph) {
