@@ -9,7 +9,7 @@ use crate::{NotificationError, Rejection};
 pub enum StoreError {
     /// LMDB failed.
     #[error("storage: {0}")]
-    Storage(#[from] heed::Error),
+    Storage(#[from] keynode_core::store::heed3::Error),
     /// A stored value could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[from] CodecError),

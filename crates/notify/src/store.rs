@@ -2,9 +2,9 @@
 
 use std::sync::Mutex;
 
-use heed::types::{Bytes, Unit};
-use heed::{CommitOrAbort, Database, RoTxn, RwTxn};
 use keynode_core::codec::{decode, encode};
+use keynode_core::store::heed3::types::{Bytes, Unit};
+use keynode_core::store::heed3::{self, CommitOrAbort, EncryptedDatabase, RoTxn, RwTxn};
 use keynode_core::{NodeId, Tid};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Backoff, Notification, SignedNotification, StoreError};
 
-/// The LMDB environment the store lives in (opened with
-/// `read_txn_without_tls()`, `max_dbs` leaving room for [`DB_NAMES`]).
-pub type Env = heed::Env<heed::WithoutTls>;
+/// The LMDB environment the store lives in: the node's one encrypted
+/// environment ([`keynode_core::store::open_env`], `max_dbs` leaving room for
+/// [`DB_NAMES`]).
+pub use keynode_core::store::Env;
 
 /// LMDB database: local receive [`Tid`] → inbox entry (notification, read flag,
 /// receive time).
@@ -42,9 +43,9 @@ pub const DB_NAMES: [&str; 5] = [
 /// Default inbox capacity, in notifications.
 pub const DEFAULT_INBOX_CAP: usize = 10_000;
 
-type Db = Database<'static, Bytes, Bytes>;
-type Index = Database<'static, Bytes, Unit>;
-type Rows<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
+type Db = EncryptedDatabase<'static, Bytes, Bytes>;
+type Index = EncryptedDatabase<'static, Bytes, Unit>;
+type Rows<'t> = Box<dyn Iterator<Item = heed3::Result<(&'t [u8], &'t [u8])>> + 't>;
 
 /// How the store behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,16 +187,17 @@ impl NotificationStore {
         config.inbox_cap = config.inbox_cap.max(1);
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
-            let inbox: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(INBOX_DB))?;
-            let seen: Database<'_, Bytes, Bytes> =
+            let inbox: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(INBOX_DB))?;
+            let seen: EncryptedDatabase<'_, Bytes, Bytes> =
                 opener.create_database(wtxn, Some(INBOX_SEEN_DB))?;
-            let outbox: Database<'_, Bytes, Bytes> =
+            let outbox: EncryptedDatabase<'_, Bytes, Bytes> =
                 opener.create_database(wtxn, Some(OUTBOX_DB))?;
-            let due: Database<'_, Bytes, Unit> =
+            let due: EncryptedDatabase<'_, Bytes, Unit> =
                 opener.create_database(wtxn, Some(OUTBOX_DUE_DB))?;
-            let peers: Database<'_, Bytes, Unit> =
+            let peers: EncryptedDatabase<'_, Bytes, Unit> =
                 opener.create_database(wtxn, Some(OUTBOX_PEER_DB))?;
-            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((
                 inbox, seen, outbox, due, peers,
             )))
         })?;
@@ -239,10 +241,10 @@ impl NotificationStore {
     ) -> Result<Option<Tid>, StoreError> {
         let mut txn = self.env.write_txn()?;
         let seen = seen_key(&notification);
-        if self.seen.get(&txn, &seen)?.is_some() {
+        if self.seen.get(&mut txn, &seen)?.is_some() {
             return Ok(None);
         }
-        let id = match self.inbox.last(&txn)? {
+        let id = match self.inbox.last(&mut txn)? {
             Some((k, _)) => {
                 let last =
                     u128::from_be_bytes(k.try_into().map_err(|_| StoreError::Corrupt(INBOX_DB))?);
@@ -255,9 +257,9 @@ impl NotificationStore {
             }
             None => proposed,
         };
-        let mut len = self.inbox.len(&txn)?;
+        let mut len = self.inbox.len(&mut txn)?;
         while len >= self.config.inbox_cap as u64 {
-            let Some((k, _)) = self.inbox.first(&txn)? else {
+            let Some((k, _)) = self.inbox.first(&mut txn)? else {
                 break;
             };
             let oldest = tid(k, INBOX_DB)?;
@@ -311,8 +313,8 @@ impl NotificationStore {
         let mut out = Vec::new();
         {
             let rows: Rows<'_> = match order {
-                Order::Newest => Box::new(self.inbox.rev_iter(&txn)?),
-                Order::Oldest => Box::new(self.inbox.iter(&txn)?),
+                Order::Newest => Box::new(self.inbox.rev_iter(&mut txn)?),
+                Order::Oldest => Box::new(self.inbox.iter(&mut txn)?),
             };
             for row in rows {
                 if out.len() >= limit {
@@ -343,17 +345,17 @@ impl NotificationStore {
 
     /// One entry, without marking it read.
     pub fn inbox_get(&self, id: Tid) -> Result<Option<InboxEntry>, StoreError> {
-        let txn = self.env.read_txn()?;
+        let mut txn = self.env.read_txn()?;
         self.inbox
-            .get(&txn, id.as_bytes())?
+            .get(&mut txn, id.as_bytes())?
             .map(|v| self.entry(id.as_bytes(), v))
             .transpose()
     }
 
     /// How many entries the inbox holds.
     pub fn inbox_len(&self) -> Result<usize, StoreError> {
-        let txn = self.env.read_txn()?;
-        Ok(self.inbox.len(&txn)? as usize)
+        let mut txn = self.env.read_txn()?;
+        Ok(self.inbox.len(&mut txn)? as usize)
     }
 
     /// Removes one entry; replies whether it existed.
@@ -369,7 +371,7 @@ impl NotificationStore {
     /// Empties the inbox; replies how many entries it held.
     pub fn inbox_clear(&self) -> Result<usize, StoreError> {
         let mut txn = self.env.write_txn()?;
-        let n = self.inbox.len(&txn)? as usize;
+        let n = self.inbox.len(&mut txn)? as usize;
         self.inbox.clear(&mut txn)?;
         self.seen.clear(&mut txn)?;
         txn.commit()?;
@@ -378,7 +380,7 @@ impl NotificationStore {
 
     // ---- outbox ---------------------------------------------------------------------
 
-    fn pending(&self, txn: &RoTxn<'_>, id: Tid) -> Result<Option<Pending>, StoreError> {
+    fn pending(&self, txn: &mut RoTxn<'_>, id: Tid) -> Result<Option<Pending>, StoreError> {
         self.outbox
             .get(txn, id.as_bytes())?
             .map(decode)
@@ -443,7 +445,12 @@ impl NotificationStore {
     }
 
     /// The ids of entries due at `now_ms`, soonest first.
-    fn due_ids(&self, txn: &RoTxn<'_>, now_ms: u64, max: usize) -> Result<Vec<Tid>, StoreError> {
+    fn due_ids(
+        &self,
+        txn: &mut RoTxn<'_>,
+        now_ms: u64,
+        max: usize,
+    ) -> Result<Vec<Tid>, StoreError> {
         let mut ids = Vec::new();
         for row in self.due.iter(txn)? {
             let (k, ()) = row?;
@@ -458,11 +465,11 @@ impl NotificationStore {
     /// Every entry due at `now_ms` (next attempt at or before it), soonest
     /// first.
     pub fn due(&self, now_ms: u64) -> Result<Vec<Pending>, StoreError> {
-        let txn = self.env.read_txn()?;
+        let mut txn = self.env.read_txn()?;
         let mut out = Vec::new();
-        for id in self.due_ids(&txn, now_ms, usize::MAX)? {
+        for id in self.due_ids(&mut txn, now_ms, usize::MAX)? {
             out.push(
-                self.pending(&txn, id)?
+                self.pending(&mut txn, id)?
                     .ok_or(StoreError::Corrupt(OUTBOX_DUE_DB))?,
             );
         }
@@ -482,14 +489,14 @@ impl NotificationStore {
         max: usize,
     ) -> Result<Vec<Pending>, StoreError> {
         let mut txn = self.env.write_txn()?;
-        let ids = self.due_ids(&txn, now_ms, max)?;
+        let ids = self.due_ids(&mut txn, now_ms, max)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let mut p = self
-                .pending(&txn, id)?
+                .pending(&mut txn, id)?
                 .ok_or(StoreError::Corrupt(OUTBOX_DUE_DB))?;
             let old = p.next_attempt_ms;
             p.next_attempt_ms = now_ms.saturating_add(lease_ms);
@@ -514,7 +521,7 @@ impl NotificationStore {
     /// itself takes long to fail.
     pub fn failed(&self, id: Tid, now_ms: u64) -> Result<Option<u64>, StoreError> {
         let mut txn = self.env.write_txn()?;
-        let Some(mut p) = self.pending(&txn, id)? else {
+        let Some(mut p) = self.pending(&mut txn, id)? else {
             return Ok(None);
         };
         let old = p.next_attempt_ms;
@@ -544,14 +551,14 @@ impl NotificationStore {
     pub fn trigger(&self, node: NodeId, now_ms: u64) -> Result<usize, StoreError> {
         let mut txn = self.env.write_txn()?;
         let mut ids = Vec::new();
-        for row in self.peers.prefix_iter(&txn, node.as_bytes())? {
+        for row in self.peers.prefix_iter(&mut txn, node.as_bytes())? {
             let (k, ()) = row?;
             ids.push(tid(&k[32..], OUTBOX_PEER_DB)?);
         }
         let mut moved = 0;
         for id in ids {
             let mut p = self
-                .pending(&txn, id)?
+                .pending(&mut txn, id)?
                 .ok_or(StoreError::Corrupt(OUTBOX_PEER_DB))?;
             if p.next_attempt_ms > now_ms {
                 let old = p.next_attempt_ms;
@@ -568,9 +575,9 @@ impl NotificationStore {
 
     /// Every queued entry, oldest first.
     pub fn outbox_read(&self) -> Result<Vec<Pending>, StoreError> {
-        let txn = self.env.read_txn()?;
+        let mut txn = self.env.read_txn()?;
         let mut out = Vec::new();
-        for row in self.outbox.iter(&txn)? {
+        for row in self.outbox.iter(&mut txn)? {
             let (_, v) = row?;
             out.push(decode(v)?);
         }
@@ -586,7 +593,7 @@ impl NotificationStore {
     /// Empties the outbox; replies how many entries it held.
     pub fn outbox_clear(&self) -> Result<usize, StoreError> {
         let mut txn = self.env.write_txn()?;
-        let n = self.outbox.len(&txn)? as usize;
+        let n = self.outbox.len(&mut txn)? as usize;
         self.outbox.clear(&mut txn)?;
         self.due.clear(&mut txn)?;
         self.peers.clear(&mut txn)?;
@@ -597,7 +604,10 @@ impl NotificationStore {
     /// When the soonest entry is due (it may be in the past), or `None` if the
     /// outbox is empty.
     pub fn next_due(&self) -> Result<Option<u64>, StoreError> {
-        let txn = self.env.read_txn()?;
-        self.due.first(&txn)?.map(|(k, ())| due_ms(k)).transpose()
+        let mut txn = self.env.read_txn()?;
+        self.due
+            .first(&mut txn)?
+            .map(|(k, ())| due_ms(k))
+            .transpose()
     }
 }

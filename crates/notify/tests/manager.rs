@@ -20,13 +20,9 @@ use keynode_notify::{
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-#[allow(unsafe_code)]
 fn open_env(dir: &Path) -> Env {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 26);
-    // SAFETY: each test opens its own directories, each at most once at a time,
-    // and nothing else maps or truncates their files while they are open.
-    unsafe { opts.open(dir).unwrap() }
+    let key = keynode_core::datakey::DataKey::from_bytes([7; 32]);
+    keynode_core::store::open_env(dir, &key, 1 << 26, 16).unwrap()
 }
 
 /// Wall-clock milliseconds that advance with tokio's clock, so paused time
@@ -554,6 +550,7 @@ async fn outbox_entries_survive_a_restart_and_go_out_after_it() {
         .unwrap()
         .unwrap();
     drop(a);
+    let env = std::sync::Arc::try_unwrap(env).expect("every clone of the env is gone");
     let closing = env.prepare_for_closing();
     assert!(
         tokio::task::spawn_blocking(move || closing.wait_timeout(Duration::from_secs(10)))

@@ -10,17 +10,14 @@ use keynode_notify::{
 };
 use tempfile::TempDir;
 
-#[allow(unsafe_code)]
 fn open_env(dir: &Path) -> Env {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 26);
-    // SAFETY: each test opens its own directory, at most once at a time, and
-    // nothing else maps or truncates its files while it is open.
-    unsafe { opts.open(dir).unwrap() }
+    let key = keynode_core::datakey::DataKey::from_bytes([7; 32]);
+    keynode_core::store::open_env(dir, &key, 1 << 26, 16).unwrap()
 }
 
 /// Closes `env` (every clone must be gone) so the directory can be reopened.
 fn close(env: Env) {
+    let env = std::sync::Arc::try_unwrap(env).expect("every clone of the env is gone");
     assert!(
         env.prepare_for_closing()
             .wait_timeout(Duration::from_secs(10))
