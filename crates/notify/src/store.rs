@@ -257,7 +257,7 @@ impl NotificationStore {
             }
             None => proposed,
         };
-        let mut len = self.inbox.len(&mut txn)?;
+        let mut len = self.inbox.len(&txn)?;
         while len >= self.config.inbox_cap as u64 {
             let Some((k, _)) = self.inbox.first(&mut txn)? else {
                 break;
@@ -354,8 +354,8 @@ impl NotificationStore {
 
     /// How many entries the inbox holds.
     pub fn inbox_len(&self) -> Result<usize, StoreError> {
-        let mut txn = self.env.read_txn()?;
-        Ok(self.inbox.len(&mut txn)? as usize)
+        let txn = self.env.read_txn()?;
+        Ok(self.inbox.len(&txn)? as usize)
     }
 
     /// Removes one entry; replies whether it existed.
@@ -371,7 +371,7 @@ impl NotificationStore {
     /// Empties the inbox; replies how many entries it held.
     pub fn inbox_clear(&self) -> Result<usize, StoreError> {
         let mut txn = self.env.write_txn()?;
-        let n = self.inbox.len(&mut txn)? as usize;
+        let n = self.inbox.len(&txn)? as usize;
         self.inbox.clear(&mut txn)?;
         self.seen.clear(&mut txn)?;
         txn.commit()?;
@@ -593,7 +593,7 @@ impl NotificationStore {
     /// Empties the outbox; replies how many entries it held.
     pub fn outbox_clear(&self) -> Result<usize, StoreError> {
         let mut txn = self.env.write_txn()?;
-        let n = self.outbox.len(&mut txn)? as usize;
+        let n = self.outbox.len(&txn)? as usize;
         self.outbox.clear(&mut txn)?;
         self.due.clear(&mut txn)?;
         self.peers.clear(&mut txn)?;
