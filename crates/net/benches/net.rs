@@ -49,13 +49,10 @@ enum Req {
     Upload,
 }
 
-#[allow(unsafe_code)]
 fn env() -> (tempfile::TempDir, keynode_net::book::Env) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(4).map_size(1 << 22);
-    // SAFETY: a fresh private directory, opened once.
-    let env = unsafe { opts.open(tmp.path()) }.expect("env");
+    let key = keynode_core::datakey::DataKey::from_bytes([7; 32]);
+    let env = keynode_core::store::open_env(tmp.path(), &key, 1 << 22, 4).expect("env");
     (tmp, env)
 }
 

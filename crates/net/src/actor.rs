@@ -89,7 +89,11 @@ impl<T: Transport + Unpin> Handler<AddNode> for NetworkManager<T> {
         Box::pin(async move {
             keynode_core::sim::blocking(move || book.add(msg.node, msg.addr))
                 .await
-                .map_err(|e| BookError::Storage(heed::Error::Io(std::io::Error::other(e))))?
+                .map_err(|e| {
+                    BookError::Storage(keynode_core::store::heed3::Error::Io(
+                        std::io::Error::other(e),
+                    ))
+                })?
         })
     }
 }

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use heed::types::Bytes;
-use heed::{CommitOrAbort, Database};
+use keynode_core::store::heed3::types::Bytes;
+use keynode_core::store::heed3::{self, CommitOrAbort, EncryptedDatabase};
 use keynode_core::{NodeId, codec};
 use serde::{Deserialize, Serialize};
 
@@ -16,15 +16,16 @@ pub const MAX_ADDRESSES_PER_NODE: usize = 8;
 /// Longest host name accepted, in bytes (DNS's limit).
 pub const MAX_HOST_LEN: usize = 253;
 
-/// The LMDB environment of a node (opened with `read_txn_without_tls()`).
-pub type Env = heed::Env<heed::WithoutTls>;
+/// The LMDB environment of a node: its one encrypted environment
+/// ([`keynode_core::store::open_env`]).
+pub use keynode_core::store::Env;
 
 /// The address book could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum BookError {
     /// LMDB failed.
     #[error("address book storage failed")]
-    Storage(#[from] heed::Error),
+    Storage(#[from] heed3::Error),
     /// A stored entry does not decode.
     #[error("malformed address book entry")]
     Codec(#[from] codec::CodecError),
@@ -72,7 +73,7 @@ impl fmt::Display for PeerAddress {
 #[derive(Clone)]
 pub struct AddressBook {
     env: Env,
-    db: Database<'static, Bytes, Bytes>,
+    db: EncryptedDatabase<'static, Bytes, Bytes>,
 }
 
 impl fmt::Debug for AddressBook {
@@ -86,12 +87,13 @@ impl AddressBook {
     pub fn open(env: Env) -> Result<Self, BookError> {
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
-            let db: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(NODES_DB))?;
-            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(db))
+            let db: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(NODES_DB))?;
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit(db))
         })?;
         let CommitOrAbort::Commit(db) = created else {
             return Err(
-                heed::Error::Io(std::io::Error::other("address book was not created")).into(),
+                heed3::Error::Io(std::io::Error::other("address book was not created")).into(),
             );
         };
         Ok(Self { env, db })
@@ -104,7 +106,7 @@ impl AddressBook {
             return Err(BookError::InvalidHost(addr.host));
         }
         let mut wtxn = self.env.write_txn()?;
-        let mut addrs: Vec<PeerAddress> = match self.db.get(&wtxn, node.as_bytes())? {
+        let mut addrs: Vec<PeerAddress> = match self.db.get(&mut wtxn, node.as_bytes())? {
             Some(bytes) => codec::decode(bytes)?,
             None => Vec::new(),
         };
@@ -119,8 +121,8 @@ impl AddressBook {
 
     /// The addresses of `node`, latest first (empty if unknown).
     pub fn get(&self, node: NodeId) -> Result<Vec<PeerAddress>, BookError> {
-        let rtxn = self.env.read_txn()?;
-        Ok(match self.db.get(&rtxn, node.as_bytes())? {
+        let mut rtxn = self.env.read_txn()?;
+        Ok(match self.db.get(&mut rtxn, node.as_bytes())? {
             Some(bytes) => codec::decode(bytes)?,
             None => Vec::new(),
         })
@@ -128,9 +130,9 @@ impl AddressBook {
 
     /// Every known node with its addresses, by NodeId.
     pub fn list(&self) -> Result<Vec<(NodeId, Vec<PeerAddress>)>, BookError> {
-        let rtxn = self.env.read_txn()?;
+        let mut rtxn = self.env.read_txn()?;
         let mut out = Vec::new();
-        for item in self.db.iter(&rtxn)? {
+        for item in self.db.iter(&mut rtxn)? {
             let (key, value) = item?;
             let id: [u8; 32] = key
                 .try_into()
@@ -158,14 +160,10 @@ pub(crate) mod tests {
     use keynode_core::Keypair;
 
     /// A fresh LMDB env in a temporary directory.
-    #[allow(unsafe_code)]
     pub(crate) fn env() -> (tempfile::TempDir, Env) {
         let tmp = tempfile::tempdir().unwrap();
-        let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-        opts.max_dbs(16).map_size(1 << 24);
-        // SAFETY: the directory is fresh and private to this test; nothing else
-        // maps or truncates its files while the env is open.
-        let env = unsafe { opts.open(tmp.path()).unwrap() };
+        let key = keynode_core::datakey::DataKey::from_bytes([7; 32]);
+        let env = keynode_core::store::open_env(tmp.path(), &key, 1 << 24, 16).unwrap();
         (tmp, env)
     }
 

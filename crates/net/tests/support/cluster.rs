@@ -15,14 +15,10 @@ use keynode_net::{
 use serde::{Deserialize, Serialize};
 
 /// A fresh LMDB env in a temporary directory.
-#[allow(unsafe_code)]
 pub fn env() -> (tempfile::TempDir, Env) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 24);
-    // SAFETY: the directory is fresh and private to this test; nothing else maps
-    // or truncates its files while the env is open.
-    let env = unsafe { opts.open(tmp.path()).unwrap() };
+    let key = keynode_core::datakey::DataKey::from_bytes([7; 32]);
+    let env = keynode_core::store::open_env(tmp.path(), &key, 1 << 24, 16).unwrap();
     (tmp, env)
 }
 
