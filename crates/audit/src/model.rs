@@ -96,6 +96,8 @@ pub enum AuditEvent {
         /// Why it was refused.
         reason: String,
     },
+    /// The password sealing the node's root key was changed through the agent.
+    PasswordChanged,
 }
 
 impl AuditEvent {
@@ -111,6 +113,7 @@ impl AuditEvent {
             AuditEvent::Claimed { .. } => "claimed",
             AuditEvent::Served { .. } => "served",
             AuditEvent::Refused { .. } => "refused",
+            AuditEvent::PasswordChanged => "password_changed",
         }
     }
 
@@ -151,6 +154,7 @@ impl AuditEvent {
                 ("op", op.clone()),
                 ("reason", reason.clone()),
             ],
+            AuditEvent::PasswordChanged => Vec::new(),
         }
     }
 }
