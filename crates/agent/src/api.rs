@@ -348,6 +348,44 @@ pub enum Request {
     },
     /// Verify the audit log (seqs, hash links, signatures, head).
     AuditVerify,
+    /// Change the password that seals the node's root key. Only the key file is
+    /// re-sealed; no data is re-encrypted. Answers `Unit`; a wrong `current` is
+    /// `PermissionDenied`, an empty `new` is `Usage`.
+    AgentPassword {
+        /// The password the root key is sealed under now.
+        current: Password,
+        /// The password to seal it under from now on (not empty).
+        new: Password,
+    },
+}
+
+/// A password on the wire: its bytes are zeroed on drop and never printed
+/// (`Debug` shows `Password(..)`, so logging a request does not leak it).
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct Password(#[serde(with = "serde_bytes")] Vec<u8>);
+
+impl Password {
+    /// A password of `bytes`.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Password {
+        Password(bytes.into())
+    }
+
+    /// The password's bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+impl Drop for Password {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }
 
 /// A successful answer.
@@ -455,7 +493,7 @@ pub struct AuditEntryView {
     /// When it was appended (ms since the epoch).
     pub time_ms: u64,
     /// `vault_shared`, `vault_unshared`, `allowed`, `disallowed`, `trusted`,
-    /// `untrusted`, `claimed`, `served`, `refused`.
+    /// `untrusted`, `claimed`, `served`, `refused`, `password_changed`.
     pub kind: String,
     /// The other node involved, if any.
     pub peer: Option<NodeId>,

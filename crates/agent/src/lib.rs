@@ -26,6 +26,7 @@ pub mod client;
 pub mod gestalts;
 pub mod node;
 pub mod notifications;
+pub mod password;
 pub mod paths;
 pub mod peer;
 pub mod permissions;

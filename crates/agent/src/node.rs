@@ -425,6 +425,7 @@ impl Node {
             vaults: vaults.clone(),
             network: network.clone(),
             audit: audit.clone(),
+            rekey: crate::password::Rekey::new(&paths, node_id),
             status: status.clone(),
             shutdown: shutdown.clone(),
         });

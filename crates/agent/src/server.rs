@@ -32,6 +32,7 @@ pub(crate) struct Ctx {
     pub vaults: Addr<VaultManager>,
     pub network: Addr<NetworkManager<BoxTransport>>,
     pub audit: Addr<keynode_audit::AuditManager>,
+    pub rekey: crate::password::Rekey,
     pub status: Arc<Mutex<AgentStatus>>,
     pub shutdown: CancellationToken,
 }
@@ -429,6 +430,13 @@ async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
         }
         Request::AgentStop => {
             ctx.shutdown.cancel();
+            Response::Unit
+        }
+        Request::AgentPassword { current, new } => {
+            ctx.rekey.change(current, new).await?;
+            ctx.gestalts
+                .record(keynode_audit::AuditEvent::PasswordChanged)
+                .await;
             Response::Unit
         }
         Request::VaultsCreate { name } => {
