@@ -229,6 +229,22 @@ pub enum AgentCmd {
     Status,
     /// Stop the agent gracefully.
     Stop,
+    /// Change the password that seals the node's root key (no data is
+    /// re-encrypted). Through the running agent, or on the key file directly
+    /// when none runs.
+    Password(PasswordArgs),
+}
+
+/// `keynode agent password` options.
+#[derive(Debug, Clone, Args)]
+pub struct PasswordArgs {
+    /// Read the current password from this file (else KEYNODE_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Read the new password from this file (else KEYNODE_NEW_PASSWORD, else a
+    /// prompt, asked twice).
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
 }
 
 /// `keynode agent start` options.

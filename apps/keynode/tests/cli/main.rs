@@ -6,6 +6,7 @@ mod audit;
 mod crash;
 mod identities;
 mod nodes;
+mod password;
 mod secrets;
 mod sharing;
 mod support;
