@@ -550,8 +550,9 @@ async fn outbox_entries_survive_a_restart_and_go_out_after_it() {
         .unwrap()
         .unwrap();
     drop(a);
-    let env = std::sync::Arc::try_unwrap(env).expect("every clone of the env is gone");
-    let closing = env.prepare_for_closing();
+    let closing = env
+        .prepare_for_closing()
+        .expect("every clone of the env is gone");
     assert!(
         tokio::task::spawn_blocking(move || closing.wait_timeout(Duration::from_secs(10)))
             .await

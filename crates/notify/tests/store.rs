@@ -17,9 +17,9 @@ fn open_env(dir: &Path) -> Env {
 
 /// Closes `env` (every clone must be gone) so the directory can be reopened.
 fn close(env: Env) {
-    let env = std::sync::Arc::try_unwrap(env).expect("every clone of the env is gone");
     assert!(
         env.prepare_for_closing()
+            .expect("every clone of the env is gone")
             .wait_timeout(Duration::from_secs(10))
     );
 }

@@ -7,12 +7,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use keynode_core::{Keypair, SecretPath, VaultName};
 use keynode_vaults::{Env, Op, PutPolicy, VaultStore};
 
-#[allow(unsafe_code)]
 fn open_env(dir: &Path) -> Env {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 30);
-    // SAFETY: a fresh directory, opened once, private to this benchmark.
-    unsafe { opts.open(dir).expect("env") }
+    keynode_core::store::open_env(dir, &key(), 1 << 30, 16).expect("env")
+}
+
+/// The data key of every store here.
+fn key() -> keynode_core::datakey::DataKey {
+    keynode_core::datakey::DataKey::from_bytes([7; 32])
 }
 
 fn store() -> (tempfile::TempDir, VaultStore) {
@@ -20,7 +21,7 @@ fn store() -> (tempfile::TempDir, VaultStore) {
     std::fs::create_dir(tmp.path().join("db")).expect("mkdir");
     let env = open_env(&tmp.path().join("db"));
     let owner = Keypair::generate().node_id();
-    let store = VaultStore::open(&tmp.path().join("vaults"), env, owner).expect("open");
+    let store = VaultStore::open(&tmp.path().join("vaults"), env, owner, &key()).expect("open");
     (tmp, store)
 }
 

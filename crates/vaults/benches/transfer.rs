@@ -23,19 +23,20 @@ const DIRS: usize = 50;
 /// Secrets added per large commit.
 const BULK: usize = 1_000;
 
-#[allow(unsafe_code)]
 fn open_env(dir: &Path) -> Env {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 30);
-    // SAFETY: a fresh directory, opened once, private to this benchmark.
-    unsafe { opts.open(dir).expect("env") }
+    keynode_core::store::open_env(dir, &key(), 1 << 30, 16).expect("env")
+}
+
+/// The data key of every store here.
+fn key() -> keynode_core::datakey::DataKey {
+    keynode_core::datakey::DataKey::from_bytes([7; 32])
 }
 
 fn store(root: &Path, name: &str) -> (NodeId, VaultStore) {
     let db = root.join(format!("{name}-db"));
     std::fs::create_dir(&db).expect("mkdir");
     let owner = Keypair::generate().node_id();
-    let store = VaultStore::open(&root.join(name), open_env(&db), owner).expect("open");
+    let store = VaultStore::open(&root.join(name), open_env(&db), owner, &key()).expect("open");
     (owner, store)
 }
 

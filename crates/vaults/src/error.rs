@@ -75,7 +75,11 @@ pub enum VaultError {
     Git(#[from] git2::Error),
     /// LMDB failed.
     #[error("storage: {0}")]
-    Storage(#[from] heed::Error),
+    Storage(#[from] keynode_core::store::heed3::Error),
+    /// A stored object failed authentication or is malformed: altered on disk,
+    /// or not written under this node's data key.
+    #[error("corrupt vault storage: {0}")]
+    Corrupt(String),
     /// The file system (or a caller's reader or sink) failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

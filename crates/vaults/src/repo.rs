@@ -5,9 +5,16 @@
 //! blob, read a blob, the head, a tree update, a commit (moving the branch with a
 //! compare-and-swap), a history walk and tree listings, and (in `transfer`)
 //! packs in and out, fast-forwards and fork copies. Nothing else in the crate
-//! sees a git object, so encryption at rest can slot in here later (encrypting blob
-//! content in `write_blob` and decrypting it in `read_secret`, or swapping the
-//! object database backend) without touching the store or the actor.
+//! sees a git object.
+//!
+//! Encryption at rest: with [`Objects::Encrypted`] (what a node uses) the
+//! repository's object database is replaced by encrypted object files
+//! (`objects.rs`, plugged into libgit2 by `backend.rs`); blobs are streamed into
+//! them directly, secrets are streamed out of them, and received packs are
+//! parsed into them (`pack.rs`), so neither content, names nor object ids reach
+//! the disk in the clear. The repository directory keeps only git's own files
+//! (`HEAD`, `config`, refs holding commit ids). [`Objects::Git`] keeps
+//! libgit2's plain object database; it exists to measure what encryption costs.
 //!
 //! Durability: objects are written before the ref that makes them reachable, and
 //! the ref moves last (libgit2 writes a lock file and renames it), so a process
@@ -15,11 +22,15 @@
 //! also fsyncs is the process-wide `git2::opts::enable_fsync_gitdir` switch, which
 //! the embedding application owns.
 
+mod backend;
+mod objects;
+mod pack;
 mod stage;
 mod transfer;
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use git2::{
     Commit, ErrorCode, ObjectType, Oid, Repository, RepositoryInitOptions, Signature, Time,
@@ -33,8 +44,19 @@ use crate::{
     STAT_HISTORY_LIMIT, SecretStat, VaultError,
 };
 
+use objects::ObjectFiles;
+pub(crate) use objects::ObjectKeys;
 use stage::{Stage, TREE_MODE, reserved};
 pub(crate) use transfer::parse_oid;
+
+/// Where a repository's objects live.
+#[derive(Clone)]
+pub(crate) enum Objects {
+    /// Encrypted object files under the node's data key.
+    Encrypted(Arc<ObjectKeys>),
+    /// libgit2's own (plain) object database: only for measuring.
+    Git,
+}
 
 /// The vault's one branch.
 pub(crate) const BRANCH: &str = "refs/heads/main";
@@ -56,12 +78,19 @@ pub(crate) struct Author {
 /// `Sync`).
 pub(crate) struct Repo {
     git: Repository,
+    /// The encrypted object files, `None` with [`Objects::Git`].
+    files: Option<ObjectFiles>,
 }
 
 impl Repo {
     /// Creates a bare repository at `path` with HEAD on `main` and one commit of
     /// the empty tree.
-    pub(crate) fn init(path: &Path, author: &Author, message: &str) -> Result<(), VaultError> {
+    pub(crate) fn init(
+        path: &Path,
+        objects: &Objects,
+        author: &Author,
+        message: &str,
+    ) -> Result<(), VaultError> {
         let mut opts = RepositoryInitOptions::new();
         opts.bare(true)
             .initial_head("main")
@@ -69,6 +98,7 @@ impl Repo {
             .mkpath(false);
         let git = Repository::init_opts(path, &opts)?;
         transfer::tune(&git)?;
+        attach(&git, objects)?;
         let tree = git.find_tree(git.treebuilder(None)?.write()?)?;
         let sig = signature(author)?;
         git.commit(Some(BRANCH), &sig, &sig, message, &tree, &[])?;
@@ -76,10 +106,10 @@ impl Repo {
     }
 
     /// Opens the bare repository at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Repo, VaultError> {
-        Ok(Repo {
-            git: Repository::open_bare(path)?,
-        })
+    pub(crate) fn open(path: &Path, objects: &Objects) -> Result<Repo, VaultError> {
+        let git = Repository::open_bare(path)?;
+        let files = attach(&git, objects)?;
+        Ok(Repo { git, files })
     }
 
     /// Streams `data` into a new blob, holding at most one copy buffer in memory.
@@ -87,6 +117,12 @@ impl Repo {
     /// Content that fits in one buffer is written as one object; larger content
     /// goes through libgit2's blob stream (a temporary file, then the object).
     pub(crate) fn write_blob(&self, data: &mut dyn Read) -> Result<BlobId, VaultError> {
+        if let Some(files) = &self.files {
+            let oid = files.write_stream(ObjectType::Blob, data)?;
+            let mut id = [0u8; 20];
+            id.copy_from_slice(oid.as_bytes());
+            return Ok(BlobId(id));
+        }
         let mut buf = vec![0u8; READ_CHUNK];
         let head = fill(data, &mut buf)?;
         let oid = if head < buf.len() {
@@ -130,14 +166,23 @@ impl Repo {
                 Ok(commit)
             }
             Revision::Id(hex) => {
-                let commit = self
-                    .git
-                    .find_object_by_prefix(&hex, Some(ObjectType::Commit))
-                    .and_then(|o| o.peel_to_commit())
-                    .map_err(|_| bad())?;
-                let ours = commit.id() == head.id()
-                    || self.git.graph_descendant_of(head.id(), commit.id())?;
-                if ours { Ok(commit) } else { Err(bad()) }
+                // Object ids cannot be looked up by prefix in the encrypted
+                // store, and only commits of the head's history count anyway:
+                // walk it.
+                let mut walk = self.git.revwalk()?;
+                walk.push(head.id())?;
+                let mut found = None;
+                for oid in walk {
+                    let oid = oid?;
+                    if oid.to_string().starts_with(&hex) {
+                        if found.is_some() {
+                            return Err(bad());
+                        }
+                        found = Some(oid);
+                    }
+                }
+                let oid = found.ok_or_else(bad)?;
+                Ok(self.git.find_commit(oid)?)
             }
         }
     }
@@ -236,6 +281,13 @@ impl Repo {
             Some(ObjectType::Tree) => return Err(VaultError::IsADirectory(path.to_string())),
             _ => return Err(VaultError::SecretNotFound(path.to_string())),
         }
+        if let Some(files) = &self.files {
+            let mut reader = files
+                .reader(entry.id())?
+                .ok_or_else(|| VaultError::BlobNotFound(entry.id().to_string()))?;
+            let size = reader.size;
+            return stream(&mut reader, size, entry.id(), sink);
+        }
         let odb = self.git.odb()?;
         // Loose objects stream; packed ones (after a pull) are read whole.
         let Ok((mut reader, size, _)) = odb.reader(entry.id()) else {
@@ -245,26 +297,7 @@ impl Repo {
             }
             return Ok(blob.size() as u64);
         };
-        let mut buf = vec![0u8; READ_CHUNK.min(size.max(1))];
-        let mut total = 0u64;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            sink(&buf[..n])?;
-            total += n as u64;
-        }
-        if total != size as u64 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("blob {} is truncated", entry.id()),
-            )
-            .into());
-        }
-        Ok(total)
+        stream(&mut reader, size as u64, entry.id(), sink)
     }
 
     /// One directory level at `dir` (the root if `None`), sorted by name, marker
@@ -364,6 +397,51 @@ impl Repo {
     }
 }
 
+/// Gives `git` the object database `objects` asks for; the encrypted files if so.
+fn attach(git: &Repository, objects: &Objects) -> Result<Option<ObjectFiles>, VaultError> {
+    match objects {
+        Objects::Git => Ok(None),
+        Objects::Encrypted(keys) => {
+            let files = ObjectFiles::new(git.path().join("objects"), keys.clone());
+            backend::install(git, files.clone())?;
+            Ok(Some(files))
+        }
+    }
+}
+
+/// Copies `reader` (a blob of `size` bytes) to `sink` in chunks of at most
+/// [`READ_CHUNK`] bytes.
+fn stream(
+    reader: &mut dyn Read,
+    size: u64,
+    oid: Oid,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<u64, VaultError> {
+    let mut buf = vec![0u8; READ_CHUNK.min(size.max(1) as usize)];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(VaultError::Corrupt(format!("object {oid}: {e}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sink(&buf[..n])?;
+        total += n as u64;
+    }
+    if total != size {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("blob {oid} is truncated"),
+        )
+        .into());
+    }
+    Ok(total)
+}
+
 /// Reads from `data` until `buf` is full or the data ends; returns the count.
 fn fill(data: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
@@ -416,8 +494,11 @@ mod tests {
     fn repo() -> (tempfile::TempDir, Repo) {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("v.git");
-        Repo::init(&path, &author(), "create vault v").unwrap();
-        let repo = Repo::open(&path).unwrap();
+        let objects = Objects::Encrypted(ObjectKeys::new(
+            &keynode_core::datakey::DataKey::from_bytes([5; 32]),
+        ));
+        Repo::init(&path, &objects, &author(), "create vault v").unwrap();
+        let repo = Repo::open(&path, &objects).unwrap();
         (tmp, repo)
     }
 

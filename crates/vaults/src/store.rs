@@ -8,19 +8,20 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use heed::types::{Bytes, Str};
-use heed::{CommitOrAbort, Database};
 use keynode_core::codec::{decode, encode};
+use keynode_core::datakey::DataKey;
+use keynode_core::store::heed3::types::{Bytes, Str};
+use keynode_core::store::heed3::{self, CommitOrAbort, EncryptedDatabase as Database};
 use keynode_core::{Clock, NodeId, SecretPath, SystemClock, VaultId, VaultName};
 
-use crate::repo::{Author, Repo};
+use crate::repo::{Author, ObjectKeys, Objects, Repo};
 use crate::{
     BlobId, CommitInfo, CommitOutcome, Entry, Op, Remote, SecretStat, VaultError, VaultMeta,
 };
 
-/// The LMDB environment the store keeps its metadata in: opened with
-/// `read_txn_without_tls()` and `max_dbs` of at least 16.
-pub type Env = heed::Env<heed::WithoutTls>;
+/// The LMDB environment the store keeps its metadata in: the node's encrypted
+/// environment ([`keynode_core::store::open_env`]) with `max_dbs` of at least 16.
+pub use keynode_core::store::Env;
 
 /// LMDB database of vault metadata: [`VaultId`] bytes → encoded [`VaultMeta`].
 pub const META_DB: &str = "vaults.meta";
@@ -50,6 +51,7 @@ pub struct VaultStore {
     metas: MetaDb,
     names: NameDb,
     owner: NodeId,
+    objects: Objects,
     clock: Arc<dyn Clock>,
     locks: Mutex<HashMap<VaultId, Arc<Mutex<()>>>>,
 }
@@ -79,18 +81,45 @@ fn remove_path(path: &Path) -> std::io::Result<()> {
 }
 
 impl VaultStore {
-    /// Opens the vaults kept in `dir` (created if missing) for the node `owner`.
+    /// Opens the vaults kept in `dir` (created if missing) for the node `owner`,
+    /// their objects encrypted under keys derived from `key` (the node's data
+    /// key; see the crate docs).
     ///
     /// Creates the LMDB databases [`META_DB`] and [`NAMES_DB`] in one write
     /// transaction, then sweeps what a crash can leave behind: temporary and
     /// trashed repositories, and repositories without a metadata row.
-    pub fn open(dir: &Path, env: Env, owner: NodeId) -> Result<VaultStore, VaultError> {
+    pub fn open(
+        dir: &Path,
+        env: Env,
+        owner: NodeId,
+        key: &DataKey,
+    ) -> Result<VaultStore, VaultError> {
+        Self::open_with(dir, env, owner, Objects::Encrypted(ObjectKeys::new(key)))
+    }
+
+    /// Opens the store with libgit2's own, unencrypted object database: only
+    /// for measuring what encryption costs (the benchmarks). Never for data.
+    #[doc(hidden)]
+    pub fn open_unencrypted_for_benchmarks(
+        dir: &Path,
+        env: Env,
+        owner: NodeId,
+    ) -> Result<VaultStore, VaultError> {
+        Self::open_with(dir, env, owner, Objects::Git)
+    }
+
+    fn open_with(
+        dir: &Path,
+        env: Env,
+        owner: NodeId,
+        objects: Objects,
+    ) -> Result<VaultStore, VaultError> {
         fs::create_dir_all(dir)?;
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
             let metas: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(META_DB))?;
             let names: Database<'_, Str, Bytes> = opener.create_database(wtxn, Some(NAMES_DB))?;
-            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((metas, names)))
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((metas, names)))
         })?;
         let CommitOrAbort::Commit((metas, names)) = created else {
             return Err(std::io::Error::other("vault databases were not created").into());
@@ -101,6 +130,7 @@ impl VaultStore {
             metas,
             names,
             owner,
+            objects,
             clock: Arc::new(SystemClock),
             locks: Mutex::new(HashMap::new()),
         };
@@ -120,13 +150,18 @@ impl VaultStore {
         self.owner
     }
 
+    /// Opens the repository of vault `id`.
+    fn repo(&self, id: VaultId) -> Result<Repo, VaultError> {
+        Repo::open(&self.repo_path(id), &self.objects)
+    }
+
     /// Where the repository of vault `id` lives.
     pub fn repo_path(&self, id: VaultId) -> PathBuf {
         self.dir.join(format!("{id}{REPO_SUFFIX}"))
     }
 
     fn sweep(&self) -> Result<(), VaultError> {
-        let rtxn = self.env.read_txn()?;
+        let mut rtxn = self.env.read_txn()?;
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let file_name = entry.file_name();
@@ -137,7 +172,7 @@ impl VaultStore {
                 true
             } else if let Some(id) = name.strip_suffix(REPO_SUFFIX) {
                 match id.parse::<VaultId>() {
-                    Ok(id) => self.metas.get(&rtxn, id.as_bytes())?.is_none(),
+                    Ok(id) => self.metas.get(&mut rtxn, id.as_bytes())?.is_none(),
                     Err(_) => false,
                 }
             } else {
@@ -148,7 +183,7 @@ impl VaultStore {
                 remove_path(&entry.path())?;
             }
         }
-        for item in self.metas.iter(&rtxn)? {
+        for item in self.metas.iter(&mut rtxn)? {
             let (_, bytes) = item?;
             let meta: VaultMeta = decode(bytes)?;
             if !self.repo_path(meta.id).is_dir() {
@@ -185,8 +220,8 @@ impl VaultStore {
     /// Creates an empty vault: a repository with one commit of the empty tree.
     /// Fails with `VaultExists` if the name is taken.
     pub fn create(&self, name: &VaultName) -> Result<VaultMeta, VaultError> {
-        let rtxn = self.env.read_txn()?;
-        let taken = self.names.get(&rtxn, name.as_str())?.is_some();
+        let mut rtxn = self.env.read_txn()?;
+        let taken = self.names.get(&mut rtxn, name.as_str())?.is_some();
         drop(rtxn);
         if taken {
             return Err(VaultError::VaultExists(name.clone()));
@@ -194,8 +229,13 @@ impl VaultStore {
         let id = VaultId::generate();
         let tmp = self.dir.join(format!("{TMP_PREFIX}{id}"));
         let path = self.repo_path(id);
-        let built = Repo::init(&tmp, &self.author(), &format!("create vault {name}"))
-            .and_then(|()| Ok(fs::rename(&tmp, &path)?));
+        let built = Repo::init(
+            &tmp,
+            &self.objects,
+            &self.author(),
+            &format!("create vault {name}"),
+        )
+        .and_then(|()| Ok(fs::rename(&tmp, &path)?));
         if let Err(e) = built {
             let _ = remove_path(&tmp);
             return Err(e);
@@ -218,7 +258,7 @@ impl VaultStore {
     /// Adds the metadata and name index rows of a new vault in one transaction.
     fn insert(&self, meta: &VaultMeta) -> Result<(), VaultError> {
         let mut wtxn = self.env.write_txn()?;
-        if self.names.get(&wtxn, meta.name.as_str())?.is_some() {
+        if self.names.get(&mut wtxn, meta.name.as_str())?.is_some() {
             return Err(VaultError::VaultExists(meta.name.clone()));
         }
         self.names
@@ -231,9 +271,9 @@ impl VaultStore {
 
     /// All vaults, sorted by name.
     pub fn list(&self) -> Result<Vec<VaultMeta>, VaultError> {
-        let rtxn = self.env.read_txn()?;
+        let mut rtxn = self.env.read_txn()?;
         let mut out = Vec::new();
-        for item in self.metas.iter(&rtxn)? {
+        for item in self.metas.iter(&mut rtxn)? {
             let (_, bytes) = item?;
             out.push(decode::<VaultMeta>(bytes)?);
         }
@@ -243,15 +283,15 @@ impl VaultStore {
 
     /// The vault called `name_or_id`, or else the vault with that id text.
     pub fn resolve(&self, name_or_id: &str) -> Result<VaultMeta, VaultError> {
-        let rtxn = self.env.read_txn()?;
+        let mut rtxn = self.env.read_txn()?;
         if VaultName::new(name_or_id).is_ok()
-            && let Some(bytes) = self.names.get(&rtxn, name_or_id)?
-            && let Some(meta) = self.metas.get(&rtxn, bytes)?
+            && let Some(bytes) = self.names.get(&mut rtxn, name_or_id)?.map(<[u8]>::to_vec)
+            && let Some(meta) = self.metas.get(&mut rtxn, &bytes)?
         {
             return Ok(decode(meta)?);
         }
         if let Ok(id) = name_or_id.parse::<VaultId>()
-            && let Some(meta) = self.metas.get(&rtxn, id.as_bytes())?
+            && let Some(meta) = self.metas.get(&mut rtxn, id.as_bytes())?
         {
             return Ok(decode(meta)?);
         }
@@ -260,8 +300,8 @@ impl VaultStore {
 
     /// The metadata of vault `id`.
     pub fn meta(&self, id: VaultId) -> Result<VaultMeta, VaultError> {
-        let rtxn = self.env.read_txn()?;
-        match self.metas.get(&rtxn, id.as_bytes())? {
+        let mut rtxn = self.env.read_txn()?;
+        match self.metas.get(&mut rtxn, id.as_bytes())? {
             Some(bytes) => Ok(decode(bytes)?),
             None => Err(VaultError::VaultNotFound(id.to_string())),
         }
@@ -271,10 +311,10 @@ impl VaultStore {
     fn update(
         &self,
         id: VaultId,
-        change: impl FnOnce(&mut heed::RwTxn<'_>, &mut VaultMeta) -> Result<(), VaultError>,
+        change: impl FnOnce(&mut heed3::RwTxn<'_>, &mut VaultMeta) -> Result<(), VaultError>,
     ) -> Result<(), VaultError> {
         let mut wtxn = self.env.write_txn()?;
-        let mut meta: VaultMeta = match self.metas.get(&wtxn, id.as_bytes())? {
+        let mut meta: VaultMeta = match self.metas.get(&mut wtxn, id.as_bytes())? {
             Some(bytes) => decode(bytes)?,
             None => return Err(VaultError::VaultNotFound(id.to_string())),
         };
@@ -316,7 +356,7 @@ impl VaultStore {
         let lock = self.writer(id);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut wtxn = self.env.write_txn()?;
-        let meta: VaultMeta = match self.metas.get(&wtxn, id.as_bytes())? {
+        let meta: VaultMeta = match self.metas.get(&mut wtxn, id.as_bytes())? {
             Some(bytes) => decode(bytes)?,
             None => return Err(VaultError::VaultNotFound(id.to_string())),
         };
@@ -346,14 +386,14 @@ impl VaultStore {
         from: Option<&str>,
     ) -> Result<Vec<CommitInfo>, VaultError> {
         self.meta(id)?;
-        Repo::open(&self.repo_path(id))?.log(depth, from)
+        self.repo(id)?.log(depth, from)
     }
 
     /// Restores the content of revision `rev` by appending a commit with its
     /// tree; `Unchanged` if the head already has that content.
     pub fn version(&self, id: VaultId, rev: &str) -> Result<CommitOutcome, VaultError> {
         self.writable(id)?;
-        let repo = Repo::open(&self.repo_path(id))?;
+        let repo = self.repo(id)?;
         let lock = self.writer(id);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
         repo.restore(rev, &self.author())
@@ -363,14 +403,14 @@ impl VaultStore {
     /// its size. The blob is part of no version until an [`Op::Put`] commits it.
     pub fn write_blob(&self, id: VaultId, data: &mut dyn Read) -> Result<BlobId, VaultError> {
         self.writable(id)?;
-        Repo::open(&self.repo_path(id))?.write_blob(data)
+        self.repo(id)?.write_blob(data)
     }
 
     /// Applies `ops` in order as one commit; `Unchanged` (and no commit) if the
     /// result equals the head. Any failing op fails the whole commit.
     pub fn commit(&self, id: VaultId, ops: Vec<Op>) -> Result<CommitOutcome, VaultError> {
         self.writable(id)?;
-        let repo = Repo::open(&self.repo_path(id))?;
+        let repo = self.repo(id)?;
         let lock = self.writer(id);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
         repo.commit_ops(ops, &self.author())
@@ -387,7 +427,7 @@ impl VaultStore {
         sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<u64, VaultError> {
         self.meta(id)?;
-        Repo::open(&self.repo_path(id))?.read_secret(path, at, sink)
+        self.repo(id)?.read_secret(path, at, sink)
     }
 
     /// One level of directory `dir` (the vault root if `None`) in revision `at`,
@@ -399,7 +439,7 @@ impl VaultStore {
         at: Option<&str>,
     ) -> Result<Vec<Entry>, VaultError> {
         self.meta(id)?;
-        Repo::open(&self.repo_path(id))?.list(dir, at)
+        self.repo(id)?.list(dir, at)
     }
 
     /// Details of the secret or directory at `path` in revision `at`.
@@ -410,7 +450,7 @@ impl VaultStore {
         at: Option<&str>,
     ) -> Result<SecretStat, VaultError> {
         self.meta(id)?;
-        Repo::open(&self.repo_path(id))?.stat(path, at)
+        self.repo(id)?.stat(path, at)
     }
 }
 
@@ -420,18 +460,14 @@ pub(crate) mod tests {
     use keynode_core::Keypair;
 
     /// A store in a fresh temporary directory, with its own LMDB env.
-    #[allow(unsafe_code)]
     pub(crate) fn store() -> (tempfile::TempDir, Env, VaultStore) {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("db");
         fs::create_dir(&db).unwrap();
-        let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-        opts.max_dbs(16).map_size(1 << 28);
-        // SAFETY: the directory is fresh and private to this test; nothing else
-        // maps or truncates its files while the env is open.
-        let env = unsafe { opts.open(&db).unwrap() };
+        let key = DataKey::from_bytes([7; 32]);
+        let env = keynode_core::store::open_env(&db, &key, 1 << 28, 16).unwrap();
         let owner = Keypair::generate().node_id();
-        let store = VaultStore::open(&tmp.path().join("vaults"), env.clone(), owner).unwrap();
+        let store = VaultStore::open(&tmp.path().join("vaults"), env.clone(), owner, &key).unwrap();
         (tmp, env, store)
     }
 
@@ -449,14 +485,20 @@ pub(crate) mod tests {
         store
             .rename(meta.id, &VaultName::new("b").unwrap())
             .unwrap();
-        let rtxn = env.read_txn().unwrap();
-        assert_eq!(store.names.get(&rtxn, "a").unwrap(), None);
+        let mut rtxn = env.read_txn().unwrap();
+        assert_eq!(store.names.get(&mut rtxn, "a").unwrap(), None);
         assert_eq!(
-            store.names.get(&rtxn, "b").unwrap(),
+            store.names.get(&mut rtxn, "b").unwrap(),
             Some(&meta.id.as_bytes()[..])
         );
-        let stored: VaultMeta =
-            decode(store.metas.get(&rtxn, meta.id.as_bytes()).unwrap().unwrap()).unwrap();
+        let stored: VaultMeta = decode(
+            store
+                .metas
+                .get(&mut rtxn, meta.id.as_bytes())
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(stored.name.as_str(), "b");
         drop(rtxn);
         store.delete(meta.id).unwrap();

@@ -6,12 +6,13 @@ use std::path::Path;
 use keynode_core::{Keypair, SecretPath, VaultName};
 use keynode_vaults::{Env, Op, PutPolicy, VaultStore};
 
-#[allow(unsafe_code)]
 fn open_env(dir: &Path) -> Env {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 30);
-    // SAFETY: a fresh directory, opened once, private to this test.
-    unsafe { opts.open(dir).unwrap() }
+    keynode_core::store::open_env(dir, &key(), 1 << 30, 16).expect("env")
+}
+
+/// The data key of every store here.
+fn key() -> keynode_core::datakey::DataKey {
+    keynode_core::datakey::DataKey::from_bytes([7; 32])
 }
 
 fn store() -> (tempfile::TempDir, VaultStore) {
@@ -22,6 +23,7 @@ fn store() -> (tempfile::TempDir, VaultStore) {
         &tmp.path().join("vaults"),
         env,
         Keypair::generate().node_id(),
+        &key(),
     )
     .unwrap();
     (tmp, store)

@@ -10,13 +10,13 @@ use keynode_vaults::{
 };
 use tempfile::TempDir;
 
-#[allow(unsafe_code)]
 fn open_env(dir: &Path) -> Env {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 30);
-    // SAFETY: every test opens a fresh directory exactly once per process, and no
-    // other code maps or truncates its files while the env is open.
-    unsafe { opts.open(dir).unwrap() }
+    keynode_core::store::open_env(dir, &key(), 1 << 30, 16).expect("env")
+}
+
+/// The data key of every store here.
+fn key() -> keynode_core::datakey::DataKey {
+    keynode_core::datakey::DataKey::from_bytes([7; 32])
 }
 
 struct Fixture {
@@ -32,7 +32,8 @@ impl Fixture {
         std::fs::create_dir(tmp.path().join("db")).unwrap();
         let env = open_env(&tmp.path().join("db"));
         let owner = Keypair::generate().node_id();
-        let store = VaultStore::open(&tmp.path().join("vaults"), env.clone(), owner).unwrap();
+        let store =
+            VaultStore::open(&tmp.path().join("vaults"), env.clone(), owner, &key()).unwrap();
         Fixture {
             tmp,
             env,
@@ -769,7 +770,7 @@ fn open_sweeps_crash_leftovers() {
     std::fs::create_dir_all(dir.join(format!(".trash-{orphan}"))).unwrap();
     std::fs::write(dir.join("unrelated.txt"), b"left alone").unwrap();
 
-    let store = VaultStore::open(&dir, fx.env.clone(), fx.owner).unwrap();
+    let store = VaultStore::open(&dir, fx.env.clone(), fx.owner, &key()).unwrap();
     let mut left: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -792,7 +793,7 @@ fn open_sweeps_crash_leftovers() {
 #[actix_rt::test]
 async fn the_actor_drives_the_store() {
     let fx = Fixture::new();
-    let store = VaultStore::open(&fx.vaults_dir(), fx.env.clone(), fx.owner).unwrap();
+    let store = VaultStore::open(&fx.vaults_dir(), fx.env.clone(), fx.owner, &key()).unwrap();
     let addr = actix::Actor::start(VaultManager::new(Arc::new(store)));
 
     let meta = addr

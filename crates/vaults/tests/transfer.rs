@@ -14,12 +14,13 @@ use keynode_vaults::{
 };
 use tempfile::TempDir;
 
-#[allow(unsafe_code)]
 fn open_env(dir: &Path) -> Env {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 30);
-    // SAFETY: every node opens a fresh directory exactly once per process.
-    unsafe { opts.open(dir).unwrap() }
+    keynode_core::store::open_env(dir, &key(), 1 << 30, 16).expect("env")
+}
+
+/// The data key of every store here.
+fn key() -> keynode_core::datakey::DataKey {
+    keynode_core::datakey::DataKey::from_bytes([7; 32])
 }
 
 /// One node's vault store.
@@ -35,7 +36,7 @@ impl Node {
         std::fs::create_dir(tmp.path().join("db")).unwrap();
         let env = open_env(&tmp.path().join("db"));
         let id = Keypair::generate().node_id();
-        let store = VaultStore::open(&tmp.path().join("vaults"), env, id).unwrap();
+        let store = VaultStore::open(&tmp.path().join("vaults"), env, id, &key()).unwrap();
         Node { tmp, id, store }
     }
 

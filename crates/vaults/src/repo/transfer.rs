@@ -8,7 +8,7 @@ use std::path::Path;
 
 use git2::{ErrorCode, Indexer, ObjectType, Oid, Repository, RepositoryInitOptions};
 
-use super::{BRANCH, Repo, fill};
+use super::{BRANCH, Objects, Repo, attach, backend, fill, pack};
 use crate::transfer::{
     HAVES_WALK_LIMIT, PACK_CHUNK, PACK_DELTA_CACHE, PACK_WINDOW_MEMORY, Step, fast_forward,
     sample_haves,
@@ -64,10 +64,10 @@ fn bad_pack(e: io::Error) -> VaultError {
 impl Repo {
     /// Creates the repository of a clone at `path`: no commits until a pack
     /// arrives.
-    pub(crate) fn init_clone(path: &Path) -> Result<Repo, VaultError> {
-        Ok(Repo {
-            git: init_empty(path)?,
-        })
+    pub(crate) fn init_clone(path: &Path, objects: &Objects) -> Result<Repo, VaultError> {
+        let git = init_empty(path)?;
+        let files = attach(&git, objects)?;
+        Ok(Repo { git, files })
     }
 
     /// The head commit id.
@@ -245,6 +245,10 @@ impl Repo {
             // Not a pack: the indexer says why.
             usize::MAX
         };
+        if let Some(files) = &self.files {
+            let mut whole = io::Cursor::new(&buf[..n]).chain(pack);
+            return Ok(pack::ingest(&mut whole, files)?.objects);
+        }
         if count == 0 {
             let rest = fill(pack, &mut buf)?;
             if rest != PACK_TRAILER {
@@ -290,6 +294,9 @@ impl Repo {
 
     /// Packs in the repository (each pull adds one).
     pub(crate) fn pack_count(&self) -> Result<usize, VaultError> {
+        if self.files.is_some() {
+            return Ok(0);
+        }
         let files = self.pack_files()?;
         Ok(files
             .iter()
@@ -302,6 +309,9 @@ impl Repo {
     /// vault's writer lock, so no pull is indexing meanwhile; a reader that
     /// misses an object in a deleted pack finds it after libgit2's rescan.
     pub(crate) fn consolidate(&self) -> Result<(), VaultError> {
+        if self.files.is_some() {
+            return Ok(());
+        }
         let old = self.pack_files()?;
         let head = self.head_id()?;
         let dir = self.git.path().join("objects").join("pack");
@@ -387,6 +397,19 @@ impl Repo {
     pub(crate) fn fork_to(&self, dest: &Path) -> Result<(), VaultError> {
         let head = self.head_id()?;
         let git = init_empty(dest)?;
+        if let Some(files) = &self.files {
+            let dir = git.path().join("objects");
+            files.copy_to(&dir)?;
+            let files = files.at(dir);
+            backend::install(&git, files.clone())?;
+            let fork = Repo {
+                git,
+                files: Some(files),
+            };
+            fork.received(head)?;
+            fork.git.reference(BRANCH, head, false, "fork")?;
+            return Ok(());
+        }
         let from = self.git.path().join("objects");
         let to = git.path().join("objects");
         for entry in fs::read_dir(&from)? {
@@ -421,7 +444,7 @@ impl Repo {
                 }
             }
         }
-        let fork = Repo { git };
+        let fork = Repo { git, files: None };
         fork.received(head)?;
         fork.git.reference(BRANCH, head, false, "fork")?;
         Ok(())

@@ -18,7 +18,7 @@ impl VaultStore {
     /// see it is the caller's decision.
     pub fn advertise(&self, id: VaultId) -> Result<Advert, VaultError> {
         let meta = self.meta(id)?;
-        let head = Repo::open(&self.repo_path(id))?.head_id()?;
+        let head = self.repo(id)?.head_id()?;
         Ok(Advert {
             vault: id,
             name: meta.name,
@@ -33,7 +33,7 @@ impl VaultStore {
     /// [`want`](crate::want) with the [`Advert`] to know whether to ask at all.
     pub fn haves(&self, id: VaultId) -> Result<Vec<String>, VaultError> {
         self.meta(id)?;
-        Repo::open(&self.repo_path(id))?.haves()
+        self.repo(id)?.haves()
     }
 
     /// Serving side: streams to `sink`, in chunks of at most
@@ -62,7 +62,7 @@ impl VaultStore {
             .take(MAX_HAVES)
             .map(|h| parse_oid(h))
             .collect::<Result<Vec<_>, _>>()?;
-        let repo = Repo::open(&self.repo_path(id))?;
+        let repo = self.repo(id)?;
         if !repo.is_tuned()? {
             let lock = self.writer(id);
             let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -102,7 +102,7 @@ impl VaultStore {
             return Err(VaultError::NotAClone(meta.name));
         }
         let head = parse_oid(advert_head)?;
-        let repo = Repo::open(&self.repo_path(id))?;
+        let repo = self.repo(id)?;
         // Pulls of one vault take turns, so a consolidation never deletes a
         // pack another pull is about to use.
         let lock = self.writer(id);
@@ -138,7 +138,7 @@ impl VaultStore {
         let id = VaultId::generate();
         let tmp = self.dir.join(format!("{TMP_PREFIX}{id}"));
         let path = self.repo_path(id);
-        let built = Repo::init_clone(&tmp)
+        let built = Repo::init_clone(&tmp, &self.objects)
             .and_then(|repo| {
                 repo.index_pack(pack, true)?;
                 repo.start_branch(head)
@@ -174,12 +174,12 @@ impl VaultStore {
     pub fn fork(&self, id: VaultId, new_name: Option<&VaultName>) -> Result<VaultMeta, VaultError> {
         let source = self.meta(id)?;
         if let Some(name) = new_name {
-            let rtxn = self.env.read_txn()?;
-            if self.names.get(&rtxn, name.as_str())?.is_some() {
+            let mut rtxn = self.env.read_txn()?;
+            if self.names.get(&mut rtxn, name.as_str())?.is_some() {
                 return Err(VaultError::VaultExists(name.clone()));
             }
         }
-        let repo = Repo::open(&self.repo_path(id))?;
+        let repo = self.repo(id)?;
         let fork_id = VaultId::generate();
         let tmp = self.dir.join(format!("{TMP_PREFIX}{fork_id}"));
         let path = self.repo_path(fork_id);
@@ -220,7 +220,7 @@ impl VaultStore {
             let Some(name) = numbered_name(base, n) else {
                 break;
             };
-            if self.names.get(&wtxn, name.as_str())?.is_some() {
+            if self.names.get(&mut wtxn, name.as_str())?.is_some() {
                 continue;
             }
             self.names

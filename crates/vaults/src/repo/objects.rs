@@ -1,0 +1,604 @@
+//! A vault's git objects, encrypted at rest.
+//!
+//! libgit2 keeps objects as zlib-compressed files and packs, in the clear. Here
+//! every object is one file sealed with XChaCha20-Poly1305 in the STREAM
+//! construction (Hoang, Reyhanitabar, Rogaway, Vizár 2015) over 64 KiB chunks,
+//! so objects of any size are written and read with one chunk in memory, and
+//! truncating, reordering or splicing chunks fails authentication:
+//!
+//! ```text
+//! file   = "KNO1" ‖ kind (1 byte) ‖ nonce prefix (19 random bytes) ‖ chunk*
+//! chunk  = XChaCha20-Poly1305(key, prefix ‖ counter (u32 BE) ‖ last flag, aad = header)
+//! ```
+//!
+//! Every chunk but the last holds exactly [`CHUNK`] plaintext bytes, so the
+//! object's size follows from the file's length. The header (with the object's
+//! kind) is the associated data of every chunk.
+//!
+//! A file is named by a keyed BLAKE2b of the object id (`xx/yyyy…`, 64 hex
+//! digits), not by the id itself: a git object id is a plain SHA-1 of the
+//! content, so storing it would let whoever holds the disk confirm a guessed
+//! secret value (`sha1("blob 6\0hunter")`). Nothing on disk repeats an id, a
+//! name or a byte of content. What remains visible is the number of objects and
+//! their approximate sizes.
+//!
+//! Integrity: besides the AEAD, libgit2 re-hashes every object it reads
+//! (strict hash verification), so a file moved to another object's name is
+//! refused too. Files are written to a temporary name and renamed into place,
+//! as libgit2 does for loose objects.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::KeyInit;
+use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
+use git2::{ObjectType, Oid};
+use keynode_core::datakey::{DataKey, keyed_hash};
+use rand::RngCore;
+use sha1::{Digest, Sha1};
+
+use crate::VaultError;
+
+/// Plaintext bytes per chunk.
+pub(crate) const CHUNK: usize = 64 * 1024;
+/// Authentication tag bytes per chunk.
+const TAG: usize = 16;
+const MAGIC: &[u8; 4] = b"KNO1";
+const NONCE_PREFIX: usize = 19;
+/// Header bytes: magic, kind, nonce prefix.
+const HEADER: usize = 4 + 1 + NONCE_PREFIX;
+/// Content up to this size is buffered whole by [`ObjectFiles::write_stream`],
+/// so its id is known before it is sealed (one pass); larger content is sealed
+/// as it arrives and hashed in a second pass.
+const BUFFERED_OBJECT: usize = 1 << 20;
+/// Largest object this store writes or reads (a secret is far smaller).
+pub(crate) const MAX_OBJECT: u64 = 1 << 32;
+/// Directory (under a repository's `objects`) of files being written.
+const TMP_DIR: &str = "tmp";
+
+/// The keys of a node's object files, derived from its data key.
+pub(crate) struct ObjectKeys {
+    seal: DataKey,
+    names: DataKey,
+}
+
+impl ObjectKeys {
+    pub(crate) fn new(key: &DataKey) -> Arc<ObjectKeys> {
+        Arc::new(ObjectKeys {
+            seal: key.derive("keynode/1 vault objects"),
+            names: key.derive("keynode/1 vault object names"),
+        })
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.seal.expose().into())
+    }
+}
+
+fn corrupt(oid: Oid, why: &str) -> VaultError {
+    VaultError::Corrupt(format!("object {oid}: {why}"))
+}
+
+fn kind_byte(kind: ObjectType) -> u8 {
+    match kind {
+        ObjectType::Commit => 1,
+        ObjectType::Tree => 2,
+        ObjectType::Blob => 3,
+        ObjectType::Tag => 4,
+        _ => 0,
+    }
+}
+
+fn byte_kind(b: u8) -> Option<ObjectType> {
+    Some(match b {
+        1 => ObjectType::Commit,
+        2 => ObjectType::Tree,
+        3 => ObjectType::Blob,
+        4 => ObjectType::Tag,
+        _ => return None,
+    })
+}
+
+/// The git object id of an object of `kind` with `content`.
+pub(crate) fn object_id(kind: ObjectType, content: &[u8]) -> Oid {
+    let mut h = hasher(kind, content.len() as u64);
+    h.update(content);
+    finish(h)
+}
+
+fn hasher(kind: ObjectType, size: u64) -> Sha1 {
+    let mut h = Sha1::new();
+    h.update(kind.str().as_bytes());
+    h.update(format!(" {size}\0").as_bytes());
+    h
+}
+
+fn finish(h: Sha1) -> Oid {
+    Oid::from_bytes(&h.finalize()).expect("a SHA-1 is 20 bytes")
+}
+
+/// Plaintext size of an object file of `len` bytes, `None` if no valid file has
+/// that length.
+fn plain_size(len: u64) -> Option<u64> {
+    let body = len.checked_sub(HEADER as u64)?;
+    let step = (CHUNK + TAG) as u64;
+    let (full, rem) = (body / step, body % step);
+    match rem {
+        0 if full > 0 => Some(full * CHUNK as u64),
+        r if r >= TAG as u64 => Some(full * CHUNK as u64 + r - TAG as u64),
+        _ => None,
+    }
+}
+
+/// The encrypted object files of one repository (its `objects` directory).
+#[derive(Clone)]
+pub(crate) struct ObjectFiles {
+    dir: PathBuf,
+    keys: Arc<ObjectKeys>,
+}
+
+impl ObjectFiles {
+    pub(crate) fn new(dir: PathBuf, keys: Arc<ObjectKeys>) -> ObjectFiles {
+        ObjectFiles { dir, keys }
+    }
+
+    /// The same keys over another repository's `objects` directory.
+    pub(crate) fn at(&self, dir: PathBuf) -> ObjectFiles {
+        ObjectFiles {
+            dir,
+            keys: self.keys.clone(),
+        }
+    }
+
+    /// Where object `oid` is kept.
+    pub(crate) fn path(&self, oid: Oid) -> PathBuf {
+        let mac = keyed_hash(self.keys.names.expose(), oid.as_bytes());
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(&hex[..2]).join(&hex[2..])
+    }
+
+    pub(crate) fn exists(&self, oid: Oid) -> bool {
+        self.path(oid).is_file()
+    }
+
+    fn temp(&self) -> io::Result<tempfile::NamedTempFile> {
+        let dir = self.dir.join(TMP_DIR);
+        fs::create_dir_all(&dir)?;
+        tempfile::Builder::new().prefix("obj").tempfile_in(dir)
+    }
+
+    fn place(&self, tmp: tempfile::NamedTempFile, oid: Oid) -> io::Result<()> {
+        let path = self.path(oid);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Stores object `oid` (whose id the caller computed) unless it is already
+    /// here.
+    pub(crate) fn write(&self, oid: Oid, kind: ObjectType, data: &[u8]) -> Result<(), VaultError> {
+        if self.exists(oid) {
+            return Ok(());
+        }
+        let mut tmp = self.temp()?;
+        let mut sealer = Sealer::new(&self.keys, kind, tmp.as_file_mut())?;
+        let mut chunks = data.chunks(CHUNK).peekable();
+        if chunks.peek().is_none() {
+            sealer.last(&[])?;
+        }
+        while let Some(chunk) = chunks.next() {
+            if chunks.peek().is_some() {
+                sealer.next(chunk)?;
+            } else {
+                sealer.last(chunk)?;
+                break;
+            }
+        }
+        self.place(tmp, oid)?;
+        Ok(())
+    }
+
+    /// Streams `data` into a new object of `kind` and returns its id. Content
+    /// up to [`BUFFERED_OBJECT`] is buffered and written in one pass; larger
+    /// content is sealed chunk by chunk (two chunks in memory) and its id (a
+    /// SHA-1 over a header that starts with the size) computed in a second,
+    /// decrypting pass over the written file.
+    pub(crate) fn write_stream(
+        &self,
+        kind: ObjectType,
+        data: &mut dyn Read,
+    ) -> Result<Oid, VaultError> {
+        let mut head = vec![0u8; BUFFERED_OBJECT + 1];
+        let n = super::fill(data, &mut head)?;
+        if n <= BUFFERED_OBJECT {
+            head.truncate(n);
+            let oid = object_id(kind, &head);
+            self.write(oid, kind, &head)?;
+            return Ok(oid);
+        }
+        head.truncate(n);
+        let mut rest = io::Cursor::new(head).chain(data);
+        let data: &mut dyn Read = &mut rest;
+        let mut current = vec![0u8; CHUNK];
+        let n = super::fill(data, &mut current)?;
+        current.truncate(n);
+        let mut next = vec![0u8; CHUNK];
+        let m = super::fill(data, &mut next)?;
+        next.truncate(m);
+        let mut tmp = self.temp()?;
+        let mut size = 0u64;
+        {
+            let mut sealer = Sealer::new(&self.keys, kind, tmp.as_file_mut())?;
+            loop {
+                size += current.len() as u64;
+                if size > MAX_OBJECT {
+                    return Err(io::Error::other("object is too large").into());
+                }
+                if next.is_empty() {
+                    sealer.last(&current)?;
+                    break;
+                }
+                sealer.next(&current)?;
+                std::mem::swap(&mut current, &mut next);
+                next.resize(CHUNK, 0);
+                let m = super::fill(data, &mut next)?;
+                next.truncate(m);
+            }
+        }
+        tmp.as_file_mut().flush()?;
+        let mut h = hasher(kind, size);
+        let mut opened = Opened::from_file(fs::File::open(tmp.path())?, &self.keys)
+            .map_err(|why| VaultError::Corrupt(format!("object being written: {why}")))?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = opened.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let oid = finish(h);
+        if self.exists(oid) {
+            return Ok(oid);
+        }
+        self.place(tmp, oid)?;
+        Ok(oid)
+    }
+
+    fn open(&self, oid: Oid) -> Result<Option<Opened>, VaultError> {
+        let file = match fs::File::open(self.path(oid)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Opened::from_file(file, &self.keys)
+            .map(Some)
+            .map_err(|why| corrupt(oid, why))
+    }
+
+    /// The object's kind and content.
+    pub(crate) fn read(&self, oid: Oid) -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
+        let Some(mut opened) = self.open(oid)? else {
+            return Ok(None);
+        };
+        let size = usize::try_from(opened.size).map_err(|_| corrupt(oid, "too large"))?;
+        let mut out = Vec::with_capacity(size);
+        opened.read_to_end(&mut out).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => corrupt(oid, "failed authentication"),
+            _ => e.into(),
+        })?;
+        Ok(Some((opened.kind, out)))
+    }
+
+    /// The object's kind and size, authenticated by decrypting its first chunk.
+    pub(crate) fn read_header(&self, oid: Oid) -> Result<Option<(ObjectType, u64)>, VaultError> {
+        let Some(mut opened) = self.open(oid)? else {
+            return Ok(None);
+        };
+        opened
+            .fill()
+            .map_err(|_| corrupt(oid, "failed authentication"))?;
+        Ok(Some((opened.kind, opened.size)))
+    }
+
+    /// A reader of the object's content, decrypting one chunk at a time.
+    pub(crate) fn reader(&self, oid: Oid) -> Result<Option<Opened>, VaultError> {
+        self.open(oid)
+    }
+
+    /// Hard-links (or copies) every object file into `dest` (a fork keeps the
+    /// node's keys, so the files are valid there as they are).
+    pub(crate) fn copy_to(&self, dest: &Path) -> Result<(), VaultError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() != 2 || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            fs::create_dir_all(dest.join(name))?;
+            for file in fs::read_dir(entry.path())? {
+                let file = file?;
+                let target = dest.join(name).join(file.file_name());
+                if fs::hard_link(file.path(), &target).is_err() {
+                    fs::copy(file.path(), &target)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes an object file chunk by chunk.
+struct Sealer<'a> {
+    out: &'a mut fs::File,
+    header: [u8; HEADER],
+    stream: Option<EncryptorBE32<XChaCha20Poly1305>>,
+    buf: Vec<u8>,
+}
+
+impl<'a> Sealer<'a> {
+    fn new(keys: &ObjectKeys, kind: ObjectType, out: &'a mut fs::File) -> io::Result<Self> {
+        let mut header = [0u8; HEADER];
+        header[..4].copy_from_slice(MAGIC);
+        header[4] = kind_byte(kind);
+        rand::rngs::OsRng.fill_bytes(&mut header[5..]);
+        out.write_all(&header)?;
+        let stream = EncryptorBE32::from_aead(keys.cipher(), header[5..].into());
+        Ok(Sealer {
+            out,
+            header,
+            stream: Some(stream),
+            buf: Vec::with_capacity(CHUNK + TAG),
+        })
+    }
+
+    fn next(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(chunk);
+        self.stream
+            .as_mut()
+            .ok_or_else(|| io::Error::other("object already sealed"))?
+            .encrypt_next_in_place(&self.header, &mut self.buf)
+            .map_err(|_| io::Error::other("encryption failed"))?;
+        self.out.write_all(&self.buf)
+    }
+
+    fn last(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(chunk);
+        self.stream
+            .take()
+            .ok_or_else(|| io::Error::other("object already sealed"))?
+            .encrypt_last_in_place(&self.header, &mut self.buf)
+            .map_err(|_| io::Error::other("encryption failed"))?;
+        self.out.write_all(&self.buf)
+    }
+}
+
+/// An object file opened for reading: its kind, size, and a decrypting reader.
+pub(crate) struct Opened {
+    pub(crate) kind: ObjectType,
+    pub(crate) size: u64,
+    file: io::BufReader<fs::File>,
+    header: [u8; HEADER],
+    stream: Option<DecryptorBE32<XChaCha20Poly1305>>,
+    /// Encrypted bytes left after the chunks read so far.
+    left: u64,
+    /// The current plaintext chunk and how much of it was read.
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Opened {
+    fn from_file(mut file: fs::File, keys: &ObjectKeys) -> Result<Opened, &'static str> {
+        let len = file.metadata().map_err(|_| "unreadable")?.len();
+        let size = plain_size(len).ok_or("has an impossible length")?;
+        if size > MAX_OBJECT {
+            return Err("is too large");
+        }
+        let mut header = [0u8; HEADER];
+        file.read_exact(&mut header).map_err(|_| "unreadable")?;
+        if &header[..4] != MAGIC {
+            return Err("is not an encrypted object file");
+        }
+        let kind = byte_kind(header[4]).ok_or("has an unknown kind")?;
+        let stream = DecryptorBE32::from_aead(keys.cipher(), header[5..].into());
+        Ok(Opened {
+            kind,
+            size,
+            file: io::BufReader::with_capacity(CHUNK + TAG, file),
+            header,
+            stream: Some(stream),
+            left: len - HEADER as u64,
+            chunk: Vec::with_capacity(CHUNK + TAG),
+            pos: 0,
+        })
+    }
+
+    /// Decrypts the next chunk into `self.chunk`; `false` at the end.
+    fn fill(&mut self) -> io::Result<bool> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(false);
+        };
+        let n = self.left.min((CHUNK + TAG) as u64) as usize;
+        self.chunk.resize(n, 0);
+        self.file.read_exact(&mut self.chunk)?;
+        self.left -= n as u64;
+        self.pos = 0;
+        let bad = |_| io::Error::new(io::ErrorKind::InvalidData, "object failed authentication");
+        if self.left == 0 {
+            let stream = self.stream.take().expect("checked above");
+            stream
+                .decrypt_last_in_place(&self.header, &mut self.chunk)
+                .map_err(bad)?;
+        } else {
+            stream
+                .decrypt_next_in_place(&self.header, &mut self.chunk)
+                .map_err(bad)?;
+        }
+        Ok(true)
+    }
+}
+
+impl Read for Opened {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            if !self.fill()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> (tempfile::TempDir, ObjectFiles) {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = ObjectKeys::new(&DataKey::from_bytes([3; 32]));
+        let files = ObjectFiles::new(tmp.path().join("objects"), keys);
+        (tmp, files)
+    }
+
+    #[test]
+    fn sizes_follow_from_lengths() {
+        for size in [
+            0u64,
+            1,
+            100,
+            CHUNK as u64 - 1,
+            CHUNK as u64,
+            CHUNK as u64 + 1,
+            3 * CHUNK as u64,
+        ] {
+            let chunks = size.div_ceil(CHUNK as u64).max(1);
+            let len = HEADER as u64 + size + chunks * TAG as u64;
+            assert_eq!(plain_size(len), Some(size), "size {size}");
+        }
+        assert_eq!(plain_size(HEADER as u64), None);
+        assert_eq!(plain_size(HEADER as u64 + 5), None);
+    }
+
+    #[test]
+    fn objects_round_trip_at_every_chunk_boundary() {
+        let (_tmp, files) = files();
+        for size in [
+            0usize,
+            1,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            2 * CHUNK,
+            2 * CHUNK + 7,
+        ] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let oid = object_id(ObjectType::Blob, &data);
+            assert_eq!(oid, Oid::hash_object(ObjectType::Blob, &data).unwrap());
+            files.write(oid, ObjectType::Blob, &data).unwrap();
+            let (kind, back) = files.read(oid).unwrap().unwrap();
+            assert_eq!((kind, back.len()), (ObjectType::Blob, size));
+            assert!(back == data);
+            assert_eq!(
+                files.read_header(oid).unwrap(),
+                Some((ObjectType::Blob, size as u64))
+            );
+            let streamed = files
+                .write_stream(ObjectType::Blob, &mut &data[..])
+                .unwrap();
+            assert_eq!(streamed, oid);
+        }
+        assert!(files.read(Oid::ZERO_SHA1).unwrap().is_none());
+    }
+
+    #[test]
+    fn nothing_on_disk_repeats_content_or_ids() {
+        let (tmp, files) = files();
+        let data = b"MARKER-hunter2-MARKER".repeat(100_000);
+        let oid = files
+            .write_stream(ObjectType::Blob, &mut &data[..])
+            .unwrap();
+        let small = b"MARKER small";
+        let small_oid = object_id(ObjectType::Blob, small);
+        files.write(small_oid, ObjectType::Blob, small).unwrap();
+        let mut seen = 0;
+        for entry in walk(tmp.path()) {
+            let bytes = fs::read(&entry).unwrap();
+            let name = entry.to_string_lossy().into_owned();
+            assert!(!name.contains(&oid.to_string()) && !name.contains(&small_oid.to_string()));
+            assert!(!bytes.windows(6).any(|w| w == b"MARKER"), "{name}");
+            assert!(!bytes.windows(20).any(|w| w == oid.as_bytes()));
+            seen += 1;
+        }
+        assert_eq!(seen, 2);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn tampering_truncation_and_foreign_keys_are_refused() {
+        let (tmp, files) = files();
+        let data = vec![9u8; BUFFERED_OBJECT + 2 * CHUNK + 10];
+        let oid = files
+            .write_stream(ObjectType::Blob, &mut &data[..])
+            .unwrap();
+        let path = files.path(oid);
+        let good = fs::read(&path).unwrap();
+        // A flipped bit in the header, the first chunk and the last chunk.
+        for i in [4, HEADER + 3, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[i] ^= 1;
+            fs::write(&path, &bad).unwrap();
+            assert!(files.read(oid).is_err(), "flip at {i} accepted");
+        }
+        // Dropping the last chunk leaves a valid-looking length but no last flag.
+        let whole = (data.len() / CHUNK) * (CHUNK + TAG);
+        fs::write(&path, &good[..HEADER + whole]).unwrap();
+        assert!(matches!(files.read(oid), Err(VaultError::Corrupt(_))));
+        // Swapping two full chunks.
+        let mut swapped = good.clone();
+        let a = HEADER..HEADER + CHUNK + TAG;
+        let b = HEADER + CHUNK + TAG..HEADER + 2 * (CHUNK + TAG);
+        let first = good[a.clone()].to_vec();
+        swapped[a].copy_from_slice(&good[b.clone()]);
+        swapped[b].copy_from_slice(&first);
+        fs::write(&path, &swapped).unwrap();
+        assert!(files.read(oid).is_err());
+        // Another node's key opens nothing.
+        fs::write(&path, &good).unwrap();
+        let other = ObjectFiles {
+            dir: tmp.path().join("objects"),
+            keys: ObjectKeys::new(&DataKey::from_bytes([4; 32])),
+        };
+        fs::create_dir_all(other.path(oid).parent().unwrap()).unwrap();
+        fs::copy(&path, other.path(oid)).unwrap();
+        assert!(other.read(oid).is_err());
+        assert_eq!(files.read(oid).unwrap().unwrap().1, data);
+    }
+}

@@ -1,0 +1,445 @@
+//! Receiving a git pack into the encrypted object files.
+//!
+//! libgit2's indexer writes a received pack (and its index) to disk in the
+//! clear; the encrypted store cannot use it. This parser reads the pack as it
+//! streams in (one object inflated at a time), resolves deltas against objects
+//! already stored, and writes every object through the store, so no plaintext
+//! byte reaches the disk. It checks what the indexer checks: the header, every
+//! object's zlib stream and declared size, every delta's base and sizes, the
+//! trailing SHA-1 over the whole pack, and connectivity (every tree entry and
+//! every parent and tree a commit names is in the pack or already stored).
+//!
+//! Format (git's `Documentation/gitformat-pack.txt`): `PACK`, version 2 or 3 and
+//! an object count (big-endian u32), then per object a type-and-size varint, for
+//! an `OFS_DELTA` a negative offset to its base, for a `REF_DELTA` the base's id,
+//! then the zlib-compressed content; last the SHA-1 of everything before.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufRead, Read};
+
+use flate2::bufread::ZlibDecoder;
+use git2::{ObjectType, Oid};
+use sha1::{Digest, Sha1};
+
+use super::objects::{ObjectFiles, object_id};
+use crate::VaultError;
+
+/// Largest object a received pack may hold (inflated), so a small hostile pack
+/// cannot make the receiver allocate without bound.
+pub(crate) const MAX_PACK_OBJECT: u64 = 256 << 20;
+/// Most objects one pack may announce.
+pub(crate) const MAX_PACK_OBJECTS: u32 = 10_000_000;
+
+const OFS_DELTA: u8 = 6;
+const REF_DELTA: u8 = 7;
+
+fn bad(why: impl Into<String>) -> VaultError {
+    VaultError::BadPack(git2::Error::from_str(&why.into()))
+}
+
+/// The pack's bytes, counted and hashed as they are consumed.
+struct Input<R> {
+    inner: io::BufReader<R>,
+    hash: Sha1,
+    offset: u64,
+}
+
+impl<R: Read> Read for Input<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let avail = self.fill_buf()?;
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for Input<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        if let Ok(buf) = self.inner.fill_buf() {
+            self.hash.update(&buf[..n.min(buf.len())]);
+        }
+        self.offset += n as u64;
+        self.inner.consume(n);
+    }
+}
+
+impl<R: Read> Input<R> {
+    fn byte(&mut self) -> Result<u8, VaultError> {
+        let mut b = [0u8; 1];
+        self.read_exact(&mut b).map_err(truncated)?;
+        Ok(b[0])
+    }
+}
+
+fn truncated(e: io::Error) -> VaultError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        bad("pack is truncated")
+    } else {
+        e.into()
+    }
+}
+
+/// What the pack held.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Received {
+    /// Objects in the pack.
+    pub(crate) objects: usize,
+}
+
+/// A delta waiting for a base that has not arrived yet.
+struct Pending {
+    offset: u64,
+    delta: Vec<u8>,
+}
+
+/// Reads a whole pack from `pack` and stores its objects in `files`.
+pub(crate) fn ingest(pack: &mut dyn Read, files: &ObjectFiles) -> Result<Received, VaultError> {
+    let mut input = Input {
+        inner: io::BufReader::with_capacity(64 * 1024, pack),
+        hash: Sha1::new(),
+        offset: 0,
+    };
+    let mut header = [0u8; 12];
+    input.read_exact(&mut header).map_err(truncated)?;
+    if &header[..4] != b"PACK" {
+        return Err(bad("not a pack"));
+    }
+    let version = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    if version != 2 && version != 3 {
+        return Err(bad(format!("pack version {version} is not supported")));
+    }
+    let count = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    if count > MAX_PACK_OBJECTS {
+        return Err(bad(format!("pack announces {count} objects")));
+    }
+    let mut state = State {
+        files,
+        at: HashMap::new(),
+        written: HashSet::new(),
+        needed: HashSet::new(),
+        waiting: HashMap::new(),
+    };
+    for _ in 0..count {
+        let start = input.offset;
+        let first = input.byte()?;
+        let kind = (first >> 4) & 7;
+        let mut size = u64::from(first & 0x0f);
+        let mut shift = 4;
+        let mut b = first;
+        while b & 0x80 != 0 {
+            b = input.byte()?;
+            if shift > 57 {
+                return Err(bad("object size overflows"));
+            }
+            size |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+        }
+        if size > MAX_PACK_OBJECT {
+            return Err(bad(format!("object of {size} bytes is too large")));
+        }
+        let base = match kind {
+            OFS_DELTA => {
+                let mut c = input.byte()?;
+                let mut back = u64::from(c & 0x7f);
+                while c & 0x80 != 0 {
+                    c = input.byte()?;
+                    back = back
+                        .checked_add(1)
+                        .and_then(|v| v.checked_mul(128))
+                        .ok_or_else(|| bad("delta offset overflows"))?
+                        | u64::from(c & 0x7f);
+                }
+                let at = start
+                    .checked_sub(back)
+                    .filter(|_| back > 0)
+                    .ok_or_else(|| bad("delta base offset is outside the pack"))?;
+                Some(Base::Offset(at))
+            }
+            REF_DELTA => {
+                let mut id = [0u8; 20];
+                input.read_exact(&mut id).map_err(truncated)?;
+                Some(Base::Id(
+                    Oid::from_bytes(&id).map_err(|e| bad(e.message()))?,
+                ))
+            }
+            1..=4 => None,
+            other => return Err(bad(format!("unknown object type {other}"))),
+        };
+        let data = inflate(&mut input, size)?;
+        match base {
+            None => {
+                let kind = match kind {
+                    1 => ObjectType::Commit,
+                    2 => ObjectType::Tree,
+                    3 => ObjectType::Blob,
+                    _ => ObjectType::Tag,
+                };
+                state.store(start, kind, &data)?;
+            }
+            Some(Base::Offset(at)) => {
+                let base = *state
+                    .at
+                    .get(&at)
+                    .ok_or_else(|| bad("delta base offset names no object"))?;
+                state.resolve(start, base, &data)?;
+            }
+            Some(Base::Id(id)) => {
+                if state.written.contains(&id) || files.exists(id) {
+                    state.resolve(start, id, &data)?;
+                } else {
+                    state.waiting.entry(id).or_default().push(Pending {
+                        offset: start,
+                        delta: data,
+                    });
+                }
+            }
+        }
+    }
+    let expected = std::mem::replace(&mut input.hash, Sha1::new()).finalize();
+    let mut trailer = [0u8; 20];
+    input.read_exact(&mut trailer).map_err(truncated)?;
+    if trailer[..] != expected[..] {
+        return Err(bad("pack checksum mismatch"));
+    }
+    if !input.fill_buf()?.is_empty() {
+        return Err(bad("bytes after the pack trailer"));
+    }
+    if let Some(base) = state.waiting.keys().next() {
+        return Err(bad(format!("delta base {base} is missing")));
+    }
+    for id in &state.needed {
+        if !state.written.contains(id) && !files.exists(*id) {
+            return Err(bad(format!("object {id} is referenced but missing")));
+        }
+    }
+    Ok(Received {
+        objects: count as usize,
+    })
+}
+
+enum Base {
+    Offset(u64),
+    Id(Oid),
+}
+
+/// Inflates one object's zlib stream, which must yield exactly `size` bytes.
+fn inflate<R: Read>(input: &mut Input<R>, size: u64) -> Result<Vec<u8>, VaultError> {
+    let mut out = Vec::with_capacity(size.min(1 << 20) as usize);
+    let mut z = ZlibDecoder::new(input).take(size + 1);
+    z.read_to_end(&mut out).map_err(|e| match e.kind() {
+        // What flate2 reports for a corrupt or cut stream; anything else is the
+        // reader's own failure.
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+            bad(format!("bad zlib stream: {e}"))
+        }
+        _ => VaultError::Io(e),
+    })?;
+    if out.len() as u64 != size {
+        return Err(bad("object size does not match its header"));
+    }
+    // The decoder stops at the end of the zlib stream; make sure it got there
+    // (a stream with more data than declared was cut by `take` above).
+    let mut z = z.into_inner();
+    if z.read(&mut [0u8; 1])? != 0 {
+        return Err(bad("object is longer than its header says"));
+    }
+    Ok(out)
+}
+
+struct State<'a> {
+    files: &'a ObjectFiles,
+    /// Offset of every object seen → its id.
+    at: HashMap<u64, Oid>,
+    written: HashSet<Oid>,
+    /// Ids that stored trees and commits refer to.
+    needed: HashSet<Oid>,
+    /// Deltas by the id of the base they wait for.
+    waiting: HashMap<Oid, Vec<Pending>>,
+}
+
+impl State<'_> {
+    fn store(&mut self, offset: u64, kind: ObjectType, data: &[u8]) -> Result<Oid, VaultError> {
+        let oid = object_id(kind, data);
+        links(kind, data, &mut self.needed)?;
+        self.files.write(oid, kind, data)?;
+        self.at.insert(offset, oid);
+        self.written.insert(oid);
+        // Deltas that waited for this object (and, in turn, for them).
+        let mut ready = vec![oid];
+        while let Some(base) = ready.pop() {
+            for p in self.waiting.remove(&base).unwrap_or_default() {
+                let (kind, content) = self.apply(base, &p.delta)?;
+                let id = object_id(kind, &content);
+                links(kind, &content, &mut self.needed)?;
+                self.files.write(id, kind, &content)?;
+                self.at.insert(p.offset, id);
+                self.written.insert(id);
+                ready.push(id);
+            }
+        }
+        Ok(oid)
+    }
+
+    fn resolve(&mut self, offset: u64, base: Oid, delta: &[u8]) -> Result<Oid, VaultError> {
+        let (kind, content) = self.apply(base, delta)?;
+        self.store(offset, kind, &content)
+    }
+
+    fn apply(&self, base: Oid, delta: &[u8]) -> Result<(ObjectType, Vec<u8>), VaultError> {
+        let (kind, source) = self
+            .files
+            .read(base)?
+            .ok_or_else(|| bad(format!("delta base {base} is missing")))?;
+        Ok((kind, apply_delta(&source, delta)?))
+    }
+}
+
+/// Reads a delta's size varint.
+fn delta_size(delta: &[u8], pos: &mut usize) -> Result<u64, VaultError> {
+    let mut size = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = *delta.get(*pos).ok_or_else(|| bad("delta is truncated"))?;
+        *pos += 1;
+        if shift > 57 {
+            return Err(bad("delta size overflows"));
+        }
+        size |= u64::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            return Ok(size);
+        }
+    }
+}
+
+/// Applies a git delta to `source`.
+pub(crate) fn apply_delta(source: &[u8], delta: &[u8]) -> Result<Vec<u8>, VaultError> {
+    let mut pos = 0;
+    let source_size = delta_size(delta, &mut pos)?;
+    let target_size = delta_size(delta, &mut pos)?;
+    if source_size != source.len() as u64 {
+        return Err(bad("delta base has the wrong size"));
+    }
+    if target_size > MAX_PACK_OBJECT {
+        return Err(bad("delta result is too large"));
+    }
+    let mut out = Vec::with_capacity(target_size as usize);
+    while pos < delta.len() {
+        let cmd = delta[pos];
+        pos += 1;
+        if cmd & 0x80 != 0 {
+            let mut field = |bits: u8, bytes: usize| -> Result<usize, VaultError> {
+                let mut v = 0usize;
+                for i in 0..bytes {
+                    if bits & (1 << i) != 0 {
+                        let b = *delta.get(pos).ok_or_else(|| bad("delta is truncated"))?;
+                        pos += 1;
+                        v |= usize::from(b) << (8 * i);
+                    }
+                }
+                Ok(v)
+            };
+            let offset = field(cmd & 0x0f, 4)?;
+            let mut len = field((cmd >> 4) & 0x07, 3)?;
+            if len == 0 {
+                len = 0x10000;
+            }
+            let end = offset
+                .checked_add(len)
+                .filter(|&e| e <= source.len())
+                .ok_or_else(|| bad("delta copies past its base"))?;
+            out.extend_from_slice(&source[offset..end]);
+        } else if cmd != 0 {
+            let len = usize::from(cmd);
+            let bytes = delta
+                .get(pos..pos + len)
+                .ok_or_else(|| bad("delta is truncated"))?;
+            out.extend_from_slice(bytes);
+            pos += len;
+        } else {
+            return Err(bad("delta has a reserved instruction"));
+        }
+        if out.len() as u64 > target_size {
+            return Err(bad("delta result exceeds its declared size"));
+        }
+    }
+    if out.len() as u64 != target_size {
+        return Err(bad("delta result has the wrong size"));
+    }
+    Ok(out)
+}
+
+/// Adds the ids a tree or commit refers to to `needed`.
+fn links(kind: ObjectType, data: &[u8], needed: &mut HashSet<Oid>) -> Result<(), VaultError> {
+    match kind {
+        ObjectType::Tree => {
+            let mut rest = data;
+            while !rest.is_empty() {
+                let nul = rest
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or_else(|| bad("malformed tree"))?;
+                let id = rest
+                    .get(nul + 1..nul + 21)
+                    .ok_or_else(|| bad("malformed tree"))?;
+                // Submodule links (mode 160000) name commits of other repositories.
+                if !rest.starts_with(b"160000 ") {
+                    needed.insert(Oid::from_bytes(id).map_err(|e| bad(e.message()))?);
+                }
+                rest = &rest[nul + 21..];
+            }
+        }
+        ObjectType::Commit => {
+            for line in data.split(|&b| b == b'\n') {
+                if line.is_empty() {
+                    break;
+                }
+                let hex = line
+                    .strip_prefix(b"tree ")
+                    .or_else(|| line.strip_prefix(b"parent "));
+                if let Some(hex) = hex {
+                    let text = std::str::from_utf8(hex).map_err(|_| bad("malformed commit"))?;
+                    needed.insert(Oid::from_str(text).map_err(|_| bad("malformed commit"))?);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_copy_and_insert() {
+        let source = b"hello world";
+        // source 11, target 10: copy 6 bytes at 0 ("hello "), insert "moon".
+        let delta = [11, 10, 0x80 | 0x10, 6, 4, b'm', b'o', b'o', b'n'];
+        assert_eq!(apply_delta(source, &delta).unwrap(), b"hello moon");
+        let past = [11, 20, 0x80 | 0x01 | 0x10, 8, 6];
+        assert!(apply_delta(source, &past).is_err());
+        let wrong_base = [12, 1, 1, b'x'];
+        assert!(apply_delta(source, &wrong_base).is_err());
+        let reserved = [11, 1, 0];
+        assert!(apply_delta(source, &reserved).is_err());
+        let short = [11, 5, 5, b'a'];
+        assert!(apply_delta(source, &short).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_deltas_never_panic(source: Vec<u8>, delta: Vec<u8>) {
+            let _ = apply_delta(&source, &delta);
+        }
+    }
+}
