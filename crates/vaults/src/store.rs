@@ -187,7 +187,7 @@ impl VaultStore {
             let (_, bytes) = item?;
             let meta: VaultMeta = decode(bytes)?;
             if !self.repo_path(meta.id).is_dir() {
-                tracing::warn!(vault = %meta.id, name = %meta.name, "vault repository is missing");
+                tracing::warn!(vault = %meta.id, "vault repository is missing");
             }
         }
         Ok(())
