@@ -66,9 +66,12 @@
 //! 4. **Receive** (client): [`VaultStore::receive_pull`] (clones only: it is the
 //!    one write a clone accepts; an own vault has no remote to follow, so it is
 //!    [`NotAClone`](VaultError::NotAClone)) or [`VaultStore::receive_clone`]. The
-//!    pack is streamed into libgit2's indexer, which checks every object and
-//!    that everything the pack refers to is in it (clone) or in the pack or the
-//!    vault (pull); a pack that fails is deleted. Then the advertised head must
+//!    pack is parsed as it streams in (one object inflated at a time; deltas
+//!    resolved against stored objects), every object sealed into the vault's
+//!    encrypted object files; the parser checks what libgit2's indexer checks
+//!    (zlib streams, sizes, delta bases, the trailing SHA-1, and that everything
+//!    a tree or commit refers to is in the pack (clone) or in the pack or the
+//!    vault (pull)). Then the advertised head must
 //!    exist ([`MissingHead`](VaultError::MissingHead)), and a pull moves the
 //!    branch with a compare-and-swap only if the new head descends from the
 //!    current one ([`Diverged`](VaultError::Diverged) otherwise; a head that is
@@ -77,7 +80,7 @@
 //!    [`Remote`], the name or `name-1`, `name-2`…) written last in one
 //!    transaction. A failed or interrupted transfer leaves the receiver as it
 //!    was: no vault, directory or name for a clone; the same branch for a pull
-//!    (a fully indexed pack of a refused pull stays, unreachable and harmless).
+//!    (objects of a refused pull stay, unreachable and harmless).
 //!
 //! [`VaultStore::fork`] copies any vault (hard-linking its immutable object
 //! files) into a writable one with a new id, no remote and the same history,
@@ -107,8 +110,46 @@
 //! deletes them, geometric (merge the small packs only) rather than whole, and a
 //! sweep of the indexer's temporary `pack_XXXXXX` files a crash can leave.
 //!
-//! All git2 calls live in one private module, the seam where encryption at rest
-//! will slot in (packs carry object content as git stores it).
+//! (With encrypted object files, the default, there are no packs: every object
+//! is one file, so `MAX_PACKS` and consolidation only apply to the plain
+//! object database kept for benchmarks.)
+//!
+//! # Encryption at rest
+//!
+//! A stolen disk must not reveal a secret, a secret name or a vault name. The
+//! metadata (names included) is in the node's LMDB environment, which
+//! `keynode_core::store` encrypts page by page. The repositories hold the rest:
+//! blob content, tree entries (secret names), commit messages (which list the
+//! changed paths). libgit2 stores objects zlib-compressed in the clear, and
+//! git2-rs cannot plug in a custom object database, so the private `repo`
+//! module does, through libgit2's C backend interface (`repo/backend.rs`, the
+//! crate's only `unsafe`): each repository opened by the store gets an object
+//! database with one backend, the encrypted object files (`repo/objects.rs`).
+//! We chose this over the alternatives:
+//!
+//! - *Encrypting blob content and names before git sees them* would keep the
+//!   stock object database but make object ids depend on the node's key, so two
+//!   nodes' histories of one vault would differ and clone/pull would need
+//!   re-encryption and id mapping on every transfer.
+//! - *Objects in LMDB* would put every blob write into the environment's one
+//!   writer lock and its fsync, and large secrets into single LMDB values.
+//! - *Object files* (chosen) keep git's model and ids (clone and pull between
+//!   nodes work unchanged: packs are built from, and parsed into, plaintext
+//!   objects in memory), write like libgit2's loose objects (temporary file,
+//!   rename), and stream: a file is XChaCha20-Poly1305 in the STREAM
+//!   construction over 64 KiB chunks, so secrets of any size are sealed and
+//!   opened with bounded memory, and truncation or reordering is detected.
+//!
+//! Keys come from the node's data key ([`keynode_core::datakey`]): one for
+//! sealing, one for naming (a file is named by a keyed BLAKE2b of the object id,
+//! because a plain SHA-1 id would let whoever holds the disk confirm a guessed
+//! secret). Visible on disk: vault ids, the number of objects and their
+//! approximate sizes, and the commit ids in refs. libgit2 still re-hashes every
+//! object it reads, so a file swapped for another is refused too. Abbreviated
+//! commit ids are resolved by walking the history (object files cannot be
+//! listed by prefix).
+//!
+//! All git2 calls live in one private module, `repo`.
 //!
 //! # Example
 //!
@@ -117,8 +158,10 @@
 //! use keynode_core::{SecretPath, VaultName};
 //! use keynode_vaults::{Op, PutPolicy, VaultStore};
 //!
-//! // `env` is the node's LMDB environment (opened with `read_txn_without_tls()`).
-//! let store = VaultStore::open("/var/lib/keynode/vaults".as_ref(), env, owner)?;
+//! // `env` is the node's LMDB environment (`keynode_core::store::open_env`), and
+//! // the data key the one it was opened with (`keynode_core::datakey`).
+//! let key = keynode_core::datakey::DataKey::generate();
+//! let store = VaultStore::open("/var/lib/keynode/vaults".as_ref(), env, owner, &key)?;
 //! let vault = store.create(&VaultName::new("prod")?)?;
 //!
 //! let blob = store.write_blob(vault.id, &mut &b"hunter2"[..])?;
