@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use keynode_acl::{AclManager, AclStore};
+use keynode_core::datakey::{self, DataKey};
 use keynode_core::keystore::{self, KdfParams, KeystoreError};
 use keynode_core::{Keypair, NodeId};
 use keynode_gestalt::{Discovery, GestaltGraph, GestaltManager, OfflineProvider, Sigchain};
@@ -164,12 +165,35 @@ pub enum StartError {
     /// The key file is unreadable.
     #[error("cannot open the root key")]
     Key(#[source] KeystoreError),
+    /// The data key file is unreadable or does not open with the root key
+    /// (altered, or from another node).
+    #[error("cannot open the data key {0}")]
+    DataKey(PathBuf, #[source] KeystoreError),
+    /// The node path has a data key but no root key to open it.
+    #[error(
+        "node path {0} has a data key but no root key (keys/root.key); restore the root key file"
+    )]
+    RootKeyMissing(PathBuf),
+    /// The node path holds state written by an earlier keynode version, which
+    /// kept it unencrypted and has no data key. It is left untouched.
+    #[error(
+        "node path {0} holds unencrypted state from an earlier keynode version; it cannot be \
+         opened by this version — move it aside and start a new node (or re-create its vaults)"
+    )]
+    EarlierVersion(PathBuf),
     /// The node path cannot hold a Unix socket path.
     #[error("node path {0} is too long for a unix socket; choose a shorter --node-path")]
     PathTooLong(PathBuf),
     /// The state database failed to open.
     #[error("cannot open the node state")]
-    Storage(#[source] heed::Error),
+    Storage(#[source] keynode_core::store::heed3::Error),
+    /// The state fails authentication under the data key: the data key was
+    /// replaced (by another that the root key opens) or the state altered.
+    #[error(
+        "the node state in {0} does not decrypt with this node's data key (the data key was \
+         replaced, or the state altered)"
+    )]
+    StateKey(PathBuf),
     /// Vault storage failed to open.
     #[error("cannot open vault storage")]
     Vaults(#[source] keynode_vaults::VaultError),
@@ -256,21 +280,70 @@ fn load_or_create_key(
     Ok((key, true))
 }
 
-#[allow(unsafe_code)]
-fn open_env(dir: &Path) -> Result<keynode_vaults::Env, StartError> {
-    private_dir(dir)?;
-    // SAFETY: heed requires that an environment is opened at most once per process
-    // and that its files are not modified by other means. The agent lock (held by
-    // the caller) guarantees one node per node path, and each node opens its
-    // environment exactly once.
-    unsafe {
-        heed::EnvOpenOptions::new()
-            .read_txn_without_tls()
-            .map_size(LMDB_MAP_SIZE)
-            .max_dbs(LMDB_MAX_DBS)
-            .open(dir)
+/// Whether `dir` exists and holds anything.
+fn non_empty(dir: &Path) -> Result<bool, StartError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StartError::Io(e, format!("reading {}", dir.display()))),
     }
-    .map_err(StartError::Storage)
+}
+
+fn exists(path: &Path) -> Result<bool, StartError> {
+    path.try_exists()
+        .map_err(|e| StartError::Io(e, format!("reading {}", path.display())))
+}
+
+/// Refuses a node path this version must not open, reading only: state or
+/// vaults without a data key were written by an earlier, unencrypted version
+/// (this version writes the data key before any state), and a data key
+/// without its root key cannot be opened.
+fn check_layout(paths: &NodePaths) -> Result<(), StartError> {
+    if exists(&paths.data_key())? {
+        if !exists(&paths.root_key())? {
+            return Err(StartError::RootKeyMissing(paths.root.clone()));
+        }
+        return Ok(());
+    }
+    if non_empty(&paths.state())? || non_empty(&paths.vaults())? {
+        return Err(StartError::EarlierVersion(paths.root.clone()));
+    }
+    Ok(())
+}
+
+/// Loads the data key sealed by `root`, creating it on a node that holds no
+/// state yet (a new node, or one whose first start stopped before writing it).
+fn load_or_create_data_key(paths: &NodePaths, root: &Keypair) -> Result<DataKey, StartError> {
+    let path = paths.data_key();
+    if exists(&path)? {
+        return datakey::read_file(&path, root).map_err(|e| StartError::DataKey(path, e));
+    }
+    check_layout(paths)?;
+    let key = DataKey::generate();
+    datakey::write_file(&path, &key, root).map_err(|e| StartError::DataKey(path, e))?;
+    Ok(key)
+}
+
+/// Whether LMDB failed to authenticate a page somewhere in `e`'s causes.
+fn is_crypto_fail(e: &StartError) -> bool {
+    use keynode_core::store::heed3::{Error, MdbError};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(Error::Mdb(MdbError::CryptoFail)) = c.downcast_ref::<Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Opens the node's one environment, encrypted under `key`.
+fn open_env(dir: &Path, key: &DataKey) -> Result<keynode_core::store::Env, StartError> {
+    private_dir(dir)?;
+    // The agent lock (held by the caller) guarantees one node per node path, and
+    // each node opens its environment exactly once (see `open_env`'s safety note).
+    keynode_core::store::open_env(dir, key, LMDB_MAP_SIZE, LMDB_MAX_DBS)
+        .map_err(StartError::Storage)
 }
 
 impl Node {
@@ -283,16 +356,22 @@ impl Node {
         if paths.socket().as_os_str().len() > MAX_SOCKET_PATH {
             return Err(StartError::PathTooLong(paths.root.clone()));
         }
+        // Before anything is written (the lock file included): a node path of
+        // an earlier version is refused untouched.
+        check_layout(&paths)?;
         private_dir(&paths.root)?;
         let lock = AgentLock::acquire(&paths.lock())?;
 
-        let (key, created, kdf_time) = {
+        let (key, data_key, created, kdf_time) = {
             let paths = paths.clone();
             let password = config.password.clone();
             let kdf = config.kdf;
             keynode_core::sim::blocking(move || {
                 let t = Instant::now();
-                load_or_create_key(&paths, &password, kdf).map(|(k, c)| (k, c, t.elapsed()))
+                let (key, created) = load_or_create_key(&paths, &password, kdf)?;
+                let kdf_time = t.elapsed();
+                let data_key = load_or_create_data_key(&paths, &key)?;
+                Ok::<_, StartError>((key, data_key, created, kdf_time))
             })
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e), "loading the key".into()))??
@@ -305,10 +384,11 @@ impl Node {
             let seeds = config.seed_nodes.clone();
             let (audit_key, audit_clock) = (key.clone(), config.net_context.clock.clone());
             let clock = config.net_context.clock.clone();
+            let state = paths.state();
             keynode_core::sim::blocking(move || {
-                let env = open_env(&paths.state())?;
+                let env = open_env(&paths.state(), &data_key)?;
                 private_dir(&paths.vaults())?;
-                let store = VaultStore::open(&paths.vaults(), env.clone(), node_id)
+                let store = VaultStore::open(&paths.vaults(), env.clone(), node_id, &data_key)
                     .map_err(StartError::Vaults)?
                     .with_clock(clock);
                 let book = AddressBook::open(env.clone()).map_err(StartError::Book)?;
@@ -328,7 +408,14 @@ impl Node {
                 Ok::<_, StartError>((store, book, acl, graph, sigchain, discovery, inbox, audit))
             })
             .await
-            .map_err(|e| StartError::Io(std::io::Error::other(e), "opening state".into()))??
+            .map_err(|e| StartError::Io(std::io::Error::other(e), "opening state".into()))?
+            .map_err(|e| {
+                if is_crypto_fail(&e) {
+                    StartError::StateKey(state)
+                } else {
+                    e
+                }
+            })?
         };
         let vaults = VaultManager::new(Arc::new(store)).start();
         let graph = Arc::new(graph);

@@ -8,7 +8,9 @@
 //!   status.json           pid, node id, status, listen address
 //!   agent.log             log of a --background agent
 //!   keys/root.key         the root Ed25519 key, sealed under the password (0600)
-//!   state/                the node's one LMDB environment
+//!   keys/data.key         the data key, sealed under the root key (0600)
+//!   state/                the node's one LMDB environment, encrypted under the
+//!                         data key
 //!   vaults/               one bare git repository per vault
 //! ```
 
@@ -67,6 +69,11 @@ impl NodePaths {
     /// The sealed root key.
     pub fn root_key(&self) -> PathBuf {
         self.root.join("keys").join("root.key")
+    }
+    /// The data key, sealed under the root key
+    /// ([`keynode_core::datakey::write_file`]).
+    pub fn data_key(&self) -> PathBuf {
+        self.root.join("keys").join("data.key")
     }
     /// The LMDB environment directory.
     pub fn state(&self) -> PathBuf {

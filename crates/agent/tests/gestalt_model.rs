@@ -16,13 +16,9 @@ const NODES: usize = 14;
 const VERTICES: usize = 20;
 const VAULTS: u8 = 3;
 
-#[allow(unsafe_code)]
-fn open_env(dir: &std::path::Path) -> heed::Env<heed::WithoutTls> {
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(16).map_size(1 << 26);
-    // SAFETY: every case opens a fresh directory exactly once, and no other code
-    // maps or truncates its files while the env is open.
-    unsafe { opts.open(dir).unwrap() }
+fn open_env(dir: &std::path::Path) -> keynode_core::store::Env {
+    let key = keynode_core::datakey::DataKey::from_bytes([7; 32]);
+    keynode_core::store::open_env(dir, &key, 1 << 26, 16).unwrap()
 }
 
 #[derive(Debug, Clone)]
