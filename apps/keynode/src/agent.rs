@@ -57,7 +57,9 @@ fn start_error(e: &StartError) -> Failure {
         StartError::WrongPassword(_) => 77,
         StartError::Locked(_) => 75,
         StartError::PathTooLong(_) => 64,
-        StartError::Key(_) => 65,
+        StartError::Key(_) | StartError::DataKey(..) | StartError::StateKey(_) => 65,
+        StartError::RootKeyMissing(_) => 66,
+        StartError::EarlierVersion(_) => 78,
         _ => 74,
     };
     let mut msg = e.to_string();

@@ -22,6 +22,7 @@ fn start_status_stop_restart() {
         |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&a.node.join("agent.sock")), 0o600);
     assert_eq!(mode(&a.node.join("keys/root.key")), 0o600);
+    assert_eq!(mode(&a.node.join("keys/data.key")), 0o600);
     assert_eq!(mode(&a.node), 0o700);
 
     a.run(&["agent", "stop"]).success();
@@ -66,6 +67,25 @@ fn wrong_password_is_refused_with_77() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_node_path_of_an_earlier_version_is_refused_with_78() {
+    // An earlier version left a root key and unencrypted state, no data key.
+    let a = Agent::started();
+    a.run(&["vaults", "create", "prod"]).success();
+    a.run(&["agent", "stop"]).success();
+    std::fs::remove_file(a.node.join("keys/data.key")).expect("remove data key");
+    let state = std::fs::read(a.node.join("state/data.mdb")).expect("state");
+    let err = a.start().fails(78, "earlier keynode version");
+    assert!(err.contains("move it aside"), "{err}");
+    assert!(err.contains(&a.node.display().to_string()), "{err}");
+    // Nothing was created or rewritten.
+    assert!(!a.node.join("keys/data.key").exists());
+    assert_eq!(
+        std::fs::read(a.node.join("state/data.mdb")).expect("state"),
+        state
     );
 }
 

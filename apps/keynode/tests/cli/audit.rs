@@ -3,26 +3,28 @@
 
 use crate::support::*;
 
-/// Deletes entry `seq` from the stopped agent's audit log.
-#[allow(unsafe_code)]
+/// Deletes entry `seq` from the stopped agent's audit log, opening its
+/// encrypted state with the data key (unsealed with the root key).
 fn delete_entry(a: &Agent, seq: u64) {
-    use heed::types::Bytes;
-    let mut opts = heed::EnvOpenOptions::new().read_txn_without_tls();
-    opts.max_dbs(64).map_size(1 << 30);
-    // SAFETY: the agent is stopped (its lock released), so this process is the
-    // only one with the environment open, once.
-    let env = unsafe { opts.open(a.node.join("state")) }.expect("open state");
-    let rtxn = env.read_txn().expect("rtxn");
-    let opened = env
-        .open_databases_and_commit(rtxn, |opener, rtxn| {
-            let db: Option<heed::Database<'_, Bytes, Bytes>> =
-                opener.open_database(rtxn, Some(keynode_audit::LOG_DB))?;
-            Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit(db.expect("audit.log")))
+    use keynode_core::store::heed3::{CommitOrAbort, types::Bytes};
+    let root =
+        keynode_core::keystore::read_key_file(&a.node.join("keys/root.key"), PASSWORD.as_bytes())
+            .expect("root key");
+    let data_key =
+        keynode_core::datakey::read_file(&a.node.join("keys/data.key"), &root).expect("data key");
+    // The agent is stopped (its lock released), so this process is the only one
+    // with the environment open, once.
+    let env = keynode_core::store::open_env(&a.node.join("state"), &data_key, 1 << 30, 64)
+        .expect("open state");
+    let wtxn = env.write_txn().expect("wtxn");
+    let log = env
+        .create_databases_and_commit(wtxn, |opener, wtxn| {
+            opener
+                .create_database::<Bytes, Bytes>(wtxn, Some(keynode_audit::LOG_DB))
+                .map(CommitOrAbort::<_, ()>::Commit)
         })
-        .expect("open audit.log");
-    let heed::CommitOrAbort::Commit(log) = opened else {
-        panic!("aborted")
-    };
+        .expect("open audit.log")
+        .unwrap_commit();
     let mut w = env.write_txn().expect("wtxn");
     assert!(
         log.delete(&mut w, &keynode_audit::seq_key(seq))
