@@ -63,8 +63,9 @@ pub enum ServerMsg {
     Error(ApiError),
 }
 
-/// One request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One request. [`IntoStaticStr`](strum::IntoStaticStr) gives its kind (the
+/// variant name) for logs: a request itself carries names and secrets.
+#[derive(Debug, Clone, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum Request {
     /// The agent's status.
     AgentStatus,

@@ -18,9 +18,9 @@
 use std::fs;
 use std::path::Path;
 
-use blake2::digest::{FixedOutput, KeyInit, Update};
-use blake2::digest::consts::U32;
 use blake2::Blake2bMac;
+use blake2::digest::consts::U32;
+use blake2::digest::{FixedOutput, KeyInit, Update};
 
 type Blake2bMac256 = Blake2bMac<U32>;
 use chacha20poly1305::aead::{Aead, Payload};
@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::keys::Keypair;
-use crate::keystore::{write_private_file, KeystoreError};
+use crate::keystore::{KeystoreError, write_private_file};
 
 /// Data-key file format version written by this code.
 pub const DATA_KEY_VERSION: u16 = 1;
@@ -68,7 +68,10 @@ impl DataKey {
     /// An independent key for one purpose: keyed BLAKE2b-256 of `context`.
     /// Distinct contexts give computationally independent keys.
     pub fn derive(&self, context: &str) -> DataKey {
-        DataKey(Zeroizing::new(keyed_hash(self.expose(), context.as_bytes())))
+        DataKey(Zeroizing::new(keyed_hash(
+            self.expose(),
+            context.as_bytes(),
+        )))
     }
 }
 

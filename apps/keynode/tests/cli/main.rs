@@ -2,6 +2,7 @@
 //! paths, every command, every kind of bad input.
 
 mod agent;
+mod at_rest;
 mod audit;
 mod crash;
 mod identities;
