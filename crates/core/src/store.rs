@@ -220,6 +220,78 @@ pub fn open_env(
     })
 }
 
+/// Opens an environment whose page "cipher" leaves pages as they are: the same
+/// code path as [`open_env`] without the cryptography, only for measuring what
+/// encryption costs (the benchmarks). Never for data.
+#[doc(hidden)]
+#[allow(unsafe_code)]
+pub fn open_env_unencrypted_for_benchmarks(
+    dir: &Path,
+    map_size: usize,
+    max_dbs: u32,
+) -> Result<Env, heed3::Error> {
+    // SAFETY: as in `open_env`.
+    let inner = unsafe {
+        heed3::EnvOpenOptions::new()
+            .read_txn_without_tls()
+            .map_size(map_size)
+            .max_dbs(max_dbs)
+            .open_encrypted::<null::NullCipher, _>(Default::default(), dir)
+    }?;
+    Ok(Env {
+        inner: Arc::new(inner),
+        lock: Arc::new(Mutex::new(())),
+    })
+}
+
+/// An AEAD that does nothing (zero tags, plaintext unchanged), for benchmarks.
+mod null {
+    use chacha20poly1305::aead::consts::{U0, U12, U16, U32};
+    use chacha20poly1305::aead::{
+        AeadCore, AeadInPlace, Error, Key, KeyInit, KeySizeUser, Nonce, Tag,
+    };
+
+    #[derive(Clone)]
+    pub(super) struct NullCipher;
+
+    impl KeySizeUser for NullCipher {
+        type KeySize = U32;
+    }
+
+    impl KeyInit for NullCipher {
+        fn new(_: &Key<Self>) -> Self {
+            NullCipher
+        }
+    }
+
+    impl AeadCore for NullCipher {
+        type NonceSize = U12;
+        type TagSize = U16;
+        type CiphertextOverhead = U0;
+    }
+
+    impl AeadInPlace for NullCipher {
+        fn encrypt_in_place_detached(
+            &self,
+            _: &Nonce<Self>,
+            _: &[u8],
+            _: &mut [u8],
+        ) -> Result<Tag<Self>, Error> {
+            Ok(Tag::<Self>::default())
+        }
+
+        fn decrypt_in_place_detached(
+            &self,
+            _: &Nonce<Self>,
+            _: &[u8],
+            _: &mut [u8],
+            _: &Tag<Self>,
+        ) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+}
+
 /// Opens an encrypted environment in `dir` with default limits.
 pub fn open_default(dir: &Path, key: &DataKey) -> Result<Env, heed3::Error> {
     open_env(dir, key, DEFAULT_MAP_SIZE, DEFAULT_MAX_DBS)
@@ -272,6 +344,36 @@ mod tests {
         });
         let bytes = std::fs::read(tmp.path().join("data.mdb")).unwrap();
         assert!(!bytes.windows(6).any(|w| w == b"MARKER"));
+    }
+
+    #[test]
+    fn only_the_benchmark_baseline_stores_pages_in_the_clear() {
+        for encrypted in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let env = if encrypted {
+                open_env(tmp.path(), &DataKey::from_bytes([1; 32]), 1 << 24, 4)
+            } else {
+                open_env_unencrypted_for_benchmarks(tmp.path(), 1 << 24, 4)
+            }
+            .unwrap();
+            let wtxn = env.write_txn().unwrap();
+            let db = env
+                .create_databases_and_commit(wtxn, |o, w| {
+                    o.create_database::<Bytes, Bytes>(w, Some("t"))
+                        .map(CommitOrAbort::<_, ()>::Commit)
+                })
+                .unwrap()
+                .unwrap_commit();
+            let mut wtxn = env.write_txn().unwrap();
+            db.put(&mut wtxn, b"k", &value(1)).unwrap();
+            wtxn.commit().unwrap();
+            let mut rtxn = env.read_txn().unwrap();
+            assert_eq!(db.get(&mut rtxn, b"k").unwrap(), Some(&value(1)[..]));
+            drop(rtxn);
+            let bytes = std::fs::read(tmp.path().join("data.mdb")).unwrap();
+            let visible = bytes.windows(6).any(|w| w == b"MARKER");
+            assert_eq!(visible, !encrypted);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What encryption at rest costs: the same operations on a store with encrypted
-//! object files (what a node uses) and on one with libgit2's plain object
-//! database, in one run.
+//! object files and an encrypted LMDB environment (what a node uses) and on one
+//! with libgit2's plain object database and an LMDB environment whose page
+//! cipher is the identity, in one run.
 //!
 //! Run: `cargo bench -p keynode-vaults --bench encryption`
 
@@ -36,12 +37,18 @@ fn store(root: &Path, name: &str, mode: Mode) -> (NodeId, VaultStore) {
     let db = root.join(format!("{name}-db"));
     std::fs::create_dir(&db).expect("mkdir");
     let key = DataKey::from_bytes([7; 32]);
-    let env = keynode_core::store::open_env(&db, &key, 1 << 30, 16).expect("env");
     let owner = Keypair::generate().node_id();
     let dir = root.join(name);
     let store = match mode {
-        Mode::Encrypted => VaultStore::open(&dir, env, owner, &key),
-        Mode::Plain => VaultStore::open_unencrypted_for_benchmarks(&dir, env, owner),
+        Mode::Encrypted => {
+            let env = keynode_core::store::open_env(&db, &key, 1 << 30, 16).expect("env");
+            VaultStore::open(&dir, env, owner, &key)
+        }
+        Mode::Plain => {
+            let env = keynode_core::store::open_env_unencrypted_for_benchmarks(&db, 1 << 30, 16)
+                .expect("env");
+            VaultStore::open_unencrypted_for_benchmarks(&dir, env, owner)
+        }
     }
     .expect("open");
     (owner, store)
