@@ -23,6 +23,7 @@
 //! the embedding application owns.
 
 mod backend;
+mod bundle;
 mod objects;
 mod pack;
 mod stage;
@@ -282,10 +283,9 @@ impl Repo {
             _ => return Err(VaultError::SecretNotFound(path.to_string())),
         }
         if let Some(files) = &self.files {
-            let mut reader = files
+            let (size, mut reader) = files
                 .reader(entry.id())?
                 .ok_or_else(|| VaultError::BlobNotFound(entry.id().to_string()))?;
-            let size = reader.size;
             return stream(&mut reader, size, entry.id(), sink);
         }
         let odb = self.git.odb()?;

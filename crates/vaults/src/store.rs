@@ -370,6 +370,9 @@ impl VaultStore {
         if let Err(e) = removed {
             tracing::warn!(vault = %id, error = %e, "could not remove the repository of a deleted vault");
         }
+        if let Objects::Encrypted(keys) = &self.objects {
+            keys.forget(&self.repo_path(id));
+        }
         self.locks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

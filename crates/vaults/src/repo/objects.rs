@@ -1,15 +1,24 @@
 //! A vault's git objects, encrypted at rest.
 //!
 //! libgit2 keeps objects as zlib-compressed files and packs, in the clear. Here
-//! every object is one file sealed with XChaCha20-Poly1305 in the STREAM
-//! construction (Hoang, Reyhanitabar, Rogaway, Vizár 2015) over 64 KiB chunks,
-//! so objects of any size are written and read with one chunk in memory, and
-//! truncating, reordering or splicing chunks fails authentication:
+//! an object (written by this node, or received above the bundle threshold; see
+//! `bundle.rs`) is one file sealed with AES-256-GCM in the STREAM construction
+//! (Hoang, Reyhanitabar, Rogaway, Vizár 2015) over 64 KiB chunks, so objects of
+//! any size are written and read with one chunk in memory, and truncating,
+//! reordering or splicing chunks fails authentication. Each file has its own
+//! key, derived from the node's object key and a random 32-byte salt, so the
+//! chunk nonces can simply count:
 //!
 //! ```text
-//! file   = "KNO1" ‖ kind (1 byte) ‖ nonce prefix (19 random bytes) ‖ chunk*
-//! chunk  = XChaCha20-Poly1305(key, prefix ‖ counter (u32 BE) ‖ last flag, aad = header)
+//! file   = "KNO1" ‖ kind (1 byte) ‖ salt (32 random bytes) ‖ chunk*
+//! key    = BLAKE2b-256(object key, salt)
+//! chunk  = AES-256-GCM(key, nonce = 0⁷ ‖ counter (u32 BE) ‖ last flag, aad = header)
 //! ```
+//!
+//! AES-GCM (ring, with AES-NI and carry-less multiplication) decrypts a large
+//! secret about twice as fast as ChaCha20-Poly1305 in pure Rust on this class of
+//! x86 machine, which is what keeps reading big secrets close to libgit2's
+//! plain inflate.
 //!
 //! Every chunk but the last holds exactly [`CHUNK`] plaintext bytes, so the
 //! object's size follows from the file's length. The header (with the object's
@@ -30,16 +39,18 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use chacha20poly1305::XChaCha20Poly1305;
 use chacha20poly1305::aead::KeyInit;
-use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
 use git2::{ObjectType, Oid};
 use keynode_core::datakey::{DataKey, keyed_hash};
 use rand::RngCore;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use sha1::{Digest, Sha1};
+use zeroize::Zeroizing;
 
+use super::bundle::{self, BundleCache, Bundles};
 use crate::VaultError;
 
 /// Plaintext bytes per chunk.
@@ -47,9 +58,9 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 /// Authentication tag bytes per chunk.
 const TAG: usize = 16;
 const MAGIC: &[u8; 4] = b"KNO1";
-const NONCE_PREFIX: usize = 19;
-/// Header bytes: magic, kind, nonce prefix.
-const HEADER: usize = 4 + 1 + NONCE_PREFIX;
+const SALT: usize = 32;
+/// Header bytes: magic, kind, salt.
+const HEADER: usize = 4 + 1 + SALT;
 /// Content up to this size is buffered whole by [`ObjectFiles::write_stream`],
 /// so its id is known before it is sealed (one pass); larger content is sealed
 /// as it arrives and hashed in a second pass.
@@ -60,9 +71,12 @@ pub(crate) const MAX_OBJECT: u64 = 1 << 32;
 const TMP_DIR: &str = "tmp";
 
 /// The keys of a node's object files, derived from its data key.
+/// The keys of a node's object files, derived from its data key, and the
+/// bundle indexes loaded so far (see `bundle.rs`).
 pub(crate) struct ObjectKeys {
     seal: DataKey,
     names: DataKey,
+    bundles: BundleCache,
 }
 
 impl ObjectKeys {
@@ -70,11 +84,17 @@ impl ObjectKeys {
         Arc::new(ObjectKeys {
             seal: key.derive("keynode/1 vault objects"),
             names: key.derive("keynode/1 vault object names"),
+            bundles: BundleCache::default(),
         })
     }
 
-    fn cipher(&self) -> XChaCha20Poly1305 {
+    pub(crate) fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(self.seal.expose().into())
+    }
+
+    /// Forgets what is cached about the repository at `path` (deleted).
+    pub(crate) fn forget(&self, path: &Path) {
+        self.bundles.forget(path);
     }
 }
 
@@ -82,7 +102,7 @@ fn corrupt(oid: Oid, why: &str) -> VaultError {
     VaultError::Corrupt(format!("object {oid}: {why}"))
 }
 
-fn kind_byte(kind: ObjectType) -> u8 {
+pub(crate) fn kind_byte(kind: ObjectType) -> u8 {
     match kind {
         ObjectType::Commit => 1,
         ObjectType::Tree => 2,
@@ -92,7 +112,7 @@ fn kind_byte(kind: ObjectType) -> u8 {
     }
 }
 
-fn byte_kind(b: u8) -> Option<ObjectType> {
+pub(crate) fn byte_kind(b: u8) -> Option<ObjectType> {
     Some(match b {
         1 => ObjectType::Commit,
         2 => ObjectType::Tree,
@@ -133,6 +153,12 @@ fn plain_size(len: u64) -> Option<u64> {
     }
 }
 
+/// A bundled object: its repository's bundles and where in them it is.
+type Bundled = (Arc<RwLock<Bundles>>, bundle::Location);
+
+/// An object's size and a reader of its content.
+pub(crate) type SizedReader = (u64, Box<dyn Read>);
+
 /// The encrypted object files of one repository (its `objects` directory).
 #[derive(Clone)]
 pub(crate) struct ObjectFiles {
@@ -160,8 +186,31 @@ impl ObjectFiles {
         self.dir.join(&hex[..2]).join(&hex[2..])
     }
 
+    /// The repository's objects directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn keys(&self) -> &ObjectKeys {
+        &self.keys
+    }
+
+    /// The repository's bundles (indexes loaded on first use).
+    pub(crate) fn bundles(&self) -> Result<Arc<RwLock<Bundles>>, VaultError> {
+        self.keys.bundles.of(&self.dir, &self.keys.cipher())
+    }
+
+    fn bundled(&self, oid: Oid) -> Result<Option<Bundled>, VaultError> {
+        let bundles = self.bundles()?;
+        let at = bundles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(oid);
+        Ok(at.map(|at| (bundles, at)))
+    }
+
     pub(crate) fn exists(&self, oid: Oid) -> bool {
-        self.path(oid).is_file()
+        matches!(self.bundled(oid), Ok(Some(_))) || self.path(oid).is_file()
     }
 
     fn temp(&self) -> io::Result<tempfile::NamedTempFile> {
@@ -283,6 +332,11 @@ impl ObjectFiles {
 
     /// The object's kind and content.
     pub(crate) fn read(&self, oid: Oid) -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
+        if let Some((bundles, at)) = self.bundled(oid)? {
+            let bundles = bundles.read().unwrap_or_else(PoisonError::into_inner);
+            let data = bundle::read(&bundles, at, oid, &self.keys.cipher())?;
+            return Ok(Some((at.kind, data)));
+        }
         let Some(mut opened) = self.open(oid)? else {
             return Ok(None);
         };
@@ -297,6 +351,9 @@ impl ObjectFiles {
 
     /// The object's kind and size, authenticated by decrypting its first chunk.
     pub(crate) fn read_header(&self, oid: Oid) -> Result<Option<(ObjectType, u64)>, VaultError> {
+        if let Some((_, at)) = self.bundled(oid)? {
+            return Ok(Some((at.kind, at.size)));
+        }
         let Some(mut opened) = self.open(oid)? else {
             return Ok(None);
         };
@@ -306,9 +363,26 @@ impl ObjectFiles {
         Ok(Some((opened.kind, opened.size)))
     }
 
-    /// A reader of the object's content, decrypting one chunk at a time.
-    pub(crate) fn reader(&self, oid: Oid) -> Result<Option<Opened>, VaultError> {
-        self.open(oid)
+    /// The object's size and a reader of its content (decrypting one chunk at
+    /// a time for an object in its own file).
+    pub(crate) fn reader(&self, oid: Oid) -> Result<Option<SizedReader>, VaultError> {
+        if let Some((_, data)) = self.read_bundled(oid)? {
+            return Ok(Some((data.len() as u64, Box::new(io::Cursor::new(data)))));
+        }
+        Ok(self
+            .open(oid)?
+            .map(|o| (o.size, Box::new(o) as Box<dyn Read>)))
+    }
+
+    fn read_bundled(&self, oid: Oid) -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
+        let Some((bundles, at)) = self.bundled(oid)? else {
+            return Ok(None);
+        };
+        let bundles = bundles.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(Some((
+            at.kind,
+            bundle::read(&bundles, at, oid, &self.keys.cipher())?,
+        )))
     }
 
     /// Hard-links (or copies) every object file into `dest` (a fork keeps the
@@ -323,7 +397,8 @@ impl ObjectFiles {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.len() != 2 || !entry.file_type()?.is_dir() {
+            let objects = name.len() == 2 || name == bundle::BUNDLE_DIR;
+            if !objects || !entry.file_type()?.is_dir() {
                 continue;
             }
             fs::create_dir_all(dest.join(name))?;
@@ -343,7 +418,7 @@ impl ObjectFiles {
 struct Sealer<'a> {
     out: &'a mut fs::File,
     header: [u8; HEADER],
-    stream: Option<EncryptorBE32<XChaCha20Poly1305>>,
+    stream: Stream,
     buf: Vec<u8>,
 }
 
@@ -354,35 +429,86 @@ impl<'a> Sealer<'a> {
         header[4] = kind_byte(kind);
         rand::rngs::OsRng.fill_bytes(&mut header[5..]);
         out.write_all(&header)?;
-        let stream = EncryptorBE32::from_aead(keys.cipher(), header[5..].into());
+        let stream = Stream::new(keys, &header[5..]);
         Ok(Sealer {
             out,
             header,
-            stream: Some(stream),
+            stream,
             buf: Vec::with_capacity(CHUNK + TAG),
         })
     }
 
     fn next(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.buf.clear();
-        self.buf.extend_from_slice(chunk);
-        self.stream
-            .as_mut()
-            .ok_or_else(|| io::Error::other("object already sealed"))?
-            .encrypt_next_in_place(&self.header, &mut self.buf)
-            .map_err(|_| io::Error::other("encryption failed"))?;
-        self.out.write_all(&self.buf)
+        self.seal(chunk, false)
     }
 
     fn last(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.seal(chunk, true)
+    }
+
+    fn seal(&mut self, chunk: &[u8], last: bool) -> io::Result<()> {
         self.buf.clear();
         self.buf.extend_from_slice(chunk);
         self.stream
-            .take()
-            .ok_or_else(|| io::Error::other("object already sealed"))?
-            .encrypt_last_in_place(&self.header, &mut self.buf)
-            .map_err(|_| io::Error::other("encryption failed"))?;
+            .seal(&self.header, &mut self.buf, last)
+            .map_err(|()| io::Error::other("encryption failed"))?;
         self.out.write_all(&self.buf)
+    }
+}
+
+/// STREAM over AES-256-GCM: one key per file, nonces count chunks, the last
+/// chunk's nonce is flagged.
+struct Stream {
+    key: LessSafeKey,
+    counter: u32,
+    done: bool,
+}
+
+impl Stream {
+    fn new(keys: &ObjectKeys, salt: &[u8]) -> Stream {
+        let key = Zeroizing::new(keyed_hash(keys.seal.expose(), salt));
+        let key = UnboundKey::new(&AES_256_GCM, key.as_ref()).expect("a 32-byte key");
+        Stream {
+            key: LessSafeKey::new(key),
+            counter: 0,
+            done: false,
+        }
+    }
+
+    fn nonce(&self, last: bool) -> Nonce {
+        let mut n = [0u8; 12];
+        n[7..11].copy_from_slice(&self.counter.to_be_bytes());
+        n[11] = u8::from(last);
+        Nonce::assume_unique_for_key(n)
+    }
+
+    fn advance(&mut self, last: bool) -> Result<(), ()> {
+        if self.done || self.counter == u32::MAX {
+            return Err(());
+        }
+        self.counter += 1;
+        self.done = last;
+        Ok(())
+    }
+
+    fn seal(&mut self, aad: &[u8], buf: &mut Vec<u8>, last: bool) -> Result<(), ()> {
+        let nonce = self.nonce(last);
+        self.advance(last)?;
+        self.key
+            .seal_in_place_append_tag(nonce, Aad::from(aad), buf)
+            .map_err(|_| ())
+    }
+
+    fn open(&mut self, aad: &[u8], buf: &mut Vec<u8>, last: bool) -> Result<(), ()> {
+        let nonce = self.nonce(last);
+        self.advance(last)?;
+        let n = self
+            .key
+            .open_in_place(nonce, Aad::from(aad), buf)
+            .map_err(|_| ())?
+            .len();
+        buf.truncate(n);
+        Ok(())
     }
 }
 
@@ -392,7 +518,7 @@ pub(crate) struct Opened {
     pub(crate) size: u64,
     file: io::BufReader<fs::File>,
     header: [u8; HEADER],
-    stream: Option<DecryptorBE32<XChaCha20Poly1305>>,
+    stream: Stream,
     /// Encrypted bytes left after the chunks read so far.
     left: u64,
     /// The current plaintext chunk and how much of it was read.
@@ -413,13 +539,13 @@ impl Opened {
             return Err("is not an encrypted object file");
         }
         let kind = byte_kind(header[4]).ok_or("has an unknown kind")?;
-        let stream = DecryptorBE32::from_aead(keys.cipher(), header[5..].into());
+        let stream = Stream::new(keys, &header[5..]);
         Ok(Opened {
             kind,
             size,
             file: io::BufReader::with_capacity(CHUNK + TAG, file),
             header,
-            stream: Some(stream),
+            stream,
             left: len - HEADER as u64,
             chunk: Vec::with_capacity(CHUNK + TAG),
             pos: 0,
@@ -428,25 +554,20 @@ impl Opened {
 
     /// Decrypts the next chunk into `self.chunk`; `false` at the end.
     fn fill(&mut self) -> io::Result<bool> {
-        let Some(stream) = self.stream.as_mut() else {
+        if self.stream.done {
             return Ok(false);
-        };
+        }
         let n = self.left.min((CHUNK + TAG) as u64) as usize;
         self.chunk.resize(n, 0);
         self.file.read_exact(&mut self.chunk)?;
         self.left -= n as u64;
         self.pos = 0;
-        let bad = |_| io::Error::new(io::ErrorKind::InvalidData, "object failed authentication");
-        if self.left == 0 {
-            let stream = self.stream.take().expect("checked above");
-            stream
-                .decrypt_last_in_place(&self.header, &mut self.chunk)
-                .map_err(bad)?;
-        } else {
-            stream
-                .decrypt_next_in_place(&self.header, &mut self.chunk)
-                .map_err(bad)?;
-        }
+        let last = self.left == 0;
+        self.stream
+            .open(&self.header, &mut self.chunk, last)
+            .map_err(|()| {
+                io::Error::new(io::ErrorKind::InvalidData, "object failed authentication")
+            })?;
         Ok(true)
     }
 }

@@ -21,6 +21,7 @@ use flate2::bufread::ZlibDecoder;
 use git2::{ObjectType, Oid};
 use sha1::{Digest, Sha1};
 
+use super::bundle::{BUNDLED_OBJECT, BundleWriter};
 use super::objects::{ObjectFiles, object_id};
 use crate::VaultError;
 
@@ -100,8 +101,32 @@ struct Pending {
     delta: Vec<u8>,
 }
 
-/// Reads a whole pack from `pack` and stores its objects in `files`.
+/// Reads a whole pack from `pack` and stores its objects in `files`: those up
+/// to [`BUNDLED_OBJECT`] bytes in one new bundle, larger ones in their own
+/// files. A refused pack leaves no bundle.
 pub(crate) fn ingest(pack: &mut dyn Read, files: &ObjectFiles) -> Result<Received, VaultError> {
+    let mut bundle = Some(BundleWriter::create(files.dir())?);
+    match read_pack(pack, files, &mut bundle) {
+        Ok(received) => {
+            let bundle = bundle.take().expect("still here");
+            bundle.finish(&files.keys().cipher(), files.bundles()?.as_ref())?;
+            Ok(received)
+        }
+        Err(e) => {
+            if let Some(bundle) = bundle.take() {
+                bundle.discard();
+            }
+            Err(e)
+        }
+    }
+}
+
+fn read_pack(
+    pack: &mut dyn Read,
+    files: &ObjectFiles,
+    bundle: &mut Option<BundleWriter>,
+) -> Result<Received, VaultError> {
+    let bundle = bundle.as_mut().expect("a bundle to write");
     let mut input = Input {
         inner: io::BufReader::with_capacity(64 * 1024, pack),
         hash: Sha1::new(),
@@ -122,6 +147,7 @@ pub(crate) fn ingest(pack: &mut dyn Read, files: &ObjectFiles) -> Result<Receive
     }
     let mut state = State {
         files,
+        bundle,
         at: HashMap::new(),
         written: HashSet::new(),
         needed: HashSet::new(),
@@ -256,6 +282,7 @@ fn inflate<R: Read>(input: &mut Input<R>, size: u64) -> Result<Vec<u8>, VaultErr
 
 struct State<'a> {
     files: &'a ObjectFiles,
+    bundle: &'a mut BundleWriter,
     /// Offset of every object seen → its id.
     at: HashMap<u64, Oid>,
     written: HashSet<Oid>,
@@ -269,7 +296,7 @@ impl State<'_> {
     fn store(&mut self, offset: u64, kind: ObjectType, data: &[u8]) -> Result<Oid, VaultError> {
         let oid = object_id(kind, data);
         links(kind, data, &mut self.needed)?;
-        self.files.write(oid, kind, data)?;
+        self.put(oid, kind, data)?;
         self.at.insert(offset, oid);
         self.written.insert(oid);
         // Deltas that waited for this object (and, in turn, for them).
@@ -279,7 +306,7 @@ impl State<'_> {
                 let (kind, content) = self.apply(base, &p.delta)?;
                 let id = object_id(kind, &content);
                 links(kind, &content, &mut self.needed)?;
-                self.files.write(id, kind, &content)?;
+                self.put(id, kind, &content)?;
                 self.at.insert(p.offset, id);
                 self.written.insert(id);
                 ready.push(id);
@@ -288,16 +315,30 @@ impl State<'_> {
         Ok(oid)
     }
 
+    /// Stores an object unless it is here already.
+    fn put(&mut self, oid: Oid, kind: ObjectType, data: &[u8]) -> Result<(), VaultError> {
+        if self.bundle.contains(oid) || self.files.exists(oid) {
+            return Ok(());
+        }
+        if data.len() <= BUNDLED_OBJECT {
+            self.bundle
+                .add(oid, kind, data, &self.files.keys().cipher())
+        } else {
+            self.files.write(oid, kind, data)
+        }
+    }
+
     fn resolve(&mut self, offset: u64, base: Oid, delta: &[u8]) -> Result<Oid, VaultError> {
         let (kind, content) = self.apply(base, delta)?;
         self.store(offset, kind, &content)
     }
 
-    fn apply(&self, base: Oid, delta: &[u8]) -> Result<(ObjectType, Vec<u8>), VaultError> {
-        let (kind, source) = self
-            .files
-            .read(base)?
-            .ok_or_else(|| bad(format!("delta base {base} is missing")))?;
+    fn apply(&mut self, base: Oid, delta: &[u8]) -> Result<(ObjectType, Vec<u8>), VaultError> {
+        let found = match self.bundle.read(base, &self.files.keys().cipher())? {
+            Some(found) => Some(found),
+            None => self.files.read(base)?,
+        };
+        let (kind, source) = found.ok_or_else(|| bad(format!("delta base {base} is missing")))?;
         Ok((kind, apply_delta(&source, delta)?))
     }
 }
