@@ -209,6 +209,26 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("read_1mib_secret", mode.name()), |b| {
             b.iter(|| assert_eq!(read(&store, v, &big_path), 1 << 20))
         });
+        let many = store
+            .create(&VaultName::new("many").expect("name"))
+            .expect("create")
+            .id;
+        let ops = (0..10_000)
+            .map(|i| Op::Put {
+                path: SecretPath::new(&format!("secret-{i:05}")).expect("path"),
+                blob: store.write_blob(many, &mut &value(i, 0)[..]).expect("blob"),
+                policy: PutPolicy::CreateNew,
+            })
+            .collect();
+        store.commit(many, ops).expect("commit");
+        group.bench_function(BenchmarkId::new("list_10000_secrets", mode.name()), |b| {
+            b.iter(|| {
+                assert_eq!(
+                    store.list_secrets(many, None, None).expect("list").len(),
+                    10_000
+                )
+            })
+        });
     }
     group.sample_size(10).sampling_mode(SamplingMode::Flat);
     for mode in [Mode::Encrypted, Mode::Plain] {

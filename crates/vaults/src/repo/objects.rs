@@ -349,18 +349,30 @@ impl ObjectFiles {
         Ok(Some((opened.kind, out)))
     }
 
-    /// The object's kind and size, authenticated by decrypting its first chunk.
+    /// The object's kind and size, from the index of its bundle or from its
+    /// file's header byte and length. Like git's header reads this decrypts
+    /// nothing (listing 10,000 secrets reads 10,000 headers); the content is
+    /// authenticated whenever it is read, and a file whose length no sealed
+    /// object can have is refused here already.
     pub(crate) fn read_header(&self, oid: Oid) -> Result<Option<(ObjectType, u64)>, VaultError> {
         if let Some((_, at)) = self.bundled(oid)? {
             return Ok(Some((at.kind, at.size)));
         }
-        let Some(mut opened) = self.open(oid)? else {
-            return Ok(None);
+        let mut file = match fs::File::open(self.path(oid)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        opened
-            .fill()
-            .map_err(|_| corrupt(oid, "failed authentication"))?;
-        Ok(Some((opened.kind, opened.size)))
+        let size = plain_size(file.metadata()?.len())
+            .ok_or_else(|| corrupt(oid, "has an impossible length"))?;
+        let mut head = [0u8; 5];
+        file.read_exact(&mut head)
+            .map_err(|_| corrupt(oid, "is truncated"))?;
+        if &head[..4] != MAGIC {
+            return Err(corrupt(oid, "is not an encrypted object file"));
+        }
+        let kind = byte_kind(head[4]).ok_or_else(|| corrupt(oid, "has an unknown kind"))?;
+        Ok(Some((kind, size)))
     }
 
     /// The object's size and a reader of its content (decrypting one chunk at
