@@ -185,7 +185,8 @@ extern "C" fn write(
         let Some(kind) = ObjectType::from_raw(kind) else {
             return fail("unknown object type");
         };
-        match this.files.write(oid, kind, bytes) {
+        // libgit2 asked `exists` (or `freshen`) before writing.
+        match this.files.write_new(oid, kind, bytes) {
             Ok(()) => 0,
             Err(e) => fail(&e.to_string()),
         }

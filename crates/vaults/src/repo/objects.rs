@@ -181,9 +181,17 @@ impl ObjectFiles {
 
     /// Where object `oid` is kept.
     pub(crate) fn path(&self, oid: Oid) -> PathBuf {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mac = keyed_hash(self.keys.names.expose(), oid.as_bytes());
-        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(&hex[..2]).join(&hex[2..])
+        let mut hex = String::with_capacity(65);
+        for (i, b) in mac.iter().enumerate() {
+            if i == 1 {
+                hex.push('/');
+            }
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        self.dir.join(hex)
     }
 
     /// The repository's objects directory.
@@ -215,17 +223,29 @@ impl ObjectFiles {
 
     fn temp(&self) -> io::Result<tempfile::NamedTempFile> {
         let dir = self.dir.join(TMP_DIR);
-        fs::create_dir_all(&dir)?;
-        tempfile::Builder::new().prefix("obj").tempfile_in(dir)
+        let builder = || tempfile::Builder::new().prefix("obj").tempfile_in(&dir);
+        match builder() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir)?;
+                builder()
+            }
+            other => other,
+        }
     }
 
     fn place(&self, tmp: tempfile::NamedTempFile, oid: Oid) -> io::Result<()> {
         let path = self.path(oid);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
+        match tmp.persist(&path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                e.file.persist(&path).map_err(|e| e.error)?;
+                Ok(())
+            }
+            Err(e) => Err(e.error),
         }
-        tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(())
     }
 
     /// Stores object `oid` (whose id the caller computed) unless it is already
@@ -234,20 +254,36 @@ impl ObjectFiles {
         if self.exists(oid) {
             return Ok(());
         }
-        let mut tmp = self.temp()?;
-        let mut sealer = Sealer::new(&self.keys, kind, tmp.as_file_mut())?;
-        let mut chunks = data.chunks(CHUNK).peekable();
-        if chunks.peek().is_none() {
-            sealer.last(&[])?;
-        }
-        while let Some(chunk) = chunks.next() {
-            if chunks.peek().is_some() {
-                sealer.next(chunk)?;
-            } else {
-                sealer.last(chunk)?;
-                break;
+        self.write_new(oid, kind, data)
+    }
+
+    /// Stores object `oid`, which the caller found missing (libgit2 asks
+    /// `exists` before every write). The file is sealed in memory and written
+    /// with one call.
+    pub(crate) fn write_new(
+        &self,
+        oid: Oid,
+        kind: ObjectType,
+        data: &[u8],
+    ) -> Result<(), VaultError> {
+        let chunks = data.len().div_ceil(CHUNK).max(1);
+        let mut sealed = Vec::with_capacity(HEADER + data.len() + chunks * TAG);
+        {
+            let mut sealer = Sealer::new(&self.keys, kind, &mut sealed)?;
+            let mut pieces = data.chunks(CHUNK).peekable();
+            if pieces.peek().is_none() {
+                sealer.last(&[])?;
+            }
+            while let Some(chunk) = pieces.next() {
+                if pieces.peek().is_some() {
+                    sealer.next(chunk)?;
+                } else {
+                    sealer.last(chunk)?;
+                }
             }
         }
+        let mut tmp = self.temp()?;
+        tmp.write_all(&sealed)?;
         self.place(tmp, oid)?;
         Ok(())
     }
@@ -427,15 +463,15 @@ impl ObjectFiles {
 }
 
 /// Writes an object file chunk by chunk.
-struct Sealer<'a> {
-    out: &'a mut fs::File,
+struct Sealer<W: Write> {
+    out: W,
     header: [u8; HEADER],
     stream: Stream,
     buf: Vec<u8>,
 }
 
-impl<'a> Sealer<'a> {
-    fn new(keys: &ObjectKeys, kind: ObjectType, out: &'a mut fs::File) -> io::Result<Self> {
+impl<W: Write> Sealer<W> {
+    fn new(keys: &ObjectKeys, kind: ObjectType, mut out: W) -> io::Result<Self> {
         let mut header = [0u8; HEADER];
         header[..4].copy_from_slice(MAGIC);
         header[4] = kind_byte(kind);
