@@ -734,9 +734,13 @@ fn cloning_a_big_vault_keeps_memory_bounded() {
         let meta = client
             .store
             .receive_clone(&advert.name, remote, &advert.head, &mut pipe);
+        // A receiver that failed stops reading: close the pipe so the sender
+        // fails too instead of waiting forever.
+        drop(pipe);
+        let meta = meta.unwrap();
         let stats = sender.join().unwrap().unwrap();
         assert!(stats.bytes > BIG_VAULT_MIB << 20);
-        meta.unwrap()
+        meta
     });
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
