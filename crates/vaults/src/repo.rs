@@ -397,6 +397,13 @@ impl Repo {
     }
 }
 
+/// Removes what interrupted writes leave in the repository at `path`: object
+/// files never renamed into place and bundles whose index was never written.
+/// Only while nothing writes to the repository (the store calls it at open).
+pub(crate) fn sweep_objects(path: &Path) -> std::io::Result<usize> {
+    objects::sweep(&path.join("objects"))
+}
+
 /// Gives `git` the object database `objects` asks for; the encrypted files if so.
 fn attach(git: &Repository, objects: &Objects) -> Result<Option<ObjectFiles>, VaultError> {
     match objects {

@@ -186,8 +186,11 @@ impl VaultStore {
         for item in self.metas.iter(&mut rtxn)? {
             let (_, bytes) = item?;
             let meta: VaultMeta = decode(bytes)?;
-            if !self.repo_path(meta.id).is_dir() {
+            let path = self.repo_path(meta.id);
+            if !path.is_dir() {
                 tracing::warn!(vault = %meta.id, "vault repository is missing");
+            } else if let Err(e) = crate::repo::sweep_objects(&path) {
+                tracing::warn!(vault = %meta.id, error = %e, "could not sweep unfinished object writes");
             }
         }
         Ok(())

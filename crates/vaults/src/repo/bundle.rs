@@ -15,7 +15,8 @@
 //!
 //! The index is written (to a temporary name, then renamed) after the bundle,
 //! so a bundle without its index (a crash mid-receive, or a refused pack that
-//! could not be removed) is never read, only a harmless leftover. Each node path
+//! could not be removed) is never read; `VaultStore::open` sweeps such
+//! leftovers. Each node path
 //! keeps the loaded indexes of a repository in memory ([`BundleCache`]), so an
 //! object lookup is a hash lookup and a read is one positioned read and one
 //! decryption.
@@ -418,6 +419,32 @@ mod tests {
             Err(VaultError::Corrupt(_))
         ));
         assert_eq!(files.read(objects[1].0).unwrap().unwrap().1, objects[1].1);
+    }
+
+    #[test]
+    fn the_sweep_removes_unfinished_writes_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("objects");
+        let files = ObjectFiles::new(dir.clone(), ObjectKeys::new(&DataKey::from_bytes([2; 32])));
+        let cipher = files.keys().cipher();
+        let kept = object_id(ObjectType::Blob, b"kept");
+        let mut done = BundleWriter::create(&dir).unwrap();
+        done.add(kept, ObjectType::Blob, b"kept", &cipher).unwrap();
+        done.finish(&cipher, files.bundles().unwrap().as_ref())
+            .unwrap();
+        // A receive cut short: bundle data without an index.
+        let mut cut = BundleWriter::create(&dir).unwrap();
+        let lost = object_id(ObjectType::Blob, b"lost");
+        cut.add(lost, ObjectType::Blob, b"lost", &cipher).unwrap();
+        drop(cut);
+        // An object write cut short.
+        fs::create_dir_all(dir.join("tmp")).unwrap();
+        fs::write(dir.join("tmp").join("objXYZ"), b"partial").unwrap();
+        assert_eq!(super::super::objects::sweep(&dir).unwrap(), 2);
+        assert_eq!(fs::read_dir(dir.join(BUNDLE_DIR)).unwrap().count(), 2);
+        assert_eq!(files.read(kept).unwrap().unwrap().1, b"kept");
+        assert!(!files.exists(lost));
+        assert_eq!(super::super::objects::sweep(&dir).unwrap(), 0);
     }
 
     #[test]

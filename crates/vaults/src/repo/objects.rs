@@ -462,6 +462,33 @@ impl ObjectFiles {
     }
 }
 
+/// Removes unfinished writes under a repository's `objects` directory: files in
+/// the temporary directory, and bundles without an index. Returns how many.
+pub(crate) fn sweep(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let tmp = dir.join(TMP_DIR);
+    if let Ok(entries) = fs::read_dir(&tmp) {
+        for entry in entries {
+            fs::remove_file(entry?.path())?;
+            removed += 1;
+        }
+    }
+    let bundles = dir.join(bundle::BUNDLE_DIR);
+    if let Ok(entries) = fs::read_dir(&bundles) {
+        for entry in entries {
+            let path = entry?.path();
+            let unindexed = path.extension().is_some_and(|e| e == "knb")
+                && !path.with_extension("kni").exists();
+            let temporary = path.extension().is_none();
+            if unindexed || temporary {
+                fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Writes an object file chunk by chunk.
 struct Sealer<W: Write> {
     out: W,
