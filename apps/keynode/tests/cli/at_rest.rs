@@ -9,29 +9,6 @@ use crate::support::*;
 
 const MARK: &str = "kn7mark";
 
-fn start_logging(a: &Agent) {
-    let out = a
-        .command()
-        .args(["agent", "start", "--background", "--password-file"])
-        .arg(&a.password_file)
-        .env("RUST_LOG", "debug")
-        .output()
-        .expect("start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn id_and_port(a: &Agent) -> (String, String) {
-    let s = a.json(&["agent", "status"]);
-    (
-        s["node_id"].as_str().expect("id").to_owned(),
-        s["agent_port"].to_string(),
-    )
-}
-
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read dir") {
         let entry = entry.expect("entry");
@@ -61,24 +38,13 @@ fn containing(dir: &Path, needle: &[u8]) -> (Vec<PathBuf>, usize, u64) {
     (hits, all.len(), bytes)
 }
 
-fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn no_name_or_secret_reaches_the_disk_in_the_clear() {
     let (a, b) = (Agent::new(), Agent::new());
-    start_logging(&a);
-    start_logging(&b);
-    let (a_id, a_port) = id_and_port(&a);
-    let (b_id, b_port) = id_and_port(&b);
+    a.start_logging_debug();
+    b.start_logging_debug();
+    let (a_id, a_port) = a.id_and_port();
+    let (b_id, b_port) = b.id_and_port();
     a.run(&["nodes", "add", &b_id, "127.0.0.1", &b_port])
         .success();
     b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])

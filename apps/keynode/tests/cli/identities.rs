@@ -2,21 +2,13 @@
 
 use crate::support::*;
 
-fn id_and_port(a: &Agent) -> (String, String) {
-    let s = a.json(&["agent", "status"]);
-    (
-        s["node_id"].as_str().expect("id").to_owned(),
-        s["agent_port"].to_string(),
-    )
-}
-
 #[test]
 fn invite_claim_trust_discover_allow() {
     let a = Agent::started();
     let a2 = Agent::started();
     let b = Agent::started();
-    let (a_id, a_port) = id_and_port(&a);
-    let (a2_id, a2_port) = id_and_port(&a2);
+    let (a_id, a_port) = a.id_and_port();
+    let (a2_id, a2_port) = a2.id_and_port();
     a.run(&["nodes", "add", &a2_id, "127.0.0.1", &a2_port])
         .success();
     b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
@@ -81,7 +73,7 @@ fn invite_claim_trust_discover_allow() {
 fn identity_claims_and_providers() {
     let a = Agent::started();
     let b = Agent::started();
-    let (a_id, a_port) = id_and_port(&a);
+    let (a_id, a_port) = a.id_and_port();
     b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
         .success();
     a.run(&["identities", "authenticate", "offline"]).success();

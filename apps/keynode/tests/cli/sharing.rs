@@ -3,31 +3,12 @@
 
 use crate::support::*;
 
-fn id_and_port(a: &Agent) -> (String, String) {
-    let s = a.json(&["agent", "status"]);
-    (
-        s["node_id"].as_str().expect("id").to_owned(),
-        s["agent_port"].to_string(),
-    )
-}
-
-fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn share_scan_clone_pull_fork_unshare() {
     let a = Agent::started();
     let b = Agent::started();
-    let (a_id, a_port) = id_and_port(&a);
-    let (b_id, b_port) = id_and_port(&b);
+    let (a_id, a_port) = a.id_and_port();
+    let (b_id, b_port) = b.id_and_port();
     a.run(&["nodes", "add", &b_id, "127.0.0.1", &b_port])
         .success();
     b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
@@ -39,7 +20,7 @@ fn share_scan_clone_pull_fork_unshare() {
 
     // Unknown grantee: a hint, and nothing changes.
     let stranger = Agent::started();
-    let (s_id, _) = id_and_port(&stranger);
+    let (s_id, _) = stranger.id_and_port();
     let err = b
         .run(&["vaults", "share", "prod", &s_id])
         .fails(66, "nodes add");
@@ -108,8 +89,8 @@ fn share_scan_clone_pull_fork_unshare() {
 fn notifications_send_inbox_outbox() {
     let a = Agent::started();
     let b = Agent::started();
-    let (a_id, a_port) = id_and_port(&a);
-    let (b_id, _) = id_and_port(&b);
+    let (a_id, a_port) = a.id_and_port();
+    let (b_id, _) = b.id_and_port();
     b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
         .success();
     // A does not trust B yet: refused, and dropped from B's outbox.
@@ -181,7 +162,7 @@ fn notifications_send_inbox_outbox() {
     // To a node that is down: queued in the outbox; it can be removed or cleared.
     let (gone_id, gone_port) = {
         let gone = Agent::started();
-        id_and_port(&gone)
+        gone.id_and_port()
     };
     b.run(&["nodes", "add", &gone_id, "127.0.0.1", &gone_port])
         .success();

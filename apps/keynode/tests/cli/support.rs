@@ -44,6 +44,32 @@ impl Agent {
         a
     }
 
+    /// Starts the agent with `RUST_LOG=debug`, so its log holds everything it
+    /// would ever log (tests then check what must not be there).
+    pub fn start_logging_debug(&self) {
+        let out = self
+            .command()
+            .args(["agent", "start", "--background", "--password-file"])
+            .arg(&self.password_file)
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("start");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The running agent's node id and port (text), from `agent status`.
+    pub fn id_and_port(&self) -> (String, String) {
+        let s = self.json(&["agent", "status"]);
+        (
+            s["node_id"].as_str().expect("id").to_owned(),
+            s["agent_port"].to_string(),
+        )
+    }
+
     pub fn start(&self) -> Run {
         self.run(&[
             "agent",
@@ -212,4 +238,16 @@ pub fn peak_anon_during<T>(pid: u32, f: impl FnOnce() -> T) -> (T, u64) {
 
 pub fn write_file(path: &Path, data: &[u8]) {
     std::fs::write(path, data).expect("write file");
+}
+
+/// Polls `f` every 50 ms until it holds; fails after 10 s naming `what`.
+pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
