@@ -1,8 +1,10 @@
-//! Vault transfer against git on the same bare repository: a clone through
-//! `send_pack` → `receive_clone` (over a pipe between two threads) against
-//! `git clone --no-local --bare`, and a pull of one new commit against
-//! `git fetch` of one new commit. The vault: 1,000 commits, 5,000 secrets in 50
-//! directories. Run: `cargo bench -p keynode-vaults --bench transfer`
+//! Vault transfer against git: a clone through `send_pack` → `receive_clone`
+//! (over a pipe between two threads) against `git clone --no-local --bare`, and
+//! a pull of one new commit against `git fetch` of one new commit. The vault:
+//! 1,000 commits, 5,000 secrets in 50 directories, encrypted as a node keeps
+//! it; git reads a twin built the same way in a store with libgit2's plain
+//! object database (git cannot read encrypted objects).
+//! Run: `cargo bench -p keynode-vaults --bench transfer`
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -38,6 +40,15 @@ fn store(root: &Path, name: &str) -> (NodeId, VaultStore) {
     let owner = Keypair::generate().node_id();
     let store = VaultStore::open(&root.join(name), open_env(&db), owner, &key()).expect("open");
     (owner, store)
+}
+
+/// A store whose repositories git can read (plain objects).
+fn plain_store(root: &Path, name: &str) -> VaultStore {
+    let db = root.join(format!("{name}-db"));
+    std::fs::create_dir(&db).expect("mkdir");
+    let owner = Keypair::generate().node_id();
+    VaultStore::open_unencrypted_for_benchmarks(&root.join(name), open_env(&db), owner)
+        .expect("open")
 }
 
 fn path(i: usize) -> SecretPath {
@@ -172,7 +183,9 @@ fn bench(c: &mut Criterion) {
     let (node, server) = store(tmp.path(), "server");
     let (_, client) = store(tmp.path(), "client");
     let v = build(&server);
-    let source = server.repo_path(v);
+    let twin = plain_store(tmp.path(), "twin");
+    let tv = build(&twin);
+    let source = twin.repo_path(tv);
     let source_url = format!("file://{}", source.display());
     let dest = tmp.path().join("git-clone.git");
     let dest_text = dest.to_string_lossy().into_owned();
@@ -255,7 +268,7 @@ fn bench(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 version += 1;
-                put(&server, v, version % SECRETS, version);
+                put(&twin, tv, version % SECRETS, version);
                 let start = Instant::now();
                 git(&fetch);
                 total += start.elapsed();
