@@ -5,14 +5,15 @@
 //!
 //! Run: `cargo bench -p keynode-vaults --bench encryption`
 
-use std::io::{self, Read};
 use std::path::Path;
-use std::sync::mpsc;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use keynode_core::datakey::DataKey;
 use keynode_core::{Keypair, NodeId, SecretPath, VaultId, VaultName};
-use keynode_vaults::{Op, PutPolicy, Remote, VaultStore};
+use keynode_vaults::{Op, PutPolicy, VaultStore};
+
+mod support;
+use support::{clone, value};
 
 /// Secrets in the cloned vault, and its commits.
 const SECRETS: usize = 2_000;
@@ -56,19 +57,6 @@ fn store(root: &Path, name: &str, mode: Mode) -> (NodeId, VaultStore) {
 
 fn path(i: usize) -> SecretPath {
     SecretPath::new(&format!("dir{:02}/secret-{i:05}", i % 20)).expect("path")
-}
-
-/// A secret's content: a line and some pseudo-random hex (~130 bytes).
-fn value(i: usize, version: usize) -> Vec<u8> {
-    let mut state = (i as u64) << 20 | version as u64;
-    let mut out = format!("secret {i} version {version}\n").into_bytes();
-    for _ in 0..48 {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        out.extend_from_slice(format!("{:02x}", (state >> 56) as u8).as_bytes());
-    }
-    out
 }
 
 /// Pseudo-random bytes.
@@ -128,51 +116,9 @@ fn build(store: &VaultStore) -> VaultId {
     v
 }
 
-/// The reading end of a bounded pipe of chunks.
-struct Pipe {
-    rx: mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    at: usize,
-}
-
-impl Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => (self.chunk, self.at) = (chunk, 0),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-/// A whole clone: advert, pack streamed from one thread into the other; the
-/// clone is deleted again so every iteration starts alike.
-fn clone(server: &VaultStore, node: NodeId, v: VaultId, client: &VaultStore) {
-    let advert = server.advertise(v).expect("advert");
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16);
-    let id = std::thread::scope(|s| {
-        let sender = s.spawn(|| {
-            server.send_pack(v, &advert.head, &[], &mut move |chunk| {
-                tx.send(chunk.to_vec()).map_err(io::Error::other)
-            })
-        });
-        let mut pipe = Pipe {
-            rx,
-            chunk: Vec::new(),
-            at: 0,
-        };
-        let remote = Remote { node, vault: v };
-        let meta = client
-            .receive_clone(&advert.name, remote, &advert.head, &mut pipe)
-            .expect("clone");
-        sender.join().expect("sender").expect("send");
-        meta.id
-    });
+/// A whole clone, deleted again so every iteration starts alike.
+fn clone_and_delete(server: &VaultStore, node: NodeId, v: VaultId, client: &VaultStore) {
+    let id = clone(server, node, v, client);
     client.delete(id).expect("delete");
 }
 
@@ -237,7 +183,7 @@ fn bench(c: &mut Criterion) {
         let v = build(&server);
         group.bench_function(
             BenchmarkId::new("clone_200_commits_2000_secrets", mode.name()),
-            |b| b.iter(|| clone(&server, node, v, &client)),
+            |b| b.iter(|| clone_and_delete(&server, node, v, &client)),
         );
     }
     group.finish();

@@ -6,15 +6,16 @@
 //! object database (git cannot read encrypted objects).
 //! Run: `cargo bench -p keynode-vaults --bench transfer`
 
-use std::io::{self, Read};
 use std::path::Path;
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use keynode_core::{Keypair, NodeId, SecretPath, VaultId, VaultName};
-use keynode_vaults::{Env, Op, PullOutcome, PutPolicy, Remote, VaultStore, want};
+use keynode_vaults::{Env, Op, PullOutcome, PutPolicy, VaultStore, want};
+
+mod support;
+use support::{clone, value};
 
 /// Secrets in the benchmark vault.
 const SECRETS: usize = 5_000;
@@ -55,19 +56,6 @@ fn path(i: usize) -> SecretPath {
     SecretPath::new(&format!("dir{:02}/secret-{i:05}", i % DIRS)).expect("path")
 }
 
-/// A secret's content: a key=value line and some pseudo-random hex.
-fn value(i: usize, version: usize) -> Vec<u8> {
-    let mut state = (i as u64) << 20 | version as u64;
-    let mut out = format!("secret {i} version {version}\n").into_bytes();
-    for _ in 0..48 {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        out.extend_from_slice(format!("{:02x}", (state >> 56) as u8).as_bytes());
-    }
-    out
-}
-
 fn put(store: &VaultStore, v: VaultId, i: usize, version: usize) {
     let blob = store
         .write_blob(v, &mut &value(i, version)[..])
@@ -102,52 +90,6 @@ fn build(store: &VaultStore) -> VaultId {
     }
     assert_eq!(store.log(v, None, None).expect("log").len(), COMMITS);
     v
-}
-
-/// The reading end of a bounded pipe of chunks.
-struct Pipe {
-    rx: mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    at: usize,
-}
-
-impl Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => (self.chunk, self.at) = (chunk, 0),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-/// A whole clone: advert, pack streamed from one thread into the other.
-fn clone(server: &VaultStore, node: NodeId, v: VaultId, client: &VaultStore) -> VaultId {
-    let advert = server.advertise(v).expect("advert");
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16);
-    std::thread::scope(|s| {
-        let sender = s.spawn(|| {
-            server.send_pack(v, &advert.head, &[], &mut move |chunk| {
-                tx.send(chunk.to_vec()).map_err(io::Error::other)
-            })
-        });
-        let mut pipe = Pipe {
-            rx,
-            chunk: Vec::new(),
-            at: 0,
-        };
-        let remote = Remote { node, vault: v };
-        let meta = client
-            .receive_clone(&advert.name, remote, &advert.head, &mut pipe)
-            .expect("clone");
-        sender.join().expect("sender").expect("send");
-        meta.id
-    })
 }
 
 /// A whole pull: advert, haves, pack, fast-forward.
