@@ -302,6 +302,18 @@ mod tests {
     use super::*;
     use heed3::types::Bytes;
 
+    type Table<'e> = heed3::EncryptedDatabase<'e, Bytes, Bytes>;
+
+    /// Creates (or opens) the test database `t`.
+    fn table(env: &Env) -> Result<Table<'_>, heed3::Error> {
+        let wtxn = env.write_txn()?;
+        env.create_databases_and_commit(wtxn, |o, w| {
+            o.create_database::<Bytes, Bytes>(w, Some("t"))
+                .map(CommitOrAbort::<_, ()>::Commit)
+        })
+        .map(CommitOrAbort::unwrap_commit)
+    }
+
     fn value(i: u32) -> Vec<u8> {
         format!("value {i} MARKER").repeat(10).into_bytes()
     }
@@ -310,14 +322,7 @@ mod tests {
     fn concurrent_readers_and_a_writer_see_consistent_data() {
         let tmp = tempfile::tempdir().unwrap();
         let env = open_env(tmp.path(), &DataKey::from_bytes([1; 32]), 1 << 28, 4).unwrap();
-        let wtxn = env.write_txn().unwrap();
-        let db = env
-            .create_databases_and_commit(wtxn, |o, w| {
-                o.create_database::<Bytes, Bytes>(w, Some("t"))
-                    .map(CommitOrAbort::<_, ()>::Commit)
-            })
-            .unwrap()
-            .unwrap_commit();
+        let db = table(&env).unwrap();
         let mut wtxn = env.write_txn().unwrap();
         for i in 0..64u32 {
             db.put(&mut wtxn, &i.to_be_bytes(), &value(i)).unwrap();
@@ -356,14 +361,7 @@ mod tests {
                 open_env_unencrypted_for_benchmarks(tmp.path(), 1 << 24, 4)
             }
             .unwrap();
-            let wtxn = env.write_txn().unwrap();
-            let db = env
-                .create_databases_and_commit(wtxn, |o, w| {
-                    o.create_database::<Bytes, Bytes>(w, Some("t"))
-                        .map(CommitOrAbort::<_, ()>::Commit)
-                })
-                .unwrap()
-                .unwrap_commit();
+            let db = table(&env).unwrap();
             let mut wtxn = env.write_txn().unwrap();
             db.put(&mut wtxn, b"k", &value(1)).unwrap();
             wtxn.commit().unwrap();
@@ -381,27 +379,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         {
             let env = open_env(tmp.path(), &DataKey::from_bytes([1; 32]), 1 << 24, 4).unwrap();
-            let wtxn = env.write_txn().unwrap();
-            env.create_databases_and_commit(wtxn, |o, w| {
-                o.create_database::<Bytes, Bytes>(w, Some("t"))
-                    .map(CommitOrAbort::<_, ()>::Commit)
-            })
-            .unwrap()
-            .unwrap_commit();
+            table(&env).unwrap();
             env.prepare_for_closing().expect("last handle").wait();
         }
         let other = open_env(tmp.path(), &DataKey::from_bytes([2; 32]), 1 << 24, 4);
         let failed = match other {
             Err(_) => true,
-            Ok(env) => match env.write_txn() {
-                Err(_) => true,
-                Ok(w) => env
-                    .create_databases_and_commit(w, |o, w| {
-                        o.create_database::<Bytes, Bytes>(w, Some("t"))
-                            .map(CommitOrAbort::<_, ()>::Commit)
-                    })
-                    .is_err(),
-            },
+            Ok(env) => table(&env).is_err(),
         };
         assert!(failed, "a wrong key opened the environment");
     }
