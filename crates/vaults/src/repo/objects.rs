@@ -39,7 +39,7 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use chacha20poly1305::XChaCha20Poly1305;
 use chacha20poly1305::aead::KeyInit;
@@ -164,19 +164,23 @@ pub(crate) type SizedReader = (u64, Box<dyn Read>);
 pub(crate) struct ObjectFiles {
     dir: PathBuf,
     keys: Arc<ObjectKeys>,
+    /// This repository's entry in the node's bundle cache, looked up once per
+    /// handle rather than on every object lookup.
+    bundles: OnceLock<Arc<RwLock<Bundles>>>,
 }
 
 impl ObjectFiles {
     pub(crate) fn new(dir: PathBuf, keys: Arc<ObjectKeys>) -> ObjectFiles {
-        ObjectFiles { dir, keys }
+        ObjectFiles {
+            dir,
+            keys,
+            bundles: OnceLock::new(),
+        }
     }
 
     /// The same keys over another repository's `objects` directory.
     pub(crate) fn at(&self, dir: PathBuf) -> ObjectFiles {
-        ObjectFiles {
-            dir,
-            keys: self.keys.clone(),
-        }
+        ObjectFiles::new(dir, self.keys.clone())
     }
 
     /// Where object `oid` is kept.
@@ -205,7 +209,11 @@ impl ObjectFiles {
 
     /// The repository's bundles (indexes loaded on first use).
     pub(crate) fn bundles(&self) -> Result<Arc<RwLock<Bundles>>, VaultError> {
-        self.keys.bundles.of(&self.dir, &self.keys.cipher())
+        if let Some(b) = self.bundles.get() {
+            return Ok(b.clone());
+        }
+        let b = self.keys.bundles.of(&self.dir, &self.keys.cipher())?;
+        Ok(self.bundles.get_or_init(|| b).clone())
     }
 
     fn bundled(&self, oid: Oid) -> Result<Option<Bundled>, VaultError> {
@@ -788,10 +796,10 @@ mod tests {
         assert!(files.read(oid).is_err());
         // Another node's key opens nothing.
         fs::write(&path, &good).unwrap();
-        let other = ObjectFiles {
-            dir: tmp.path().join("objects"),
-            keys: ObjectKeys::new(&DataKey::from_bytes([4; 32])),
-        };
+        let other = ObjectFiles::new(
+            tmp.path().join("objects"),
+            ObjectKeys::new(&DataKey::from_bytes([4; 32])),
+        );
         fs::create_dir_all(other.path(oid).parent().unwrap()).unwrap();
         fs::copy(&path, other.path(oid)).unwrap();
         assert!(other.read(oid).is_err());
