@@ -195,11 +195,12 @@ fn open_record(
     Ok(plain)
 }
 
-/// A bundle being written by a pack receive.
+/// A bundle being written by a pack receive. Its file is created with the
+/// first object, so a pack that brings nothing new touches no file.
 pub(crate) struct BundleWriter {
     name: String,
     dir: PathBuf,
-    file: BufWriter<fs::File>,
+    file: Option<BufWriter<fs::File>>,
     path: PathBuf,
     offset: u64,
     entries: Vec<u8>,
@@ -209,27 +210,35 @@ pub(crate) struct BundleWriter {
 impl BundleWriter {
     pub(crate) fn create(objects: &Path) -> Result<BundleWriter, VaultError> {
         let dir = objects.join(BUNDLE_DIR);
-        fs::create_dir_all(&dir)?;
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
         let name: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!("{name}.knb"));
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let mut file = BufWriter::with_capacity(256 * 1024, file);
-        file.write_all(DATA_MAGIC)?;
         Ok(BundleWriter {
             name,
             dir,
-            file,
+            file: None,
             path,
             offset: DATA_MAGIC.len() as u64,
             entries: Vec::new(),
             written: HashMap::new(),
         })
+    }
+
+    /// The bundle's file, created (with its magic) on first use.
+    fn file(&mut self) -> io::Result<&mut BufWriter<fs::File>> {
+        if self.file.is_none() {
+            fs::create_dir_all(&self.dir)?;
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&self.path)?;
+            let mut file = BufWriter::with_capacity(256 * 1024, file);
+            file.write_all(DATA_MAGIC)?;
+            self.file = Some(file);
+        }
+        Ok(self.file.as_mut().expect("just created"))
     }
 
     pub(crate) fn contains(&self, oid: Oid) -> bool {
@@ -264,8 +273,9 @@ impl BundleWriter {
             .map_err(|_| io::Error::other("encryption failed"))?;
         let len = u32::try_from(NONCE + sealed.len())
             .map_err(|_| io::Error::other("object too large for a bundle"))?;
-        self.file.write_all(&nonce)?;
-        self.file.write_all(&sealed)?;
+        let file = self.file()?;
+        file.write_all(&nonce)?;
+        file.write_all(&sealed)?;
         let location = Location {
             bundle: 0,
             offset: self.offset,
@@ -292,27 +302,26 @@ impl BundleWriter {
         let Some(at) = self.written.get(&oid).copied() else {
             return Ok(None);
         };
-        self.file.flush()?;
+        let file = self.file()?;
+        file.flush()?;
         let mut sealed = vec![0u8; at.len as usize];
-        self.file.get_ref().read_exact_at(&mut sealed, at.offset)?;
+        file.get_ref().read_exact_at(&mut sealed, at.offset)?;
         let data =
             open_record(&sealed, oid, at.kind, cipher).map_err(|why| corrupt(&self.path, why))?;
         Ok(Some((at.kind, data)))
     }
 
     /// Writes the index, which makes the bundle visible, and adds it to
-    /// `cache` (if loaded). An empty bundle is removed instead.
+    /// `cache`. A bundle that received nothing has no file and stays so.
     pub(crate) fn finish(
         mut self,
         cipher: &XChaCha20Poly1305,
         cache: &RwLock<Bundles>,
     ) -> Result<(), VaultError> {
-        if self.written.is_empty() {
-            drop(self.file);
-            fs::remove_file(&self.path)?;
+        let Some(file) = self.file.as_mut() else {
             return Ok(());
-        }
-        self.file.flush()?;
+        };
+        file.flush()?;
         let mut nonce = [0u8; NONCE];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let aad = [INDEX_MAGIC.as_slice(), self.name.as_bytes()].concat();
@@ -344,8 +353,10 @@ impl BundleWriter {
 
     /// Removes the unfinished bundle (a refused pack).
     pub(crate) fn discard(self) {
-        drop(self.file);
-        let _ = fs::remove_file(&self.path);
+        if let Some(file) = self.file {
+            drop(file);
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -445,6 +456,18 @@ mod tests {
         assert_eq!(files.read(kept).unwrap().unwrap().1, b"kept");
         assert!(!files.exists(lost));
         assert_eq!(super::super::objects::sweep(&dir).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_pack_with_nothing_new_writes_no_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("objects");
+        let files = ObjectFiles::new(dir.clone(), ObjectKeys::new(&DataKey::from_bytes([2; 32])));
+        let writer = BundleWriter::create(&dir).unwrap();
+        writer
+            .finish(&files.keys().cipher(), files.bundles().unwrap().as_ref())
+            .unwrap();
+        assert!(!dir.join(BUNDLE_DIR).exists());
     }
 
     #[test]
