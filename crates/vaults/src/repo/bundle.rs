@@ -241,10 +241,6 @@ impl BundleWriter {
         Ok(self.file.as_mut().expect("just created"))
     }
 
-    pub(crate) fn contains(&self, oid: Oid) -> bool {
-        self.written.contains_key(&oid)
-    }
-
     /// Appends an object.
     pub(crate) fn add(
         &mut self,

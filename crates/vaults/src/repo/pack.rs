@@ -317,7 +317,7 @@ impl State<'_> {
 
     /// Stores an object unless it is here already.
     fn put(&mut self, oid: Oid, kind: ObjectType, data: &[u8]) -> Result<(), VaultError> {
-        if self.bundle.contains(oid) || self.files.exists(oid) {
+        if self.written.contains(&oid) || self.files.exists(oid) {
             return Ok(());
         }
         if data.len() <= BUNDLED_OBJECT {
