@@ -482,5 +482,25 @@ mod tests {
         fn garbage_deltas_never_panic(source: Vec<u8>, delta: Vec<u8>) {
             let _ = apply_delta(&source, &delta);
         }
+
+        #[test]
+        fn garbage_packs_are_refused_and_leave_no_bundle(
+            count in 0u32..5,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            use super::super::objects::ObjectKeys;
+            use keynode_core::datakey::DataKey;
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("objects");
+            let files = ObjectFiles::new(dir.clone(), ObjectKeys::new(&DataKey::from_bytes([1; 32])));
+            let mut pack = b"PACK\0\0\0\x02".to_vec();
+            pack.extend_from_slice(&count.to_be_bytes());
+            pack.extend_from_slice(&body);
+            // Random bytes never end in the right SHA-1 trailer.
+            proptest::prop_assert!(ingest(&mut &pack[..], &files).is_err());
+            let bundles = dir.join(super::super::bundle::BUNDLE_DIR);
+            let left = std::fs::read_dir(&bundles).map(|d| d.count()).unwrap_or(0);
+            proptest::prop_assert_eq!(left, 0);
+        }
     }
 }
