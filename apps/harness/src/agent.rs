@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use keynode_agent::node::parse_seed_nodes;
+use keynode_agent::parse_seed_nodes;
 use keynode_agent::{Node, NodeConfig};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use keynode_agent::api::{Request, Response};
+use keynode_agent::api::{ApiError, ErrorKind, Request, Response};
 use keynode_agent::{Client, ClientError};
-use keynode_core::NodeId;
+use keynode_core::{NodeId, SecretPath, VaultName};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -125,8 +125,7 @@ impl Cluster {
             let bad = |why: &str| format!("{}:{}: {why}: {line:?}", file.display(), n + 1);
             let mut parts = line.split_whitespace();
             let addr = parts.next().ok_or_else(|| bad("empty"))?;
-            let seeds =
-                keynode_agent::node::parse_seed_nodes(addr).map_err(|e| bad(&e.to_string()))?;
+            let seeds = keynode_agent::parse_seed_nodes(addr).map_err(|e| bad(&e.to_string()))?;
             let [seed] = seeds.as_slice() else {
                 return Err(bad("expected one NODE_ID@host:port"));
             };
@@ -308,6 +307,18 @@ where
     out
 }
 
+/// `name` as a request carries it; a bad name fails as the agent would refuse it
+/// (BadData).
+pub fn vault_name(name: &str) -> Result<VaultName, ClientError> {
+    VaultName::new(name).map_err(|e| ApiError::new(ErrorKind::BadData, e.to_string()).into())
+}
+
+/// `path` as a request carries it; a bad path fails as the agent would refuse it
+/// (BadData).
+pub fn secret_path(path: &str) -> Result<SecretPath, ClientError> {
+    SecretPath::new(path).map_err(|e| ApiError::new(ErrorKind::BadData, e.to_string()).into())
+}
+
 /// One request to the agent on `socket`.
 pub async fn call(socket: &Path, req: Request) -> Result<Response, ClientError> {
     Client::connect(socket).await?.call(req).await
@@ -326,7 +337,7 @@ pub async fn write(
         .upload(
             Request::SecretsWrite {
                 vault: vault.into(),
-                path: path.into(),
+                path: secret_path(path)?,
                 create_new: false,
             },
             &mut data,
@@ -342,7 +353,7 @@ pub async fn get(socket: &Path, vault: &str, path: &str) -> Result<Vec<u8>, Clie
         .download(
             Request::SecretsGet {
                 vault: vault.into(),
-                path: path.into(),
+                path: secret_path(path)?,
                 at: None,
             },
             &mut out,

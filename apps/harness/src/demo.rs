@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use keynode_agent::api::{ErrorKind, Request, Response};
 use keynode_agent::{Client, ClientError, Node, NodeConfig};
+use keynode_core::{SecretPath, VaultName};
 
 /// Runs one step: prints its outcome and time; a failure ends the demo.
 async fn step<T>(name: &str, f: impl Future<Output = Result<T, String>>) -> Result<T, String> {
@@ -18,6 +19,14 @@ async fn step<T>(name: &str, f: impl Future<Output = Result<T, String>>) -> Resu
         Err(e) => println!("  FAIL  {name:<62} {ms:>8.1} ms\n        {e}"),
     }
     r.map_err(|e| format!("{name}: {e}"))
+}
+
+fn vault_name(name: &str) -> Result<VaultName, String> {
+    VaultName::new(name).map_err(|e| e.to_string())
+}
+
+fn secret_path(path: &str) -> Result<SecretPath, String> {
+    SecretPath::new(path).map_err(|e| e.to_string())
 }
 
 async fn call(node: &Node, req: Request) -> Result<Response, ClientError> {
@@ -45,7 +54,7 @@ async fn secret(node: &Node, vault: &str, path: &str) -> Result<String, String> 
         .download(
             Request::SecretsGet {
                 vault: vault.into(),
-                path: path.into(),
+                path: secret_path(path)?,
                 at: None,
             },
             &mut out,
@@ -63,7 +72,7 @@ async fn write(node: &Node, vault: &str, path: &str, value: &str) -> Result<(), 
         .upload(
             Request::SecretsWrite {
                 vault: vault.into(),
-                path: path.into(),
+                path: secret_path(path)?,
                 create_new: false,
             },
             &mut data,
@@ -126,7 +135,7 @@ pub async fn run() -> Result<(), String> {
         ok(
             &b,
             Request::VaultsCreate {
-                name: "prod".into(),
+                name: vault_name("prod")?,
             },
         )
         .await?;
@@ -150,7 +159,7 @@ pub async fn run() -> Result<(), String> {
             ok(
                 n,
                 Request::IdentitiesTrust {
-                    gestalt: b.node_id().to_string(),
+                    gestalt: b.node_id().into(),
                 },
             )
             .await?;
@@ -163,14 +172,14 @@ pub async fn run() -> Result<(), String> {
         ok(
             &b,
             Request::IdentitiesTrust {
-                gestalt: a.node_id().to_string(),
+                gestalt: a.node_id().into(),
             },
         )
         .await?;
         let r = ok(
             &b,
             Request::IdentitiesDiscover {
-                gestalt: a.node_id().to_string(),
+                gestalt: a.node_id().into(),
             },
         )
         .await?;
@@ -343,7 +352,7 @@ pub async fn run() -> Result<(), String> {
                 .upload(
                     Request::SecretsWrite {
                         vault: "prod".into(),
-                        path: "x".into(),
+                        path: secret_path("x")?,
                         create_new: false,
                     },
                     &mut data,
@@ -357,7 +366,7 @@ pub async fn run() -> Result<(), String> {
                 &a2,
                 Request::VaultsFork {
                     vault: "prod".into(),
-                    new_name: Some("prod-mine".into()),
+                    new_name: Some(vault_name("prod-mine")?),
                 },
             )
             .await?;

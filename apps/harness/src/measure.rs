@@ -111,7 +111,7 @@ async fn fanout_on(
             must(
                 &a[m].0,
                 Request::IdentitiesTrust {
-                    gestalt: a[owner].1.to_string(),
+                    gestalt: a[owner].1.into(),
                 },
                 "member trusts owner",
             )
@@ -125,7 +125,7 @@ async fn fanout_on(
     must(
         &a[owner].0,
         Request::IdentitiesTrust {
-            gestalt: a[root].1.to_string(),
+            gestalt: a[root].1.into(),
         },
         "owner trusts the gestalt",
     )
@@ -133,7 +133,7 @@ async fn fanout_on(
     let r = must(
         &a[owner].0,
         Request::IdentitiesDiscover {
-            gestalt: a[root].1.to_string(),
+            gestalt: a[root].1.into(),
         },
         "owner discovers the gestalt",
     )
@@ -156,7 +156,7 @@ async fn fanout_on(
         must(
             &a[owner].0,
             Request::VaultsCreate {
-                name: vault.clone(),
+                name: cluster::vault_name(&vault).map_err(|e| format!("create: {e}"))?,
             },
             "create",
         )

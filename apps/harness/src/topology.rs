@@ -179,7 +179,7 @@ pub async fn setup(
                 cluster::call(
                     &topo.sockets[i],
                     Request::IdentitiesTrust {
-                        gestalt: topo.ids[j].to_string(),
+                        gestalt: topo.ids[j].into(),
                     },
                 )
                 .await
@@ -201,7 +201,10 @@ pub async fn setup(
                 let name = Topology::vault(i, k);
                 match cluster::call(
                     &topo.sockets[i],
-                    Request::VaultsCreate { name: name.clone() },
+                    Request::VaultsCreate {
+                        name: cluster::vault_name(&name)
+                            .map_err(|e| fail("vaults create", i, e))?,
+                    },
                 )
                 .await
                 {

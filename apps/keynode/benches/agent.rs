@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use keynode_agent::api::{Request, Response};
 use keynode_agent::{Client, Node, NodeConfig};
+use keynode_core::{SecretPath, VaultName};
 
 const PASSWORD: &str = "bench-password";
 
@@ -82,7 +83,7 @@ async fn write(node: &Path, vault: &str, path: &str, data: &[u8]) {
         .upload(
             Request::SecretsWrite {
                 vault: vault.into(),
-                path: path.into(),
+                path: SecretPath::new(path).expect("secret path"),
                 create_new: false,
             },
             &mut data,
@@ -97,7 +98,7 @@ fn commits(c: &mut Criterion) {
     rt.block_on(call(
         &agent.node,
         Request::VaultsCreate {
-            name: "bench".into(),
+            name: VaultName::new("bench").expect("vault name"),
         },
     ));
     let n = AtomicU64::new(0);

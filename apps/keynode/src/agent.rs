@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keynode_agent::api::{AgentStatus, Password, Request, Response};
-use keynode_agent::node::parse_seed_nodes;
+use keynode_agent::parse_seed_nodes;
 use keynode_agent::password::PasswordError;
 use keynode_agent::status::{AgentLock, read_status};
 use keynode_agent::{ClientError, Node, NodeConfig, StartError};

@@ -1,11 +1,39 @@
 //! `keynode identities ...`
 
-use keynode_agent::api::{GestaltView, PermissionView, Request, Response};
+use keynode_agent::api::{GestaltAction, GestaltView, PermissionView, Request, Response};
+use keynode_core::{GestaltId, IdentityId, ProviderId};
 
 use crate::cli::IdentitiesCmd;
 use crate::nodes::node_id;
 use crate::output;
 use crate::{Ctx, Failure};
+
+/// Parses a node id or `provider:identity`.
+fn gestalt_id(s: &str) -> Result<GestaltId, Failure> {
+    s.parse()
+        .map_err(|e| Failure::new(65, format!("{e} (got {s:?})")))
+}
+
+/// Parses `notify`, `scan` or `claim`.
+fn gestalt_action(s: &str) -> Result<GestaltAction, Failure> {
+    s.parse().map_err(|e| Failure::new(65, format!("{e}")))
+}
+
+/// Parses an identity provider's id.
+fn provider_id(s: &str) -> Result<ProviderId, Failure> {
+    ProviderId::new(s).map_err(|e| Failure::new(65, e.to_string()))
+}
+
+/// Parses `provider:identity` (a node id is refused).
+fn identity(s: &str) -> Result<(ProviderId, IdentityId), Failure> {
+    match gestalt_id(s)? {
+        GestaltId::Identity(provider, identity) => Ok((provider, identity)),
+        GestaltId::Node(_) => Err(Failure::new(
+            65,
+            "expected PROVIDER:IDENTITY, got a node id",
+        )),
+    }
+}
 
 fn unexpected(r: Response) -> Failure {
     Failure::new(76, format!("unexpected answer from the agent: {r:?}"))
@@ -56,18 +84,24 @@ async fn unit(ctx: &Ctx, req: Request, done: String) -> Result<(), Failure> {
 pub async fn run(ctx: &Ctx, cmd: IdentitiesCmd) -> Result<(), Failure> {
     match cmd {
         IdentitiesCmd::Trust { gestalt } => {
+            let gestalt = gestalt_id(&gestalt)?;
             let done = format!("trusted {gestalt}");
             unit(ctx, Request::IdentitiesTrust { gestalt }, done).await
         }
         IdentitiesCmd::Untrust { gestalt } => {
+            let gestalt = gestalt_id(&gestalt)?;
             let done = format!("no longer trusting {gestalt}");
             unit(ctx, Request::IdentitiesUntrust { gestalt }, done).await
         }
         IdentitiesCmd::Allow { gestalt, action } => {
+            let gestalt = gestalt_id(&gestalt)?;
+            let action = gestalt_action(&action)?;
             let done = format!("allowed {gestalt} to {action}");
             unit(ctx, Request::IdentitiesAllow { gestalt, action }, done).await
         }
         IdentitiesCmd::Disallow { gestalt, action } => {
+            let gestalt = gestalt_id(&gestalt)?;
+            let action = gestalt_action(&action)?;
             let done = format!("disallowed {gestalt} to {action}");
             unit(ctx, Request::IdentitiesDisallow { gestalt, action }, done).await
         }
@@ -77,10 +111,12 @@ pub async fn run(ctx: &Ctx, cmd: IdentitiesCmd) -> Result<(), Failure> {
             unit(ctx, Request::IdentitiesInvite { node }, done).await
         }
         IdentitiesCmd::Authenticate { provider } => {
+            let provider = provider_id(&provider)?;
             let done = format!("authenticated to {provider}");
             unit(ctx, Request::IdentitiesAuthenticate { provider }, done).await
         }
         IdentitiesCmd::Permissions { gestalt } => {
+            let gestalt = gestalt_id(&gestalt)?;
             let r = ctx
                 .client()
                 .await?
@@ -93,6 +129,7 @@ pub async fn run(ctx: &Ctx, cmd: IdentitiesCmd) -> Result<(), Failure> {
             Ok(())
         }
         IdentitiesCmd::Discover { gestalt } => {
+            let gestalt = gestalt_id(&gestalt)?;
             let r = ctx
                 .client()
                 .await?
@@ -130,6 +167,7 @@ pub async fn run(ctx: &Ctx, cmd: IdentitiesCmd) -> Result<(), Failure> {
             Ok(())
         }
         IdentitiesCmd::Get { gestalt } => {
+            let gestalt = gestalt_id(&gestalt)?;
             let r = ctx
                 .client()
                 .await?
@@ -141,15 +179,14 @@ pub async fn run(ctx: &Ctx, cmd: IdentitiesCmd) -> Result<(), Failure> {
             output::emit(ctx.format, &g, || print_gestalt(&g));
             Ok(())
         }
-        IdentitiesCmd::Claim { identity } => {
+        IdentitiesCmd::Claim { identity: text } => {
+            let (provider, identity) = identity(&text)?;
             let r = ctx
                 .client()
                 .await?
-                .call(Request::IdentitiesClaim {
-                    identity: identity.clone(),
-                })
+                .call(Request::IdentitiesClaim { provider, identity })
                 .await?;
-            print_claimed(ctx, r, &format!("claimed {identity}"))
+            print_claimed(ctx, r, &format!("claimed {text}"))
         }
     }
 }

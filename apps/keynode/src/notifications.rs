@@ -1,10 +1,17 @@
 //! `keynode notifications ...`
 
 use keynode_agent::api::{NotificationView, Request, Response};
+use keynode_core::Tid;
 
 use crate::cli::{InboxCmd, NotificationsCmd, Order, OutboxCmd};
 use crate::output;
 use crate::{Ctx, Failure};
+
+/// Parses a notification id.
+fn tid(s: &str) -> Result<Tid, Failure> {
+    s.parse()
+        .map_err(|e| Failure::new(65, format!("{e} (got {s:?})")))
+}
 
 fn unexpected(r: Response) -> Failure {
     Failure::new(76, format!("unexpected answer from the agent: {r:?}"))
@@ -91,7 +98,7 @@ pub async fn run(ctx: &Ctx, cmd: NotificationsCmd) -> Result<(), Failure> {
         NotificationsCmd::Inbox(InboxCmd::Remove { id }) => {
             removed(
                 ctx,
-                Request::NotificationsInboxRemove { id },
+                Request::NotificationsInboxRemove { id: tid(&id)? },
                 "notification",
             )
             .await
@@ -105,7 +112,7 @@ pub async fn run(ctx: &Ctx, cmd: NotificationsCmd) -> Result<(), Failure> {
         NotificationsCmd::Outbox(OutboxCmd::Remove { id }) => {
             removed(
                 ctx,
-                Request::NotificationsOutboxRemove { id },
+                Request::NotificationsOutboxRemove { id: tid(&id)? },
                 "queued notification",
             )
             .await

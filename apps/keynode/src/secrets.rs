@@ -5,7 +5,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use keynode_agent::ClientError;
-use keynode_agent::api::{ErrorKind, Request, Response};
+use keynode_agent::api::{EntryKind, ErrorKind, Request, Response};
+use keynode_core::SecretPath;
 use keynode_core::names::split_secret_ref;
 
 use crate::cli::{EnvFormat, SecretsCmd};
@@ -13,29 +14,37 @@ use crate::output::{self, Format};
 use crate::vaults::print_committed;
 use crate::{Ctx, Failure};
 
+/// Parses a secret path.
+fn secret_path(s: &str) -> Result<SecretPath, Failure> {
+    SecretPath::new(s).map_err(|e| Failure::new(65, e.to_string()))
+}
+
 /// Splits `VAULT:PATH`, requiring the path.
-fn secret_ref(s: &str) -> Result<(String, String), Failure> {
+fn secret_ref(s: &str) -> Result<(String, SecretPath), Failure> {
     match split_secret_ref(s) {
-        (v, Some(p)) if !v.is_empty() => Ok((v.to_owned(), p.to_owned())),
+        (v, Some(p)) if !v.is_empty() => Ok((v.to_owned(), secret_path(p)?)),
         _ => Err(Failure::new(64, format!("expected VAULT:PATH, got {s:?}"))),
     }
 }
 
 /// Splits `VAULT[:PATH]`.
-fn dir_ref(s: &str) -> Result<(String, Option<String>), Failure> {
+fn dir_ref(s: &str) -> Result<(String, Option<SecretPath>), Failure> {
     match split_secret_ref(s) {
         ("", _) => Err(Failure::new(
             64,
             format!("expected VAULT[:PATH], got {s:?}"),
         )),
-        (v, p) => Ok((v.to_owned(), p.filter(|p| !p.is_empty()).map(str::to_owned))),
+        (v, p) => Ok((
+            v.to_owned(),
+            p.filter(|p| !p.is_empty()).map(secret_path).transpose()?,
+        )),
     }
 }
 
 /// Streams `data` into the secret `vault:path` (one commit).
 async fn write_secret(
     ctx: &Ctx,
-    (vault, path): (String, String),
+    (vault, path): (String, SecretPath),
     create_new: bool,
     data: &mut (impl tokio::io::AsyncRead + Unpin),
 ) -> Result<Response, Failure> {
@@ -102,8 +111,8 @@ pub async fn run(ctx: &Ctx, cmd: SecretsCmd) -> Result<(), Failure> {
             output::emit(ctx.format, &entries, || {
                 for e in &entries {
                     match e.kind {
-                        keynode_vaults::EntryKind::Dir => println!("{}/", e.name),
-                        keynode_vaults::EntryKind::File => println!("{}", e.name),
+                        EntryKind::Dir => println!("{}/", e.name),
+                        EntryKind::File => println!("{}", e.name),
                     }
                 }
             });
@@ -137,7 +146,7 @@ pub async fn run(ctx: &Ctx, cmd: SecretsCmd) -> Result<(), Failure> {
         }
         SecretsCmd::Rm { secrets, recursive } => {
             // One commit per vault named.
-            let mut by_vault: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut by_vault: BTreeMap<String, Vec<SecretPath>> = BTreeMap::new();
             for s in &secrets {
                 let (v, p) = secret_ref(s)?;
                 by_vault.entry(v).or_default().push(p);
@@ -201,9 +210,10 @@ pub async fn run(ctx: &Ctx, cmd: SecretsCmd) -> Result<(), Failure> {
     }
 }
 
-/// Regular files under `dir`, as (path relative to `dir` with `/`, full path),
-/// sorted. Symbolic links are not followed.
-fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>, Failure> {
+/// Regular files under `dir`, as (path relative to `dir`, full path), sorted.
+/// Symbolic links are not followed; a name that is not a valid secret path
+/// fails the whole import.
+fn walk(dir: &Path) -> Result<Vec<(SecretPath, PathBuf)>, Failure> {
     let meta = std::fs::metadata(dir)
         .map_err(|e| Failure::new(66, format!("cannot read {}: {e}", dir.display())))?;
     if !meta.is_dir() {
@@ -230,7 +240,7 @@ fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>, Failure> {
             if ft.is_dir() {
                 stack.push((rel, entry.path()));
             } else if ft.is_file() {
-                out.push((rel, entry.path()));
+                out.push((secret_path(&rel)?, entry.path()));
             } else {
                 eprintln!(
                     "keynode: skipping {} (not a regular file)",

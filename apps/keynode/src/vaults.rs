@@ -1,10 +1,16 @@
 //! `keynode vaults ...`
 
 use keynode_agent::api::{Request, Response};
+use keynode_core::VaultName;
 
 use crate::cli::VaultsCmd;
 use crate::output;
 use crate::{Ctx, Failure};
+
+/// Parses a vault name.
+fn vault_name(s: &str) -> Result<VaultName, Failure> {
+    VaultName::new(s).map_err(|e| Failure::new(65, e.to_string()))
+}
 
 fn unexpected(r: Response) -> Failure {
     Failure::new(76, format!("unexpected answer from the agent: {r:?}"))
@@ -27,6 +33,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
     let client = ctx.client().await?;
     match cmd {
         VaultsCmd::Create { name } => {
+            let name = vault_name(&name)?;
             let r = client.call(Request::VaultsCreate { name }).await?;
             let Response::Vault(v) = r else {
                 return Err(unexpected(r));
@@ -55,7 +62,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
             client
                 .call(Request::VaultsRename {
                     vault: name.clone(),
-                    new_name: new_name.clone(),
+                    new_name: vault_name(&new_name)?,
                 })
                 .await?;
             let doc = serde_json::json!({"renamed": name, "new_name": new_name});
@@ -216,6 +223,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
             });
         }
         VaultsCmd::Fork { name, new_name } => {
+            let new_name = new_name.as_deref().map(vault_name).transpose()?;
             let r = client
                 .call(Request::VaultsFork {
                     vault: name,

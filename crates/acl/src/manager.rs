@@ -12,12 +12,23 @@ use crate::{AclError, AclStore};
 #[derive(Debug, Clone)]
 pub struct AclManager {
     store: Arc<AclStore>,
+    exec: keynode_core::exec::Exec,
 }
 
 impl AclManager {
     /// Wraps `store`.
     pub fn new(store: Arc<AclStore>) -> Self {
-        AclManager { store }
+        AclManager {
+            store,
+            exec: keynode_core::exec::threads(),
+        }
+    }
+
+    /// Runs store calls through `exec` instead of tokio's blocking pool (e.g.
+    /// [`Inline`](keynode_core::exec::Inline) in a deterministic simulation).
+    pub fn with_executor(mut self, exec: keynode_core::exec::Exec) -> Self {
+        self.exec = exec;
+        self
     }
 
     /// The store, for callers that want to call it directly (e.g. the fast
@@ -33,8 +44,9 @@ impl AclManager {
         F: FnOnce(&AclStore) -> Result<T, AclError> + Send + 'static,
     {
         let store = Arc::clone(&self.store);
+        let exec = self.exec.clone();
         Box::pin(async move {
-            keynode_core::sim::blocking(move || f(&store))
+            keynode_core::exec::blocking(exec.as_ref(), move || f(&store))
                 .await
                 .map_err(|e| AclError::Task(e.to_string()))?
         })

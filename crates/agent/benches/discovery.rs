@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use keynode_agent::SeedNode;
 use keynode_agent::api::{Request, Response};
-use keynode_agent::node::SeedNode;
 use keynode_agent::{Client, Node, NodeConfig};
 
 const NODES: usize = 100;
@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
                     let r = call(
                         &observer,
                         Request::IdentitiesDiscover {
-                            gestalt: nodes[0].node_id().to_string(),
+                            gestalt: nodes[0].node_id().into(),
                         },
                     )
                     .await;

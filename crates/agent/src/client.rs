@@ -66,7 +66,7 @@ impl Client {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut conn = Framed::new(stream, crate::server::codec());
+        let mut conn = Framed::new(stream, crate::api::codec());
         send(
             &mut conn,
             &ClientMsg::Hello {
@@ -116,7 +116,7 @@ impl Client {
     pub async fn upload_files(
         mut self,
         request: Request,
-        files: &[(String, PathBuf)],
+        files: &[(keynode_core::SecretPath, PathBuf)],
     ) -> Result<Response, ClientError> {
         send(&mut self.conn, &ClientMsg::Request(request)).await?;
         let sent = async {

@@ -14,7 +14,7 @@
 //! // Inside an actix System (e.g. #[actix_rt::main]):
 //! let node = Node::start(NodeConfig::new("/tmp/node-a", "password")).await?;
 //! let client = Client::connect(&node.socket_path()).await?;
-//! client.call(Request::VaultsCreate { name: "prod".into() }).await?;
+//! client.call(Request::VaultsCreate { name: "prod".parse()? }).await?;
 //! node.stop().await;
 //! # Ok(()) }
 //! ```
@@ -23,22 +23,32 @@
 
 pub mod api;
 pub mod client;
+pub mod config;
+mod convert;
+mod ctx;
+pub mod disk;
+mod errors;
 pub mod gestalts;
+mod handlers;
 pub mod node;
 pub mod notifications;
 pub mod password;
 pub mod paths;
 pub mod peer;
-pub mod permissions;
-mod server;
+mod pipe;
+pub mod protocol;
+mod socket;
 pub mod status;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod transfer;
 
 pub use client::{Client, ClientError};
-pub use node::{Node, NodeConfig, StartError, StartTimings};
+pub use config::{NodeConfig, SeedNode, StartError, StartTimings, parse_seed_nodes};
+pub use handlers::{MAX_ENV_BYTES, SHARED_ACTIONS};
+pub use node::Node;
 pub use paths::NodePaths;
+pub use socket::{FRAME_TIMEOUT, MAX_CLIENTS};
 
 /// A node's network: any transport (TCP unless [`NodeConfig::transport`] says
 /// otherwise).

@@ -139,15 +139,17 @@ pub(crate) struct Rekey {
     key_file: PathBuf,
     node_id: NodeId,
     one_at_a_time: tokio::sync::Mutex<()>,
+    exec: keynode_core::exec::Exec,
 }
 
 impl Rekey {
-    pub(crate) fn new(paths: &NodePaths, node_id: NodeId) -> Rekey {
+    pub(crate) fn new(paths: &NodePaths, node_id: NodeId, exec: keynode_core::exec::Exec) -> Rekey {
         Rekey {
             root: paths.root.clone(),
             key_file: paths.root_key(),
             node_id,
             one_at_a_time: tokio::sync::Mutex::new(()),
+            exec,
         }
     }
 
@@ -158,7 +160,7 @@ impl Rekey {
         }
         let _turn = self.one_at_a_time.lock().await;
         let (root, key_file, running) = (self.root.clone(), self.key_file.clone(), self.node_id);
-        keynode_core::sim::blocking(move || {
+        keynode_core::exec::blocking(self.exec.as_ref(), move || {
             reseal_file(
                 &root,
                 &key_file,
@@ -226,7 +228,11 @@ mod tests {
     #[tokio::test]
     async fn agent_change_refuses_a_key_file_of_another_node() {
         let (_dir, paths, _key) = node();
-        let rekey = Rekey::new(&paths, Keypair::generate().node_id());
+        let rekey = Rekey::new(
+            &paths,
+            Keypair::generate().node_id(),
+            keynode_core::exec::threads(),
+        );
         let e = rekey
             .change(Password::new("old"), Password::new("new"))
             .await
@@ -239,7 +245,7 @@ mod tests {
     #[tokio::test]
     async fn agent_change_maps_errors_to_kinds() {
         let (_dir, paths, key) = node();
-        let rekey = Rekey::new(&paths, key.node_id());
+        let rekey = Rekey::new(&paths, key.node_id(), keynode_core::exec::threads());
         let wrong = rekey
             .change(Password::new("x"), Password::new("new"))
             .await

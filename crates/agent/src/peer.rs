@@ -1,96 +1,25 @@
-//! What nodes ask each other (the agent's service on the network).
+//! The agent's service on the network: each stream a peer opens is dispatched by
+//! its first request ([`PeerRequest`]) to the module that serves it.
 //!
-//! Every request arrives on its own stream with the caller's NodeId proven by the
-//! Noise handshake ([`keynode_net::Service`]); nothing in a message body is
-//! trusted to say who is asking. Messages are closed enums that only grow at the
-//! end; see docs/PROTOCOL.md.
+//! Every request arrives with the caller's NodeId proven by the Noise handshake
+//! ([`keynode_net::Service`]); nothing in a message body is trusted to say who
+//! is asking. A failure on our side reaches the peer as a kind and a fixed
+//! message ([`crate::errors::to_peer`]); its detail stays in the local log and
+//! the audit log.
 
 use std::sync::Weak;
 
 use futures_util::future::BoxFuture;
 use keynode_core::NodeId;
-use keynode_gestalt::SignedClaim;
 use keynode_net::{RpcStream, Service, WireError, WireErrorKind};
 use keynode_notify::{NotificationsManager, ReceiveError, SignedNotification};
-use serde::{Deserialize, Serialize};
 
+pub use crate::protocol::{PeerRequest, PeerResponse};
+
+use crate::errors::{Ask, to_peer};
 use crate::gestalts::Gestalts;
 
-/// A request from another node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum PeerRequest {
-    /// Our sigchain entries after `after` (all when `None`).
-    Chain {
-        /// The last entry the caller has.
-        after: Option<u64>,
-    },
-    /// The caller proposes a node link (`half`: for its chain, signed by it) and
-    /// asks for our countersignature and our own proposal. Needs `claim`.
-    LinkPropose {
-        /// The caller's half-signed claim naming us as `node2`.
-        half: SignedClaim,
-    },
-    /// The caller's countersignature of our proposal (same stream, after
-    /// `LinkProposed`).
-    LinkFinish {
-        /// Our proposal, now signed by both.
-        full: SignedClaim,
-    },
-    /// A notification for us, signed by the caller. Accepted only from a
-    /// trusted (`notify`) gestalt; every refusal looks the same.
-    Notify {
-        /// The notification.
-        signed: SignedNotification,
-    },
-    /// The vaults we share with the caller's gestalt. Needs `scan`.
-    Scan,
-    /// Opens a vault for a clone or a pull (by name or id). Needs that action
-    /// on the vault; answered with an `Advert`, then the caller sends
-    /// `VaultWant`.
-    VaultOpen {
-        /// Vault name or id.
-        vault: String,
-        /// `clone` or `pull`.
-        action: keynode_acl::VaultAction,
-    },
-    /// What the caller wants after an `Advert`: the head (or nothing when up to
-    /// date) and the commits it has. Answered with `PackChunk`s and `PackEnd`.
-    VaultWant {
-        /// The advertised head, or `None` when the caller has it.
-        want: Option<String>,
-        /// Commits the caller has (at most 1,024).
-        haves: Vec<String>,
-    },
-}
-
-/// An answer to a [`PeerRequest`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[allow(clippy::large_enum_variant)] // sent once per stream, never stored
-pub enum PeerResponse {
-    /// Sigchain entries, oldest first.
-    Chain(Vec<SignedClaim>),
-    /// The caller's claim countersigned, and our proposal for our chain.
-    LinkProposed {
-        /// The caller's claim, signed by both.
-        countersigned: SignedClaim,
-        /// Our half-signed claim naming the caller as `node2`.
-        proposal: SignedClaim,
-    },
-    /// The link is in both chains.
-    LinkFinished,
-    /// The notification was accepted.
-    Notified,
-    /// Vaults shared with the caller.
-    Scanned(Vec<crate::api::ScanEntry>),
-    /// A vault's id, name and head.
-    Advert(keynode_vaults::Advert),
-    /// A piece of a pack (≤ 64 KiB).
-    PackChunk(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// The pack is complete.
-    PackEnd(keynode_vaults::PackStats),
-}
-
-/// The agent's [`Service`]: dispatches each stream by its first request.
+/// The agent's [`Service`].
 ///
 /// It holds the node's parts weakly: the network holds the service, and the
 /// parts hold the network, so a strong reference here would keep a stopped
@@ -99,6 +28,7 @@ pub struct PeerService {
     pub(crate) gestalts: Weak<Gestalts>,
     pub(crate) notifications: actix::WeakAddr<NotificationsManager>,
     pub(crate) vaults: actix::WeakAddr<keynode_vaults::VaultManager>,
+    pub(crate) exec: keynode_core::exec::Exec,
 }
 
 impl Service for PeerService {
@@ -106,6 +36,7 @@ impl Service for PeerService {
         let gestalts = self.gestalts.upgrade();
         let notifications = self.notifications.upgrade();
         let vaults = self.vaults.upgrade();
+        let exec = self.exec.clone();
         Box::pin(async move {
             let (Some(gestalts), Some(notifications), Some(vaults)) =
                 (gestalts, notifications, vaults)
@@ -125,9 +56,10 @@ impl Service for PeerService {
                 }
             };
             let result = match request {
-                PeerRequest::Chain { after } => {
-                    gestalts.serve_chain(after).await.map(PeerResponse::Chain)
-                }
+                PeerRequest::Chain { after } => gestalts
+                    .serve_chain(peer, after)
+                    .await
+                    .map(PeerResponse::Chain),
                 PeerRequest::LinkPropose { half } => {
                     gestalts.serve_link(peer, half, &mut stream).await
                 }
@@ -140,15 +72,13 @@ impl Service for PeerService {
                 }
                 PeerRequest::Scan => crate::transfer::serve_scan(&gestalts, &vaults, peer).await,
                 PeerRequest::VaultOpen { vault, action } => {
-                    crate::transfer::serve_vault(
-                        &gestalts,
-                        &vaults,
+                    let serving = crate::transfer::Serving {
+                        gestalts: &gestalts,
+                        vaults: &vaults,
+                        exec: &exec,
                         peer,
-                        vault,
-                        action,
-                        &mut stream,
-                    )
-                    .await
+                    };
+                    serving.vault(vault, action, &mut stream).await
                 }
                 PeerRequest::VaultWant { .. } => Err(WireError::new(
                     WireErrorKind::BadRequest,
@@ -175,18 +105,24 @@ async fn receive_notification(
     peer: NodeId,
     signed: SignedNotification,
 ) -> Result<PeerResponse, WireError> {
-    let trusted = gestalts
+    let trusted = match gestalts
         .has_action(peer, keynode_acl::GestaltAction::Notify)
         .await
-        .map_err(|e| WireError::new(WireErrorKind::Unavailable, e.message))?;
+    {
+        Ok(t) => t,
+        Err(e) => return Err(gestalts.serve_failed(peer, "notification", &e).await),
+    };
     let received = notifications
-        .send(keynode_notify::messages::Receive {
+        .ask_raw(keynode_notify::messages::Receive {
             signed,
             sender: peer,
             trusted,
         })
-        .await
-        .map_err(|e| WireError::new(WireErrorKind::Unavailable, e.to_string()))?;
+        .await;
+    let received = match received {
+        Ok(r) => r,
+        Err(e) => return Err(gestalts.serve_failed(peer, "notification", &e).await),
+    };
     match received {
         Ok(_) => Ok(PeerResponse::Notified),
         Err(ReceiveError::Refused(r)) => {
@@ -197,14 +133,9 @@ async fn receive_notification(
                     reason: r.to_string(),
                 })
                 .await;
-            Err(WireError::new(
-                WireErrorKind::PermissionDenied,
-                r.to_string(),
-            ))
+            // Every refusal looks the same to the sender.
+            Err(to_peer(WireErrorKind::PermissionDenied, &r))
         }
-        Err(ReceiveError::Store(e)) => Err(WireError::new(
-            WireErrorKind::Unavailable,
-            format!("cannot store the notification now: {e}"),
-        )),
+        Err(ReceiveError::Store(e)) => Err(gestalts.serve_failed(peer, "notification", &e).await),
     }
 }

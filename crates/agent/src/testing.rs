@@ -95,7 +95,7 @@ pub async fn trust(who: &Node, whom: &Node) {
     ok(
         who,
         Request::IdentitiesTrust {
-            gestalt: whom.node_id().to_string(),
+            gestalt: keynode_core::GestaltId::Node(whom.node_id()),
         },
     )
     .await;
@@ -129,7 +129,7 @@ pub async fn write(
     let mut data = value;
     let request = Request::SecretsWrite {
         vault: vault.into(),
-        path: path.into(),
+        path: secret_path(path),
         create_new: false,
     };
     Client::connect(&node.socket_path())
@@ -143,7 +143,7 @@ pub async fn read(node: &Node, vault: &str, path: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let request = Request::SecretsGet {
         vault: vault.into(),
-        path: path.into(),
+        path: secret_path(path),
         at: None,
     };
     Client::connect(&node.socket_path())
@@ -153,4 +153,9 @@ pub async fn read(node: &Node, vault: &str, path: &str) -> Vec<u8> {
         .await
         .unwrap_or_else(|e| panic!("read {vault}:{path}: {e}"));
     out
+}
+
+/// `path` as a secret path, which must be valid.
+pub fn secret_path(path: &str) -> keynode_core::SecretPath {
+    keynode_core::SecretPath::new(path).unwrap_or_else(|e| panic!("secret path {path:?}: {e}"))
 }

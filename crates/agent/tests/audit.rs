@@ -4,6 +4,7 @@
 use keynode_agent::api::{AuditEntryView, ErrorKind, Request, Response};
 use keynode_agent::testing::{TestNet, call, knows, ok, trust, write};
 use keynode_agent::{ClientError, Node};
+use keynode_core::VaultName;
 
 async fn audit(node: &Node, limit: Option<u32>) -> Vec<AuditEntryView> {
     match ok(node, Request::AuditRead { limit }).await {
@@ -33,7 +34,7 @@ async fn shares_served_clones_and_refusals_are_audited() {
     ok(
         &b,
         Request::VaultsCreate {
-            name: "prod".into(),
+            name: VaultName::new("prod").unwrap(),
         },
     )
     .await;

@@ -1,14 +1,20 @@
 //! Model-based test of permission propagation: random sequences of graph and
 //! permission operations, applied to the real `GestaltGraph` + `AclStore`
-//! (through `permissions::apply`) and to a plain reference model, compared
-//! after every step.
+//! through the agent's production path (graph events routed to the ACL actor
+//! by `Gestalts::route`, grants through `Gestalts::allow` and friends) and to a
+//! plain reference model, compared after every step.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keynode_acl::{AclStore, GestaltAction, Permission, VaultAction, rules};
-use keynode_agent::permissions;
-use keynode_core::{GestaltId, Keypair, Tid, VaultId};
-use keynode_gestalt::{ClaimRef, GestaltEvent, GestaltGraph};
+use std::sync::Arc;
+
+use actix::Actor;
+use keynode_acl::{AclManager, AclStore, GestaltAction, Permission, VaultAction, rules};
+use keynode_agent::gestalts::Gestalts;
+use keynode_core::{GestaltId, Keypair, ProviderId, Tid, VaultId};
+use keynode_gestalt::{
+    ClaimRef, Discovery, GestaltEvent, GestaltGraph, GestaltManager, OfflineProvider, Sigchain,
+};
 use proptest::prelude::*;
 
 /// Vertices 0..NODES are nodes, NODES..VERTICES identities.
@@ -32,6 +38,8 @@ enum Op {
     SetVault(usize, u8, VaultAction),
     UnsetVault(usize, u8, VaultAction),
     Purge(u8),
+    /// `vaults share` (grant) or `unshare` from a node vertex.
+    Share(usize, u8, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -48,6 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (v.clone(), 0..VAULTS, a.clone()).prop_map(|(x, w, a)| Op::SetVault(x, w, a)),
         1 => (v, 0..VAULTS, a).prop_map(|(x, w, a)| Op::UnsetVault(x, w, a)),
         1 => (0..VAULTS).prop_map(Op::Purge),
+        3 => (0..NODES, 0..VAULTS, any::<bool>()).prop_map(|(x, w, g)| Op::Share(x, w, g)),
     ]
 }
 
@@ -94,13 +103,16 @@ impl Model {
 
 struct Real {
     _tmp: tempfile::TempDir,
-    graph: GestaltGraph,
-    acl: AclStore,
+    graph: Arc<GestaltGraph>,
+    acl: Arc<AclStore>,
+    /// The agent's own wiring of the graph and ACL actors.
+    gestalts: Gestalts,
     ids: Vec<GestaltId>,
     vaults: Vec<VaultId>,
 }
 
 impl Real {
+    /// Needs a running actix system.
     fn new() -> Real {
         let tmp = tempfile::tempdir().unwrap();
         let env = open_env(tmp.path());
@@ -113,9 +125,23 @@ impl Real {
                 }
             })
             .collect();
+        let key = Arc::new(Keypair::from_secret_bytes([99; 32]));
+        let graph = Arc::new(GestaltGraph::open(env.clone()).unwrap());
+        let acl = Arc::new(AclStore::open(env.clone()).unwrap());
+        let gestalts = Gestalts::new(
+            key.clone(),
+            graph.clone(),
+            GestaltManager::new(graph.clone()).start(),
+            AclManager::new(acl.clone()).start(),
+            Arc::new(Sigchain::open(env.clone(), key.node_id()).unwrap()),
+            Arc::new(Discovery::open(env).unwrap()),
+            OfflineProvider::new(ProviderId::new("offline").unwrap(), tmp.path().join("p")),
+            keynode_core::exec::threads(),
+        );
         Real {
-            graph: GestaltGraph::open(env.clone()).unwrap(),
-            acl: AclStore::open(env).unwrap(),
+            graph,
+            acl,
+            gestalts,
             ids,
             vaults: (0..VAULTS)
                 .map(|i| VaultId::from_bytes([i; 16]).unwrap())
@@ -124,13 +150,23 @@ impl Real {
         }
     }
 
-    fn route(&self, events: Vec<GestaltEvent>) -> Vec<GestaltEvent> {
-        permissions::apply_all(&self.acl, &events).unwrap();
+    /// Routes a graph mutation's events as the agent does (from the graph's
+    /// journal), and returns them.
+    async fn route(&self, events: Vec<GestaltEvent>) -> Vec<GestaltEvent> {
+        let journaled: Vec<GestaltEvent> = self
+            .graph
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(journaled, events, "the graph journals what it returns");
+        self.gestalts.route().await.unwrap();
         events
     }
 
-    fn ensure(&self, v: usize) {
-        permissions::ensure_vertex(&self.graph, &self.acl, &self.ids[v]).unwrap();
+    async fn ensure(&self, v: usize) {
+        self.gestalts.ensure_vertex(&self.ids[v]).await.unwrap();
     }
 }
 
@@ -151,6 +187,10 @@ fn check(real: &Real, model: &Model) -> Result<(), TestCaseError> {
         .into_iter()
         .collect();
     prop_assert_eq!(&real.graph.vertices().unwrap(), &vertices);
+    prop_assert!(
+        real.graph.pending().unwrap().is_empty(),
+        "every event applied"
+    );
     prop_assert_eq!(
         &real.acl.members().unwrap(),
         &vertices,
@@ -203,14 +243,16 @@ fn check(real: &Real, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn step(real: &Real, model: &mut Model, op: &Op, n: usize) -> Result<(), TestCaseError> {
+async fn step(real: &Real, model: &mut Model, op: &Op, n: usize) -> Result<(), TestCaseError> {
     match *op {
         Op::Add(v) => {
-            real.route(real.graph.add_vertex(&real.ids[v]).unwrap());
+            real.route(real.graph.add_vertex(&real.ids[v]).unwrap())
+                .await;
             model.add(v);
         }
         Op::Remove(v) => {
-            real.route(real.graph.remove_vertex(&real.ids[v]).unwrap());
+            real.route(real.graph.remove_vertex(&real.ids[v]).unwrap())
+                .await;
             model.perms.remove(&v);
             model.edges.retain(|(a, b)| *a != v && *b != v);
         }
@@ -234,7 +276,7 @@ fn step(real: &Real, model: &mut Model, op: &Op, n: usize) -> Result<(), TestCas
                     .link_identity(ni.node().unwrap(), p.clone(), i.clone(), proof(ni, n))
                     .unwrap(),
             };
-            real.route(events);
+            real.route(events).await;
             model.edges.insert((x.min(y), x.max(y)));
             let merged = rules::merge(model.component(x).iter().map(|m| &model.perms[m]));
             for m in model.component(x) {
@@ -249,7 +291,9 @@ fn step(real: &Real, model: &mut Model, op: &Op, n: usize) -> Result<(), TestCas
         }
         Op::Unlink(x, y) => {
             let before = model.perms.get(&x).cloned();
-            let events = real.route(real.graph.unlink(&real.ids[x], &real.ids[y]).unwrap());
+            let events = real
+                .route(real.graph.unlink(&real.ids[x], &real.ids[y]).unwrap())
+                .await;
             model.edges.remove(&(x.min(y), x.max(y)));
             // Split copies: both halves keep the record held before.
             if let Some(GestaltEvent::Unlinked { left, right, .. }) = events.first()
@@ -262,21 +306,20 @@ fn step(real: &Real, model: &mut Model, op: &Op, n: usize) -> Result<(), TestCas
             }
         }
         Op::SetGestalt(v, g) => {
-            real.ensure(v);
-            real.acl.set_gestalt_action(&real.ids[v], g).unwrap();
+            real.gestalts.allow(&real.ids[v], g).await.unwrap();
             model.update(v, |p| {
                 rules::set_gestalt_action(p, g);
             });
         }
         Op::UnsetGestalt(v, g) => {
-            real.ensure(v);
-            real.acl.unset_gestalt_action(&real.ids[v], g).unwrap();
+            real.ensure(v).await;
+            real.gestalts.disallow(&real.ids[v], g).await.unwrap();
             model.update(v, |p| {
                 rules::unset_gestalt_action(p, g);
             });
         }
         Op::SetVault(v, w, a) => {
-            real.ensure(v);
+            real.ensure(v).await;
             let vault = real.vaults[w as usize];
             real.acl.set_vault_action(&real.ids[v], vault, a).unwrap();
             model.update(v, |p| {
@@ -284,16 +327,51 @@ fn step(real: &Real, model: &mut Model, op: &Op, n: usize) -> Result<(), TestCas
             });
         }
         Op::UnsetVault(v, w, a) => {
-            real.ensure(v);
+            real.ensure(v).await;
             let vault = real.vaults[w as usize];
             real.acl.unset_vault_action(&real.ids[v], vault, a).unwrap();
             model.update(v, |p| {
                 rules::unset_vault_action(p, vault, a);
             });
         }
+        Op::Share(v, w, grant) => {
+            let vault = real.vaults[w as usize];
+            let node = real.ids[v].node().unwrap();
+            let known = model.perms.contains_key(&v);
+            let told = std::cell::RefCell::new(None);
+            let r = real
+                .gestalts
+                .share_vault(node, vault, grant, async |nodes| {
+                    *told.borrow_mut() = Some(nodes);
+                    Ok(())
+                })
+                .await;
+            if !known {
+                // An unknown node is refused, and nothing changes.
+                prop_assert!(r.is_err());
+                prop_assert!(told.borrow().is_none());
+                return Ok(());
+            }
+            r.unwrap();
+            model.update(v, |p| {
+                if grant {
+                    rules::share_vault(p, vault);
+                } else {
+                    rules::unshare_vault(p, vault);
+                }
+            });
+            // The notifications go to exactly the nodes of the gestalt.
+            let want: BTreeSet<_> = model
+                .component(v)
+                .into_iter()
+                .filter_map(|m| real.ids[m].node())
+                .collect();
+            let got: BTreeSet<_> = told.take().unwrap().into_iter().collect();
+            prop_assert_eq!(got, want);
+        }
         Op::Purge(w) => {
             let vault = real.vaults[w as usize];
-            real.acl.purge_vault(vault).unwrap();
+            real.gestalts.purge_vault(vault).await.unwrap();
             for p in model.perms.values_mut() {
                 rules::purge_vault(p, vault);
             }
@@ -307,11 +385,14 @@ proptest! {
 
     #[test]
     fn acl_follows_the_graph(ops in proptest::collection::vec(op(), 1..40)) {
-        let real = Real::new();
-        let mut model = Model::default();
-        for (n, op) in ops.iter().enumerate() {
-            step(&real, &mut model, op, n)?;
-            check(&real, &model)?;
-        }
+        actix::System::new().block_on(async {
+            let real = Real::new();
+            let mut model = Model::default();
+            for (n, op) in ops.iter().enumerate() {
+                step(&real, &mut model, op, n).await?;
+                check(&real, &model)?;
+            }
+            Ok::<(), TestCaseError>(())
+        })?;
     }
 }

@@ -1,27 +1,23 @@
 //! Gestalts across real agents: invitations, cross-signed claims, discovery,
 //! and permissions that follow the gestalt.
 
-use keynode_agent::api::{ErrorKind, GestaltView, PermissionView, Request, Response};
+use keynode_agent::api::{
+    ErrorKind, GestaltAction, GestaltView, PermissionView, Request, Response,
+};
 use keynode_agent::testing::{TestNet, call, knows, ok};
 use keynode_agent::{ClientError, Node};
 use keynode_core::{GestaltId, NodeId};
 
 async fn perms(node: &Node, of: NodeId) -> PermissionView {
-    match ok(
-        node,
-        Request::IdentitiesPermissions {
-            gestalt: of.to_string(),
-        },
-    )
-    .await
-    {
+    match ok(node, Request::IdentitiesPermissions { gestalt: of.into() }).await {
         Response::Permissions(p) => p,
         other => panic!("unexpected {other:?}"),
     }
 }
 
 async fn gestalt(node: &Node, of: &str) -> GestaltView {
-    match ok(node, Request::IdentitiesGet { gestalt: of.into() }).await {
+    let gestalt = of.parse().expect("gestalt id");
+    match ok(node, Request::IdentitiesGet { gestalt }).await {
         Response::Gestalt(g) => g,
         other => panic!("unexpected {other:?}"),
     }
@@ -31,8 +27,8 @@ async fn allow(node: &Node, of: NodeId, action: &str) {
     ok(
         node,
         Request::IdentitiesAllow {
-            gestalt: of.to_string(),
-            action: action.into(),
+            gestalt: of.into(),
+            action: action.parse().expect("gestalt action"),
         },
     )
     .await;
@@ -79,14 +75,14 @@ async fn invite_claim_discover_and_permissions_follow_the_gestalt() {
     ok(
         &b,
         Request::IdentitiesTrust {
-            gestalt: a.node_id().to_string(),
+            gestalt: a.node_id().into(),
         },
     )
     .await;
     let Response::Discovered(d) = ok(
         &b,
         Request::IdentitiesDiscover {
-            gestalt: a.node_id().to_string(),
+            gestalt: a.node_id().into(),
         },
     )
     .await
@@ -112,8 +108,7 @@ async fn invite_claim_discover_and_permissions_follow_the_gestalt() {
 
     // Unlinking splits the gestalt; both halves keep a copy of the permissions,
     // and from then on they change independently.
-    let events = b
-        .gestalts()
+    b.gestalts()
         .graph()
         .send(keynode_gestalt::messages::Unlink {
             a: GestaltId::Node(a.node_id()),
@@ -122,7 +117,7 @@ async fn invite_claim_discover_and_permissions_follow_the_gestalt() {
         .await
         .expect("mailbox")
         .expect("unlink");
-    b.gestalts().route(events).await.expect("route");
+    b.gestalts().route().await.expect("route");
     assert_eq!(
         gestalt(&b, &a.node_id().to_string()).await.nodes,
         vec![a.node_id()]
@@ -137,8 +132,8 @@ async fn invite_claim_discover_and_permissions_follow_the_gestalt() {
     ok(
         &b,
         Request::IdentitiesDisallow {
-            gestalt: a.node_id().to_string(),
-            action: "scan".into(),
+            gestalt: a.node_id().into(),
+            action: GestaltAction::Scan,
         },
     )
     .await;
@@ -162,7 +157,8 @@ async fn identities_claimed_on_the_offline_provider_are_discovered() {
     let r = ok(
         &a,
         Request::IdentitiesClaim {
-            identity: "offline:alice".into(),
+            provider: "offline".parse().expect("provider"),
+            identity: "alice".parse().expect("identity"),
         },
     )
     .await;
@@ -170,14 +166,14 @@ async fn identities_claimed_on_the_offline_provider_are_discovered() {
     ok(
         &a,
         Request::IdentitiesAuthenticate {
-            provider: "offline".into(),
+            provider: "offline".parse().expect("provider"),
         },
     )
     .await;
     let r = call(
         &a,
         Request::IdentitiesAuthenticate {
-            provider: "github".into(),
+            provider: "github".parse().expect("provider"),
         },
     )
     .await;
@@ -190,14 +186,14 @@ async fn identities_claimed_on_the_offline_provider_are_discovered() {
     ok(
         &b,
         Request::IdentitiesTrust {
-            gestalt: "offline:alice".into(),
+            gestalt: "offline:alice".parse().expect("gestalt id"),
         },
     )
     .await;
     ok(
         &b,
         Request::IdentitiesDiscover {
-            gestalt: "offline:alice".into(),
+            gestalt: "offline:alice".parse().expect("gestalt id"),
         },
     )
     .await;
@@ -207,32 +203,14 @@ async fn identities_claimed_on_the_offline_provider_are_discovered() {
     // Trust given to the identity holds on its node.
     assert_eq!(perms(&b, a.node_id()).await.gestalt, ["notify"]);
 
-    // Bad input.
+    // Bad input is refused where it is parsed, before any request is made.
     for bad in ["", "no-colon-no-node", "offline:", "vbad"] {
-        let r = call(
-            &b,
-            Request::IdentitiesTrust {
-                gestalt: bad.into(),
-            },
-        )
-        .await;
-        assert!(
-            matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::BadData),
-            "{bad}: {r:?}"
-        );
+        assert!(bad.parse::<GestaltId>().is_err(), "{bad}");
     }
-    let r = call(
-        &b,
-        Request::IdentitiesAllow {
-            gestalt: a.node_id().to_string(),
-            action: "pull".into(),
-        },
-    )
-    .await;
-    assert!(
-        matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::BadData && e.message.contains("vaults share")),
-        "{r:?}"
-    );
+    let e = "pull"
+        .parse::<GestaltAction>()
+        .expect_err("pull is a vault action");
+    assert!(e.to_string().contains("vaults share"), "{e}");
     a.stop().await;
     b.stop().await;
 }
@@ -246,7 +224,7 @@ async fn an_invitation_sends_a_gestalt_invite() {
     ok(
         &a,
         Request::IdentitiesTrust {
-            gestalt: a2.node_id().to_string(),
+            gestalt: a2.node_id().into(),
         },
     )
     .await;

@@ -1,7 +1,7 @@
 //! Real agents in one process, talking over loopback TCP through the network.
 
+use keynode_agent::SeedNode;
 use keynode_agent::api::{ErrorKind, Request, Response};
-use keynode_agent::node::SeedNode;
 use keynode_agent::testing::{call, knows};
 use keynode_agent::{ClientError, Node, NodeConfig};
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 use keynode_agent::api::{
     ClientMsg, ErrorKind, MAX_FRAME, PROTOCOL_VERSION, Request, Response, ServerMsg,
 };
+use keynode_agent::testing::secret_path;
 use keynode_agent::{Client, ClientError, Node, NodeConfig};
+use keynode_core::{SecretPath, VaultName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -44,6 +46,32 @@ fn frame(msg: &ClientMsg) -> Vec<u8> {
     out
 }
 
+/// `frame` with its one occurrence of `from` replaced by `to` (as long).
+fn with_replaced(frame: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at: Vec<usize> = (0..=frame.len() - from.len())
+        .filter(|&i| &frame[i..i + from.len()] == from)
+        .collect();
+    assert_eq!(at.len(), 1, "{from:?} is not unique in the frame");
+    let mut out = frame.to_vec();
+    out[at[0]..at[0] + to.len()].copy_from_slice(to);
+    out
+}
+
+/// The agent's messages in `bytes` (length-delimited frames).
+fn server_msgs(mut bytes: &[u8]) -> Vec<ServerMsg> {
+    let mut out = Vec::new();
+    while bytes.len() >= 4 {
+        let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let Some(body) = bytes.get(4..4 + len) else {
+            break;
+        };
+        out.push(keynode_core::codec::decode(body).expect("a server message"));
+        bytes = &bytes[4 + len..];
+    }
+    out
+}
+
 /// Reads until the agent closes the connection (or 5 s pass).
 async fn read_to_close(s: &mut UnixStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -62,7 +90,7 @@ async fn several_nodes_run_in_one_process() {
     call(
         &a,
         Request::VaultsCreate {
-            name: "only-on-a".into(),
+            name: VaultName::new("only-on-a").unwrap(),
         },
     )
     .await
@@ -110,40 +138,52 @@ async fn wrong_password_is_a_typed_error() {
 async fn nul_and_bad_ids_are_refused_and_harm_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let n = node(&dir, "a").await;
-    call(&n, Request::VaultsCreate { name: "v".into() })
-        .await
-        .expect("create");
+    call(
+        &n,
+        Request::VaultsCreate {
+            name: VaultName::new("v").unwrap(),
+        },
+    )
+    .await
+    .expect("create");
+    // A client cannot build a request with a bad path; one that writes the
+    // frame itself is refused when the agent decodes it, and nothing changes.
     for path in ["a\0b", "\0", "../x", "/abs", "a//b"] {
-        let r = call(
-            &n,
+        assert!(SecretPath::new(path).is_err(), "{path:?}");
+        let stand_in = "q".repeat(path.len());
+        for req in [
             Request::SecretsGet {
                 vault: "v".into(),
-                path: path.into(),
+                path: secret_path(&stand_in),
                 at: None,
             },
-        )
-        .await;
-        match r {
-            Err(ClientError::Api(e)) => assert_eq!(e.kind, ErrorKind::BadData, "{path:?}: {e}"),
-            other => panic!("{path:?}: expected BadData, got {other:?}"),
-        }
-        let mut data: &[u8] = b"x";
-        let r = Client::connect(&n.socket_path())
+            Request::SecretsWrite {
+                vault: "v".into(),
+                path: secret_path(&stand_in),
+                create_new: false,
+            },
+        ] {
+            let mut s = UnixStream::connect(&n.socket_path())
+                .await
+                .expect("connect");
+            s.write_all(&frame(&ClientMsg::Hello {
+                version: PROTOCOL_VERSION,
+            }))
             .await
-            .expect("connect")
-            .upload(
-                Request::SecretsWrite {
-                    vault: "v".into(),
-                    path: path.into(),
-                    create_new: false,
-                },
-                &mut data,
-            )
-            .await;
-        assert!(
-            matches!(r, Err(ClientError::Api(ref e)) if e.kind == ErrorKind::BadData),
-            "{r:?}"
-        );
+            .expect("hello");
+            s.write_all(&with_replaced(
+                &frame(&ClientMsg::Request(req)),
+                stand_in.as_bytes(),
+                path.as_bytes(),
+            ))
+            .await
+            .expect("request");
+            let reply = server_msgs(&read_to_close(&mut s).await);
+            assert!(
+                matches!(reply.last(), Some(ServerMsg::Error(e)) if e.kind == ErrorKind::Protocol),
+                "{path:?}: {reply:?}"
+            );
+        }
     }
     // A vault id that is well-formed but unknown, and one that is malformed.
     for vault in ["z11111111111111111111", "zz", "v\0"] {
@@ -219,7 +259,7 @@ async fn malformed_frames_close_only_that_connection() {
     call(
         &n,
         Request::VaultsCreate {
-            name: "still-ok".into(),
+            name: VaultName::new("still-ok").unwrap(),
         },
     )
     .await
@@ -231,9 +271,14 @@ async fn malformed_frames_close_only_that_connection() {
 async fn an_upload_cut_short_commits_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let n = node(&dir, "a").await;
-    call(&n, Request::VaultsCreate { name: "v".into() })
-        .await
-        .expect("create");
+    call(
+        &n,
+        Request::VaultsCreate {
+            name: VaultName::new("v").unwrap(),
+        },
+    )
+    .await
+    .expect("create");
     let mut s = UnixStream::connect(&n.socket_path())
         .await
         .expect("connect");
@@ -244,7 +289,7 @@ async fn an_upload_cut_short_commits_nothing() {
     .expect("hello");
     s.write_all(&frame(&ClientMsg::Request(Request::SecretsWrite {
         vault: "v".into(),
-        path: "half".into(),
+        path: secret_path("half"),
         create_new: false,
     })))
     .await
@@ -266,7 +311,7 @@ async fn an_upload_cut_short_commits_nothing() {
     .expect("hello");
     s.write_all(&frame(&ClientMsg::Request(Request::SecretsWrite {
         vault: "v".into(),
-        path: "garbled".into(),
+        path: secret_path("garbled"),
         create_new: false,
     })))
     .await
@@ -287,7 +332,7 @@ async fn an_upload_cut_short_commits_nothing() {
         &n,
         Request::SecretsStat {
             vault: "v".into(),
-            path: "half".into(),
+            path: secret_path("half"),
             at: None,
         },
     )

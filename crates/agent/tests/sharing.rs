@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use keynode_agent::api::{ErrorKind, NotificationView, Request, Response};
+use keynode_agent::api::{ErrorKind, GestaltAction, NotificationView, Request, Response};
 use keynode_agent::peer::{PeerRequest, PeerResponse};
 use keynode_agent::testing::{TestNet, call, knows, ok, pull, pulled, read, trust, write};
 use keynode_agent::{ClientError, Node};
-use keynode_core::{NodeId, SystemClock, TidGenerator};
+use keynode_core::{NodeId, SystemClock, TidGenerator, VaultName};
 use keynode_net::NetError;
 use keynode_notify::{Notification, NotificationData};
 use rand::RngCore;
@@ -93,14 +93,14 @@ async fn world(net: &TestNet) -> (Node, Node, Node, Node) {
     ok(
         &b,
         Request::IdentitiesDiscover {
-            gestalt: a.node_id().to_string(),
+            gestalt: a.node_id().into(),
         },
     )
     .await;
     ok(
         &b,
         Request::VaultsCreate {
-            name: "prod".into(),
+            name: VaultName::new("prod").unwrap(),
         },
     )
     .await;
@@ -177,7 +177,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
     ok(
         &a2,
         Request::VaultsCreate {
-            name: "prod".into(),
+            name: VaultName::new("prod").unwrap(),
         },
     )
     .await;
@@ -250,7 +250,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
     ok(
         &b,
         Request::VaultsCreate {
-            name: "other".into(),
+            name: VaultName::new("other").unwrap(),
         },
     )
     .await;
@@ -327,7 +327,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
     let mine = ok(
         &c,
         Request::VaultsCreate {
-            name: "c-own".into(),
+            name: VaultName::new("c-own").unwrap(),
         },
     )
     .await;
@@ -393,7 +393,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
     let Response::Permissions(p) = ok(
         &b,
         Request::IdentitiesPermissions {
-            gestalt: a.node_id().to_string(),
+            gestalt: a.node_id().into(),
         },
     )
     .await
@@ -465,8 +465,8 @@ async fn untrusted_and_unknown_senders_get_the_same_refusal() {
     ok(
         &a,
         Request::IdentitiesAllow {
-            gestalt: known.node_id().to_string(),
-            action: "scan".into(),
+            gestalt: known.node_id().into(),
+            action: GestaltAction::Scan,
         },
     )
     .await;
@@ -537,7 +537,13 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
     knows(&a, &b).await;
     trust(&a, &b).await;
     trust(&b, &a).await;
-    ok(&b, Request::VaultsCreate { name: "big".into() }).await;
+    ok(
+        &b,
+        Request::VaultsCreate {
+            name: VaultName::new("big").unwrap(),
+        },
+    )
+    .await;
     let mut blob = vec![0u8; 64 * 1024 * 1024];
     rand::thread_rng().fill_bytes(&mut blob);
     write(&b, "big", "blob", &blob).await.expect("write");
@@ -589,7 +595,7 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
     ok(
         &b,
         Request::VaultsCreate {
-            name: "small".into(),
+            name: VaultName::new("small").unwrap(),
         },
     )
     .await;

@@ -12,12 +12,23 @@ use crate::{AuditError, AuditStore};
 #[derive(Debug, Clone)]
 pub struct AuditManager {
     store: Arc<AuditStore>,
+    exec: keynode_core::exec::Exec,
 }
 
 impl AuditManager {
     /// Wraps `store`.
     pub fn new(store: Arc<AuditStore>) -> Self {
-        AuditManager { store }
+        AuditManager {
+            store,
+            exec: keynode_core::exec::threads(),
+        }
+    }
+
+    /// Runs store calls through `exec` instead of tokio's blocking pool (e.g.
+    /// [`Inline`](keynode_core::exec::Inline) in a deterministic simulation).
+    pub fn with_executor(mut self, exec: keynode_core::exec::Exec) -> Self {
+        self.exec = exec;
+        self
     }
 
     /// The store.
@@ -32,8 +43,9 @@ impl AuditManager {
         F: FnOnce(&AuditStore) -> Result<T, AuditError> + Send + 'static,
     {
         let store = Arc::clone(&self.store);
+        let exec = self.exec.clone();
         Box::pin(async move {
-            keynode_core::sim::blocking(move || f(&store))
+            keynode_core::exec::blocking(exec.as_ref(), move || f(&store))
                 .await
                 .map_err(|e| AuditError::Task(e.to_string()))?
         })

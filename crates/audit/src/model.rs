@@ -98,6 +98,16 @@ pub enum AuditEvent {
     },
     /// The password sealing the node's root key was changed through the agent.
     PasswordChanged,
+    /// Serving a peer failed on this node's side (the peer was told only the
+    /// kind of failure; the detail is here).
+    ServeFailed {
+        /// The peer, as proven by the handshake.
+        peer: NodeId,
+        /// What it asked for.
+        op: String,
+        /// What went wrong here.
+        error: String,
+    },
 }
 
 impl AuditEvent {
@@ -114,6 +124,7 @@ impl AuditEvent {
             AuditEvent::Served { .. } => "served",
             AuditEvent::Refused { .. } => "refused",
             AuditEvent::PasswordChanged => "password_changed",
+            AuditEvent::ServeFailed { .. } => "serve_failed",
         }
     }
 
@@ -123,7 +134,9 @@ impl AuditEvent {
             AuditEvent::VaultShared { node, .. }
             | AuditEvent::VaultUnshared { node, .. }
             | AuditEvent::Claimed { node } => Some(*node),
-            AuditEvent::Served { peer, .. } | AuditEvent::Refused { peer, .. } => Some(*peer),
+            AuditEvent::Served { peer, .. }
+            | AuditEvent::Refused { peer, .. }
+            | AuditEvent::ServeFailed { peer, .. } => Some(*peer),
             _ => None,
         }
     }
@@ -155,6 +168,11 @@ impl AuditEvent {
                 ("reason", reason.clone()),
             ],
             AuditEvent::PasswordChanged => Vec::new(),
+            AuditEvent::ServeFailed { peer, op, error } => vec![
+                ("peer", peer.to_string()),
+                ("op", op.clone()),
+                ("error", error.clone()),
+            ],
         }
     }
 }

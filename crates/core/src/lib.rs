@@ -29,6 +29,7 @@
 pub mod clock;
 pub mod codec;
 pub mod datakey;
+pub mod exec;
 pub mod gestalt_id;
 pub mod ids;
 pub mod keys;

@@ -1,24 +1,19 @@
-//! A switch for deterministic simulation: run "blocking" work inline.
+//! Seeded ids for deterministic simulation.
 //!
-//! Store calls (LMDB, git) normally run on tokio's blocking pool so they never
-//! stall an actor's event loop. Real threads finish in real time, though, which a
-//! deterministic simulator (turmoil) cannot order. A simulated host thread calls
-//! [`set_inline_blocking`]`(true)`; from then on [`blocking`] runs its closure
-//! right away on the calling thread, so every step happens in one reproducible
-//! order. The switch is per thread and off by default.
+//! (Where blocking work runs is not decided here: the node is handed an
+//! [`Executor`](crate::exec::Executor) at start.)
 //!
-//! Ids need the same care: [`set_seed`] makes [`fill_random`] (the source of
+//! A simulation must make the same ids from one seed: [`set_seed`] makes [`fill_random`] (the source of
 //! vault ids, permission ids and the random bits of [`Tid`](crate::Tid)s) draw
 //! from a ChaCha RNG seeded per thread instead of the operating system's RNG.
 //! Keys, key-file salts and Noise entropy never come from here.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 thread_local! {
-    static INLINE: Cell<bool> = const { Cell::new(false) };
     static RNG: RefCell<Option<ChaCha8Rng>> = const { RefCell::new(None) };
 }
 
@@ -39,50 +34,9 @@ pub fn fill_random(dest: &mut [u8]) {
     });
 }
 
-/// Makes [`blocking`] run closures inline on this thread (`true`) or on tokio's
-/// blocking pool (`false`, the default).
-pub fn set_inline_blocking(inline: bool) {
-    INLINE.with(|c| c.set(inline));
-}
-
-/// Whether [`blocking`] runs closures inline on this thread.
-pub fn inline_blocking() -> bool {
-    INLINE.with(Cell::get)
-}
-
-/// Runs `f` on tokio's blocking pool, or inline when this thread asked for it
-/// (see [`set_inline_blocking`]). Must be called inside a tokio runtime.
-pub async fn blocking<T, F>(f: F) -> Result<T, tokio::task::JoinError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    if inline_blocking() {
-        Ok(f())
-    } else {
-        tokio::task::spawn_blocking(f).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn inline_runs_on_the_calling_thread() {
-        let me = std::thread::current().id();
-        assert_ne!(
-            blocking(move || std::thread::current().id()).await.unwrap(),
-            me
-        );
-        set_inline_blocking(true);
-        assert_eq!(
-            blocking(move || std::thread::current().id()).await.unwrap(),
-            me
-        );
-        set_inline_blocking(false);
-        assert!(!inline_blocking());
-    }
 
     #[test]
     fn a_seed_makes_random_bytes_repeat() {

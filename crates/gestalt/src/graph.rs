@@ -17,6 +17,14 @@ pub const VERTICES_DB: &str = "gestalt.vertices";
 /// `GestaltId` is self-delimiting, so `a`'s encoding is a prefix of exactly its
 /// edges.)
 pub const EDGES_DB: &str = "gestalt.edges";
+/// LMDB database of graph events not yet applied by their consumer (the ACL):
+/// seq (8 bytes big endian) → encoded [`GestaltEvent`]. Each mutation writes
+/// its events here in its own transaction; the consumer reads them with
+/// [`GestaltGraph::pending`], applies them (idempotently) and removes them with
+/// [`GestaltGraph::ack`]. A crash between the two leaves them here to apply
+/// again, so the graph and its consumer never disagree for long, and no scan of
+/// the whole graph is needed at start.
+pub const PENDING_DB: &str = "gestalt.pending";
 
 /// A graph operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +94,9 @@ impl Gestalt {
 }
 
 /// What a graph mutation did. The agent feeds these to the ACL
-/// (`keynode_agent::permissions::apply`): permission propagation is this fan-out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (`keynode_agent::gestalts::Gestalts::route`): permission propagation is this
+/// fan-out. Each is also journaled in [`PENDING_DB`] until acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GestaltEvent {
     /// A vertex was added (alone in its own gestalt).
     VertexAdded(GestaltId),
@@ -125,6 +134,7 @@ pub struct GestaltGraph {
     env: Env,
     vertices: EncryptedDatabase<'static, Bytes, Unit>,
     edges: EncryptedDatabase<'static, Bytes, Bytes>,
+    pending: EncryptedDatabase<'static, Bytes, Bytes>,
 }
 
 const _: fn() = || {
@@ -141,6 +151,13 @@ impl std::fmt::Debug for GestaltGraph {
 /// The claims proving one edge.
 type Proofs = BTreeSet<ClaimRef>;
 
+fn seq_of(key: &[u8]) -> Result<u64, GraphError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| GraphError::Task("a pending event key is not 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
 fn edge_key(a: &[u8], b: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(a.len() + b.len());
     k.extend_from_slice(a);
@@ -149,8 +166,8 @@ fn edge_key(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 impl GestaltGraph {
-    /// Opens the graph, creating [`VERTICES_DB`] and [`EDGES_DB`] in one write
-    /// transaction.
+    /// Opens the graph, creating [`VERTICES_DB`], [`EDGES_DB`] and
+    /// [`PENDING_DB`] in one write transaction.
     pub fn open(env: Env) -> Result<GestaltGraph, GraphError> {
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
@@ -158,9 +175,11 @@ impl GestaltGraph {
                 opener.create_database(wtxn, Some(VERTICES_DB))?;
             let edges: EncryptedDatabase<'_, Bytes, Bytes> =
                 opener.create_database(wtxn, Some(EDGES_DB))?;
-            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((vertices, edges)))
+            let pending: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(PENDING_DB))?;
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((vertices, edges, pending)))
         })?;
-        let CommitOrAbort::Commit((vertices, edges)) = created else {
+        let CommitOrAbort::Commit((vertices, edges, pending)) = created else {
             return Err(GraphError::Task(
                 "gestalt databases were not created".into(),
             ));
@@ -169,7 +188,49 @@ impl GestaltGraph {
             env,
             vertices,
             edges,
+            pending,
         })
+    }
+
+    /// Journals `events` in [`PENDING_DB`] within the mutation's transaction.
+    fn journal(&self, txn: &mut RwTxn<'_>, events: &[GestaltEvent]) -> Result<(), GraphError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut next = match self.pending.last(txn)? {
+            Some((k, _)) => seq_of(k)? + 1,
+            None => 0,
+        };
+        for e in events {
+            self.pending.put(txn, &next.to_be_bytes(), &encode(e)?)?;
+            next += 1;
+        }
+        Ok(())
+    }
+
+    /// The journaled events not yet acknowledged, oldest first, with their seqs.
+    pub fn pending(&self) -> Result<Vec<(u64, GestaltEvent)>, GraphError> {
+        let mut txn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for item in self.pending.iter(&mut txn)? {
+            let (k, v) = item?;
+            out.push((seq_of(k)?, decode(v)?));
+        }
+        Ok(out)
+    }
+
+    /// Removes the journaled events up to and including `upto`; returns how
+    /// many went.
+    pub fn ack(&self, upto: u64) -> Result<usize, GraphError> {
+        let mut txn = self.env.write_txn()?;
+        let end = upto.to_be_bytes();
+        let range = (
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Included(&end[..]),
+        );
+        let n = self.pending.delete_range(&mut txn, &range)?;
+        txn.commit()?;
+        Ok(n)
     }
 
     fn neighbors_in(
@@ -264,6 +325,7 @@ impl GestaltGraph {
                 members,
             });
         }
+        self.journal(&mut txn, &events)?;
         txn.commit()?;
         Ok(events)
     }
@@ -299,6 +361,7 @@ impl GestaltGraph {
         let mut txn = self.env.write_txn()?;
         let mut events = Vec::new();
         self.add_in(&mut txn, id, &key, &mut events)?;
+        self.journal(&mut txn, &events)?;
         txn.commit()?;
         Ok(events)
     }
@@ -324,6 +387,7 @@ impl GestaltGraph {
         }
         self.vertices.delete(&mut txn, &key)?;
         events.push(GestaltEvent::VertexRemoved(id.clone()));
+        self.journal(&mut txn, &events)?;
         txn.commit()?;
         Ok(events)
     }
@@ -358,9 +422,10 @@ impl GestaltGraph {
     /// Removes the edge `a`–`b`. No event if there is none.
     pub fn unlink(&self, a: &GestaltId, b: &GestaltId) -> Result<Vec<GestaltEvent>, GraphError> {
         let mut txn = self.env.write_txn()?;
-        let event = self.unlink_in(&mut txn, a, b)?;
+        let events: Vec<GestaltEvent> = self.unlink_in(&mut txn, a, b)?.into_iter().collect();
+        self.journal(&mut txn, &events)?;
         txn.commit()?;
-        Ok(event.into_iter().collect())
+        Ok(events)
     }
 
     /// Whether `id` is a vertex.

@@ -50,7 +50,9 @@ pub use discovery::{
     ChainSource, Discovery, DiscoveryError, DiscoveryReport, MAX_DISCOVERY_VERTICES, SourceError,
     VertexFailure, Walk,
 };
-pub use graph::{EDGES_DB, Gestalt, GestaltEvent, GestaltGraph, GraphError, VERTICES_DB};
+pub use graph::{
+    EDGES_DB, Gestalt, GestaltEvent, GestaltGraph, GraphError, PENDING_DB, VERTICES_DB,
+};
 pub use manager::GestaltManager;
 pub use provider::{IdentityProvider, OfflineProvider, ProviderError};
 pub use sigchain::{MAX_CLAIMS_PER_READ, SIGCHAIN_DB, Sigchain, SigchainError};

@@ -13,12 +13,23 @@ use crate::{GestaltGraph, GraphError};
 #[derive(Debug, Clone)]
 pub struct GestaltManager {
     graph: Arc<GestaltGraph>,
+    exec: keynode_core::exec::Exec,
 }
 
 impl GestaltManager {
     /// Wraps `graph`.
     pub fn new(graph: Arc<GestaltGraph>) -> Self {
-        GestaltManager { graph }
+        GestaltManager {
+            graph,
+            exec: keynode_core::exec::threads(),
+        }
+    }
+
+    /// Runs store calls through `exec` instead of tokio's blocking pool (e.g.
+    /// [`Inline`](keynode_core::exec::Inline) in a deterministic simulation).
+    pub fn with_executor(mut self, exec: keynode_core::exec::Exec) -> Self {
+        self.exec = exec;
+        self
     }
 
     /// The graph, for callers that want to call it directly.
@@ -33,8 +44,9 @@ impl GestaltManager {
         F: FnOnce(&GestaltGraph) -> Result<T, GraphError> + Send + 'static,
     {
         let graph = Arc::clone(&self.graph);
+        let exec = self.exec.clone();
         Box::pin(async move {
-            keynode_core::sim::blocking(move || f(&graph))
+            keynode_core::exec::blocking(exec.as_ref(), move || f(&graph))
                 .await
                 .map_err(|e| GraphError::Task(e.to_string()))?
         })

@@ -104,3 +104,20 @@ graph_message! {
     } -> BTreeMap<GestaltId, BTreeSet<ClaimRef>>;
     |graph, msg| graph.neighbors(&msg.id)
 }
+
+graph_message! {
+    /// The journaled events not yet acknowledged, oldest first, with their seqs.
+    #[derive(Debug, Clone)]
+    pub struct Pending {} -> Vec<(u64, GestaltEvent)>;
+    |graph, _msg| graph.pending()
+}
+
+graph_message! {
+    /// Acknowledges journaled events up to and including `upto`.
+    #[derive(Debug, Clone)]
+    pub struct Ack {
+        /// The last seq applied.
+        pub upto: u64,
+    } -> usize;
+    |graph, msg| graph.ack(msg.upto)
+}

@@ -198,3 +198,35 @@ async fn the_actor_runs_graph_calls() {
         1
     );
 }
+
+#[test]
+fn every_mutation_journals_its_events_until_acknowledged() {
+    let (_tmp, graph) = graph();
+    let n = nodes(3);
+    let mut all = Vec::new();
+    all.extend(graph.add_vertex(&g(n[0])).unwrap());
+    all.extend(graph.link_nodes(n[0], n[1], proof(n[0], 1)).unwrap());
+    all.extend(graph.link_nodes(n[1], n[2], proof(n[1], 1)).unwrap());
+    // No change, no event, nothing journaled.
+    assert!(graph.add_vertex(&g(n[0])).unwrap().is_empty());
+    all.extend(graph.unlink(&g(n[0]), &g(n[1])).unwrap());
+    all.extend(graph.remove_vertex(&g(n[2])).unwrap());
+    let pending = graph.pending().unwrap();
+    let seqs: Vec<u64> = pending.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (0..all.len() as u64).collect::<Vec<_>>());
+    let events: Vec<GestaltEvent> = pending.into_iter().map(|(_, e)| e).collect();
+    assert_eq!(events, all);
+    // Acknowledging a prefix leaves the rest, in order; seqs keep counting.
+    assert_eq!(graph.ack(2).unwrap(), 3);
+    let rest: Vec<GestaltEvent> = graph
+        .pending()
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(rest, all[3..]);
+    assert_eq!(graph.ack(u64::MAX).unwrap(), all.len() - 3);
+    assert!(graph.pending().unwrap().is_empty());
+    let more = graph.add_vertex(&g(n[2])).unwrap();
+    assert_eq!(graph.pending().unwrap(), vec![(0, more[0].clone())]);
+}

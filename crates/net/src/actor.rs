@@ -16,12 +16,23 @@ use crate::transport::{TcpTransport, Transport};
 #[derive(Debug)]
 pub struct NetworkManager<T: Transport = TcpTransport> {
     net: Network<T>,
+    exec: keynode_core::exec::Exec,
 }
 
 impl<T: Transport> NetworkManager<T> {
     /// Wraps a started network.
     pub fn new(net: Network<T>) -> Self {
-        Self { net }
+        Self {
+            net,
+            exec: keynode_core::exec::threads(),
+        }
+    }
+
+    /// Runs address-book writes through `exec` instead of tokio's blocking
+    /// pool (e.g. [`Inline`](keynode_core::exec::Inline) in a simulation).
+    pub fn with_executor(mut self, exec: keynode_core::exec::Exec) -> Self {
+        self.exec = exec;
+        self
     }
 
     /// The wrapped handle.
@@ -84,10 +95,11 @@ impl<T: Transport + Unpin> Handler<AddNode> for NetworkManager<T> {
 
     fn handle(&mut self, msg: AddNode, _: &mut Context<Self>) -> Self::Result {
         let book = self.net.book().clone();
+        let exec = self.exec.clone();
         // The write transaction begins and commits inside one blocking call, off
         // the arbiter's thread.
         Box::pin(async move {
-            keynode_core::sim::blocking(move || book.add(msg.node, msg.addr))
+            keynode_core::exec::blocking(exec.as_ref(), move || book.add(msg.node, msg.addr))
                 .await
                 .map_err(|e| {
                     BookError::Storage(keynode_core::store::heed3::Error::Io(

@@ -70,6 +70,7 @@ pub struct NotificationsManager {
     tids: Arc<TidGenerator<SharedClock>>,
     deliver: Arc<dyn Deliver>,
     config: ManagerConfig,
+    exec: keynode_core::exec::Exec,
     /// Entries with an attempt running.
     in_flight: HashSet<Tid>,
     /// A claim is running; another run waits for it.
@@ -114,12 +115,20 @@ impl NotificationsManager {
             tids,
             deliver,
             config,
+            exec: keynode_core::exec::threads(),
             in_flight: HashSet::new(),
             claiming: false,
             rerun: false,
             backlog: false,
             timer: None,
         }
+    }
+
+    /// Runs store calls through `exec` instead of tokio's blocking pool (e.g.
+    /// [`Inline`](keynode_core::exec::Inline) in a deterministic simulation).
+    pub fn with_executor(mut self, exec: keynode_core::exec::Exec) -> Self {
+        self.exec = exec;
+        self
     }
 
     /// The store, for callers that want to call it directly.
@@ -154,8 +163,9 @@ impl NotificationsManager {
         F: FnOnce(&NotificationStore) -> Result<T, StoreError> + std::marker::Send + 'static,
     {
         let store = Arc::clone(&self.store);
+        let exec = self.exec.clone();
         async move {
-            keynode_core::sim::blocking(move || f(&store))
+            keynode_core::exec::blocking(exec.as_ref(), move || f(&store))
                 .await
                 .map_err(|e| StoreError::Task(e.to_string()))?
         }
@@ -234,6 +244,7 @@ impl NotificationsManager {
         let deliver = Arc::clone(&self.deliver);
         let store = Arc::clone(&self.store);
         let timeout = self.config.attempt_timeout;
+        let exec = self.exec.clone();
         let (id, to, attempts) = (p.id, p.to, p.attempts);
         let run = async move {
             let outcome = match tokio::time::timeout(timeout, deliver.deliver(p.to, p.signed)).await
@@ -242,7 +253,7 @@ impl NotificationsManager {
                 Err(_) => Err(DeliveryError::Unreachable("delivery timed out".into())),
             };
             let record = outcome.clone();
-            let next = keynode_core::sim::blocking(move || match record {
+            let next = keynode_core::exec::blocking(exec.as_ref(), move || match record {
                 Ok(()) => store.delivered(id).map(|_| None),
                 Err(DeliveryError::Rejected(_)) => store.rejected(id).map(|_| None),
                 Err(DeliveryError::Unreachable(_)) => store.failed(id, started_ms),

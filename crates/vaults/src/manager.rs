@@ -13,12 +13,23 @@ use crate::{VaultError, VaultStore};
 #[derive(Debug, Clone)]
 pub struct VaultManager {
     store: Arc<VaultStore>,
+    exec: keynode_core::exec::Exec,
 }
 
 impl VaultManager {
     /// Wraps `store`.
     pub fn new(store: Arc<VaultStore>) -> Self {
-        VaultManager { store }
+        VaultManager {
+            store,
+            exec: keynode_core::exec::threads(),
+        }
+    }
+
+    /// Runs store calls through `exec` instead of tokio's blocking pool (e.g.
+    /// [`Inline`](keynode_core::exec::Inline) in a deterministic simulation).
+    pub fn with_executor(mut self, exec: keynode_core::exec::Exec) -> Self {
+        self.exec = exec;
+        self
     }
 
     /// The store, for callers that want to call it directly.
@@ -33,8 +44,9 @@ impl VaultManager {
         F: FnOnce(&VaultStore) -> Result<T, VaultError> + Send + 'static,
     {
         let store = Arc::clone(&self.store);
+        let exec = self.exec.clone();
         Box::pin(async move {
-            keynode_core::sim::blocking(move || f(&store))
+            keynode_core::exec::blocking(exec.as_ref(), move || f(&store))
                 .await
                 .map_err(|e| std::io::Error::other(format!("vault task failed: {e}")))?
         })

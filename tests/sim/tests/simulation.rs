@@ -16,7 +16,7 @@ use std::time::Duration;
 use keynode_agent::api::{Request, Response};
 use keynode_agent::{Node, NodeConfig};
 use keynode_core::keystore::{self, KdfParams};
-use keynode_core::{Keypair, NodeId};
+use keynode_core::{Keypair, NodeId, VaultName};
 use keynode_net::{BoxTransport, Listener, NetContext, SeededEntropy, Transport};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -208,7 +208,6 @@ fn outcome(r: &Result<Response, String>) -> String {
 }
 
 fn run_seed(seed: u64) -> Run {
-    keynode_core::sim::set_inline_blocking(true);
     // Vault, permission and notification/claim ids from the seed too.
     keynode_core::sim::set_seed(Some(seed));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -242,6 +241,8 @@ fn run_seed(seed: u64) -> Run {
         cfg.agent_port = PORT;
         cfg.client_socket = false;
         cfg.transport = BoxTransport::new(TurmoilTransport);
+        // Blocking work runs inline on the simulated host's thread, in order.
+        cfg.executor = Arc::new(keynode_core::exec::Inline);
         let entropy_seed = rng.r#gen();
         let (tx, rx) = mpsc::unbounded_channel();
         let rx: Arc<Mutex<Option<Inbox>>> = Arc::new(Mutex::new(Some(rx)));
@@ -313,7 +314,7 @@ fn run_seed(seed: u64) -> Run {
             for b in n {
                 if a.id != b.id {
                     a.call(Request::IdentitiesTrust {
-                        gestalt: b.id.to_string(),
+                        gestalt: b.id.into(),
                     })
                     .await?;
                 }
@@ -323,7 +324,7 @@ fn run_seed(seed: u64) -> Run {
         for (i, a) in n.iter().enumerate() {
             let created = a
                 .call(Request::VaultsCreate {
-                    name: format!("v{i}"),
+                    name: VaultName::new(format!("v{i}")).expect("vault name"),
                 })
                 .await;
             let written = a
@@ -609,7 +610,6 @@ fn run_seed(seed: u64) -> Run {
             .violations
             .push(format!("the simulation failed: {e}"));
     }
-    keynode_core::sim::set_inline_blocking(false);
     keynode_core::sim::set_seed(None);
     Rc::try_unwrap(result)
         .map(|c| c.into_inner())

@@ -60,7 +60,7 @@ fn invite_claim_trust_discover_allow() {
 
     // Bad input.
     b.run(&["identities", "allow", &a_id, "fly"])
-        .fails(65, "notify, scan and claim");
+        .fails(65, "notify, scan or claim");
     b.run(&["identities", "trust", "not-a-gestalt"])
         .fails(65, "gestalt");
     b.run(&["identities", "get", "offline:nobody"])

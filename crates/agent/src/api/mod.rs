@@ -11,9 +11,14 @@
 //! `Error`). The enums are closed and only ever grow at the end; a peer speaking
 //! another version is refused at `Hello`.
 
-use keynode_core::NodeId;
-use keynode_vaults::{CommitInfo, Entry, SecretStat, VaultMeta};
+use keynode_core::{GestaltId, IdentityId, NodeId, ProviderId, SecretPath, Tid, VaultName};
 use serde::{Deserialize, Serialize};
+
+mod error;
+mod types;
+
+pub use error::{ApiError, ErrorKind};
+pub use types::*;
 
 /// Version of this protocol.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -21,6 +26,14 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const MAX_FRAME: usize = 1024 * 1024 + 4096;
 /// Size of the data chunks streams are cut into, in bytes.
 pub const CHUNK: usize = 64 * 1024;
+
+/// The framing both sides use: length-delimited frames of at most
+/// [`MAX_FRAME`] bytes.
+pub fn codec() -> tokio_util::codec::LengthDelimitedCodec {
+    tokio_util::codec::LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
 
 /// A frame from client to agent.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,7 +50,7 @@ pub enum ClientMsg {
     /// Starts the next file of a `SecretsDir` upload.
     FileStart {
         /// Path relative to the import's target.
-        path: String,
+        path: SecretPath,
     },
     /// Ends an upload.
     End,
@@ -74,7 +87,7 @@ pub enum Request {
     /// Create a vault.
     VaultsCreate {
         /// Name of the new vault.
-        name: String,
+        name: VaultName,
     },
     /// List vaults.
     VaultsList,
@@ -83,7 +96,7 @@ pub enum Request {
         /// Vault name or id.
         vault: String,
         /// New name.
-        new_name: String,
+        new_name: VaultName,
     },
     /// Delete a vault.
     VaultsDelete {
@@ -111,7 +124,7 @@ pub enum Request {
         /// Vault name or id.
         vault: String,
         /// Secret path.
-        path: String,
+        path: SecretPath,
         /// Fail if the secret exists (`secrets create`).
         create_new: bool,
     },
@@ -120,7 +133,7 @@ pub enum Request {
         /// Vault name or id.
         vault: String,
         /// Secret path.
-        path: String,
+        path: SecretPath,
         /// Read this version instead of the head.
         at: Option<String>,
     },
@@ -129,7 +142,7 @@ pub enum Request {
         /// Vault name or id.
         vault: String,
         /// Directory (vault root if absent).
-        path: Option<String>,
+        path: Option<SecretPath>,
         /// List this version instead of the head.
         at: Option<String>,
     },
@@ -138,7 +151,7 @@ pub enum Request {
         /// Vault name or id.
         vault: String,
         /// Directory path.
-        path: String,
+        path: SecretPath,
         /// Create missing parents too.
         parents: bool,
     },
@@ -147,7 +160,7 @@ pub enum Request {
         /// Vault name or id.
         vault: String,
         /// Current path.
-        path: String,
+        path: SecretPath,
         /// New last segment.
         new_name: String,
     },
@@ -156,7 +169,7 @@ pub enum Request {
         /// Vault name or id.
         vault: String,
         /// Paths to remove.
-        paths: Vec<String>,
+        paths: Vec<SecretPath>,
         /// Remove directories with their contents.
         recursive: bool,
     },
@@ -165,7 +178,7 @@ pub enum Request {
         /// Vault name or id.
         vault: String,
         /// Secret path.
-        path: String,
+        path: SecretPath,
         /// This version instead of the head.
         at: Option<String>,
     },
@@ -174,13 +187,13 @@ pub enum Request {
         /// Vault name or id.
         vault: String,
         /// Target directory (vault root if absent).
-        path: Option<String>,
+        path: Option<SecretPath>,
     },
     /// Secrets as environment variables.
     SecretsEnv {
         /// `(vault, path)` pairs; a directory or the vault root expands to every
         /// secret below it.
-        refs: Vec<(String, Option<String>)>,
+        refs: Vec<(String, Option<SecretPath>)>,
     },
     /// Record where a node can be reached.
     NodesAdd {
@@ -209,31 +222,31 @@ pub enum Request {
     /// discovers it).
     IdentitiesTrust {
         /// A node id or `provider:identity`.
-        gestalt: String,
+        gestalt: GestaltId,
     },
     /// Stop trusting a gestalt.
     IdentitiesUntrust {
         /// A node id or `provider:identity`.
-        gestalt: String,
+        gestalt: GestaltId,
     },
     /// Grant a gestalt action (`notify`, `scan`, `claim`).
     IdentitiesAllow {
         /// A node id or `provider:identity`.
-        gestalt: String,
+        gestalt: GestaltId,
         /// The action.
-        action: String,
+        action: GestaltAction,
     },
     /// Revoke a gestalt action.
     IdentitiesDisallow {
         /// A node id or `provider:identity`.
-        gestalt: String,
+        gestalt: GestaltId,
         /// The action.
-        action: String,
+        action: GestaltAction,
     },
     /// A gestalt's permissions.
     IdentitiesPermissions {
         /// A node id or `provider:identity`.
-        gestalt: String,
+        gestalt: GestaltId,
     },
     /// Invite a node to join our gestalt (grants it `claim`).
     IdentitiesInvite {
@@ -243,24 +256,26 @@ pub enum Request {
     /// Discover a gestalt now.
     IdentitiesDiscover {
         /// A node id or `provider:identity`.
-        gestalt: String,
+        gestalt: GestaltId,
     },
     /// Every known gestalt.
     IdentitiesList,
     /// One gestalt.
     IdentitiesGet {
         /// A node id or `provider:identity`.
-        gestalt: String,
+        gestalt: GestaltId,
     },
     /// Authenticate to an identity provider.
     IdentitiesAuthenticate {
         /// The provider's id.
-        provider: String,
+        provider: ProviderId,
     },
     /// Claim an identity: a claim in our sigchain, published on the provider.
     IdentitiesClaim {
-        /// `provider:identity`.
-        identity: String,
+        /// The provider.
+        provider: ProviderId,
+        /// The identity on it.
+        identity: IdentityId,
     },
     /// Share a vault with a node's gestalt (clone, pull, scan) and notify it.
     VaultsShare {
@@ -308,7 +323,7 @@ pub enum Request {
         /// Vault name or id.
         vault: String,
         /// Name of the copy.
-        new_name: Option<String>,
+        new_name: Option<VaultName>,
     },
     /// Send a General notification.
     NotificationsSend {
@@ -329,7 +344,7 @@ pub enum Request {
     /// Remove one notification from the inbox.
     NotificationsInboxRemove {
         /// Its id.
-        id: String,
+        id: Tid,
     },
     /// Empty the inbox.
     NotificationsInboxClear,
@@ -338,7 +353,7 @@ pub enum Request {
     /// Drop one queued notification.
     NotificationsOutboxRemove {
         /// Its id.
-        id: String,
+        id: Tid,
     },
     /// Drop every queued notification.
     NotificationsOutboxClear,
@@ -386,291 +401,5 @@ impl std::fmt::Debug for Password {
 impl Drop for Password {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
-
-/// A successful answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Response {
-    /// Done, nothing to report.
-    Unit,
-    /// Agent status.
-    Status(AgentStatus),
-    /// One vault.
-    Vault(VaultMeta),
-    /// Vaults.
-    Vaults(Vec<VaultMeta>),
-    /// Commits, newest first.
-    Log(Vec<CommitInfo>),
-    /// A mutation's commit (`None`: nothing changed, no commit).
-    Committed(Option<CommitInfo>),
-    /// Directory entries.
-    Entries(Vec<Entry>),
-    /// A secret's description.
-    Stat(SecretStat),
-    /// Environment variables `(name, value)`.
-    Env(Vec<(String, Vec<u8>)>),
-    /// `Data` frames and `End` follow.
-    Streaming,
-    /// A ping's round trip, in microseconds.
-    Pong {
-        /// Round-trip time in microseconds.
-        rtt_us: u64,
-    },
-    /// Known nodes.
-    Nodes(Vec<NodeEntry>),
-    /// Open connections.
-    Connections(Vec<ConnectionEntry>),
-    /// A permission record.
-    Permissions(PermissionView),
-    /// One gestalt.
-    Gestalt(GestaltView),
-    /// Gestalts.
-    Gestalts(Vec<GestaltView>),
-    /// What a discovery run did.
-    Discovered(DiscoveryView),
-    /// Who holds which actions on a vault.
-    VaultPermissions(Vec<VaultGrant>),
-    /// Vaults another node shares with us.
-    Scan(Vec<ScanEntry>),
-    /// A pull's outcome.
-    Pulled {
-        /// The local vault.
-        vault: String,
-        /// Head before.
-        from: Option<String>,
-        /// Head after.
-        to: String,
-        /// Commits received.
-        commits: u64,
-    },
-    /// Notifications.
-    Notifications(Vec<NotificationView>),
-    /// How many entries were removed.
-    Removed(u64),
-    /// A claim was added to this node's sigchain.
-    Claimed {
-        /// The claim's id.
-        claim_id: String,
-        /// Its position in the sigchain.
-        seq: u64,
-    },
-    /// Audit log entries.
-    AuditEntries(Vec<AuditEntryView>),
-    /// The audit log verified.
-    AuditVerified {
-        /// How many entries it holds.
-        entries: u64,
-    },
-}
-
-/// One gestalt's actions on a vault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VaultGrant {
-    /// The gestalt's nodes.
-    pub nodes: Vec<NodeId>,
-    /// Its identities, as `provider:identity`.
-    pub identities: Vec<String>,
-    /// `clone`, `pull`.
-    pub actions: Vec<String>,
-}
-
-/// A vault another node shares with us.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScanEntry {
-    /// Its id on that node.
-    pub vault_id: String,
-    /// Its name on that node.
-    pub name: String,
-    /// What we may do: `clone`, `pull`.
-    pub actions: Vec<String>,
-}
-
-/// One audit log entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntryView {
-    /// Position in the log.
-    pub seq: u64,
-    /// When it was appended (ms since the epoch).
-    pub time_ms: u64,
-    /// `vault_shared`, `vault_unshared`, `allowed`, `disallowed`, `trusted`,
-    /// `untrusted`, `claimed`, `served`, `refused`, `password_changed`.
-    pub kind: String,
-    /// The other node involved, if any.
-    pub peer: Option<NodeId>,
-    /// The event's fields as `(name, value)` text.
-    pub fields: Vec<(String, String)>,
-}
-
-/// A notification in the inbox or the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotificationView {
-    /// Its local id (inbox or outbox).
-    pub id: String,
-    /// Sender.
-    pub from: NodeId,
-    /// Recipient.
-    pub to: NodeId,
-    /// `general`, `gestalt_invite`, `vault_share`, `vault_unshare`.
-    pub kind: String,
-    /// The content, as JSON text (the client protocol is bincode, which cannot
-    /// carry a self-describing value).
-    pub data: String,
-    /// When it was sent (ms since the epoch).
-    pub sent_ms: u64,
-    /// Inbox: whether it had been read before this listing.
-    pub read: Option<bool>,
-    /// Outbox: delivery attempts so far.
-    pub attempts: Option<u32>,
-    /// Outbox: next attempt (ms since the epoch).
-    pub next_attempt_ms: Option<u64>,
-}
-
-/// Permissions held by a gestalt.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PermissionView {
-    /// Gestalt actions (`notify`, `scan`, `claim`).
-    pub gestalt: Vec<String>,
-    /// Vault actions (`clone`, `pull`) by vault id.
-    pub vaults: std::collections::BTreeMap<String, Vec<String>>,
-}
-
-/// A gestalt: its nodes and identities and the permissions they share.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GestaltView {
-    /// Its nodes.
-    pub nodes: Vec<NodeId>,
-    /// Its identities, as `provider:identity`.
-    pub identities: Vec<String>,
-    /// The permissions every member holds.
-    pub permissions: PermissionView,
-}
-
-/// The outcome of a discovery run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiscoveryView {
-    /// Vertices visited.
-    pub visited: Vec<String>,
-    /// Graph changes made.
-    pub changes: usize,
-    /// Vertices that could not be (fully) discovered, with why.
-    pub failures: Vec<String>,
-    /// Whether the walk stopped at its bound.
-    pub truncated: bool,
-    /// The gestalt as known now.
-    pub gestalt: Option<GestaltView>,
-}
-
-/// A node in the address book.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeEntry {
-    /// The node.
-    pub node_id: NodeId,
-    /// Where it can be reached, most recent first, as `host:port`.
-    pub addresses: Vec<String>,
-}
-
-/// An open connection to another node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectionEntry {
-    /// The peer, as proven by the handshake.
-    pub node_id: NodeId,
-    /// The peer's address.
-    pub remote_addr: String,
-    /// `inbound` or `outbound`.
-    pub direction: String,
-    /// When the connection was established, in milliseconds since the Unix epoch.
-    pub established_ms: u64,
-    /// Streams open on it now.
-    pub streams: u64,
-}
-
-/// What `agent status` reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentStatus {
-    /// `live`, `starting`, `stopping` or `stopped`.
-    pub status: String,
-    /// The node's id.
-    pub node_id: NodeId,
-    /// Host the node listens on for peers (empty until the network exists).
-    pub agent_host: String,
-    /// Port the node listens on for peers (0 until the network exists).
-    pub agent_port: u16,
-    /// The agent's process id.
-    pub pid: u32,
-}
-
-/// Why a request failed: a kind the client maps to an exit code, and a one-line
-/// message for people.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{message}")]
-pub struct ApiError {
-    /// What kind of failure.
-    pub kind: ErrorKind,
-    /// One line naming what failed.
-    pub message: String,
-}
-
-impl ApiError {
-    /// An error of `kind` with `message`.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-/// Kinds of failure, each with a sysexits exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ErrorKind {
-    /// The request is malformed.
-    Usage,
-    /// A name, path or id is invalid.
-    BadData,
-    /// The vault, secret or revision does not exist.
-    NotFound,
-    /// The target exists already.
-    Exists,
-    /// Not allowed.
-    PermissionDenied,
-    /// The vault is a read-only clone.
-    ReadOnly,
-    /// A needed service is not available.
-    Unavailable,
-    /// Try again later.
-    Temporary,
-    /// Local I/O failed.
-    Io,
-    /// A bug or an unexpected state in the agent.
-    Internal,
-    /// The peer broke the protocol.
-    Protocol,
-    /// Another node answered with an error (the message says which).
-    Remote,
-    /// A remote node could not be reached in time.
-    Unreachable,
-    /// The histories diverged: a pull would not be a fast-forward.
-    Conflict,
-}
-
-impl ErrorKind {
-    /// The sysexits code for this kind.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            ErrorKind::Usage => 64,
-            ErrorKind::BadData => 65,
-            ErrorKind::NotFound => 66,
-            ErrorKind::Exists => 73,
-            ErrorKind::PermissionDenied | ErrorKind::ReadOnly => 77,
-            ErrorKind::Unavailable => 69,
-            ErrorKind::Temporary => 75,
-            ErrorKind::Io => 74,
-            ErrorKind::Internal => 70,
-            ErrorKind::Protocol => 76,
-            ErrorKind::Remote => 1,
-            ErrorKind::Unreachable => 69,
-            ErrorKind::Conflict => 65,
-        }
     }
 }

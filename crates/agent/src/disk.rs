@@ -1,0 +1,118 @@
+//! The node's keys and state on disk: the root key, the data key, the layout
+//! check and the LMDB environment.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use keynode_core::Keypair;
+use keynode_core::datakey::{self, DataKey};
+use keynode_core::keystore::{self, KdfParams, KeystoreError};
+
+use crate::config::StartError;
+use crate::paths::NodePaths;
+
+/// Largest the LMDB map may grow, in bytes (a sparse maximum, not an allocation).
+pub const LMDB_MAP_SIZE: usize = 16 * 1024 * 1024 * 1024;
+/// Named LMDB databases the environment may hold.
+pub const LMDB_MAX_DBS: u32 = 64;
+
+pub(crate) fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |e| StartError::Io(e, what.to_owned())
+}
+
+pub(crate) fn private_dir(path: &Path) -> Result<(), StartError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err("creating the node path"))
+}
+
+/// Loads the root key, creating it (and the node's identity) on first start.
+pub(crate) fn load_or_create_key(
+    paths: &NodePaths,
+    password: &[u8],
+    kdf: KdfParams,
+) -> Result<(Keypair, bool), StartError> {
+    let path = paths.root_key();
+    if path.exists() {
+        return match keystore::read_key_file(&path, password) {
+            Ok(k) => Ok((k, false)),
+            Err(KeystoreError::WrongPassword) => Err(StartError::WrongPassword(paths.root.clone())),
+            Err(e) => Err(StartError::Key(e)),
+        };
+    }
+    private_dir(&paths.root.join("keys"))?;
+    let key = Keypair::generate();
+    keystore::write_key_file(&path, &key, password, kdf).map_err(StartError::Key)?;
+    Ok((key, true))
+}
+
+/// Whether `dir` exists and holds anything.
+pub(crate) fn non_empty(dir: &Path) -> Result<bool, StartError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StartError::Io(e, format!("reading {}", dir.display()))),
+    }
+}
+
+pub(crate) fn exists(path: &Path) -> Result<bool, StartError> {
+    path.try_exists()
+        .map_err(|e| StartError::Io(e, format!("reading {}", path.display())))
+}
+
+/// Refuses a node path this version must not open, reading only: state or
+/// vaults without a data key were written by an earlier, unencrypted version
+/// (this version writes the data key before any state), and a data key
+/// without its root key cannot be opened.
+pub(crate) fn check_layout(paths: &NodePaths) -> Result<(), StartError> {
+    if exists(&paths.data_key())? {
+        if !exists(&paths.root_key())? {
+            return Err(StartError::RootKeyMissing(paths.root.clone()));
+        }
+        return Ok(());
+    }
+    if non_empty(&paths.state())? || non_empty(&paths.vaults())? {
+        return Err(StartError::EarlierVersion(paths.root.clone()));
+    }
+    Ok(())
+}
+
+/// Loads the data key sealed by `root`, creating it on a node that holds no
+/// state yet (a new node, or one whose first start stopped before writing it).
+pub(crate) fn load_or_create_data_key(
+    paths: &NodePaths,
+    root: &Keypair,
+) -> Result<DataKey, StartError> {
+    let path = paths.data_key();
+    if exists(&path)? {
+        return datakey::read_file(&path, root).map_err(|e| StartError::DataKey(path, e));
+    }
+    check_layout(paths)?;
+    let key = DataKey::generate();
+    datakey::write_file(&path, &key, root).map_err(|e| StartError::DataKey(path, e))?;
+    Ok(key)
+}
+
+/// Whether LMDB failed to authenticate a page somewhere in `e`'s causes.
+pub(crate) fn is_crypto_fail(e: &StartError) -> bool {
+    use keynode_core::store::heed3::{Error, MdbError};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(Error::Mdb(MdbError::CryptoFail)) = c.downcast_ref::<Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Opens the node's one environment, encrypted under `key`.
+pub(crate) fn open_env(dir: &Path, key: &DataKey) -> Result<keynode_core::store::Env, StartError> {
+    private_dir(dir)?;
+    // The agent lock (held by the caller) guarantees one node per node path, and
+    // each node opens its environment exactly once (see `open_env`'s safety note).
+    keynode_core::store::open_env(dir, key, LMDB_MAP_SIZE, LMDB_MAX_DBS)
+        .map_err(StartError::Storage)
+}

@@ -1,0 +1,90 @@
+//! Nodes and the agent itself: the address book, pings, connections, status,
+//! stop and password.
+
+use keynode_core::NodeId;
+use keynode_net::PeerAddress;
+use keynode_net::actor as net;
+
+use crate::api::{ApiError, ConnectionEntry, ErrorKind, NodeEntry, Password, Response};
+use crate::ctx::Ctx;
+use crate::errors::Ask;
+
+pub(super) fn status(ctx: &Ctx) -> Response {
+    Response::Status(ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
+pub(super) fn stop(ctx: &Ctx) -> Response {
+    ctx.shutdown.cancel();
+    Response::Unit
+}
+
+pub(super) async fn password(
+    ctx: &Ctx,
+    current: Password,
+    new: Password,
+) -> Result<Response, ApiError> {
+    ctx.rekey.change(current, new).await?;
+    ctx.gestalts
+        .record(keynode_audit::AuditEvent::PasswordChanged)
+        .await;
+    Ok(Response::Unit)
+}
+
+pub(super) async fn add(
+    ctx: &Ctx,
+    node: NodeId,
+    host: String,
+    port: u16,
+) -> Result<Response, ApiError> {
+    if host.is_empty()
+        || host.len() > 253
+        || host.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(ApiError::new(
+            ErrorKind::BadData,
+            format!("invalid host {host:?}"),
+        ));
+    }
+    let addr = PeerAddress::new(host, port);
+    ctx.network.ask(net::AddNode { node, addr }).await?;
+    Ok(Response::Unit)
+}
+
+pub(super) async fn ping(ctx: &Ctx, node: NodeId) -> Result<Response, ApiError> {
+    let rtt = ctx.network.ask(net::Ping { node }).await?;
+    Ok(Response::Pong {
+        rtt_us: rtt.as_micros() as u64,
+    })
+}
+
+pub(super) async fn list(ctx: &Ctx) -> Result<Response, ApiError> {
+    let nodes = ctx.network.ask(net::ListNodes).await?;
+    Ok(Response::Nodes(
+        nodes
+            .into_iter()
+            .map(|(node_id, addrs)| NodeEntry {
+                node_id,
+                addresses: addrs.iter().map(|a| a.to_string()).collect(),
+            })
+            .collect(),
+    ))
+}
+
+pub(super) async fn connections(ctx: &Ctx) -> Result<Response, ApiError> {
+    let conns = ctx.network.ask(net::Connections).await?;
+    Ok(Response::Connections(
+        conns
+            .into_iter()
+            .map(|c| ConnectionEntry {
+                node_id: c.node_id,
+                remote_addr: c.remote_addr.to_string(),
+                direction: match c.direction {
+                    keynode_net::Direction::Inbound => "inbound".into(),
+                    keynode_net::Direction::Outbound => "outbound".into(),
+                },
+                established_ms: c.established_ms,
+                streams: c.streams as u64,
+            })
+            .collect(),
+    ))
+}

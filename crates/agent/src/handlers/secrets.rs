@@ -1,0 +1,283 @@
+//! Secrets' contents: streamed reads and writes, imports of many files in one
+//! commit, and `secrets env`.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use keynode_core::{SecretPath, VaultId};
+use keynode_vaults::messages::*;
+use keynode_vaults::{BlobId, EntryKind, Op, PutPolicy};
+use tokio::sync::mpsc;
+
+use super::vaults::{commit, resolve};
+use crate::api::{ApiError, ErrorKind, Response};
+use crate::ctx::Ctx;
+use crate::errors::Ask;
+use crate::pipe::{Feeder, channel_sink, feed_store};
+
+/// Most bytes `secrets env` returns in all.
+pub const MAX_ENV_BYTES: usize = 512 * 1024;
+/// Upload or download chunks in flight between the client and the store.
+const CHUNK_QUEUE: usize = 4;
+
+/// What the client sends next in an upload.
+pub(crate) enum Upload {
+    /// A chunk of the current file.
+    Data(Vec<u8>),
+    /// The next file of an import starts.
+    File(SecretPath),
+    /// The upload is complete.
+    End,
+}
+
+/// Where an upload's frames come from (the client socket).
+pub(crate) trait UploadSource {
+    /// The next frame of the upload.
+    async fn next(&mut self) -> Result<Upload, ApiError>;
+}
+
+/// How an upload of one blob ended.
+enum Next {
+    End,
+    File(SecretPath),
+}
+
+/// Receives chunks into a new blob until `End` or `File`. A client that breaks
+/// off aborts the blob: nothing partial is ever committed.
+async fn receive_blob(
+    ctx: &Ctx,
+    from: &mut impl UploadSource,
+    vault: VaultId,
+) -> Result<(BlobId, Next), ApiError> {
+    let feed = |mut tx: Feeder| async move {
+        loop {
+            match from.next().await {
+                Ok(Upload::Data(b)) => {
+                    if tx.send(Ok(b)).await.is_err() {
+                        // The writer stopped early; its result says why.
+                        return Ok(Next::End);
+                    }
+                }
+                Ok(Upload::End) => return Ok(Next::End),
+                Ok(Upload::File(path)) => return Ok(Next::File(path)),
+                Err(e) => {
+                    let _ = tx.send(Err(io::Error::other("upload aborted"))).await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let store = |source| ctx.vaults.ask(WriteBlob { vault, source });
+    let (blob, next) = feed_store(ctx.exec.pipe_depth(CHUNK_QUEUE), store, feed).await;
+    let next = next?;
+    Ok((blob?, next))
+}
+
+/// `secrets write` / `secrets create`: one streamed secret, one commit.
+pub(crate) async fn upload_one(
+    ctx: &Ctx,
+    from: &mut impl UploadSource,
+    vault: &str,
+    path: SecretPath,
+    create_new: bool,
+) -> Result<Response, ApiError> {
+    let vault = resolve(ctx, vault).await?;
+    let (blob, next) = receive_blob(ctx, from, vault).await?;
+    if let Next::File(_) = next {
+        return Err(ApiError::new(
+            ErrorKind::Protocol,
+            "FileStart in a single upload",
+        ));
+    }
+    let policy = if create_new {
+        PutPolicy::CreateNew
+    } else {
+        PutPolicy::Overwrite
+    };
+    commit(ctx, vault, vec![Op::Put { path, blob, policy }]).await
+}
+
+/// `secrets dir`: every file of an import in one commit.
+pub(crate) async fn upload_dir(
+    ctx: &Ctx,
+    from: &mut impl UploadSource,
+    vault: &str,
+    base: Option<SecretPath>,
+) -> Result<Response, ApiError> {
+    let vault = resolve(ctx, vault).await?;
+    let mut ops = Vec::new();
+    let mut next = match from.next().await? {
+        Upload::File(path) => Next::File(path),
+        Upload::End => Next::End,
+        Upload::Data(_) => {
+            return Err(ApiError::new(
+                ErrorKind::Protocol,
+                "expected FileStart or End",
+            ));
+        }
+    };
+    while let Next::File(rel) = next {
+        let path = match &base {
+            Some(b) => b.join(&rel),
+            None => rel,
+        };
+        let (blob, n) = receive_blob(ctx, from, vault).await?;
+        ops.push(Op::Put {
+            path,
+            blob,
+            policy: PutPolicy::Overwrite,
+        });
+        next = n;
+    }
+    if ops.is_empty() {
+        return Ok(Response::Committed(None));
+    }
+    commit(ctx, vault, ops).await
+}
+
+/// `secrets get`: streams the secret's content into `chunks` as the store
+/// reads it.
+pub(crate) async fn download(
+    ctx: &Ctx,
+    vault: &str,
+    path: SecretPath,
+    at: Option<String>,
+    chunks: mpsc::Sender<Vec<u8>>,
+) -> Result<(), ApiError> {
+    let vault = resolve(ctx, vault).await?;
+    let sink = channel_sink(chunks);
+    ctx.vaults
+        .ask(ReadSecret {
+            vault,
+            path,
+            at,
+            sink,
+        })
+        .await?;
+    Ok(())
+}
+
+/// How many chunks a download may hold between the store and the client.
+pub(crate) fn download_depth(ctx: &Ctx) -> usize {
+    ctx.exec.pipe_depth(CHUNK_QUEUE)
+}
+
+/// `secrets write` in process: puts `value` at `path` (overwriting) in one commit.
+pub(crate) async fn put_secret(
+    ctx: &Ctx,
+    vault: &str,
+    path: SecretPath,
+    value: Vec<u8>,
+) -> Result<Response, ApiError> {
+    let vault = resolve(ctx, vault).await?;
+    let source: Source = Box::new(io::Cursor::new(value));
+    let blob = ctx.vaults.ask(WriteBlob { vault, source }).await?;
+    let policy = PutPolicy::Overwrite;
+    commit(ctx, vault, vec![Op::Put { path, blob, policy }]).await
+}
+
+/// `secrets get` in process: the secret's content at the head, at most
+/// `limit` bytes (`BadData` beyond).
+pub(crate) async fn read_to_vec(
+    ctx: &Ctx,
+    vault: VaultId,
+    path: SecretPath,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let into = out.clone();
+    let sink: Sink = Box::new(move |chunk: &[u8]| {
+        let mut b = into.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() + chunk.len() > limit {
+            return Err(io::Error::other("over the limit"));
+        }
+        b.extend_from_slice(chunk);
+        Ok(())
+    });
+    let read = ctx
+        .vaults
+        .ask(ReadSecret {
+            vault,
+            path,
+            at: None,
+            sink,
+        })
+        .await;
+    read.map_err(|e| match e.kind {
+        ErrorKind::Io => ApiError::new(
+            ErrorKind::BadData,
+            format!("more than {limit} bytes to read at once"),
+        ),
+        _ => e,
+    })?;
+    let value = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(value)
+}
+
+/// `secrets env`: secrets as `(name, value)` pairs, directories expanded, at
+/// most [`MAX_ENV_BYTES`] in all.
+pub(super) async fn env(
+    ctx: &Ctx,
+    refs: Vec<(String, Option<SecretPath>)>,
+) -> Result<Response, ApiError> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    let mut read = async |vault, path: SecretPath, out: &mut Vec<(String, Vec<u8>)>| {
+        let value = read_to_vec(ctx, vault, path.clone(), MAX_ENV_BYTES - total)
+            .await
+            .map_err(|e| match e.kind {
+                ErrorKind::BadData => ApiError::new(
+                    ErrorKind::BadData,
+                    format!("secrets exceed {MAX_ENV_BYTES} bytes, too large for the environment"),
+                ),
+                _ => e,
+            })?;
+        total += value.len();
+        out.push((path.file_name().to_owned(), value));
+        Ok::<_, ApiError>(())
+    };
+    for (vault_text, p) in refs {
+        let vault = resolve(ctx, &vault_text).await?;
+        let mut stack: Vec<Option<SecretPath>> = Vec::new();
+        match p {
+            None => stack.push(None),
+            Some(p) => {
+                let stat = ctx
+                    .vaults
+                    .ask(Stat {
+                        vault,
+                        path: p.clone(),
+                        at: None,
+                    })
+                    .await?;
+                match stat.kind {
+                    EntryKind::Dir => stack.push(Some(p)),
+                    EntryKind::File => read(vault, p, &mut out).await?,
+                }
+            }
+        }
+        while let Some(dir) = stack.pop() {
+            let entries = ctx
+                .vaults
+                .ask(ListSecrets {
+                    vault,
+                    dir: dir.clone(),
+                    at: None,
+                })
+                .await?;
+            for e in entries {
+                let name = SecretPath::new(&e.name)
+                    .map_err(|e| ApiError::new(ErrorKind::BadData, e.to_string()))?;
+                let child = match &dir {
+                    Some(d) => d.join(&name),
+                    None => name,
+                };
+                match e.kind {
+                    EntryKind::Dir => stack.push(Some(child)),
+                    EntryKind::File => read(vault, child, &mut out).await?,
+                }
+            }
+        }
+    }
+    Ok(Response::Env(out))
+}

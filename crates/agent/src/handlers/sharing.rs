@@ -1,0 +1,91 @@
+//! Sharing and transfer: share, unshare, who may, and scan, clone, pull and
+//! fork across nodes.
+
+use keynode_core::{NodeId, VaultName};
+use keynode_notify::NotificationData;
+
+use super::notifications::notify;
+use super::vaults::{meta, resolve};
+use crate::api::{ApiError, Response};
+use crate::ctx::Ctx;
+
+/// What a share grants, as the VaultShare notification lists it (SPEC §6.1):
+/// exactly what `keynode_acl::rules::share_vault` sets.
+pub const SHARED_ACTIONS: [&str; 3] = ["clone", "pull", "scan"];
+
+/// `vaults share` / `unshare` (SPEC §6.1–2): one ACL transaction for the
+/// grantee's whole gestalt, then a notification queued for every node of it,
+/// all under the gestalt lock so no link or unlink comes between.
+pub(super) async fn share(
+    ctx: &Ctx,
+    vault: &str,
+    node: NodeId,
+    grant: bool,
+) -> Result<Response, ApiError> {
+    let meta = meta(ctx, vault).await?;
+    let data = if grant {
+        NotificationData::VaultShare {
+            vault: meta.id,
+            name: meta.name.clone(),
+            actions: SHARED_ACTIONS.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    } else {
+        NotificationData::VaultUnshare {
+            vault: meta.id,
+            name: meta.name.clone(),
+        }
+    };
+    let vault = meta.id;
+    ctx.gestalts
+        .share_vault(node, vault, grant, async |nodes| {
+            for to in nodes {
+                notify(ctx, to, data.clone()).await?;
+            }
+            Ok(())
+        })
+        .await?;
+    ctx.gestalts
+        .record(if grant {
+            keynode_audit::AuditEvent::VaultShared { vault, node }
+        } else {
+            keynode_audit::AuditEvent::VaultUnshared { vault, node }
+        })
+        .await;
+    Ok(Response::Unit)
+}
+
+pub(super) async fn permissions(ctx: &Ctx, vault: &str) -> Result<Response, ApiError> {
+    let vault = resolve(ctx, vault).await?;
+    Ok(Response::VaultPermissions(
+        ctx.gestalts.vault_grants(vault).await?,
+    ))
+}
+
+pub(super) async fn scan(ctx: &Ctx, node: NodeId) -> Result<Response, ApiError> {
+    Ok(Response::Scan(crate::transfer::scan(ctx, node).await?))
+}
+
+pub(super) async fn clone(ctx: &Ctx, vault: &str, node: NodeId) -> Result<Response, ApiError> {
+    Ok(Response::Vault(
+        crate::transfer::clone(ctx, node, vault).await?,
+    ))
+}
+
+pub(super) async fn pull(
+    ctx: &Ctx,
+    vault: &str,
+    node: Option<NodeId>,
+    pull_vault: Option<String>,
+) -> Result<Response, ApiError> {
+    crate::transfer::pull(ctx, vault, node, pull_vault).await
+}
+
+pub(super) async fn fork(
+    ctx: &Ctx,
+    vault: &str,
+    name: Option<VaultName>,
+) -> Result<Response, ApiError> {
+    Ok(Response::Vault(
+        crate::transfer::fork(ctx, vault, name).await?,
+    ))
+}

@@ -1,0 +1,100 @@
+//! What nodes ask each other: the messages of the agent's service on the
+//! network (docs/PROTOCOL.md).
+//!
+//! Every request arrives on its own stream with the caller's NodeId proven by the
+//! Noise handshake; nothing in a message body is trusted to say who is asking.
+//! Messages are closed enums that only grow at the end.
+
+use keynode_gestalt::SignedClaim;
+use keynode_notify::SignedNotification;
+use serde::{Deserialize, Serialize};
+
+/// A request from another node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Our sigchain entries after `after` (all when `None`).
+    Chain {
+        /// The last entry the caller has.
+        after: Option<u64>,
+    },
+    /// The caller proposes a node link (`half`: for its chain, signed by it) and
+    /// asks for our countersignature and our own proposal. Needs `claim`.
+    LinkPropose {
+        /// The caller's half-signed claim naming us as `node2`.
+        half: SignedClaim,
+    },
+    /// The caller's countersignature of our proposal (same stream, after
+    /// `LinkProposed`).
+    LinkFinish {
+        /// Our proposal, now signed by both.
+        full: SignedClaim,
+    },
+    /// A notification for us, signed by the caller. Accepted only from a
+    /// trusted (`notify`) gestalt; every refusal looks the same.
+    Notify {
+        /// The notification.
+        signed: SignedNotification,
+    },
+    /// The vaults we share with the caller's gestalt. Needs `scan`.
+    Scan,
+    /// Opens a vault for a clone or a pull (by name or id). Needs that action
+    /// on the vault; answered with an `Advert`, then the caller sends
+    /// `VaultWant`.
+    VaultOpen {
+        /// Vault name or id.
+        vault: String,
+        /// `clone` or `pull`.
+        action: keynode_acl::VaultAction,
+    },
+    /// What the caller wants after an `Advert`: the head (or nothing when up to
+    /// date) and the commits it has. Answered with `PackChunk`s and `PackEnd`.
+    VaultWant {
+        /// The advertised head, or `None` when the caller has it.
+        want: Option<String>,
+        /// Commits the caller has (at most 1,024).
+        haves: Vec<String>,
+    },
+}
+
+/// An answer to a [`PeerRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // sent once per stream, never stored
+pub enum PeerResponse {
+    /// Sigchain entries, oldest first.
+    Chain(Vec<SignedClaim>),
+    /// The caller's claim countersigned, and our proposal for our chain.
+    LinkProposed {
+        /// The caller's claim, signed by both.
+        countersigned: SignedClaim,
+        /// Our half-signed claim naming the caller as `node2`.
+        proposal: SignedClaim,
+    },
+    /// The link is in both chains.
+    LinkFinished,
+    /// The notification was accepted.
+    Notified,
+    /// Vaults shared with the caller.
+    Scanned(Vec<crate::api::ScanEntry>),
+    /// A vault's id, name and head.
+    Advert(keynode_vaults::Advert),
+    /// A piece of a pack (≤ 64 KiB).
+    PackChunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The pack is complete.
+    PackEnd(keynode_vaults::PackStats),
+}
+
+impl PeerResponse {
+    /// The variant's name, for errors about answers out of turn.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerResponse::Chain(_) => "Chain",
+            PeerResponse::LinkProposed { .. } => "LinkProposed",
+            PeerResponse::LinkFinished => "LinkFinished",
+            PeerResponse::Notified => "Notified",
+            PeerResponse::Scanned(_) => "Scanned",
+            PeerResponse::Advert(_) => "Advert",
+            PeerResponse::PackChunk(_) => "PackChunk",
+            PeerResponse::PackEnd(_) => "PackEnd",
+        }
+    }
+}

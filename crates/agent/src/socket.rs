@@ -1,0 +1,185 @@
+//! The client socket layer: accepts clients on the agent's Unix socket, speaks
+//! the framing and the `Hello`, reads one [`Request`] and hands it to
+//! [`crate::handlers`], streaming uploads and downloads between the frames and
+//! the handlers (see [`crate::api`] for the protocol).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::*;
+use crate::ctx::Ctx;
+use crate::handlers::{self, Upload, UploadSource};
+
+/// Most client connections served at once; more wait in the accept queue.
+pub const MAX_CLIENTS: usize = 256;
+/// Longest wait for a client's next frame.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Conn = Framed<UnixStream, LengthDelimitedCodec>;
+
+/// Serves clients until `shutdown`, each connection a task of `tracker`.
+pub(crate) async fn serve(
+    listener: UnixListener,
+    ctx: Arc<Ctx>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            let mut conn = Framed::new(stream, codec());
+            if let Err(e) = handle(&mut conn, &ctx).await {
+                // The kind only: messages may name vaults and secrets.
+                tracing::debug!(kind = ?e.kind, "client request failed");
+                let _ = send(&mut conn, ServerMsg::Error(e)).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn send(conn: &mut Conn, msg: ServerMsg) -> Result<(), ApiError> {
+    let bytes = keynode_core::codec::encode(&msg)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+    conn.send(bytes::Bytes::from(bytes))
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Io, format!("client connection: {e}")))
+}
+
+async fn recv(conn: &mut Conn) -> Result<ClientMsg, ApiError> {
+    let frame = match tokio::time::timeout(FRAME_TIMEOUT, conn.next()).await {
+        Err(_) => return Err(ApiError::new(ErrorKind::Protocol, "client timed out")),
+        Ok(None) => return Err(ApiError::new(ErrorKind::Protocol, "client went away")),
+        Ok(Some(Err(e))) => {
+            return Err(ApiError::new(
+                ErrorKind::Protocol,
+                format!("bad frame: {e}"),
+            ));
+        }
+        Ok(Some(Ok(f))) => f,
+    };
+    keynode_core::codec::decode_with_limit::<ClientMsg, MAX_FRAME>(&frame)
+        .map_err(|e| ApiError::new(ErrorKind::Protocol, format!("malformed message: {e}")))
+}
+
+/// Receives a frame unless the agent is stopping: a client that has not sent its
+/// request yet does not hold up a graceful stop.
+async fn recv_unless_stopping(conn: &mut Conn, ctx: &Ctx) -> Result<ClientMsg, ApiError> {
+    tokio::select! {
+        _ = ctx.shutdown.cancelled() => Err(ApiError::new(ErrorKind::Unavailable, "the agent is stopping")),
+        m = recv(conn) => m,
+    }
+}
+
+/// An upload's frames, as the handlers read them.
+struct Frames<'a>(&'a mut Conn);
+
+impl UploadSource for Frames<'_> {
+    async fn next(&mut self) -> Result<Upload, ApiError> {
+        match recv(self.0).await? {
+            ClientMsg::Data(b) => Ok(Upload::Data(b)),
+            ClientMsg::FileStart { path } => Ok(Upload::File(path)),
+            ClientMsg::End => Ok(Upload::End),
+            _ => Err(ApiError::new(
+                ErrorKind::Protocol,
+                "unexpected message in upload",
+            )),
+        }
+    }
+}
+
+async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
+    match recv_unless_stopping(conn, ctx).await? {
+        ClientMsg::Hello { version } if version == PROTOCOL_VERSION => {}
+        ClientMsg::Hello { version } => {
+            return Err(ApiError::new(
+                ErrorKind::Protocol,
+                format!("client speaks protocol {version}, this agent {PROTOCOL_VERSION}"),
+            ));
+        }
+        _ => return Err(ApiError::new(ErrorKind::Protocol, "expected Hello")),
+    }
+    let hello = ServerMsg::Hello {
+        version: PROTOCOL_VERSION,
+        node_id: ctx.node_id(),
+    };
+    send(conn, hello).await?;
+    let request = match recv_unless_stopping(conn, ctx).await? {
+        ClientMsg::Request(r) => r,
+        _ => return Err(ApiError::new(ErrorKind::Protocol, "expected a request")),
+    };
+    // Only the kind: vault names, secret paths and values never reach the log.
+    let kind: &'static str = (&request).into();
+    tracing::debug!(kind, "request");
+    let response = match request {
+        Request::SecretsGet { vault, path, at } => {
+            return download(conn, ctx, &vault, path, at).await;
+        }
+        Request::SecretsWrite {
+            vault,
+            path,
+            create_new,
+        } => handlers::upload_one(ctx, &mut Frames(conn), &vault, path, create_new).await?,
+        Request::SecretsDir { vault, path } => {
+            handlers::upload_dir(ctx, &mut Frames(conn), &vault, path).await?
+        }
+        other => handlers::unary(ctx, other).await?,
+    };
+    send(conn, ServerMsg::Response(response)).await
+}
+
+/// `SecretsGet`: `Streaming`, then the content as `Data` frames as the store
+/// reads it, then `End` (or an `Error`).
+async fn download(
+    conn: &mut Conn,
+    ctx: &Ctx,
+    vault: &str,
+    path: keynode_core::SecretPath,
+    at: Option<String>,
+) -> Result<(), ApiError> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(handlers::download_depth(ctx));
+    let reading = handlers::download(ctx, vault, path, at, tx);
+    // The receiver moves in: if the client goes away, dropping it stops the
+    // store's read.
+    let forwarding = async move {
+        let mut started = false;
+        while let Some(chunk) = rx.recv().await {
+            if !started {
+                send(conn, ServerMsg::Response(Response::Streaming)).await?;
+                started = true;
+            }
+            send(conn, ServerMsg::Data(chunk)).await?;
+        }
+        Ok::<_, ApiError>((started, conn))
+    };
+    let (read, forwarded) = tokio::join!(reading, forwarding);
+    let (started, conn) = forwarded?;
+    read?;
+    if !started {
+        send(conn, ServerMsg::Response(Response::Streaming)).await?;
+    }
+    send(conn, ServerMsg::End).await
+}
