@@ -1,9 +1,9 @@
 //! The harness through its binary: a short chaos scenario that fails on any
-//! invariant violation (the CI scenario, under two minutes in a debug build),
-//! and a short load run whose report has the documented shape.
+//! invariant violation (the CI scenario), one seed giving one run, and a short
+//! load run whose report has the documented shape. How fast the cluster goes is
+//! the benchmarks' business (`docs/PERFORMANCE.md`), not these tests'.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keynode-harness");
 
@@ -15,7 +15,6 @@ fn report(dir: &std::path::Path) -> serde_json::Value {
 #[test]
 fn chaos_scenario_holds_every_invariant() {
     let dir = tempfile::tempdir().unwrap();
-    let t = Instant::now();
     let out = Command::new(BIN)
         .args([
             "chaos",
@@ -39,25 +38,34 @@ fn chaos_scenario_holds_every_invariant() {
         r["violations"]
     );
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        t.elapsed() < Duration::from_secs(120),
-        "took {:?}",
-        t.elapsed()
-    );
     // The nemesis really ran: kills, restarts and link faults were applied.
     let applied = r["applied"].as_array().unwrap();
     assert!(!applied.is_empty());
     assert!(applied.iter().all(|a| a["error"].is_null()), "{applied:?}");
-    // Enough happened to be worth checking.
-    assert!(r["checks"]["writes_checked"].as_u64().unwrap() > 100);
-    assert!(r["checks"]["notifications_checked"].as_u64().unwrap() > 10);
+    // Every kind of operation succeeded under the faults, and what the checks
+    // read back is what was done.
+    for op in ["write", "share", "scan", "notify"] {
+        assert!(
+            r["ops"][op]["ok"].as_u64().unwrap() > 0,
+            "no {op} succeeded"
+        );
+    }
+    let writes = r["ops"]["write"]["ok"].as_u64().unwrap();
+    let checked = r["checks"]["writes_checked"].as_u64().unwrap();
+    assert!(
+        checked > 0 && checked >= writes,
+        "{checked} of {writes} writes checked"
+    );
+    assert!(r["checks"]["notifications_checked"].as_u64().unwrap() > 0);
     assert!(dir.path().join("report.svg").exists());
     assert!(dir.path().join("history.jsonl").exists());
 }
 
 #[test]
-fn same_seed_prints_the_same_schedule() {
-    // The schedule is in report.json; two runs of 3 s with one seed agree.
+fn same_seed_gives_the_same_run() {
+    // Two runs of 3 s with one seed agree on the schedule and on what came of
+    // it: the layout of gestalts and peers, the faults applied and how each
+    // went, and the verdict of the checks.
     let run = |seed: &str| {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(BIN)
@@ -79,9 +87,42 @@ fn same_seed_prints_the_same_schedule() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        report(dir.path())["schedule"].clone()
+        let r = report(dir.path());
+        let applied: Vec<serde_json::Value> = r["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let mut a = a.clone();
+                a.as_object_mut().unwrap().remove("at_ms");
+                a
+            })
+            .collect();
+        let layout: Vec<serde_json::Value> = r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| serde_json::json!([n["gestalt"], n["peers"]]))
+            .collect();
+        (
+            r["schedule"].clone(),
+            applied,
+            layout,
+            r["invariant_violations"].clone(),
+        )
     };
-    assert_eq!(run("7"), run("7"));
+    let (first, second) = (run("7"), run("7"));
+    assert!(
+        !first.0.as_array().unwrap().is_empty(),
+        "a schedule was made"
+    );
+    assert_eq!(
+        first.1.len(),
+        first.0.as_array().unwrap().len(),
+        "all applied"
+    );
+    assert_eq!(first.3, 0);
+    assert_eq!(first, second);
 }
 
 #[test]

@@ -145,8 +145,15 @@ fn state_survives_reopening() {
         let acl = AclStore::open(env.clone()).unwrap();
         acl.set_vault_action(&id(a), v, VaultAction::Pull).unwrap();
     }
-    let acl = AclStore::open(env).unwrap();
+    // Close the environment (every clone gone) and open the directory again.
+    assert!(
+        env.prepare_for_closing()
+            .expect("every clone of the env is gone")
+            .wait_timeout(std::time::Duration::from_secs(10))
+    );
+    let acl = AclStore::open(open_env(tmp.path())).unwrap();
     assert!(acl.may_vault(&a, v, VaultAction::Pull).unwrap());
+    assert!(!acl.may_vault(&a, v, VaultAction::Clone).unwrap());
 }
 
 #[actix_rt::test]

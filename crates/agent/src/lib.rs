@@ -10,11 +10,12 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use keynode_agent::{Client, Node, NodeConfig, api::Request};
+//! use keynode_core::VaultName;
 //!
 //! // Inside an actix System (e.g. #[actix_rt::main]):
 //! let node = Node::start(NodeConfig::new("/tmp/node-a", "password")).await?;
 //! let client = Client::connect(&node.socket_path()).await?;
-//! client.call(Request::VaultsCreate { name: "prod".parse()? }).await?;
+//! client.call(Request::VaultsCreate { name: VaultName::new("prod")? }).await?;
 //! node.stop().await;
 //! # Ok(()) }
 //! ```

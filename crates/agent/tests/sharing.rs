@@ -528,8 +528,26 @@ async fn untrusted_and_unknown_senders_get_the_same_refusal() {
     }
 }
 
+/// How long a test waits for the event it expects before failing.
+const PATIENCE: Duration = Duration::from_secs(60);
+
 #[actix_rt::test]
 async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
+    /// Every file under `dir`, with its length.
+    fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(e.path()),
+                    Ok(_) => out.push((e.path(), e.metadata().map(|m| m.len()).unwrap_or(0))),
+                    Err(_) => {}
+                }
+            }
+        }
+        out
+    }
     let net = TestNet::new();
     let b = net.node("b").await;
     let a = net.node("a").await;
@@ -557,18 +575,34 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
     .await;
     let vaults_dir = a.paths().vaults();
 
-    // Cuts the connection once the transfer is under way: packing and indexing
-    // 64 MiB of incompressible data takes well over the delay.
-    let cut_after = |delay: Duration| {
+    // Cuts the connection once the receiver has written part of the pack to
+    // disk: a file under some repository's `objects` that was not there
+    // before, not empty.
+    let cut_mid_pack = || {
         let (b_net, a_id) = (b.network().clone(), a.node_id());
+        let dir = vaults_dir.clone();
+        let before = files_under(&dir);
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let now = files_under(&dir);
+                let arrived = now.iter().any(|(f, len)| {
+                    *len > 0
+                        && f.components().any(|c| c.as_os_str() == "objects")
+                        && !before.iter().any(|(g, _)| g == f)
+                });
+                if arrived {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the pack never reached the disk");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             b_net.disconnect(a_id);
         })
     };
 
     // Clone cut short: no vault, no name taken, nothing left in the vaults dir.
-    let cutter = cut_after(Duration::from_millis(300));
+    let cutter = cut_mid_pack();
     let r = call(
         &a,
         Request::VaultsClone {
@@ -583,13 +617,20 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
         "the clone finished before the cut; make the vault bigger"
     );
     assert!(vault_names(&a).await.is_empty());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let left: Vec<_> = std::fs::read_dir(&vaults_dir)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "leftovers: {left:?}");
+    // The failed receive removes its staging directory as it unwinds.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&vaults_dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leftovers: {left:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A complete clone, then a pull cut short: head and content unchanged.
     ok(
@@ -619,7 +660,7 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
     write(&b, "small", "big", &blob).await.expect("write");
     write(&b, "small", "k", b"v2").await.expect("write");
     let before = head(&a, "small").await;
-    let cutter = cut_after(Duration::from_millis(300));
+    let cutter = cut_mid_pack();
     let r = call(&a, pull("small")).await;
     cutter.await.expect("cutter");
     assert!(r.is_err(), "the pull finished before the cut");

@@ -133,15 +133,20 @@ where
 /// Receives from `rx` inside a job: waits (with threads) or finds what was
 /// queued before the job ran (inline). `None` once the channel is closed and
 /// empty.
+///
+/// Unconstrained by tokio's cooperative budget: inline, the job runs inside a
+/// task that does not yield while it loops, and a budgeted channel would
+/// answer "not yet" for ever once the budget is spent.
 pub fn recv_blocking<T>(rx: &mut tokio::sync::mpsc::Receiver<T>) -> Option<T> {
-    futures::executor::block_on(rx.recv())
+    futures::executor::block_on(tokio::task::unconstrained(rx.recv()))
 }
 
 /// Sends into `tx` inside a job: waits for room (with threads; an inline pipe
 /// sized by [`Executor::pipe_depth`] always has room). `Err` when the receiver
 /// is gone.
+/// Unconstrained by tokio's budget, as [`recv_blocking`].
 pub fn send_blocking<T>(tx: &tokio::sync::mpsc::Sender<T>, item: T) -> Result<(), T> {
-    futures::executor::block_on(tx.send(item)).map_err(|e| e.0)
+    futures::executor::block_on(tokio::task::unconstrained(tx.send(item))).map_err(|e| e.0)
 }
 
 #[cfg(test)]
@@ -172,7 +177,8 @@ mod tests {
         for exec in [threads(), Arc::new(Inline) as Exec] {
             let (tx, mut rx) = tokio::sync::mpsc::channel(exec.pipe_depth(2));
             let producer = blocking(exec.as_ref(), move || {
-                for i in 0..100u32 {
+                // More than tokio's budget of 128 operations per task.
+                for i in 0..1000u32 {
                     send_blocking(&tx, i).unwrap();
                 }
             });
@@ -185,7 +191,7 @@ mod tests {
             });
             let (p, got) = tokio::join!(producer, consumer);
             p.unwrap();
-            assert_eq!(got.unwrap(), (0..100).collect::<Vec<_>>(), "{exec:?}");
+            assert_eq!(got.unwrap(), (0..1000).collect::<Vec<_>>(), "{exec:?}");
         }
     }
 

@@ -636,17 +636,38 @@ async fn outbox_remove_and_clear_cancel_deliveries() {
             .unwrap(),
         0
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(a.link.attempts().len(), 3);
-    assert!(inbox(&b).await.is_empty());
+    // A later notification goes out: had the removed ones been still queued,
+    // they would have gone with it (or before it).
+    let four = send(&a, b.id(), "four").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            outbox(&a).await.is_empty() && !inbox(&b).await.is_empty()
+        })
+        .await
+    );
+    let got: Vec<Tid> = inbox(&b).await.iter().map(|e| e.notification.id).collect();
+    assert_eq!(got, vec![four]);
+    assert_eq!(a.link.attempts().len(), 4);
 }
 
-/// A sink that holds every delivery for a while and counts how many overlap.
-#[derive(Default)]
+/// A sink that holds every delivery until the test opens its gate, and counts
+/// how many overlap.
 struct SlowState {
     current: AtomicUsize,
     peak: AtomicUsize,
     done: AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Default for SlowState {
+    fn default() -> Self {
+        SlowState {
+            current: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+        }
+    }
 }
 
 struct Slow(Arc<SlowState>);
@@ -661,7 +682,7 @@ impl Deliver for Slow {
         Box::pin(async move {
             let now = s.current.fetch_add(1, Ordering::SeqCst) + 1;
             s.peak.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(s.gate.acquire().await);
             s.current.fetch_sub(1, Ordering::SeqCst);
             s.done.fetch_add(1, Ordering::SeqCst);
             Ok(())
@@ -692,6 +713,15 @@ async fn concurrent_deliveries_are_bounded() {
         let data = general(&format!("n{i}"));
         a.send(messages::Send { to, data }).await.unwrap().unwrap();
     }
+    // Twelve are queued and none can finish: exactly the bound is in flight
+    // (an unbounded manager would have all twelve in the sink by now).
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sink.current.load(Ordering::SeqCst) == 3
+        })
+        .await
+    );
+    sink.gate.add_permits(12);
     assert!(
         eventually(Duration::from_secs(10), || async {
             sink.done.load(Ordering::SeqCst) == 12

@@ -2,44 +2,20 @@
 //! vaults directory) in one process, connected through byte buffers or a pipe.
 
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use keynode_core::{Keypair, NodeId, SecretPath, VaultId, VaultName};
+use keynode_core::{SecretPath, VaultId, VaultName};
 use keynode_vaults::{
-    EntryKind, Env, Op, PackStats, PullOutcome, PutPolicy, Remote, VaultError, VaultManager,
-    VaultMeta, VaultStore, messages, want,
+    EntryKind, Op, PackStats, PullOutcome, PutPolicy, Remote, VaultError, VaultManager, VaultMeta,
+    messages, want,
 };
-use tempfile::TempDir;
+use support::{Node, Pipe, noise};
 
-fn open_env(dir: &Path) -> Env {
-    keynode_core::store::open_env(dir, &key(), 1 << 30, 16).expect("env")
-}
-
-/// The data key of every store here.
-fn key() -> keynode_core::datakey::DataKey {
-    keynode_core::datakey::DataKey::from_bytes([7; 32])
-}
-
-/// One node's vault store.
-struct Node {
-    tmp: TempDir,
-    id: NodeId,
-    store: VaultStore,
-}
+mod support;
 
 impl Node {
-    fn new() -> Node {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir(tmp.path().join("db")).unwrap();
-        let env = open_env(&tmp.path().join("db"));
-        let id = Keypair::generate().node_id();
-        let store = VaultStore::open(&tmp.path().join("vaults"), env, id, &key()).unwrap();
-        Node { tmp, id, store }
-    }
-
     fn dir(&self) -> PathBuf {
         self.tmp.path().join("vaults")
     }
@@ -54,10 +30,6 @@ impl Node {
         out
     }
 
-    fn vault(&self, name: &str) -> VaultId {
-        self.store.create(&name_of(name)).unwrap().id
-    }
-
     fn put(&self, v: VaultId, path: &str, data: &[u8]) {
         let blob = self.store.write_blob(v, &mut &data[..]).unwrap();
         let op = Op::Put {
@@ -66,10 +38,6 @@ impl Node {
             policy: PutPolicy::Overwrite,
         };
         self.store.commit(v, vec![op]).unwrap();
-    }
-
-    fn head(&self, v: VaultId) -> String {
-        self.store.log(v, Some(1), None).unwrap()[0].oid.clone()
     }
 
     fn history(&self, v: VaultId) -> Vec<String> {
@@ -177,38 +145,6 @@ fn pull(
             Ok((outcome, Some(stats)))
         }
     }
-}
-
-/// A deterministic, incompressible byte stream of `left` bytes.
-struct Noise {
-    left: u64,
-    state: u64,
-}
-
-impl Read for Noise {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.left as usize);
-        for b in &mut buf[..n] {
-            self.state = self
-                .state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            *b = (self.state >> 56) as u8;
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    Noise {
-        left: len as u64,
-        state: seed,
-    }
-    .read_to_end(&mut out)
-    .unwrap();
-    out
 }
 
 /// A vault with some history: nested secrets, several commits.
@@ -626,141 +562,6 @@ fn a_failed_pull_leaves_the_clone_as_it_was() {
         .unwrap();
     assert!(matches!(outcome, PullOutcome::Updated { commits: 3, .. }));
     assert_eq!(client.content(c.id), owner.content(v));
-}
-
-/// Anonymous (heap) resident memory of the process, in KiB.
-fn anon_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// The reading end of a bounded pipe of chunks.
-struct Pipe {
-    rx: mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    at: usize,
-}
-
-impl Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.chunk = chunk;
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-/// Size of the vault the memory test clones, in MiB.
-const BIG_VAULT_MIB: u64 = 200;
-
-#[test]
-fn cloning_a_big_vault_keeps_memory_bounded() {
-    let (owner, client) = (Node::new(), Node::new());
-    let v = owner.vault("big");
-    // Incompressible secrets, written in a few commits: 1 MiB ones (sent
-    // whole) and, for the last 40 MiB, 256 KiB ones (which go through the delta
-    // search and its window).
-    let mut written = 0u64;
-    let mut batch = 0u64;
-    while written < BIG_VAULT_MIB << 20 {
-        let size: u64 = if written < (BIG_VAULT_MIB - 40) << 20 {
-            1 << 20
-        } else {
-            256 << 10
-        };
-        let ops = (0..40)
-            .map(|i| {
-                let mut data = Noise {
-                    left: size,
-                    state: batch * 1000 + i,
-                };
-                Op::Put {
-                    path: SecretPath::new(&format!("d{batch}/s{i:03}")).unwrap(),
-                    blob: owner.store.write_blob(v, &mut data).unwrap(),
-                    policy: PutPolicy::CreateNew,
-                }
-            })
-            .collect();
-        owner.store.commit(v, ops).unwrap();
-        written += 40 * size;
-        batch += 1;
-    }
-    let advert = owner.store.advertise(v).unwrap();
-    let t0 = std::time::Instant::now();
-
-    let before = anon_rss_kib();
-    let peak = Arc::new(AtomicU64::new(before));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (Arc::clone(&peak), Arc::clone(&done));
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(anon_rss_kib(), Ordering::Relaxed);
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-        })
-    };
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
-    let meta = std::thread::scope(|s| {
-        let sender = s.spawn(|| {
-            owner
-                .store
-                .send_pack(v, &advert.head, &[], &mut move |chunk| {
-                    tx.send(chunk.to_vec()).map_err(io::Error::other)
-                })
-        });
-        let remote = Remote {
-            node: owner.id,
-            vault: v,
-        };
-        let mut pipe = Pipe {
-            rx,
-            chunk: Vec::new(),
-            at: 0,
-        };
-        let meta = client
-            .store
-            .receive_clone(&advert.name, remote, &advert.head, &mut pipe);
-        // A receiver that failed stops reading: close the pipe so the sender
-        // fails too instead of waiting forever.
-        drop(pipe);
-        let meta = meta.unwrap();
-        let stats = sender.join().unwrap().unwrap();
-        assert!(stats.bytes > BIG_VAULT_MIB << 20);
-        meta
-    });
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
-    eprintln!(
-        "cloning {BIG_VAULT_MIB} MiB grew anonymous memory by {grown} KiB in {:?}",
-        t0.elapsed()
-    );
-    assert!(grown < 64 * 1024, "anonymous memory grew by {grown} KiB");
-    assert_eq!(client.head(meta.id), advert.head);
-    let path = SecretPath::new("d3/s039").unwrap();
-    let mut got = Vec::new();
-    client
-        .store
-        .read_secret(meta.id, &path, None, &mut |c| {
-            got.extend_from_slice(c);
-            Ok(())
-        })
-        .unwrap();
-    assert_eq!(got, noise(1 << 20, 3 * 1000 + 39));
 }
 
 #[actix_rt::test]

@@ -1,7 +1,8 @@
 //! kill -9 in the middle of writes loses nothing that was acknowledged.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::support::*;
 
@@ -13,6 +14,8 @@ fn kill_9_during_writes_keeps_every_acknowledged_write() {
         let pid = a.pid();
         // A client streams writes; we record each one the agent acknowledged.
         let node = a.node.clone();
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = count.clone();
         let writer = std::thread::spawn(move || {
             let mut acked = Vec::new();
             for i in 0.. {
@@ -32,23 +35,27 @@ fn kill_9_during_writes_keeps_every_acknowledged_write() {
                 }
                 if child.wait().expect("wait").success() {
                     acked.push(i);
+                    counted.store(acked.len(), Ordering::SeqCst);
                 } else {
                     return acked;
                 }
             }
             acked
         });
-        std::thread::sleep(Duration::from_millis(400 + 150 * round));
+        // Kill once some writes were acknowledged (a few more each round), with
+        // the writer still going: the kill lands in the middle of a write.
+        let enough = 3 + 2 * round;
+        wait_for(
+            || count.load(Ordering::SeqCst) >= enough,
+            "acknowledged writes before the kill",
+        );
         let st = Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()
             .expect("kill");
         assert!(st.success());
         let acked = writer.join().expect("writer");
-        assert!(
-            !acked.is_empty(),
-            "no write was acknowledged before the kill"
-        );
+        assert!(acked.len() >= enough, "{} acknowledged", acked.len());
 
         // Restart with no manual step.
         a.start().success();

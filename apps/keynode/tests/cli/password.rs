@@ -204,10 +204,9 @@ fn an_empty_or_mismatched_new_password_is_refused_with_64() {
     )
     .fails(64, "new password is empty");
     // No new password and no terminal to ask on.
-    if has_tool("setsid") {
-        run_without_tty(&a, &["agent", "password", "--password-file", &pw])
-            .fails(64, "no new password given");
-    }
+    need_tool("setsid");
+    run_without_tty(&a, &["agent", "password", "--password-file", &pw])
+        .fails(64, "no new password given");
     a.run(&[
         "agent",
         "password",
@@ -218,10 +217,7 @@ fn an_empty_or_mismatched_new_password_is_refused_with_64() {
     ])
     .fails(66, "new password file");
 
-    if !has_tool("script") {
-        eprintln!("no util-linux `script`: prompts are covered by the unit tests only");
-        return;
-    }
+    need_tool("script");
     // Typed twice on a terminal, differently.
     let typed = typed_on_a_terminal(
         &a,
@@ -252,13 +248,16 @@ fn an_empty_or_mismatched_new_password_is_refused_with_64() {
 }
 
 /// Whether the util-linux tool `name` is installed.
-fn has_tool(name: &str) -> bool {
-    Command::new(name)
+/// Fails the test where a tool it needs (util-linux `script`, `setsid`) is
+/// missing: `.ci/run` installs them.
+fn need_tool(name: &str) {
+    let found = Command::new(name)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    assert!(found, "this test needs util-linux `{name}` (see .ci/run)");
 }
 
 /// Runs `keynode ARGS` on a pseudo-terminal (`script`) and types `lines` at

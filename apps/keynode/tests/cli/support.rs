@@ -206,13 +206,15 @@ impl Run {
 }
 
 /// Anonymous resident memory of a process (heap and stacks, not mapped files),
-/// in KiB.
+/// in KiB. Panics where it cannot be measured (no `/proc`, the process gone):
+/// a memory test that measures nothing fails.
 pub fn rss_anon_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot measure the memory of process {pid}: {e}"));
     s.lines()
         .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no RssAnon for process {pid}: memory cannot be measured"))
 }
 
 /// Samples a process's anonymous memory every 5 ms while `f` runs; returns
