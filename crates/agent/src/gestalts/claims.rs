@@ -11,6 +11,9 @@ use keynode_gestalt::{
 use keynode_net::{RpcStream, WireError, WireErrorKind};
 
 use super::{Gestalts, OFFLINE_PROVIDER};
+
+/// Longest a claim's exchange with the other node may take, either side.
+pub const CLAIM_TIMEOUT: std::time::Duration = keynode_net::REQUEST_TIMEOUT;
 use crate::api::{ApiError, ErrorKind};
 use crate::errors::{Ask, Failure, rpc_failure};
 use crate::protocol::{PeerRequest, PeerResponse};
@@ -54,71 +57,82 @@ impl Gestalts {
             ));
         }
         let _guard = self.claim_lock.lock().await;
-        let half = propose_link(
-            self.head()?.as_ref(),
-            &self.key,
-            target,
-            self.tids.next_id(),
-        )
-        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
-        let net = self.net()?;
-        let mut stream = net.open(target).await.map_err(Failure::api)?;
-        let remote = |e: keynode_net::RpcError| rpc_failure(target, e);
-        stream
-            .send(&PeerRequest::LinkPropose { half: half.clone() })
-            .await
-            .map_err(remote)?;
-        let (countersigned, proposal) = match stream.recv::<PeerResponse>().await {
-            Ok(Some(PeerResponse::LinkProposed {
-                countersigned,
-                proposal,
-            })) => (countersigned, proposal),
-            Ok(_) => {
-                return Err(ApiError::new(
+        // A peer that goes silent mid-exchange costs the claim, not the caller.
+        let exchange = async {
+            let half = propose_link(
+                self.head()?.as_ref(),
+                &self.key,
+                target,
+                self.tids.next_id(),
+            )
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+            let net = self.net()?;
+            let mut stream = net.open(target).await.map_err(Failure::api)?;
+            let remote = |e: keynode_net::RpcError| rpc_failure(target, e);
+            stream
+                .send(&PeerRequest::LinkPropose { half: half.clone() })
+                .await
+                .map_err(remote)?;
+            let (countersigned, proposal) = match stream.recv::<PeerResponse>().await {
+                Ok(Some(PeerResponse::LinkProposed {
+                    countersigned,
+                    proposal,
+                })) => (countersigned, proposal),
+                Ok(_) => {
+                    return Err(ApiError::new(
+                        ErrorKind::Protocol,
+                        format!("{target} answered the claim oddly"),
+                    ));
+                }
+                Err(e) => return Err(remote(e)),
+            };
+            let full = accept_countersigned(&half, countersigned).map_err(|e| {
+                ApiError::new(
                     ErrorKind::Protocol,
-                    format!("{target} answered the claim oddly"),
-                ));
+                    format!("{target} returned a bad countersignature: {e}"),
+                )
+            })?;
+            match &proposal.claim.body {
+                ClaimBody::LinkNode { node1, .. } if *node1 == target => {}
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorKind::Protocol,
+                        format!("{target} proposed a claim for another node"),
+                    ));
+                }
             }
-            Err(e) => return Err(remote(e)),
+            let theirs = countersign(proposal, &self.key).map_err(|e| {
+                ApiError::new(
+                    ErrorKind::Protocol,
+                    format!("{target}'s proposal is invalid: {e}"),
+                )
+            })?;
+            self.append_and_link(&full, target).await?;
+            stream
+                .send(&PeerRequest::LinkFinish { full: theirs })
+                .await
+                .map_err(remote)?;
+            match stream.recv::<PeerResponse>().await {
+                Ok(Some(PeerResponse::LinkFinished)) => {
+                    self.record(keynode_audit::AuditEvent::Claimed { node: target })
+                        .await;
+                    Ok(full)
+                }
+                Err(e) => Err(remote(e)),
+                Ok(_) => Err(ApiError::new(
+                    ErrorKind::Protocol,
+                    format!("{target} did not finish the claim"),
+                )),
+            }
         };
-        let full = accept_countersigned(&half, countersigned).map_err(|e| {
-            ApiError::new(
-                ErrorKind::Protocol,
-                format!("{target} returned a bad countersignature: {e}"),
-            )
-        })?;
-        match &proposal.claim.body {
-            ClaimBody::LinkNode { node1, .. } if *node1 == target => {}
-            _ => {
-                return Err(ApiError::new(
-                    ErrorKind::Protocol,
-                    format!("{target} proposed a claim for another node"),
-                ));
-            }
-        }
-        let theirs = countersign(proposal, &self.key).map_err(|e| {
-            ApiError::new(
-                ErrorKind::Protocol,
-                format!("{target}'s proposal is invalid: {e}"),
-            )
-        })?;
-        self.append_and_link(&full, target).await?;
-        stream
-            .send(&PeerRequest::LinkFinish { full: theirs })
+        tokio::time::timeout(CLAIM_TIMEOUT, exchange)
             .await
-            .map_err(remote)?;
-        match stream.recv::<PeerResponse>().await {
-            Ok(Some(PeerResponse::LinkFinished)) => {
-                self.record(keynode_audit::AuditEvent::Claimed { node: target })
-                    .await;
-                Ok(full)
-            }
-            Err(e) => Err(remote(e)),
-            Ok(_) => Err(ApiError::new(
-                ErrorKind::Protocol,
-                format!("{target} did not finish the claim"),
-            )),
-        }
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorKind::Unreachable,
+                    format!("{target} did not finish the claim within {CLAIM_TIMEOUT:?}"),
+                )
+            })?
     }
 
     /// Serves a peer's `LinkPropose`: only a gestalt we granted `claim` may link
@@ -171,8 +185,9 @@ impl Gestalts {
             })
             .await
             .map_err(|_| bad("stream failed"))?;
-        let full = match stream.recv::<PeerRequest>().await {
-            Ok(Some(PeerRequest::LinkFinish { full })) => full,
+        let full = match tokio::time::timeout(CLAIM_TIMEOUT, stream.recv::<PeerRequest>()).await {
+            Ok(Ok(Some(PeerRequest::LinkFinish { full }))) => full,
+            Err(_) => return Err(bad("no LinkFinish in time")),
             _ => return Err(bad("expected LinkFinish")),
         };
         let full =

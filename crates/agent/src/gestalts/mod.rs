@@ -249,6 +249,21 @@ impl Gestalts {
         self.route().await
     }
 
+    /// Forgets the link between `a` and `b` in this node's graph (a gestalt
+    /// that falls apart splits its permission record: both halves keep a
+    /// copy) and routes the events. The claim stays in the sigchains it is in,
+    /// so a later discovery may link the two again.
+    pub async fn unlink(&self, a: &GestaltId, b: &GestaltId) -> Result<(), ApiError> {
+        let _one = self.mutations.lock().await;
+        self.graph
+            .ask(graph::Unlink {
+                a: a.clone(),
+                b: b.clone(),
+            })
+            .await?;
+        self.route().await
+    }
+
     /// At start: applies what a crash left journaled, and makes this node a
     /// vertex.
     pub async fn recover(&self) -> Result<(), ApiError> {
