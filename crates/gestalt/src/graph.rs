@@ -197,13 +197,12 @@ impl GestaltGraph {
         if events.is_empty() {
             return Ok(());
         }
-        let mut next = match self.pending.last(txn)? {
+        let first = match self.pending.last(txn)? {
             Some((k, _)) => seq_of(k)? + 1,
             None => 0,
         };
-        for e in events {
-            self.pending.put(txn, &next.to_be_bytes(), &encode(e)?)?;
-            next += 1;
+        for (seq, e) in (first..).zip(events) {
+            self.pending.put(txn, &seq.to_be_bytes(), &encode(e)?)?;
         }
         Ok(())
     }

@@ -741,8 +741,8 @@ fn run_seed(seed: u64) -> Run {
                     ));
                 }
             }
-            for j in 0..NODES {
-                if grants[i][j] == Grant::Yes && !permitted.contains(&j) {
+            for (j, grant) in grants[i].iter().enumerate() {
+                if *grant == Grant::Yes && !permitted.contains(&j) {
                     run.violations.push(format!(
                         "f-share-kept: n{i} shared v{i} with n{j} and never took it back, \
                          yet n{j} holds no grant"
