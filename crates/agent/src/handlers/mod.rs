@@ -1,5 +1,5 @@
 //! Request handling: each [`Request`] goes to the module of its domain. The
-//! socket layer ([`crate::socket`]) decodes requests and streams; nothing here
+//! socket layer (`socket.rs`, above this one) decodes requests and streams; nothing here
 //! knows about frames.
 
 mod audit;
