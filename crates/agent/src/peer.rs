@@ -11,13 +11,16 @@ use std::sync::Weak;
 
 use futures_util::future::BoxFuture;
 use keynode_core::NodeId;
-use keynode_net::{RpcStream, Service, WireError, WireErrorKind};
+use keynode_net::{PeerClass, RpcError, RpcStream, Service, WireError, WireErrorKind};
 use keynode_notify::{NotificationsManager, ReceiveError, SignedNotification};
 
 pub use crate::protocol::{PeerRequest, PeerResponse};
 
 use crate::errors::{Ask, to_peer};
 use crate::gestalts::Gestalts;
+
+/// Longest a peer may take, after opening a stream, to send its request.
+pub const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The agent's [`Service`].
 ///
@@ -32,6 +35,18 @@ pub struct PeerService {
 }
 
 impl Service for PeerService {
+    /// A peer our graph does not know gets the stranger's few streams: it can
+    /// ask nothing that needs a permission, and it may be anyone with a key.
+    fn classify(&self, peer: NodeId) -> BoxFuture<'static, PeerClass> {
+        let gestalts = self.gestalts.upgrade();
+        Box::pin(async move {
+            match gestalts {
+                Some(g) if g.knows(peer).await => PeerClass::Known,
+                _ => PeerClass::Stranger,
+            }
+        })
+    }
+
     fn serve(&self, peer: NodeId, mut stream: RpcStream) -> BoxFuture<'static, ()> {
         let gestalts = self.gestalts.upgrade();
         let notifications = self.notifications.upgrade();
@@ -45,10 +60,21 @@ impl Service for PeerService {
                 let _ = stream.send_error(&err).await;
                 return;
             };
-            let request = match stream.recv::<PeerRequest>().await {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(e) => {
+            let first = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, stream.recv::<PeerRequest>());
+            let request = match first.await {
+                Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) => return,
+                Err(_) => {
+                    let err = WireError::new(WireErrorKind::Timeout, "no request in time");
+                    let _ = stream.send_error(&err).await;
+                    return;
+                }
+                Ok(Err(RpcError::Busy { .. })) => {
+                    let err = WireError::new(WireErrorKind::Unavailable, "busy; try again later");
+                    let _ = stream.send_error(&err).await;
+                    return;
+                }
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "bad peer request");
                     let err = WireError::new(WireErrorKind::BadRequest, "malformed request");
                     let _ = stream.send_error(&err).await;

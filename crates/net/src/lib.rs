@@ -78,12 +78,16 @@ pub use actor::NetworkManager;
 pub use book::{AddressBook, BookError, PeerAddress};
 pub use network::{
     ConnectionInfo, Direction, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_INBOUND_CONNECTIONS,
-    MAX_STREAMS_PER_PEER, NetConfig, NetContext, NetError, Network, NoService, Service,
+    MAX_INBOUND_STRANGERS, MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_STRANGER, NetConfig, NetContext,
+    NetError, Network, NoService, PeerClass, Service,
 };
 pub use noise::{
     Entropy, HANDSHAKE_TIMEOUT, HandshakeError, NoiseStream, OsEntropy, SeededEntropy,
 };
-pub use rpc::{MAX_MESSAGE, REQUEST_TIMEOUT, RpcError, RpcStream, WireError, WireErrorKind};
+pub use rpc::{
+    DEFAULT_RECEIVE_BUDGET, MAX_MESSAGE, REQUEST_TIMEOUT, ReceiveBudget, RpcError, RpcStream,
+    WireError, WireErrorKind,
+};
 pub use transport::{
     BoxListener, BoxStream, BoxTransport, Listener, MemoryTransport, TcpTransport, Transport,
 };

@@ -33,6 +33,41 @@ pub const MAX_WIRE_MESSAGE: usize = 512;
 /// write; larger ones are written separately, in bytes.
 const COALESCE_LIMIT: usize = 64 << 10;
 
+/// A frame body is read in pieces of at most this many bytes: the buffer grows
+/// as bytes arrive, never to the size a prefix merely announces.
+const READ_PIECE: usize = 16 << 10;
+
+/// Bodies up to this size are received without drawing on the
+/// [`ReceiveBudget`]; larger ones reserve their whole length first.
+pub const SMALL_FRAME: usize = 4 << 10;
+
+/// Default [`ReceiveBudget`] of a node, in bytes.
+pub const DEFAULT_RECEIVE_BUDGET: usize = 32 << 20;
+
+/// Bytes that large frames being received may hold at once, shared by every
+/// stream of a node: when it is spent, a large frame is refused
+/// ([`RpcError::Busy`]) instead of buffered. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ReceiveBudget(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl ReceiveBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        let bytes = bytes.min(u32::MAX as usize);
+        Self(std::sync::Arc::new(tokio::sync::Semaphore::new(bytes)))
+    }
+
+    /// Bytes not reserved now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+
+    fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes).ok()?;
+        self.0.clone().try_acquire_many_owned(n).ok()
+    }
+}
+
 /// What a frame body holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -157,6 +192,12 @@ pub enum RpcError {
     /// The peer answered with an error.
     #[error("remote node failed: {0}")]
     Remote(WireError),
+    /// A large frame arrived while the node's [`ReceiveBudget`] was spent.
+    #[error("too busy to receive a {len}-byte message now")]
+    Busy {
+        /// The frame's announced length.
+        len: usize,
+    },
 }
 
 impl From<io::Error> for RpcError {
@@ -252,6 +293,7 @@ pub struct RpcStream {
     /// Bytes (the stream header) to send in front of the first frame.
     pending: Vec<u8>,
     rbuf: Vec<u8>,
+    budget: Option<ReceiveBudget>,
     _guard: Option<Box<dyn Send + Sync>>,
 }
 
@@ -271,8 +313,15 @@ impl RpcStream {
             peer,
             pending: Vec::new(),
             rbuf: Vec::new(),
+            budget: None,
             _guard: None,
         }
+    }
+
+    /// Draws large frames received on this stream from `budget`.
+    pub fn with_budget(mut self, budget: ReceiveBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Queues `header` to go out with the first frame sent.
@@ -358,8 +407,34 @@ impl RpcStream {
             got += n;
         }
         let (kind, len) = decode_prefix(prefix)?;
-        self.rbuf.resize(len, 0);
-        self.io.read_exact(&mut self.rbuf).await?;
+        // A large frame reserves its length from the node's budget first: a
+        // peer that announces much and sends little holds the reservation,
+        // not memory, and a spent budget refuses rather than buffers.
+        let _reserved = match &self.budget {
+            Some(budget) if len > SMALL_FRAME => {
+                Some(budget.reserve(len).ok_or(RpcError::Busy { len })?)
+            }
+            _ => None,
+        };
+        if _reserved.is_some() || len <= SMALL_FRAME {
+            // Accounted for (or small): read it in one go.
+            self.rbuf.resize(len, 0);
+            self.io.read_exact(&mut self.rbuf).await?;
+        } else {
+            // Unaccounted: the buffer grows only as bytes arrive.
+            self.rbuf.clear();
+            while self.rbuf.len() < len {
+                let start = self.rbuf.len();
+                let piece = (len - start).min(READ_PIECE);
+                self.rbuf.reserve(piece);
+                self.rbuf.resize(start + piece, 0);
+                let n = self.io.read(&mut self.rbuf[start..]).await?;
+                self.rbuf.truncate(start + n);
+                if n == 0 {
+                    return Err(RpcError::Truncated);
+                }
+            }
+        }
         let value = decode_body(kind, &self.rbuf);
         if self.rbuf.capacity() > COALESCE_LIMIT {
             // Do not keep a megabyte per idle stream.
@@ -488,6 +563,51 @@ mod tests {
             let err = inp.recv::<u32>().await.unwrap_err();
             assert!(matches!(err, RpcError::Remote(e) if e.kind == WireErrorKind::NotFound));
             assert!(inp.recv::<u32>().await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn an_announced_body_is_not_allocated_before_it_arrives() {
+        futures::executor::block_on(async {
+            // The largest body announced, ten bytes sent, then the end.
+            let mut bytes = (MAX_MESSAGE as u32).to_be_bytes().to_vec();
+            bytes.push(FrameKind::Data as u8);
+            bytes.extend_from_slice(&[7; 10]);
+            let mut inp = RpcStream::new(Cursor::new(bytes), node());
+            assert!(matches!(inp.recv::<u64>().await, Err(RpcError::Truncated)));
+            assert!(
+                inp.rbuf.capacity() <= 2 * READ_PIECE,
+                "{} bytes held for 10 received",
+                inp.rbuf.capacity()
+            );
+        });
+    }
+
+    #[test]
+    fn large_frames_draw_on_the_budget_and_give_it_back() {
+        futures::executor::block_on(async {
+            let budget = ReceiveBudget::new(256 << 10);
+            let value = vec![9u8; 100 << 10];
+            let bytes =
+                encode_frame(FrameKind::Data, &serde_bytes::ByteBuf::from(value.clone())).unwrap();
+            let mut inp =
+                RpcStream::new(Cursor::new(bytes.clone()), node()).with_budget(budget.clone());
+            let got: serde_bytes::ByteBuf = inp.recv().await.unwrap().unwrap();
+            assert_eq!(got.into_vec(), value);
+            assert_eq!(budget.available(), 256 << 10, "the reservation is returned");
+            // With the budget spent elsewhere, the same frame is refused unread.
+            let held = budget.reserve(200 << 10).unwrap();
+            let mut inp = RpcStream::new(Cursor::new(bytes), node()).with_budget(budget.clone());
+            assert!(matches!(
+                inp.recv::<serde_bytes::ByteBuf>().await,
+                Err(RpcError::Busy { .. })
+            ));
+            drop(held);
+            // Small frames never need the budget.
+            let small = encode_frame(FrameKind::Data, &1u64).unwrap();
+            let _all = budget.reserve(256 << 10).unwrap();
+            let mut inp = RpcStream::new(Cursor::new(small), node()).with_budget(budget);
+            assert_eq!(inp.recv::<u64>().await.unwrap(), Some(1));
         });
     }
 

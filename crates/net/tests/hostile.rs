@@ -277,3 +277,89 @@ async fn flood_beyond_the_inbound_cap_is_turned_away() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Echo, calling everyone but `known` a stranger.
+struct Classed {
+    known: std::sync::Mutex<Vec<keynode_core::NodeId>>,
+}
+
+impl keynode_net::Service for Classed {
+    fn serve(
+        &self,
+        peer: keynode_core::NodeId,
+        stream: keynode_net::RpcStream,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        Echo.serve(peer, stream)
+    }
+
+    fn classify(
+        &self,
+        peer: keynode_core::NodeId,
+    ) -> futures::future::BoxFuture<'static, keynode_net::PeerClass> {
+        let known = self.known.lock().unwrap().contains(&peer);
+        Box::pin(async move {
+            if known {
+                keynode_net::PeerClass::Known
+            } else {
+                keynode_net::PeerClass::Stranger
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn strangers_get_few_streams_and_few_connections_and_known_peers_the_rest() {
+    let mut cfg = config();
+    cfg.max_streams_per_stranger = 2;
+    cfg.max_inbound_strangers = 1;
+    let service = Arc::new(Classed {
+        known: std::sync::Mutex::new(Vec::new()),
+    });
+    let server = Node::start(cfg, service.clone()).await;
+    let stranger = Node::start(config(), Arc::new(Echo)).await;
+    let other = Node::start(config(), Arc::new(Echo)).await;
+    let friend = Node::start(config(), Arc::new(Echo)).await;
+    service.known.lock().unwrap().push(friend.id());
+    for n in [&stranger, &other, &friend] {
+        n.learn(&server);
+    }
+
+    // A stranger may hold two streams at once; a third is refused.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = stranger.net.open(server.id()).await.unwrap();
+        // The header goes with the first frame: send a request, not yet read.
+        s.send(&EchoReq::Sleep(60_000)).await.unwrap();
+        held.push(s);
+    }
+    // A second stranger finds the strangers' connections taken.
+    let second: Result<EchoResp, _> = other
+        .net
+        .call(server.id(), &EchoReq::Echo("me too".into()))
+        .await;
+    assert!(second.is_err(), "a second stranger got a connection");
+
+    // A third stream costs the first stranger its connection.
+    let third: Result<EchoResp, _> = stranger
+        .net
+        .call(server.id(), &EchoReq::Echo("a third".into()))
+        .await;
+    assert!(third.is_err(), "a stranger's third stream was served");
+    for mut s in held.drain(..) {
+        let answer = s.recv::<EchoResp>().await;
+        assert!(!matches!(answer, Ok(Some(_))), "a held stream survived");
+    }
+
+    // A known peer is served, with many streams at once.
+    let calls = (0..8).map(|i| {
+        let net = friend.net.clone();
+        let id = server.id();
+        async move {
+            net.call::<_, EchoResp>(id, &EchoReq::Echo(format!("{i}")))
+                .await
+        }
+    });
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(r.unwrap().caller, friend.id());
+    }
+}

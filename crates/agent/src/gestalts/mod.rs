@@ -242,6 +242,13 @@ impl Gestalts {
         Ok(())
     }
 
+    /// Whether `node` is a vertex of our graph: a node we added, trust,
+    /// invited, share with or discovered. Anyone else is a stranger.
+    pub async fn knows(&self, node: NodeId) -> bool {
+        let id = GestaltId::Node(node);
+        matches!(self.graph.ask(graph::GestaltOf { id }).await, Ok(Some(_)))
+    }
+
     /// Makes `id` a vertex (and an ACL member) if it is not one yet.
     pub async fn ensure_vertex(&self, id: &GestaltId) -> Result<(), ApiError> {
         let _one = self.mutations.lock().await;

@@ -110,7 +110,19 @@ pub(super) async fn accept_loop<T: Transport>(inner: Arc<Inner<T>>, mut listener
                     };
                     match shaken {
                         Ok((stream, peer)) => {
-                            inner.install(stream, peer, addr, Direction::Inbound, Some(permit));
+                            let class = inner.service.classify(peer).await;
+                            let mut permits = vec![permit];
+                            if class == PeerClass::Stranger {
+                                match inner.strangers.clone().try_acquire_owned() {
+                                    Ok(p) => permits.push(p),
+                                    Err(_) => {
+                                        debug!(%addr, "inbound limit for strangers reached; closing");
+                                        return;
+                                    }
+                                }
+                            }
+                            let direction = Direction::Inbound;
+                            inner.install(stream, peer, addr, direction, permits, class);
                         }
                         Err(e) => info!(%addr, error = %e, "inbound handshake failed"),
                     }
@@ -173,7 +185,7 @@ pub(super) async fn drive<T: Transport>(
     conn: Arc<Conn>,
     mut connection: Yamux<T::Stream>,
     mut opens: mpsc::Receiver<OpenReply>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permits: Vec<OwnedSemaphorePermit>,
 ) {
     let cfg = &inner.config;
     let tick = cfg
@@ -253,7 +265,7 @@ pub(super) async fn serve_stream<T: Transport>(
     raw: yamux::Stream,
 ) {
     let peer = conn.peer;
-    let mut stream = RpcStream::new(raw, peer);
+    let mut stream = RpcStream::new(raw, peer).with_budget(inner.budget.clone());
     let header =
         tokio::time::timeout(inner.config.request_timeout, stream.recv::<StreamHeader>()).await;
     let header = match header {

@@ -22,7 +22,8 @@ use tracing::{debug, info, warn};
 use crate::book::AddressBook;
 use crate::noise::{self, HandshakeError, Identity, NoiseStream, Role};
 use crate::rpc::{
-    PROTOCOL_VERSION, Pong, RpcStream, StreamHeader, StreamKind, WireError, WireErrorKind,
+    PROTOCOL_VERSION, Pong, ReceiveBudget, RpcStream, StreamHeader, StreamKind, WireError,
+    WireErrorKind,
 };
 use crate::transport::{Listener, TcpTransport, Transport};
 
@@ -37,6 +38,13 @@ pub const MAX_INBOUND_CONNECTIONS: usize = 512;
 
 /// Most concurrent streams on one connection, each direction counted.
 pub const MAX_STREAMS_PER_PEER: usize = 256;
+
+/// Default most inbound connections from strangers (the rest of
+/// [`MAX_INBOUND_CONNECTIONS`] stays for known peers).
+pub const MAX_INBOUND_STRANGERS: usize = 384;
+
+/// Default most concurrent streams on a connection from a stranger.
+pub const MAX_STREAMS_PER_STRANGER: usize = 4;
 
 /// Receive window granted to each new stream, in bytes (yamux's default; yamux
 /// grows it with the measured bandwidth-delay product, within the connection's
@@ -73,6 +81,8 @@ struct Inner<T: Transport> {
     conns: Mutex<HashMap<NodeId, Vec<Arc<Conn>>>>,
     dialing: Mutex<HashMap<NodeId, DialLock>>,
     inbound: Arc<Semaphore>,
+    budget: ReceiveBudget,
+    strangers: Arc<Semaphore>,
     next_id: AtomicU64,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -129,6 +139,12 @@ impl<T: Transport> Network<T> {
         context: NetContext,
     ) -> Result<Network<T>, NetError> {
         config.max_streams_per_peer = config.max_streams_per_peer.clamp(1, 4096);
+        config.max_inbound_strangers = config
+            .max_inbound_strangers
+            .min(config.max_inbound_connections);
+        config.max_streams_per_stranger = config
+            .max_streams_per_stranger
+            .clamp(1, config.max_streams_per_peer);
         let identity = Identity::new(&key, context.entropy.clone()).map_err(NetError::Identity)?;
         let bind_err = |source| NetError::Bind {
             addr: config.listen,
@@ -141,6 +157,8 @@ impl<T: Transport> Network<T> {
             key,
             identity,
             inbound: Arc::new(Semaphore::new(config.max_inbound_connections)),
+            budget: ReceiveBudget::new(config.receive_budget),
+            strangers: Arc::new(Semaphore::new(config.max_inbound_strangers)),
             config,
             context,
             transport,
@@ -309,6 +327,7 @@ impl<T: Transport> Inner<T> {
                 Ok(raw) => {
                     let guard = StreamGuard::new(conn);
                     return RpcStream::new(raw, peer)
+                        .with_budget(self.budget.clone())
                         .with_header(&header)
                         .map(|s| s.with_guard(guard))
                         .map_err(|e| NetError::rpc(peer, e));
@@ -389,7 +408,16 @@ impl<T: Transport> Inner<T> {
                     .await
                 {
                     Ok((stream, _)) => {
-                        return Ok(self.install(stream, peer, sock, Direction::Outbound, None));
+                        // We chose to dial it: it is known.
+                        let class = PeerClass::Known;
+                        return Ok(self.install(
+                            stream,
+                            peer,
+                            sock,
+                            Direction::Outbound,
+                            Vec::new(),
+                            class,
+                        ));
                     }
                     Err(HandshakeError::UnexpectedPeer { expected, got }) => {
                         warn!(%sock, %expected, %got, "address answered as another node");
@@ -412,9 +440,13 @@ impl<T: Transport> Inner<T> {
         peer: NodeId,
         remote_addr: SocketAddr,
         direction: Direction,
-        permit: Option<OwnedSemaphorePermit>,
+        permits: Vec<OwnedSemaphorePermit>,
+        class: PeerClass,
     ) -> Arc<Conn> {
-        let streams = self.config.max_streams_per_peer;
+        let streams = match class {
+            PeerClass::Known => self.config.max_streams_per_peer,
+            PeerClass::Stranger => self.config.max_streams_per_stranger,
+        };
         let mut cfg = yamux::Config::default();
         cfg.set_max_num_streams(streams);
         cfg.set_max_connection_receive_window(Some(streams * STREAM_WINDOW));
@@ -445,8 +477,13 @@ impl<T: Transport> Inner<T> {
         debug!(%peer, %remote_addr, ?direction, "connection established");
         // Nobody listening is fine.
         let _ = self.established.send(peer);
-        self.tasks
-            .spawn(drive(self.clone(), conn.clone(), connection, opens, permit));
+        self.tasks.spawn(drive(
+            self.clone(),
+            conn.clone(),
+            connection,
+            opens,
+            permits,
+        ));
         conn
     }
 }

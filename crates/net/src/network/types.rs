@@ -13,7 +13,10 @@ use crate::book::BookError;
 use crate::noise::{self, Entropy, HandshakeError, OsEntropy};
 use crate::rpc::{RpcError, RpcStream, WireError, WireErrorKind};
 
-use super::{IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_INBOUND_CONNECTIONS, MAX_STREAMS_PER_PEER};
+use super::{
+    IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_INBOUND_CONNECTIONS, MAX_INBOUND_STRANGERS,
+    MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_STRANGER,
+};
 
 /// A network could not start or a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -122,8 +125,18 @@ pub struct NetConfig {
     pub keepalive_interval: Duration,
     /// Most inbound connections; beyond it new sockets are closed at once.
     pub max_inbound_connections: usize,
+    /// Most inbound connections from [`PeerClass::Stranger`]s (at most
+    /// `max_inbound_connections`); beyond it a stranger is closed after its
+    /// handshake, so known peers keep the rest.
+    pub max_inbound_strangers: usize,
     /// Most concurrent streams per connection (1..=4096).
     pub max_streams_per_peer: usize,
+    /// Most concurrent streams on a connection from a peer the service calls a
+    /// [`PeerClass::Stranger`] (1..=`max_streams_per_peer`).
+    pub max_streams_per_stranger: usize,
+    /// Bytes that large frames being received may hold at once, over every
+    /// stream (see [`ReceiveBudget`](crate::ReceiveBudget)).
+    pub receive_budget: usize,
 }
 
 impl Default for NetConfig {
@@ -135,7 +148,10 @@ impl Default for NetConfig {
             idle_timeout: IDLE_TIMEOUT,
             keepalive_interval: KEEPALIVE_INTERVAL,
             max_inbound_connections: MAX_INBOUND_CONNECTIONS,
+            max_inbound_strangers: MAX_INBOUND_STRANGERS,
             max_streams_per_peer: MAX_STREAMS_PER_PEER,
+            max_streams_per_stranger: MAX_STREAMS_PER_STRANGER,
+            receive_budget: crate::rpc::DEFAULT_RECEIVE_BUDGET,
         }
     }
 }
@@ -174,6 +190,23 @@ impl std::fmt::Debug for NetContext {
 pub trait Service: Send + Sync + 'static {
     /// Serves one stream from `peer` until done.
     fn serve(&self, peer: NodeId, stream: RpcStream) -> BoxFuture<'static, ()>;
+
+    /// What `peer`, which has just proved its id on a connection it opened to
+    /// us, may hold open: asked once per inbound connection. The default knows
+    /// everyone.
+    fn classify(&self, peer: NodeId) -> BoxFuture<'static, PeerClass> {
+        let _ = peer;
+        Box::pin(async { PeerClass::Known })
+    }
+}
+
+/// How much an inbound connection may hold open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerClass {
+    /// Up to [`NetConfig::max_streams_per_peer`] streams.
+    Known,
+    /// Anyone with a key: up to [`NetConfig::max_streams_per_stranger`].
+    Stranger,
 }
 
 /// A service that serves nothing: answers every stream with

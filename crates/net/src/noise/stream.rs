@@ -60,11 +60,14 @@ pub struct NoiseStream<S> {
     io: S,
     noise: snow::TransportState,
     /// Ciphertext from the socket: `rbuf[rstart..rend]` is not yet decrypted.
-    rbuf: Box<[u8]>,
+    /// Starts at [`SMALL_BUF`], grows to [`READ_BUF`] while reads fill it,
+    /// and goes back to small once drained by a small read.
+    rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
-    /// One decrypted frame: `rplain[rpos..rlen]` is not yet read.
-    rplain: Box<[u8]>,
+    /// One decrypted frame: `rplain[rpos..rlen]` is not yet read. Empty
+    /// until needed; freed once a small frame has been read from it.
+    rplain: Vec<u8>,
     rpos: usize,
     rlen: usize,
     /// The error that ended reading, reported again on every later read.
@@ -72,7 +75,9 @@ pub struct NoiseStream<S> {
     /// Plaintext gathered for the next frame.
     wplain: Vec<u8>,
     /// Sealed frames: `wbuf[wpos..wend]` is not yet written to the socket.
-    wbuf: Box<[u8]>,
+    /// Grows as frames are queued, up to [`WRITE_BUF`]; back to small once
+    /// drained after small writes.
+    wbuf: Vec<u8>,
     wpos: usize,
     wend: usize,
 }
@@ -90,6 +95,11 @@ const WRITE_BUF: usize = 2 * WRITE_BATCH;
 /// asks for what is free in it.
 const READ_BUF: usize = 8 * WIRE_FRAME;
 
+/// What an idle connection keeps per buffer, in bytes: buffers grow with
+/// traffic and shrink back when it stops, so a thousand idle (or stalled)
+/// connections hold kilobytes each, not megabytes.
+pub const SMALL_BUF: usize = 8 << 10;
+
 impl<S> std::fmt::Debug for NoiseStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NoiseStream").finish_non_exhaustive()
@@ -102,15 +112,15 @@ impl<S> NoiseStream<S> {
         Self {
             io,
             noise,
-            rbuf: vec![0; READ_BUF].into_boxed_slice(),
+            rbuf: vec![0; SMALL_BUF],
             rstart: 0,
             rend: 0,
-            rplain: vec![0; MAX_PLAINTEXT].into_boxed_slice(),
+            rplain: Vec::new(),
             rpos: 0,
             rlen: 0,
             rfailed: None,
-            wplain: Vec::with_capacity(MAX_PLAINTEXT),
-            wbuf: vec![0; WRITE_BUF].into_boxed_slice(),
+            wplain: Vec::new(),
+            wbuf: Vec::new(),
             wpos: 0,
             wend: 0,
         }
@@ -125,13 +135,17 @@ impl<S> NoiseStream<S> {
     /// of the write queue, which has room for it.
     fn seal_from(
         noise: &mut snow::TransportState,
-        wbuf: &mut [u8],
+        wbuf: &mut Vec<u8>,
         wend: &mut usize,
         plain: &[u8],
     ) -> io::Result<()> {
         let start = *wend;
+        let end = start + 2 + plain.len() + TAG_LEN;
+        if wbuf.len() < end {
+            wbuf.resize(end, 0);
+        }
         let n = noise
-            .write_message(plain, &mut wbuf[start + 2..start + WIRE_FRAME])
+            .write_message(plain, &mut wbuf[start + 2..end])
             .map_err(io::Error::other)?;
         let prefix = u16::try_from(n).map_err(io::Error::other)?;
         wbuf[start..start + 2].copy_from_slice(&prefix.to_be_bytes());
@@ -150,7 +164,11 @@ impl<S> NoiseStream<S> {
             &mut self.wend,
             &self.wplain,
         )?;
-        self.wplain.clear();
+        if self.wplain.len() <= SMALL_BUF && self.wplain.capacity() > SMALL_BUF {
+            self.wplain = Vec::new();
+        } else {
+            self.wplain.clear();
+        }
         Ok(())
     }
 
@@ -183,6 +201,10 @@ impl<S: AsyncWrite + Unpin> NoiseStream<S> {
                 Poll::Pending if progressed => return Poll::Ready(Ok(())),
                 Poll::Pending => return Poll::Pending,
             }
+        }
+        // Drained: a queue that only ever held small frames goes back to small.
+        if self.wbuf.len() > SMALL_BUF && self.wend <= SMALL_BUF {
+            self.wbuf = Vec::new();
         }
         self.wpos = 0;
         self.wend = 0;
@@ -244,6 +266,31 @@ impl From<io::Error> for ReadFail {
 }
 
 impl<S: AsyncRead + Unpin> NoiseStream<S> {
+    /// Makes room after `rend` for at least the frame being received (or a
+    /// small read), moving undecrypted bytes to the front and growing the
+    /// buffer when the frame would not fit.
+    fn make_read_room(&mut self) {
+        let pending = self.rend - self.rstart;
+        // A frame's length is known once its 2-byte prefix is in.
+        let need = if pending >= 2 {
+            2 + u16::from_be_bytes([self.rbuf[self.rstart], self.rbuf[self.rstart + 1]]) as usize
+        } else {
+            2
+        };
+        let want = need.max(pending + 1).min(READ_BUF);
+        if self.rbuf.len() - self.rstart < want || self.rbuf.len() - self.rend < SMALL_BUF / 4 {
+            if self.rstart > 0 {
+                self.rbuf.copy_within(self.rstart..self.rend, 0);
+                self.rend = pending;
+                self.rstart = 0;
+            }
+            if self.rbuf.len() < want {
+                self.rbuf
+                    .resize(want.next_power_of_two().min(READ_BUF).max(want), 0);
+            }
+        }
+    }
+
     /// Fills `buf` from decrypted frames, reading the socket only when nothing
     /// has been decrypted yet.
     fn read_frames(
@@ -262,6 +309,14 @@ impl<S: AsyncRead + Unpin> NoiseStream<S> {
                 buf.put_slice(&this.rplain[this.rpos..this.rpos + n]);
                 this.rpos += n;
             }
+            if this.rpos == this.rlen && this.rlen > 0 && this.rlen <= SMALL_BUF {
+                // A small frame read out: keep no frame-sized buffer for it.
+                if this.rplain.len() > SMALL_BUF {
+                    this.rplain = Vec::new();
+                }
+                this.rpos = 0;
+                this.rlen = 0;
+            }
             if buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
@@ -277,6 +332,9 @@ impl<S: AsyncRead + Unpin> NoiseStream<S> {
                         .map_err(|_| FrameError::Decrypt)?;
                     buf.advance(n);
                 } else {
+                    if this.rplain.len() < plain_len {
+                        this.rplain.resize(plain_len, 0);
+                    }
                     let n = this
                         .noise
                         .read_message(body, &mut this.rplain)
@@ -295,11 +353,8 @@ impl<S: AsyncRead + Unpin> NoiseStream<S> {
             if buf.filled().len() > start {
                 return Poll::Ready(Ok(()));
             }
-            if READ_BUF - this.rend < WIRE_FRAME && this.rstart > 0 {
-                this.rbuf.copy_within(this.rstart..this.rend, 0);
-                this.rend -= this.rstart;
-                this.rstart = 0;
-            }
+            this.make_read_room();
+            let free = this.rbuf.len() - this.rend;
             let mut rb = ReadBuf::new(&mut this.rbuf[this.rend..]);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
             let n = rb.filled().len();
@@ -310,6 +365,17 @@ impl<S: AsyncRead + Unpin> NoiseStream<S> {
                 return Poll::Ready(Err(FrameError::Truncated.into()));
             }
             this.rend += n;
+            if n == free && this.rbuf.len() < READ_BUF {
+                // The socket had more than we asked for: read bigger next time.
+                let grown = (this.rbuf.len() * 2).min(READ_BUF);
+                this.rbuf.resize(grown, 0);
+            } else if n < SMALL_BUF / 2 && this.rstart == 0 && this.rend <= SMALL_BUF {
+                // Traffic is light again: give the big buffer back.
+                if this.rbuf.len() > SMALL_BUF {
+                    this.rbuf.truncate(SMALL_BUF);
+                    this.rbuf.shrink_to_fit();
+                }
+            }
         }
     }
 }
