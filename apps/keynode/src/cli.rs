@@ -456,6 +456,10 @@ pub enum SecretsCmd {
         /// How to print the variables when no command is given.
         #[arg(long, value_enum, default_value_t = EnvFormat::Unix)]
         env_format: EnvFormat,
+        /// Let a secret set this variable although it changes how programs
+        /// load or run (`PATH`, `LD_PRELOAD`, `BASH_ENV`…; see the README).
+        #[arg(long = "allow-env", value_name = "NAME")]
+        allow_env: Vec<String>,
         /// The command to run, after `--`.
         #[arg(last = true)]
         command: Vec<String>,

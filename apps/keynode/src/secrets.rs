@@ -205,8 +205,9 @@ pub async fn run(ctx: &Ctx, cmd: SecretsCmd) -> Result<(), Failure> {
         SecretsCmd::Env {
             targets,
             env_format,
+            allow_env,
             command,
-        } => env(ctx, targets, env_format, command).await,
+        } => env(ctx, targets, env_format, &allow_env, command).await,
     }
 }
 
@@ -253,9 +254,69 @@ fn walk(dir: &Path) -> Result<Vec<(SecretPath, PathBuf)>, Failure> {
     Ok(out)
 }
 
+/// A private (0700) directory for `secrets edit`'s plaintext copy: under
+/// `$XDG_RUNTIME_DIR` (memory-backed, the user's own) when set, else the
+/// system's temporary directory.
+fn edit_dir() -> Result<tempfile::TempDir, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut builder = tempfile::Builder::new();
+    builder
+        .prefix("keynode-edit")
+        .permissions(std::fs::Permissions::from_mode(0o700));
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir());
+    Ok(match runtime {
+        Some(d) => builder.tempdir_in(d)?,
+        None => builder.tempdir()?,
+    })
+}
+
+/// The signals `secrets edit` handles while the editor runs.
+struct EditSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl EditSignals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(EditSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// Waits for the editor. SIGINT is the editor's (Ctrl-C in vi must not end
+/// us and leave the copy behind); SIGTERM or SIGHUP (a closed terminal) remove
+/// the copy and end the command, the secret unchanged.
+async fn wait_editor(
+    child: &mut tokio::process::Child,
+    dir: &tempfile::TempDir,
+    mut signals: EditSignals,
+) -> Result<std::process::ExitStatus, Failure> {
+    loop {
+        let (code, why) = tokio::select! {
+            status = child.wait() => return Ok(status?),
+            _ = signals.int.recv() => continue,
+            _ = signals.term.recv() => (143, "terminated"),
+            _ = signals.hup.recv() => (129, "hung up"),
+        };
+        let _ = child.start_kill();
+        let _ = std::fs::remove_dir_all(dir.path());
+        return Err(Failure::new(
+            code,
+            format!("{why} while editing; secret unchanged, its temporary copy removed"),
+        ));
+    }
+}
+
 async fn edit(ctx: &Ctx, secret: &str) -> Result<(), Failure> {
     let (vault, path) = secret_ref(secret)?;
-    let dir = tempfile::Builder::new().prefix("keynode-edit").tempdir()?; // mode 0700
+    let dir = edit_dir()?;
     let file = dir.path().join("secret");
     let mut original = Vec::new();
     let got = ctx
@@ -283,13 +344,16 @@ async fn edit(ctx: &Ctx, secret: &str) -> Result<(), Failure> {
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .unwrap_or_else(|_| "vi".into());
-    let status = std::process::Command::new("sh")
+    // Signals are ours from before the editor starts (see `wait_editor`).
+    let signals = EditSignals::new()?;
+    let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{editor} \"$1\""))
         .arg("sh")
         .arg(&file)
-        .status()
+        .spawn()
         .map_err(|e| Failure::new(69, format!("cannot run the editor {editor:?}: {e}")))?;
+    let status = wait_editor(&mut child, &dir, signals).await?;
     if !status.success() {
         return Err(Failure::new(
             1,
@@ -297,14 +361,15 @@ async fn edit(ctx: &Ctx, secret: &str) -> Result<(), Failure> {
         ));
     }
     let edited = std::fs::read(&file)?;
+    // The plaintext goes as soon as it is read.
+    let _ = std::fs::remove_file(&file);
     if exists && edited == original {
         output::emit(ctx.format, &serde_json::json!({"committed": false}), || {
             println!("nothing changed")
         });
         return Ok(());
     }
-    let mut f = tokio::fs::File::open(&file).await?;
-    let r = write_secret(ctx, (vault, path), false, &mut f).await?;
+    let r = write_secret(ctx, (vault, path), false, &mut &edited[..]).await?;
     print_committed(ctx, r, &format!("saved {secret}"))
 }
 
@@ -314,10 +379,94 @@ fn valid_env_name(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
+/// Variables that change how programs load or run: a shared vault must not
+/// set them behind its grantee's back (`secrets env` refuses them unless
+/// allowed by name). Exact names; see also [`LOADER_PREFIXES`].
+const LOADER_VARS: &[&str] = &[
+    // Where programs are found, how words split, what a shell runs first.
+    "PATH",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "CDPATH",
+    "GLOBIGNORE",
+    "PROMPT_COMMAND",
+    "PS1",
+    "PS2",
+    "PS3",
+    "PS4",
+    "ZDOTDIR",
+    "SHELL",
+    "HOME",
+    "TMPDIR",
+    // Programs other programs run.
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "MANPAGER",
+    "BROWSER",
+    "SSH_ASKPASS",
+    "SUDO_ASKPASS",
+    // The C library.
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCPATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "TZDIR",
+    // Interpreters and runtimes.
+    "CLASSPATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "TCLLIBPATH",
+    "R_PROFILE",
+    "R_PROFILE_USER",
+    "R_ENVIRON",
+    "R_ENVIRON_USER",
+    "GEM_HOME",
+    "GEM_PATH",
+    "BUNDLE_GEMFILE",
+];
+
+/// Prefixes of variable families with the same effect: the dynamic loader's,
+/// bash's exported functions, interpreters' and runtimes' own, git's.
+const LOADER_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "BASH_FUNC_",
+    "PYTHON",
+    "PERL",
+    "RUBY",
+    "NODE_",
+    "NPM_CONFIG_",
+    "LUA_",
+    "DOTNET_",
+    "COMPLUS_",
+    "CORECLR_",
+    "GIT_",
+    "MALLOC_",
+    "JULIA_",
+    "ERL_",
+    "ELIXIR_",
+];
+
+/// Whether `name` is a variable `secrets env` refuses unless allowed.
+fn changes_how_programs_run(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    LOADER_VARS.contains(&upper.as_str()) || LOADER_PREFIXES.iter().any(|p| upper.starts_with(p))
+}
+
 async fn env(
     ctx: &Ctx,
     targets: Vec<String>,
     format: EnvFormat,
+    allowed: &[String],
     command: Vec<String>,
 ) -> Result<(), Failure> {
     let refs = targets
@@ -338,6 +487,15 @@ async fn env(
             return Err(Failure::new(
                 65,
                 format!("secret {name:?} is not a valid environment variable name"),
+            ));
+        }
+        if changes_how_programs_run(&name) && !allowed.iter().any(|a| a == &name) {
+            return Err(Failure::new(
+                65,
+                format!(
+                    "secret {name} would set {name}, which changes how programs load or run; \
+                     allow it with --allow-env {name}"
+                ),
             ));
         }
         let value = String::from_utf8(value).map_err(|_| {

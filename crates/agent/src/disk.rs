@@ -20,12 +20,24 @@ pub(crate) fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> StartError + 
     move |e| StartError::Io(e, what.to_owned())
 }
 
+/// Creates `path` (mode 0700) if missing and makes it 0700 if it exists with
+/// wider permissions: nothing under a node path is anyone else's business.
 pub(crate) fn private_dir(path: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(io_err("creating the node path"))
+        .map_err(io_err("creating the node path"))?;
+    let mode = std::fs::metadata(path)
+        .map_err(io_err("reading the node path"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err("making the node path private"))?;
+    }
+    Ok(())
 }
 
 /// Loads the root key, creating it (and the node's identity) on first start.

@@ -208,10 +208,16 @@ impl Node {
             Err(e) => return Err(StartError::Io(e, "removing a stale socket".into())),
         }
         let listener = if config.client_socket {
+            // Bound under a temporary name, made 0600, then renamed into
+            // place: the socket never exists at its name with wider
+            // permissions (and the node path around it is 0700 already).
+            let staging = socket.with_file_name(".agent.tmp"); // as long as the name
+            let _ = std::fs::remove_file(&staging);
             let listener =
-                UnixListener::bind(&socket).map_err(io_err("binding the client socket"))?;
-            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+                UnixListener::bind(&staging).map_err(io_err("binding the client socket"))?;
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
                 .map_err(io_err("securing the client socket"))?;
+            std::fs::rename(&staging, &socket).map_err(io_err("placing the client socket"))?;
             Some(listener)
         } else {
             None

@@ -28,8 +28,12 @@ fn start_status_stop_restart() {
     a.run(&["agent", "stop"]).success();
     a.run(&["agent", "status"]).fails(69, "agent start");
 
+    // A node path opened up meanwhile is made private again at start.
+    std::fs::set_permissions(&a.node, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     // Restart keeps the identity and says nothing about creating one.
     let again = a.start().success();
+    assert_eq!(mode(&a.node), 0o700);
+    assert_eq!(mode(&a.node.join("agent.sock")), 0o600);
     assert!(!again.contains("created a new node identity"));
     assert_eq!(a.json(&["agent", "status"])["node_id"], node_id.as_str());
 }

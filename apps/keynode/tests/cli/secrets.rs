@@ -195,6 +195,81 @@ fn binary_secrets_round_trip_with_bounded_memory() {
 }
 
 #[test]
+fn edit_keeps_its_copy_private_and_removes_it_on_hangup() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let a = agent_with_vault();
+    a.run_stdin(&["secrets", "write", "v:conf"], b"old")
+        .success();
+    let runtime = a.path("runtime");
+    std::fs::create_dir(&runtime).expect("runtime dir");
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let seen = a.path("seen");
+    // An editor that says where its file is, then waits to be hung up on.
+    let script = a.path("editor.sh");
+    write_file(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1\" > {}\nexec sleep 60\n",
+            seen.display()
+        )
+        .as_bytes(),
+    );
+    std::process::Command::new("chmod")
+        .args(["+x", script.to_str().expect("utf8")])
+        .status()
+        .expect("chmod");
+    let child = a
+        .command()
+        .args(["secrets", "edit", "v:conf"])
+        .env("EDITOR", &script)
+        .env_remove("VISUAL")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        // Its own process group, as a terminal's foreground job is.
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("edit");
+    wait_for(
+        || std::fs::read_to_string(&seen).is_ok_and(|s| s.ends_with('\n')),
+        "the editor to start",
+    );
+    let file = std::path::PathBuf::from(std::fs::read_to_string(&seen).expect("seen").trim());
+    let dir = file.parent().expect("dir").to_path_buf();
+    assert!(
+        dir.starts_with(&runtime),
+        "{} not under $XDG_RUNTIME_DIR",
+        dir.display()
+    );
+    let mode = std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the copy's directory is {mode:o}");
+    assert_eq!(std::fs::read(&file).expect("copy"), b"old");
+    // SIGINT is the editor's business: the copy stays while it runs.
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    // The terminal goes away (SIGHUP to the whole job): the copy goes with
+    // it, the secret is unchanged.
+    std::process::Command::new("kill")
+        .args(["-HUP", "--", &format!("-{pid}")])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(129),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("temporary copy removed"));
+    assert!(!dir.exists(), "the plaintext copy is still there");
+    assert_eq!(a.run(&["secrets", "get", "v:conf"]).success(), "old");
+}
+
+#[test]
 fn edit_uses_the_editor() {
     let a = agent_with_vault();
     a.run_stdin(&["secrets", "write", "v:conf"], b"old")
@@ -323,4 +398,49 @@ fn env_prints_and_runs_with_secrets() {
         .success();
     a.run(&["secrets", "env", "v"]).fails(65, "bad-name");
     a.run(&["secrets", "env", "v:missing"]).fails(66, "missing");
+}
+
+#[test]
+fn env_refuses_variables_that_change_how_programs_run_unless_allowed() {
+    let a = agent_with_vault();
+    a.run_stdin(&["secrets", "write", "v:TOKEN"], b"t")
+        .success();
+    for (name, value) in [
+        ("LD_PRELOAD", "/tmp/evil.so"),
+        ("BASH_ENV", "/tmp/evil.sh"),
+        ("PS4", "$(touch /tmp/pwned)"),
+        ("NODE_OPTIONS", "--require /tmp/evil.js"),
+        ("PYTHONSTARTUP", "/tmp/evil.py"),
+        ("PATH", "/tmp/evil"),
+        ("SHELLOPTS", "xtrace"),
+    ] {
+        let dir = format!("v:{name}-dir/{name}");
+        a.run_stdin(&["secrets", "write", &dir], value.as_bytes())
+            .success();
+        let target = format!("v:{name}-dir");
+        // Printed or run, with the vault's other secrets or alone: refused,
+        // naming the variable and the flag that allows it.
+        let flag = format!("--allow-env {name}");
+        a.run(&["secrets", "env", &target]).fails(65, &flag);
+        a.run(&["secrets", "env", "v:TOKEN", &target, "--", "true"])
+            .fails(65, &flag);
+        // Allowed by name, it is set.
+        let out = a
+            .run(&[
+                "secrets",
+                "env",
+                &target,
+                "--allow-env",
+                name,
+                "--env-format",
+                "json",
+            ])
+            .success();
+        let env: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(env[name], value);
+    }
+    // Allowing one name allows no other.
+    a.run(&["secrets", "env", "v", "--allow-env", "PATH"])
+        .fails(65, "--allow-env");
+    a.run(&["secrets", "env", "v:TOKEN"]).success();
 }
