@@ -217,10 +217,13 @@ impl<A: Actor> Ask<A> for Addr<A> {
 }
 
 /// What a peer is told when serving it failed here: the kind and a fixed
-/// message, never the local error's text. The detail is logged; callers that
-/// know the peer also record it in the audit log.
+/// message, never the local error's text. The log gets the kind only (an
+/// error's text may hold vault names or secret paths, and logs carry kinds,
+/// never names); callers that know the peer record the detail in the
+/// (encrypted) audit log.
 pub(crate) fn to_peer(kind: WireErrorKind, detail: &dyn std::fmt::Display) -> WireError {
-    tracing::warn!(error = %detail, ?kind, "serving a peer failed");
+    let _ = detail;
+    tracing::warn!(?kind, "serving a peer failed");
     WireError::new(kind, fixed_message(kind))
 }
 

@@ -41,8 +41,8 @@ fn containing(dir: &Path, needle: &[u8]) -> (Vec<PathBuf>, usize, u64) {
 #[test]
 fn no_name_or_secret_reaches_the_disk_in_the_clear() {
     let (a, b) = (Agent::new(), Agent::new());
-    a.start_logging_debug();
-    b.start_logging_debug();
+    a.start_logging_everything();
+    b.start_logging_everything();
     let (a_id, a_port) = a.id_and_port();
     let (b_id, b_port) = b.id_and_port();
     a.run(&["nodes", "add", &b_id, "127.0.0.1", &b_port])
@@ -95,6 +95,17 @@ fn no_name_or_secret_reaches_the_disk_in_the_clear() {
         a.run(&["secrets", "get", &big]).success().len(),
         big_value.len()
     );
+
+    // Failures whose messages name things: refused and missing, locally and
+    // from a peer. The client hears the names; no log does.
+    for r in [
+        b.run(&["vaults", "create", &vault]),
+        b.run(&["secrets", "get", &format!("{vault}:{MARK}-missing")]),
+        a.run(&["vaults", "clone", &format!("{MARK}-nope"), &b_id]),
+        a.run_stdin(&["secrets", "write", &small], b"read-only"),
+    ] {
+        assert_ne!(r.code(), 0, "{}", r.stdout());
+    }
 
     a.run(&["agent", "stop"]).success();
     b.run(&["agent", "stop"]).success();

@@ -80,7 +80,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn change_on_a_running_agent_then_restart_with_the_new_password() {
     let a = Agent::new();
     // Debug logging in the agent: the request is logged, its passwords never.
-    a.start_logging_debug();
+    a.start_logging_everything();
     let node_id = a.json(&["agent", "status"])["node_id"].clone();
     a.run(&["vaults", "create", "v"]).success();
     a.run_stdin(&["secrets", "write", "v:db/password"], b"hunter2")

@@ -44,14 +44,15 @@ impl Agent {
         a
     }
 
-    /// Starts the agent with `RUST_LOG=debug`, so its log holds everything it
-    /// would ever log (tests then check what must not be there).
-    pub fn start_logging_debug(&self) {
+    /// Starts the agent with `RUST_LOG=trace`, so its log holds everything it
+    /// would ever log, its dependencies' too (tests then check what must not
+    /// be there).
+    pub fn start_logging_everything(&self) {
         let out = self
             .command()
             .args(["agent", "start", "--background", "--password-file"])
             .arg(&self.password_file)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "trace")
             .output()
             .expect("start");
         assert!(
