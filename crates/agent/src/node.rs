@@ -281,6 +281,19 @@ impl Node {
                 }
             });
         }
+        {
+            // Refusal counts reach the audit log when their window closes.
+            let (gestalts, shutdown) = (gestalts.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                let mut ticker = tokio::time::interval(crate::gestalts::REFUSAL_WINDOW / 4);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = ticker.tick() => gestalts.flush_refusals(false).await,
+                    }
+                }
+            });
+        }
         let snapshot = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         status::write_status(&paths.status(), &snapshot)
             .map_err(io_err("writing the status file"))?;
@@ -409,6 +422,7 @@ impl Node {
         {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
+        self.gestalts.flush_refusals(true).await;
         self.net.shutdown().await;
         let _ = std::fs::remove_file(self.paths.socket());
         let mut snapshot = self

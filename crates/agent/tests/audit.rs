@@ -111,3 +111,54 @@ async fn shares_served_clones_and_refusals_are_audited() {
         n.stop().await;
     }
 }
+
+#[actix_rt::test]
+async fn a_refusal_flood_is_summarised_not_logged_one_by_one() {
+    let net = TestNet::new();
+    let b = net.node("b").await;
+    let c = net.node("c").await;
+    knows(&c, &b).await;
+    knows(&b, &c).await;
+    ok(
+        &b,
+        Request::VaultsCreate {
+            name: VaultName::new("prod").unwrap(),
+        },
+    )
+    .await;
+    let before = audit(&b, None).await.len();
+    const FLOOD: usize = 300;
+    for _ in 0..FLOOD {
+        let r = call(
+            &c,
+            Request::VaultsClone {
+                vault: "prod".into(),
+                node: b.node_id(),
+            },
+        )
+        .await;
+        assert!(matches!(r, Err(ClientError::Api(e)) if e.kind == ErrorKind::PermissionDenied));
+    }
+    // One refusal is recorded as it happens; the rest wait for their window.
+    let during = audit(&b, None).await;
+    assert_eq!(during.len() - before, 1, "{:?}", &during[..3]);
+    assert_eq!(during[0].kind, "refused");
+    // The count reaches the log when the window closes (here: at stop).
+    b.stop().await;
+    let b = net.node("b").await;
+    let log = audit(&b, None).await;
+    let summary = log
+        .iter()
+        .find(|e| e.kind == "refused_repeatedly")
+        .expect("a summary of the flood");
+    assert_eq!(
+        field(summary, "count"),
+        Some((FLOOD - 1).to_string().as_str())
+    );
+    assert_eq!(
+        field(summary, "peer"),
+        Some(c.node_id().to_string().as_str())
+    );
+    c.stop().await;
+    b.stop().await;
+}

@@ -108,6 +108,23 @@ pub enum AuditEvent {
         /// What went wrong here.
         error: String,
     },
+    /// Refusals gathered over a window after the first (recorded on its own):
+    /// how many, from whom (`None`: peers beyond those told apart), between
+    /// when and when.
+    RefusedRepeatedly {
+        /// The peer, when told apart.
+        peer: Option<NodeId>,
+        /// What was asked for.
+        op: String,
+        /// Why it was refused.
+        reason: String,
+        /// Refusals counted.
+        count: u64,
+        /// The first, in milliseconds since the Unix epoch.
+        first_ms: u64,
+        /// The last.
+        last_ms: u64,
+    },
 }
 
 impl AuditEvent {
@@ -125,6 +142,7 @@ impl AuditEvent {
             AuditEvent::Refused { .. } => "refused",
             AuditEvent::PasswordChanged => "password_changed",
             AuditEvent::ServeFailed { .. } => "serve_failed",
+            AuditEvent::RefusedRepeatedly { .. } => "refused_repeatedly",
         }
     }
 
@@ -137,6 +155,7 @@ impl AuditEvent {
             AuditEvent::Served { peer, .. }
             | AuditEvent::Refused { peer, .. }
             | AuditEvent::ServeFailed { peer, .. } => Some(*peer),
+            AuditEvent::RefusedRepeatedly { peer, .. } => *peer,
             _ => None,
         }
     }
@@ -172,6 +191,24 @@ impl AuditEvent {
                 ("peer", peer.to_string()),
                 ("op", op.clone()),
                 ("error", error.clone()),
+            ],
+            AuditEvent::RefusedRepeatedly {
+                peer,
+                op,
+                reason,
+                count,
+                first_ms,
+                last_ms,
+            } => vec![
+                (
+                    "peer",
+                    peer.map_or_else(|| "others".into(), |p| p.to_string()),
+                ),
+                ("op", op.clone()),
+                ("reason", reason.clone()),
+                ("count", count.to_string()),
+                ("first_ms", first_ms.to_string()),
+                ("last_ms", last_ms.to_string()),
             ],
         }
     }

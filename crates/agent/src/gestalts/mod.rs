@@ -30,7 +30,10 @@ use crate::errors::{Ask, Failure, to_peer};
 use crate::protocol::{PeerRequest, PeerResponse};
 
 mod claims;
+mod refusals;
 mod views;
+
+pub use refusals::{MAX_REFUSING_PEERS, REFUSAL_WINDOW, Refusals};
 
 pub use views::permission_view;
 use views::{gestalt_view, identity_text};
@@ -45,6 +48,9 @@ pub struct Gestalts {
     me: NodeId,
     key: Arc<Keypair>,
     tids: TidGenerator<Arc<dyn Clock>>,
+    clock: Arc<dyn Clock>,
+    /// Refusals being gathered (see [`Refusals`]).
+    refusals: std::sync::Mutex<Refusals>,
     graph_store: Arc<GestaltGraph>,
     graph: Addr<GestaltManager>,
     acl: Addr<AclManager>,
@@ -121,6 +127,8 @@ impl Gestalts {
             me: key.node_id(),
             key,
             tids: TidGenerator::new(Arc::new(SystemClock)),
+            clock: Arc::new(SystemClock),
+            refusals: std::sync::Mutex::new(Refusals::default()),
             graph_store,
             graph,
             acl,
@@ -137,7 +145,8 @@ impl Gestalts {
 
     /// Dates claim ids by `clock` instead of the system clock.
     pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.tids = TidGenerator::new(clock);
+        self.tids = TidGenerator::new(clock.clone());
+        self.clock = clock;
         self
     }
 
@@ -157,14 +166,37 @@ impl Gestalts {
     /// Appends `event` to the audit log. Never fails the operation that records
     /// it: a failed append is logged as a warning.
     pub(crate) async fn record(&self, event: keynode_audit::AuditEvent) {
-        let Some(audit) = self.audit.get() else {
-            tracing::warn!(?event, "no audit log to record to");
-            return;
+        let now = self.clock.now_ms();
+        let events = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(event, now);
+        self.append(events).await;
+    }
+
+    /// Records the counts of refusal windows that have closed (every window
+    /// when `all`, as at stop).
+    pub async fn flush_refusals(&self, all: bool) {
+        let now = self.clock.now_ms();
+        let events = {
+            let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            if all { r.flush() } else { r.due(now) }
         };
-        match audit.send(keynode_audit::Append { event }).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot append to the audit log"),
-            Err(e) => tracing::warn!(error = %e, "the audit log is gone"),
+        self.append(events).await;
+    }
+
+    async fn append(&self, events: Vec<keynode_audit::AuditEvent>) {
+        for event in events {
+            let Some(audit) = self.audit.get() else {
+                tracing::warn!(kind = event.kind(), "no audit log to record to");
+                return;
+            };
+            match audit.send(keynode_audit::Append { event }).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot append to the audit log"),
+                Err(e) => tracing::warn!(error = %e, "the audit log is gone"),
+            }
         }
     }
 
