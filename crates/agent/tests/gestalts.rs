@@ -70,6 +70,17 @@ async fn invite_claim_discover_and_permissions_follow_the_gestalt() {
     pair.sort();
     assert_eq!(gestalt(&a, &a.node_id().to_string()).await.nodes, pair);
     assert_eq!(gestalt(&a2, &a.node_id().to_string()).await.nodes, pair);
+    // The invitation was good for that one claim.
+    assert!(
+        !perms(&a2, a.node_id())
+            .await
+            .gestalt
+            .contains(&"claim".to_string())
+    );
+    match call(&a, Request::NodesClaim { node: a2.node_id() }).await {
+        Err(ClientError::Api(e)) => assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}"),
+        other => panic!("a second claim on one invitation: {other:?}"),
+    }
 
     // B trusts A and discovers A2 through A's sigchain.
     ok(
@@ -255,4 +266,67 @@ async fn an_invitation_sends_a_gestalt_invite() {
     }
     a.stop().await;
     a2.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_countersignature_is_visible_even_when_the_claimer_stops_there() {
+    use keynode_agent::peer::{PeerRequest, PeerResponse};
+    let net = TestNet::new();
+    let target = net.node("target").await;
+    let claimer = net.node("claimer").await;
+    knows(&claimer, &target).await;
+    knows(&target, &claimer).await;
+    ok(
+        &target,
+        Request::IdentitiesInvite {
+            node: claimer.node_id(),
+        },
+    )
+    .await;
+    // The claimer proposes its half by hand and walks away with the
+    // countersignature, never sending LinkFinish.
+    let key = keynode_core::keystore::read_key_file(&claimer.paths().root_key(), b"pw")
+        .expect("claimer's key");
+    let half = keynode_gestalt::propose_link(
+        None,
+        &key,
+        target.node_id(),
+        keynode_core::Tid::from_bytes([1; 16]).expect("tid"),
+    )
+    .expect("half");
+    let mut stream = claimer
+        .network()
+        .open(target.node_id())
+        .await
+        .expect("stream");
+    stream
+        .send(&PeerRequest::LinkPropose { half })
+        .await
+        .expect("propose");
+    let got = stream.recv::<PeerResponse>().await.expect("answer");
+    assert!(
+        matches!(got, Some(PeerResponse::LinkProposed { .. })),
+        "{got:?}"
+    );
+    drop(stream);
+    // The target's graph links them, and its audit log says it countersigned.
+    let mut pair = vec![target.node_id(), claimer.node_id()];
+    pair.sort();
+    assert_eq!(
+        gestalt(&target, &claimer.node_id().to_string()).await.nodes,
+        pair
+    );
+    let Response::AuditEntries(log) = ok(&target, Request::AuditRead { limit: None }).await else {
+        panic!("no audit")
+    };
+    assert!(
+        log.iter().any(|e| e.kind == "countersigned"
+            && e.fields
+                .iter()
+                .any(|(k, v)| k == "node" && *v == claimer.node_id().to_string())),
+        "{:?}",
+        log.iter().map(|e| &e.kind).collect::<Vec<_>>()
+    );
+    target.stop().await;
+    claimer.stop().await;
 }

@@ -125,6 +125,12 @@ pub enum AuditEvent {
         /// The last.
         last_ms: u64,
     },
+    /// We countersigned a peer's link claim (the peer now holds a claim
+    /// signed by both of us, whether or not it finishes the exchange).
+    Countersigned {
+        /// The peer.
+        node: NodeId,
+    },
 }
 
 impl AuditEvent {
@@ -143,6 +149,7 @@ impl AuditEvent {
             AuditEvent::PasswordChanged => "password_changed",
             AuditEvent::ServeFailed { .. } => "serve_failed",
             AuditEvent::RefusedRepeatedly { .. } => "refused_repeatedly",
+            AuditEvent::Countersigned { .. } => "countersigned",
         }
     }
 
@@ -156,6 +163,7 @@ impl AuditEvent {
             | AuditEvent::Refused { peer, .. }
             | AuditEvent::ServeFailed { peer, .. } => Some(*peer),
             AuditEvent::RefusedRepeatedly { peer, .. } => *peer,
+            AuditEvent::Countersigned { node } => Some(*node),
             _ => None,
         }
     }
@@ -173,7 +181,9 @@ impl AuditEvent {
             AuditEvent::Trusted { gestalt } | AuditEvent::Untrusted { gestalt } => {
                 vec![("gestalt", gestalt.clone())]
             }
-            AuditEvent::Claimed { node } => vec![("node", node.to_string())],
+            AuditEvent::Claimed { node } | AuditEvent::Countersigned { node } => {
+                vec![("node", node.to_string())]
+            }
             AuditEvent::Served { peer, op, vault } => {
                 let mut f = vec![("peer", peer.to_string()), ("op", op.to_string())];
                 if let Some(v) = vault {

@@ -2,7 +2,7 @@
 //! identity claims published on a provider.
 
 use keynode_acl::GestaltAction;
-use keynode_core::{IdentityId, NodeId, ProviderId};
+use keynode_core::{GestaltId, IdentityId, NodeId, ProviderId};
 use keynode_gestalt::messages as graph;
 use keynode_gestalt::{
     ClaimBody, ClaimRef, IdentityProvider, OfflineProvider, SignedClaim, accept_countersigned,
@@ -32,6 +32,19 @@ impl Gestalts {
             seq: head.seq,
             id: claim.claim.id,
         };
+        self.graph
+            .ask(graph::LinkNodes {
+                a: self.me,
+                b: other,
+                proof,
+            })
+            .await?;
+        self.route().await
+    }
+
+    /// Links us with `other` in our graph on the strength of `proof`.
+    async fn link_with_proof(&self, other: NodeId, proof: ClaimRef) -> Result<(), ApiError> {
+        let _one = self.mutations.lock().await;
         self.graph
             .ask(graph::LinkNodes {
                 a: self.me,
@@ -166,6 +179,20 @@ impl Gestalts {
         }
         let _guard = self.claim_lock.lock().await;
         let countersigned = countersign(half, &self.key).map_err(|_| bad("invalid claim"))?;
+        // What we sign is visible here before it leaves: the peer holds a claim
+        // signed by both of us from the moment it has the countersignature,
+        // whether or not it finishes, so our graph links it (the proof: its
+        // claim, at its position in its chain) and the audit log says so.
+        let theirs = ClaimRef {
+            chain: peer,
+            seq: countersigned.claim.seq,
+            id: countersigned.claim.id,
+        };
+        if let Err(e) = self.link_with_proof(peer, theirs).await {
+            return Err(self.serve_failed(peer, "claim", &e).await);
+        }
+        self.record(keynode_audit::AuditEvent::Countersigned { node: peer })
+            .await;
         let proposal = self
             .sigchain
             .head()
@@ -193,6 +220,13 @@ impl Gestalts {
         let full =
             accept_countersigned(&proposal, full).map_err(|_| bad("invalid countersignature"))?;
         if let Err(e) = self.append_and_link(&full, peer).await {
+            return Err(self.serve_failed(peer, "claim", &e).await);
+        }
+        // An invite is good for one claim.
+        if let Err(e) = self
+            .disallow(&GestaltId::Node(peer), GestaltAction::Claim)
+            .await
+        {
             return Err(self.serve_failed(peer, "claim", &e).await);
         }
         self.record(keynode_audit::AuditEvent::Claimed { node: peer })
