@@ -201,9 +201,9 @@ fn password(ctx: &Ctx, args: PasswordArgs) -> Result<(), Failure> {
         "agent_running": agent_running,
     });
     output::emit(ctx.format, &doc, || {
-        println!("password changed for node {node_id}");
+        say!("password changed for node {node_id}");
         if !agent_running {
-            println!("(no agent was running: the key file was re-sealed directly)");
+            say!("(no agent was running: the key file was re-sealed directly)");
         }
     });
     Ok(())
@@ -271,10 +271,10 @@ async fn run_until_stopped(node: Node) {
 fn announce(ctx: &Ctx, status: &AgentStatus, created: bool) {
     output::emit(ctx.format, status, || {
         if created {
-            println!("created a new node identity");
+            say!("created a new node identity");
         }
-        println!("node {} is live", status.node_id);
-        println!("node path: {}", ctx.paths.root.display());
+        say!("node {} is live", status.node_id);
+        say!("node path: {}", ctx.paths.root.display());
     });
 }
 
@@ -319,7 +319,7 @@ fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
                     error: Some(f.message.clone()),
                     exit_code: f.code,
                 };
-                println!("{}", serde_json::to_string(&line).unwrap_or_default());
+                say!("{}", serde_json::to_string(&line).unwrap_or_default());
                 return Err(f);
             }
         };
@@ -330,7 +330,7 @@ fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
             error: None,
             exit_code: 0,
         };
-        println!("{}", serde_json::to_string(&line).unwrap_or_default());
+        say!("{}", serde_json::to_string(&line).unwrap_or_default());
         let _ = std::io::stdout().flush();
         run_until_stopped(node).await;
         Ok(())
@@ -428,11 +428,11 @@ fn status(ctx: &Ctx) -> Result<(), Failure> {
     match live {
         Ok(s) => {
             output::emit(ctx.format, &s, || {
-                println!("status: {}", s.status);
-                println!("node_id: {}", s.node_id);
-                println!("agent_host: {}", s.agent_host);
-                println!("agent_port: {}", s.agent_port);
-                println!("pid: {}", s.pid);
+                say!("status: {}", s.status);
+                say!("node_id: {}", s.node_id);
+                say!("agent_host: {}", s.agent_host);
+                say!("agent_port: {}", s.agent_port);
+                say!("pid: {}", s.pid);
             });
             Ok(())
         }
@@ -445,7 +445,7 @@ fn status(ctx: &Ctx) -> Result<(), Failure> {
                 "agent_port": serde_json::Value::Null,
                 "pid": serde_json::Value::Null,
             });
-            output::emit(ctx.format, &doc, || println!("status: stopped"));
+            output::emit(ctx.format, &doc, || say!("status: stopped"));
             Err(f)
         }
         Err(f) => Err(f),
@@ -465,7 +465,7 @@ fn stop(ctx: &Ctx) -> Result<(), Failure> {
             output::emit(
                 ctx.format,
                 &serde_json::json!({"status": "stopped"}),
-                || println!("no agent is running at {}", ctx.paths.root.display()),
+                || say!("no agent is running at {}", ctx.paths.root.display()),
             );
             return Ok(());
         }
@@ -484,7 +484,7 @@ fn stop(ctx: &Ctx) -> Result<(), Failure> {
     output::emit(
         ctx.format,
         &serde_json::json!({"status": "stopped"}),
-        || println!("agent stopped"),
+        || say!("agent stopped"),
     );
     Ok(())
 }

@@ -42,7 +42,7 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<(), Failure> {
                 for e in &list {
                     let fields: Vec<String> =
                         e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    println!(
+                    say!(
                         "{:>6}  {}  {}  {}",
                         e.seq,
                         output::time(e.time_ms),
@@ -61,7 +61,7 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<(), Failure> {
             output::emit(
                 ctx.format,
                 &serde_json::json!({"verified": true, "entries": entries}),
-                || println!("audit log verified: {entries} entries"),
+                || say!("audit log verified: {entries} entries"),
             );
             Ok(())
         }

@@ -46,7 +46,7 @@ pub fn print_claimed(ctx: &Ctx, r: Response, what: &str) -> Result<(), Failure> 
     };
     let doc = serde_json::json!({"claim_id": claim_id, "seq": seq});
     output::emit(ctx.format, &doc, || {
-        println!("{what} (claim {claim_id}, sigchain entry {seq})")
+        say!("{what} (claim {claim_id}, sigchain entry {seq})")
     });
     Ok(())
 }
@@ -57,18 +57,18 @@ fn print_permissions(p: &PermissionView, indent: &str) {
     } else {
         p.gestalt.join(", ")
     };
-    println!("{indent}actions: {actions}");
+    say!("{indent}actions: {actions}");
     for (vault, actions) in &p.vaults {
-        println!("{indent}vault {vault}: {}", actions.join(", "));
+        say!("{indent}vault {vault}: {}", actions.join(", "));
     }
 }
 
 fn print_gestalt(g: &GestaltView) {
     for n in &g.nodes {
-        println!("node {n}");
+        say!("node {n}");
     }
     for i in &g.identities {
-        println!("identity {i}");
+        say!("identity {i}");
     }
     print_permissions(&g.permissions, "  ");
 }
@@ -76,7 +76,7 @@ fn print_gestalt(g: &GestaltView) {
 async fn unit(ctx: &Ctx, req: Request, done: String) -> Result<(), Failure> {
     ctx.client().await?.call(req).await?;
     output::emit(ctx.format, &serde_json::json!({"ok": true}), || {
-        println!("{done}")
+        say!("{done}")
     });
     Ok(())
 }
@@ -139,13 +139,13 @@ pub async fn run(ctx: &Ctx, cmd: IdentitiesCmd) -> Result<(), Failure> {
                 return Err(unexpected(r));
             };
             output::emit(ctx.format, &d, || {
-                println!(
+                say!(
                     "visited {} vertices, {} changes",
                     d.visited.len(),
                     d.changes
                 );
                 for f in &d.failures {
-                    println!("failed: {f}");
+                    say!("failed: {f}");
                 }
                 if let Some(g) = &d.gestalt {
                     print_gestalt(g);
@@ -160,7 +160,7 @@ pub async fn run(ctx: &Ctx, cmd: IdentitiesCmd) -> Result<(), Failure> {
             };
             output::emit(ctx.format, &gs, || {
                 for (i, g) in gs.iter().enumerate() {
-                    println!("gestalt {}", i + 1);
+                    say!("gestalt {}", i + 1);
                     print_gestalt(g);
                 }
             });

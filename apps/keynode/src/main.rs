@@ -3,13 +3,14 @@
 //! Every command takes `--node-path` (else `KEYNODE_NODE_PATH`), `--format
 //! human|json` and `-v`. Errors are one line on stderr and a sysexits exit code.
 
+#[macro_use]
+mod output;
 mod agent;
 mod audit;
 mod cli;
 mod identities;
 mod nodes;
 mod notifications;
-mod output;
 mod secrets;
 mod vaults;
 
@@ -101,7 +102,7 @@ fn parse() -> Result<Cli, ExitCode> {
                 .collect::<Vec<_>>()
                 .join(" ");
             let line = line.strip_prefix("error: ").unwrap_or(&line);
-            eprintln!("keynode: {line} (see `keynode --help`)");
+            esay!("keynode: {line} (see `keynode --help`)");
             Err(ExitCode::from(64))
         }
     }
@@ -136,7 +137,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("keynode: {}", f.message);
+            esay!("keynode: {}", f.message);
             ExitCode::from(f.code)
         }
     }

@@ -33,9 +33,7 @@ pub async fn run(ctx: &Ctx, cmd: NodesCmd) -> Result<(), Failure> {
                 })
                 .await?;
             let doc = serde_json::json!({"node_id": node, "host": host, "port": port});
-            output::emit(ctx.format, &doc, || {
-                println!("added {node} at {host}:{port}")
-            });
+            output::emit(ctx.format, &doc, || say!("added {node} at {host}:{port}"));
         }
         NodesCmd::Ping { node_id: id } => {
             let node = node_id(&id)?;
@@ -49,7 +47,7 @@ pub async fn run(ctx: &Ctx, cmd: NodesCmd) -> Result<(), Failure> {
             };
             let doc = serde_json::json!({"node_id": node, "rtt_us": rtt_us});
             output::emit(ctx.format, &doc, || {
-                println!("{node} answered in {:.3} ms", rtt_us as f64 / 1000.0)
+                say!("{node} answered in {:.3} ms", rtt_us as f64 / 1000.0)
             });
         }
         NodesCmd::List => {
@@ -59,7 +57,7 @@ pub async fn run(ctx: &Ctx, cmd: NodesCmd) -> Result<(), Failure> {
             };
             output::emit(ctx.format, &nodes, || {
                 for n in &nodes {
-                    println!("{}\t{}", n.node_id, n.addresses.join(" "));
+                    say!("{}\t{}", n.node_id, n.addresses.join(" "));
                 }
             });
         }
@@ -79,7 +77,7 @@ pub async fn run(ctx: &Ctx, cmd: NodesCmd) -> Result<(), Failure> {
             };
             output::emit(ctx.format, &conns, || {
                 for c in &conns {
-                    println!(
+                    say!(
                         "{}\t{}\t{}\tsince {}\t{} streams",
                         c.node_id,
                         c.remote_addr,

@@ -35,7 +35,7 @@ fn print(list: &[NotificationView], format: output::Format) {
                 (_, Some(a)) => format!(" ({a} attempts)"),
                 _ => String::new(),
             };
-            println!(
+            say!(
                 "{}  {}  from {} to {}{}",
                 n.id,
                 output::time(n.sent_ms),
@@ -43,7 +43,7 @@ fn print(list: &[NotificationView], format: output::Format) {
                 n.to,
                 state
             );
-            println!("    {}: {}", n.kind, n.data);
+            say!("    {}: {}", n.kind, n.data);
         }
     });
 }
@@ -63,7 +63,7 @@ async fn removed(ctx: &Ctx, req: Request, what: &str) -> Result<(), Failure> {
         return Err(unexpected(r));
     };
     output::emit(ctx.format, &serde_json::json!({"removed": n}), || {
-        println!("removed {n} {what}")
+        say!("removed {n} {what}")
     });
     Ok(())
 }
@@ -79,7 +79,7 @@ pub async fn run(ctx: &Ctx, cmd: NotificationsCmd) -> Result<(), Failure> {
             output::emit(
                 ctx.format,
                 &serde_json::json!({"sent": true, "node_id": node}),
-                || println!("sent to {node} (queued if it is unreachable)"),
+                || say!("sent to {node} (queued if it is unreachable)"),
             );
             Ok(())
         }

@@ -111,8 +111,8 @@ pub async fn run(ctx: &Ctx, cmd: SecretsCmd) -> Result<(), Failure> {
             output::emit(ctx.format, &entries, || {
                 for e in &entries {
                     match e.kind {
-                        EntryKind::Dir => println!("{}/", e.name),
-                        EntryKind::File => println!("{}", e.name),
+                        EntryKind::Dir => say!("{}/", e.name),
+                        EntryKind::File => say!("{}", e.name),
                     }
                 }
             });
@@ -176,13 +176,13 @@ pub async fn run(ctx: &Ctx, cmd: SecretsCmd) -> Result<(), Failure> {
                 return Err(unexpected(r));
             };
             output::emit(ctx.format, &st, || {
-                println!("path: {}", st.path);
-                println!("type: {:?}", st.kind);
-                println!("size: {}", st.size);
-                println!("blob: {}", st.blob);
-                println!("mode: {:o}", st.mode);
+                say!("path: {}", st.path);
+                say!("type: {:?}", st.kind);
+                say!("size: {}", st.size);
+                say!("blob: {}", st.blob);
+                say!("mode: {:o}", st.mode);
                 if let Some(c) = &st.last_commit {
-                    println!(
+                    say!(
                         "last changed: {} by commit {}",
                         output::time(c.time_ms),
                         c.oid
@@ -243,7 +243,7 @@ fn walk(dir: &Path) -> Result<Vec<(SecretPath, PathBuf)>, Failure> {
             } else if ft.is_file() {
                 out.push((secret_path(&rel)?, entry.path()));
             } else {
-                eprintln!(
+                esay!(
                     "keynode: skipping {} (not a regular file)",
                     entry.path().display()
                 );
@@ -365,7 +365,7 @@ async fn edit(ctx: &Ctx, secret: &str) -> Result<(), Failure> {
     let _ = std::fs::remove_file(&file);
     if exists && edited == original {
         output::emit(ctx.format, &serde_json::json!({"committed": false}), || {
-            println!("nothing changed")
+            say!("nothing changed")
         });
         return Ok(());
     }

@@ -23,8 +23,8 @@ pub fn print_committed(ctx: &Ctx, r: Response, what: &str) -> Result<(), Failure
     };
     let doc = serde_json::json!({ "committed": c.is_some(), "commit": c });
     output::emit(ctx.format, &doc, || match &c {
-        Some(c) => println!("{what} (commit {})", &c.oid[..c.oid.len().min(12)]),
-        None => println!("nothing changed"),
+        Some(c) => say!("{what} (commit {})", &c.oid[..c.oid.len().min(12)]),
+        None => say!("nothing changed"),
     });
     Ok(())
 }
@@ -39,7 +39,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
                 return Err(unexpected(r));
             };
             output::emit(ctx.format, &v, || {
-                println!("created vault {} ({})", v.name, v.id)
+                say!("created vault {} ({})", v.name, v.id)
             });
         }
         VaultsCmd::List => {
@@ -51,9 +51,9 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
                 for v in &vs {
                     match &v.remote {
                         Some(rm) => {
-                            println!("{}\t{}\tclone of {} on {}", v.name, v.id, rm.vault, rm.node)
+                            say!("{}\t{}\tclone of {} on {}", v.name, v.id, rm.vault, rm.node)
                         }
-                        None => println!("{}\t{}", v.name, v.id),
+                        None => say!("{}\t{}", v.name, v.id),
                     }
                 }
             });
@@ -67,7 +67,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
                 .await?;
             let doc = serde_json::json!({"renamed": name, "new_name": new_name});
             output::emit(ctx.format, &doc, || {
-                println!("renamed vault {name} to {new_name}")
+                say!("renamed vault {name} to {new_name}")
             });
         }
         VaultsCmd::Delete { name } => {
@@ -77,7 +77,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
                 })
                 .await?;
             let doc = serde_json::json!({"deleted": name});
-            output::emit(ctx.format, &doc, || println!("deleted vault {name}"));
+            output::emit(ctx.format, &doc, || say!("deleted vault {name}"));
         }
         VaultsCmd::Log {
             name,
@@ -96,14 +96,14 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
             };
             output::emit(ctx.format, &log, || {
                 for c in &log {
-                    println!("commit {}", c.oid);
-                    println!("Author: {}", c.author);
-                    println!("Date:   {}", output::time(c.time_ms));
-                    println!();
+                    say!("commit {}", c.oid);
+                    say!("Author: {}", c.author);
+                    say!("Date:   {}", output::time(c.time_ms));
+                    say!();
                     for line in c.message.lines() {
-                        println!("    {line}");
+                        say!("    {line}");
                     }
-                    println!();
+                    say!();
                 }
             });
         }
@@ -117,7 +117,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
                 .await?;
             let doc = serde_json::json!({"shared": name, "node_id": node});
             output::emit(ctx.format, &doc, || {
-                println!(
+                say!(
                     "shared {name} with the gestalt of {node} (clone, pull, scan); notified its nodes"
                 )
             });
@@ -132,7 +132,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
                 .await?;
             let doc = serde_json::json!({"unshared": name, "node_id": node});
             output::emit(ctx.format, &doc, || {
-                println!("stopped sharing {name} with the gestalt of {node}")
+                say!("stopped sharing {name} with the gestalt of {node}")
             });
         }
         VaultsCmd::Permissions { name } => {
@@ -150,7 +150,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
                         .map(ToString::to_string)
                         .chain(g.identities.iter().cloned())
                         .collect();
-                    println!("{}: {}", who.join(", "), g.actions.join(", "));
+                    say!("{}: {}", who.join(", "), g.actions.join(", "));
                 }
             });
         }
@@ -162,7 +162,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
             };
             output::emit(ctx.format, &entries, || {
                 for e in &entries {
-                    println!("{}\t{}\t{}", e.name, e.vault_id, e.actions.join(","));
+                    say!("{}\t{}\t{}", e.name, e.vault_id, e.actions.join(","));
                 }
             });
         }
@@ -181,9 +181,10 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
                 return Err(unexpected(r));
             };
             output::emit(ctx.format, &v, || {
-                println!(
+                say!(
                     "cloned into {} ({}); read-only, fork it to write",
-                    v.name, v.id
+                    v.name,
+                    v.id
                 )
             });
         }
@@ -213,9 +214,9 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
                 serde_json::json!({"vault": vault, "from": from, "to": to, "commits": commits});
             output::emit(ctx.format, &doc, || {
                 if commits == 0 {
-                    println!("{vault} is up to date");
+                    say!("{vault} is up to date");
                 } else {
-                    println!(
+                    say!(
                         "pulled {commits} commits into {vault} (now at {})",
                         &to[..to.len().min(12)]
                     );
@@ -233,9 +234,7 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
             let Response::Vault(v) = r else {
                 return Err(unexpected(r));
             };
-            output::emit(ctx.format, &v, || {
-                println!("forked into {} ({})", v.name, v.id)
-            });
+            output::emit(ctx.format, &v, || say!("forked into {} ({})", v.name, v.id));
         }
         VaultsCmd::Version { name, rev } => {
             let r = client

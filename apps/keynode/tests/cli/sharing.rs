@@ -152,6 +152,32 @@ fn notifications_send_inbox_outbox() {
     let newest = a.json(&["notifications", "inbox", "read", "--limit", "1"]);
     assert_eq!(newest[0]["data"]["message"], "three");
     let id = newest[0]["id"].as_str().expect("id").to_owned();
+    // What another node wrote reaches the terminal with its control
+    // characters escaped: no escape sequence, no carriage return.
+    let evil = "evil\u{1b}]0;owned\u{7}\r\u{1b}[2Kfine";
+    b.run(&["notifications", "send", &a_id, evil]).success();
+    wait_for(
+        || {
+            b.json(&["notifications", "outbox", "read"])
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        },
+        "delivery",
+    );
+    let shown = a
+        .run(&["notifications", "inbox", "read", "--limit", "1"])
+        .success();
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\r') && !shown.contains('\u{7}'),
+        "{shown:?}"
+    );
+    assert!(shown.contains("]0;owned"), "{shown:?}");
+    // JSON keeps the exact text (escaped by JSON's own rules).
+    let exact = a.json(&["notifications", "inbox", "read", "--limit", "1"]);
+    assert_eq!(exact[0]["data"]["message"], evil);
+    let evil_id = exact[0]["id"].as_str().expect("id").to_owned();
+    a.run(&["notifications", "inbox", "remove", &evil_id])
+        .success();
     a.run(&["notifications", "inbox", "remove", &id]).success();
     a.run(&["notifications", "inbox", "remove", &id])
         .fails(66, "no notification");
