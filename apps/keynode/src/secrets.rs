@@ -300,10 +300,11 @@ async fn wait_editor(
 ) -> Result<std::process::ExitStatus, Failure> {
     loop {
         let (code, why) = tokio::select! {
-            status = child.wait() => return Ok(status?),
-            _ = signals.int.recv() => continue,
+            biased;
             _ = signals.term.recv() => (143, "terminated"),
             _ = signals.hup.recv() => (129, "hung up"),
+            _ = signals.int.recv() => continue,
+            status = child.wait() => return Ok(status?),
         };
         let _ = child.start_kill();
         let _ = std::fs::remove_dir_all(dir.path());

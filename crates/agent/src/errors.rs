@@ -52,7 +52,7 @@ impl Failure for keynode_vaults::VaultError {
             V::ReadOnly(_) => ErrorKind::ReadOnly,
             V::Diverged { .. } => ErrorKind::Conflict,
             V::NotAClone(_) => ErrorKind::Usage,
-            V::BadPack(_) | V::MissingHead(_) => ErrorKind::Protocol,
+            V::BadPack(_) | V::MissingHead(_) | V::BadTree(_) => ErrorKind::Protocol,
             V::Io(_) => ErrorKind::Io,
             _ => ErrorKind::Internal,
         }

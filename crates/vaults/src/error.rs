@@ -53,6 +53,12 @@ pub enum VaultError {
     /// A received pack is corrupt, truncated or incomplete; nothing was kept.
     #[error("received pack is invalid")]
     BadPack(#[source] git2::Error),
+    /// A received history holds a tree this node refuses: an entry whose name
+    /// is empty, `.`, `..`, `.git`, or holds `/`, NUL or a control character,
+    /// or whose mode is not a file or a directory (symbolic links and
+    /// submodules). Nothing was changed.
+    #[error("received history holds a forbidden tree entry ({0})")]
+    BadTree(&'static str),
     /// A received pack did not bring the advertised head commit.
     #[error("received pack lacks the advertised head {0}")]
     MissingHead(String),

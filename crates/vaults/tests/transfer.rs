@@ -644,3 +644,64 @@ async fn the_manager_answers_transfer_messages() {
     assert_eq!(fork.remote, None);
     drop(client_dirs);
 }
+
+/// A pack of one commit whose tree holds `entries` (name, mode), as a hostile
+/// source would build it with plain git; returns the pack and the commit id.
+fn hostile_pack(entries: &[(&str, i32)]) -> (Vec<u8>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let git = git2::Repository::init_bare(tmp.path()).unwrap();
+    let blob = git.blob(b"payload").unwrap();
+    // Written raw, as a hostile source would: libgit2's tree builder refuses
+    // some of these names itself.
+    let mut raw = Vec::new();
+    let mut sorted = entries.to_vec();
+    sorted.sort();
+    for (name, mode) in sorted {
+        raw.extend_from_slice(format!("{mode:o} {name}\0").as_bytes());
+        raw.extend_from_slice(blob.as_bytes());
+    }
+    let tree_id = git
+        .odb()
+        .unwrap()
+        .write(git2::ObjectType::Tree, &raw)
+        .unwrap();
+    let tree = git.find_tree(tree_id).unwrap();
+    let sig = git2::Signature::new("evil", "evil@example", &git2::Time::new(0, 0)).unwrap();
+    let commit = git.commit(None, &sig, &sig, "evil", &tree, &[]).unwrap();
+    let mut pb = git.packbuilder().unwrap();
+    pb.insert_commit(commit).unwrap();
+    let mut buf = git2::Buf::new();
+    pb.write_buf(&mut buf).unwrap();
+    (buf.to_vec(), commit.to_string())
+}
+
+#[test]
+fn received_trees_with_links_submodules_or_odd_names_are_refused() {
+    let client = Node::new();
+    let remote = Remote {
+        node: keynode_core::Keypair::generate().node_id(),
+        vault: VaultId::generate(),
+    };
+    for entries in [
+        vec![("fine", 0o100644), ("link", 0o120000)],
+        vec![("esc\u{1b}[2J", 0o100644)],
+        vec![(".GIT", 0o100644)],
+        vec![("back\\slash", 0o100644)],
+        vec![("..", 0o100644)],
+        vec![("sub", 0o160000)],
+    ] {
+        let (pack, head) = hostile_pack(&entries);
+        let err = client
+            .store
+            .receive_clone(&name_of("evil"), remote, &head, &mut &pack[..])
+            .unwrap_err();
+        assert!(matches!(err, VaultError::BadTree(_)), "{entries:?}: {err}");
+        assert_empty(&client);
+    }
+    // The same route takes a plain tree.
+    let (pack, head) = hostile_pack(&[("fine", 0o100644), ("run", 0o100755)]);
+    client
+        .store
+        .receive_clone(&name_of("plain"), remote, &head, &mut &pack[..])
+        .unwrap();
+}

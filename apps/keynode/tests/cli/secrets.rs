@@ -258,13 +258,11 @@ fn edit_keeps_its_copy_private_and_removes_it_on_hangup() {
         .status()
         .expect("kill");
     let out = child.wait_with_output().expect("wait");
-    assert_eq!(
-        out.status.code(),
-        Some(129),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("temporary copy removed"));
+    // Hung up (129), or the editor died of the hangup first (1): either way
+    // the secret is unchanged and the copy gone.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(129 | 1)), "{err}");
+    assert!(err.contains("secret unchanged"), "{err}");
     assert!(!dir.exists(), "the plaintext copy is still there");
     assert_eq!(a.run(&["secrets", "get", "v:conf"]).success(), "old");
 }

@@ -343,9 +343,40 @@ impl Repo {
         }
     }
 
+    /// Checks every tree of the commits reachable from `new` and not from
+    /// `known` (the whole history for a clone): see [`check_entry`].
+    fn check_received_trees(&self, new: Oid, known: Option<Oid>) -> Result<(), VaultError> {
+        let git = &self.git;
+        let mut walk = git.revwalk()?;
+        walk.push(new)?;
+        if let Some(k) = known {
+            walk.hide(k)?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut trees = Vec::new();
+        for commit in walk {
+            let commit = git.find_commit(commit?)?;
+            trees.push(commit.tree_id());
+            while let Some(id) = trees.pop() {
+                if !seen.insert(id) {
+                    continue;
+                }
+                let tree = git.find_tree(id)?;
+                for entry in tree.iter() {
+                    check_entry(entry.name_bytes(), entry.filemode())?;
+                    if entry.kind() == Some(ObjectType::Tree) {
+                        trees.push(entry.id());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Points a new clone's branch (and remote branch) at the received `head`.
     pub(crate) fn start_branch(&self, head: Oid) -> Result<(), VaultError> {
         self.received(head)?;
+        self.check_received_trees(head, None)?;
         self.git.reference(BRANCH, head, false, "clone")?;
         self.git.reference(REMOTE_BRANCH, head, true, "clone")?;
         Ok(())
@@ -360,6 +391,9 @@ impl Repo {
         let current = self.head_id()?;
         let same = new == current;
         let new_descends = !same && git.graph_descendant_of(new, current)?;
+        if new_descends {
+            self.check_received_trees(new, Some(current))?;
+        }
         let current_descends = !same && !new_descends && git.graph_descendant_of(current, new)?;
         match fast_forward(same, new_descends, current_descends) {
             Step::UpToDate => {
@@ -448,5 +482,66 @@ impl Repo {
         fork.received(head)?;
         fork.git.reference(BRANCH, head, false, "fork")?;
         Ok(())
+    }
+}
+
+/// Whether a received tree entry may enter a vault: a name that is a single,
+/// printable path component (not empty, `.`, `..` or any case of `.git`; no
+/// `/`, NUL or control character) and a mode of a file (0100644, 0100755) or a
+/// directory (040000). Symbolic links and submodules are refused.
+pub(crate) fn check_entry(name: &[u8], mode: i32) -> Result<(), VaultError> {
+    let bad = VaultError::BadTree;
+    let Ok(name) = std::str::from_utf8(name) else {
+        return Err(bad("a name that is not UTF-8"));
+    };
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(bad("an empty, . or .. name"));
+    }
+    if name.eq_ignore_ascii_case(".git") {
+        return Err(bad("a .git name"));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return Err(bad("a name with a separator or a control character"));
+    }
+    match mode {
+        0o100644 | 0o100755 | 0o040000 => Ok(()),
+        0o120000 => Err(bad("a symbolic link")),
+        0o160000 => Err(bad("a submodule")),
+        _ => Err(bad("an unknown mode")),
+    }
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::check_entry;
+
+    #[test]
+    fn only_plain_names_of_files_and_directories_enter() {
+        for ok in ["a", "db.password", "..hidden", "día", ".gitignore"] {
+            assert!(check_entry(ok.as_bytes(), 0o100644).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".git",
+            ".GIT",
+            "a/b",
+            "a\\b",
+            "nul\0",
+            "esc\u{1b}[2J",
+            "cr\r",
+        ] {
+            assert!(check_entry(bad.as_bytes(), 0o100644).is_err(), "{bad:?}");
+        }
+        assert!(check_entry(b"\xff\xfe", 0o100644).is_err());
+        assert!(check_entry(b"dir", 0o040000).is_ok());
+        assert!(check_entry(b"x", 0o100755).is_ok());
+        assert!(check_entry(b"link", 0o120000).is_err());
+        assert!(check_entry(b"sub", 0o160000).is_err());
+        assert!(check_entry(b"odd", 0o100664).is_err());
     }
 }
