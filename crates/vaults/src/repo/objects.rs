@@ -306,13 +306,24 @@ impl ObjectFiles {
         kind: ObjectType,
         data: &mut dyn Read,
     ) -> Result<Oid, VaultError> {
+        self.write_stream_new(kind, data).map(|(oid, _)| oid)
+    }
+
+    /// [`write_stream`](Self::write_stream), also saying whether the object is
+    /// new here (`false`: it was stored already, and nothing was written).
+    pub(crate) fn write_stream_new(
+        &self,
+        kind: ObjectType,
+        data: &mut dyn Read,
+    ) -> Result<(Oid, bool), VaultError> {
         let mut head = vec![0u8; BUFFERED_OBJECT + 1];
         let n = super::fill(data, &mut head)?;
         if n <= BUFFERED_OBJECT {
             head.truncate(n);
             let oid = object_id(kind, &head);
+            let new = !self.exists(oid);
             self.write(oid, kind, &head)?;
-            return Ok(oid);
+            return Ok((oid, new));
         }
         head.truncate(n);
         let mut rest = io::Cursor::new(head).chain(data);
@@ -357,10 +368,10 @@ impl ObjectFiles {
         }
         let oid = finish(h);
         if self.exists(oid) {
-            return Ok(oid);
+            return Ok((oid, false));
         }
         self.place(tmp, oid)?;
-        Ok(oid)
+        Ok((oid, true))
     }
 
     fn open(&self, oid: Oid) -> Result<Option<Opened>, VaultError> {

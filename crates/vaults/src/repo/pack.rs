@@ -28,8 +28,17 @@ use crate::VaultError;
 /// Largest object a received pack may hold (inflated), so a small hostile pack
 /// cannot make the receiver allocate without bound.
 pub(crate) const MAX_PACK_OBJECT: u64 = 256 << 20;
-/// Most objects one pack may announce.
-pub(crate) const MAX_PACK_OBJECTS: u32 = 10_000_000;
+/// Most objects one pack may announce: each costs some 100 bytes of
+/// bookkeeping while the pack is read.
+pub(crate) const MAX_PACK_OBJECTS: u32 = 500_000;
+/// Whole blobs larger than this stream from the pack to their object file
+/// (two chunks in memory) instead of being inflated in memory.
+pub(crate) const STREAMED_OBJECT: u64 = 1 << 20;
+/// Largest object held in memory while a pack is read: a tree or commit sent
+/// whole, a delta's base or its result.
+pub(crate) const MAX_MEMORY_OBJECT: u64 = 16 << 20;
+/// Most bytes of deltas that may wait for a base not yet received.
+pub(crate) const MAX_PENDING_DELTAS: usize = 32 << 20;
 
 const OFS_DELTA: u8 = 6;
 const REF_DELTA: u8 = 7;
@@ -106,7 +115,8 @@ struct Pending {
 /// files. A refused pack leaves no bundle.
 pub(crate) fn ingest(pack: &mut dyn Read, files: &ObjectFiles) -> Result<Received, VaultError> {
     let mut bundle = Some(BundleWriter::create(files.dir())?);
-    match read_pack(pack, files, &mut bundle) {
+    let mut created = Vec::new();
+    match read_pack(pack, files, &mut bundle, &mut created) {
         Ok(received) => {
             let bundle = bundle.take().expect("still here");
             bundle.finish(&files.keys().cipher(), files.bundles()?.as_ref())?;
@@ -115,6 +125,11 @@ pub(crate) fn ingest(pack: &mut dyn Read, files: &ObjectFiles) -> Result<Receive
         Err(e) => {
             if let Some(bundle) = bundle.take() {
                 bundle.discard();
+            }
+            // A refused pack leaves no byte behind: the object files it made
+            // (never those that were here before) go too.
+            for oid in created {
+                let _ = std::fs::remove_file(files.path(oid));
             }
             Err(e)
         }
@@ -125,6 +140,7 @@ fn read_pack(
     pack: &mut dyn Read,
     files: &ObjectFiles,
     bundle: &mut Option<BundleWriter>,
+    created: &mut Vec<Oid>,
 ) -> Result<Received, VaultError> {
     let bundle = bundle.as_mut().expect("a bundle to write");
     let mut input = Input {
@@ -152,6 +168,8 @@ fn read_pack(
         written: HashSet::new(),
         needed: HashSet::new(),
         waiting: HashMap::new(),
+        pending: 0,
+        created,
     };
     for _ in 0..count {
         let start = input.offset;
@@ -199,6 +217,17 @@ fn read_pack(
             1..=4 => None,
             other => return Err(bad(format!("unknown object type {other}"))),
         };
+        if base.is_none() && kind == 3 && size > STREAMED_OBJECT {
+            // A big whole blob: straight from the pack to its file.
+            let oid = stream_blob(&mut input, size, &mut state)?;
+            state.stored(start, oid)?;
+            continue;
+        }
+        if size > MAX_MEMORY_OBJECT {
+            return Err(bad(format!(
+                "a {size}-byte object that is not a whole blob (deltas and trees are held in memory)"
+            )));
+        }
         let data = inflate(&mut input, size)?;
         match base {
             None => {
@@ -221,6 +250,12 @@ fn read_pack(
                 if state.written.contains(&id) || files.exists(id) {
                     state.resolve(start, id, &data)?;
                 } else {
+                    state.pending += data.len();
+                    if state.pending > MAX_PENDING_DELTAS {
+                        return Err(bad(format!(
+                            "over {MAX_PENDING_DELTAS} bytes of deltas wait for bases not sent"
+                        )));
+                    }
                     state.waiting.entry(id).or_default().push(Pending {
                         offset: start,
                         delta: data,
@@ -280,6 +315,66 @@ fn inflate<R: Read>(input: &mut Input<R>, size: u64) -> Result<Vec<u8>, VaultErr
     Ok(out)
 }
 
+/// Streams a whole blob of `size` bytes from the pack into its object file.
+fn stream_blob<R: Read>(
+    input: &mut Input<R>,
+    size: u64,
+    state: &mut State<'_>,
+) -> Result<Oid, VaultError> {
+    let mut exact = Exact {
+        z: ZlibDecoder::new(input),
+        left: size,
+    };
+    let written = state.files.write_stream_new(ObjectType::Blob, &mut exact);
+    let (oid, new) = written.map_err(|e| match e {
+        VaultError::Io(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput
+                    | io::ErrorKind::InvalidData
+                    | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            bad(format!("bad zlib stream: {e}"))
+        }
+        other => other,
+    })?;
+    if new {
+        state.created.push(oid);
+    }
+    if exact.z.read(&mut [0u8; 1])? != 0 {
+        return Err(bad("object is longer than its header says"));
+    }
+    state.written.insert(oid);
+    Ok(oid)
+}
+
+/// Exactly `left` more bytes of `z`: fewer is an error, more are left unread.
+struct Exact<Z> {
+    z: Z,
+    left: u64,
+}
+
+impl<Z: Read> Read for Exact<Z> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.z.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "object is shorter than its header says",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 struct State<'a> {
     files: &'a ObjectFiles,
     bundle: &'a mut BundleWriter,
@@ -290,6 +385,10 @@ struct State<'a> {
     needed: HashSet<Oid>,
     /// Deltas by the id of the base they wait for.
     waiting: HashMap<Oid, Vec<Pending>>,
+    /// Bytes of deltas that have waited, in all.
+    pending: usize,
+    /// Object files this pack created (removed if it is refused).
+    created: &'a mut Vec<Oid>,
 }
 
 impl State<'_> {
@@ -297,6 +396,13 @@ impl State<'_> {
         let oid = object_id(kind, data);
         links(kind, data, &mut self.needed)?;
         self.put(oid, kind, data)?;
+        self.stored(offset, oid)?;
+        Ok(oid)
+    }
+
+    /// Records object `oid` at `offset` as stored and resolves the deltas that
+    /// waited for it (and, in turn, for them).
+    fn stored(&mut self, offset: u64, oid: Oid) -> Result<(), VaultError> {
         self.at.insert(offset, oid);
         self.written.insert(oid);
         // Deltas that waited for this object (and, in turn, for them).
@@ -312,7 +418,7 @@ impl State<'_> {
                 ready.push(id);
             }
         }
-        Ok(oid)
+        Ok(())
     }
 
     /// Stores an object unless it is here already.
@@ -324,7 +430,9 @@ impl State<'_> {
             self.bundle
                 .add(oid, kind, data, &self.files.keys().cipher())
         } else {
-            self.files.write(oid, kind, data)
+            self.files.write(oid, kind, data)?;
+            self.created.push(oid);
+            Ok(())
         }
     }
 
@@ -336,8 +444,24 @@ impl State<'_> {
     fn apply(&mut self, base: Oid, delta: &[u8]) -> Result<(ObjectType, Vec<u8>), VaultError> {
         let found = match self.bundle.read(base, &self.files.keys().cipher())? {
             Some(found) => Some(found),
-            None => self.files.read(base)?,
+            None => {
+                // A base is read whole: only one that fits in memory.
+                match self.files.read_header(base)? {
+                    Some((_, size)) if size > MAX_MEMORY_OBJECT => {
+                        return Err(bad(format!("a delta against a {size}-byte base")));
+                    }
+                    _ => self.files.read(base)?,
+                }
+            }
         };
+        let mut pos = 0;
+        let _source_size = delta_size(delta, &mut pos)?;
+        let target_size = delta_size(delta, &mut pos)?;
+        if target_size > MAX_MEMORY_OBJECT {
+            return Err(bad(format!(
+                "a delta that makes a {target_size}-byte object"
+            )));
+        }
         let (kind, source) = found.ok_or_else(|| bad(format!("delta base {base} is missing")))?;
         Ok((kind, apply_delta(&source, delta)?))
     }
@@ -475,6 +599,145 @@ mod tests {
         assert!(apply_delta(source, &reserved).is_err());
         let short = [11, 5, 5, b'a'];
         assert!(apply_delta(source, &short).is_err());
+    }
+
+    /// A pack writer for hostile packs: whole objects and REF_DELTAs.
+    struct Writer {
+        body: Vec<u8>,
+        count: u32,
+    }
+
+    impl Writer {
+        fn new() -> Self {
+            Writer {
+                body: Vec::new(),
+                count: 0,
+            }
+        }
+
+        fn header(&mut self, kind: u8, mut size: u64) {
+            let mut b = (kind << 4) | (size & 0x0f) as u8;
+            size >>= 4;
+            while size > 0 {
+                self.body.push(b | 0x80);
+                b = (size & 0x7f) as u8;
+                size >>= 7;
+            }
+            self.body.push(b);
+        }
+
+        fn zlib(&mut self, data: &[u8]) {
+            use std::io::Write;
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+            z.write_all(data).unwrap();
+            self.body.extend(z.finish().unwrap());
+        }
+
+        fn blob(&mut self, data: &[u8]) {
+            self.header(3, data.len() as u64);
+            self.zlib(data);
+            self.count += 1;
+        }
+
+        fn ref_delta(&mut self, base: Oid, delta: &[u8]) {
+            self.header(REF_DELTA, delta.len() as u64);
+            self.body.extend_from_slice(base.as_bytes());
+            self.zlib(delta);
+            self.count += 1;
+        }
+
+        fn finish(self) -> Vec<u8> {
+            let mut pack = b"PACK\0\0\0\x02".to_vec();
+            pack.extend_from_slice(&self.count.to_be_bytes());
+            pack.extend(self.body);
+            let sum = Sha1::digest(&pack);
+            pack.extend_from_slice(&sum);
+            pack
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, ObjectFiles) {
+        use super::super::objects::ObjectKeys;
+        use keynode_core::datakey::DataKey;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("objects");
+        let files = ObjectFiles::new(dir, ObjectKeys::new(&DataKey::from_bytes([1; 32])));
+        (tmp, files)
+    }
+
+    /// Every file under `dir`.
+    fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn deltas_waiting_for_bases_never_sent_are_bounded() {
+        let (_tmp, files) = store();
+        // 1 MiB deltas (a few KiB on the wire each) against a base that never
+        // comes: refused once they pass the bound, not buffered for ever.
+        let missing = Oid::from_bytes(&[7; 20]).unwrap();
+        let mut delta = vec![0u8; 1 << 20];
+        delta[0] = 0x01; // sizes are not checked until a base arrives
+        let mut w = Writer::new();
+        for _ in 0..(MAX_PENDING_DELTAS >> 20) + 4 {
+            w.ref_delta(missing, &delta);
+        }
+        let pack = w.finish();
+        assert!(pack.len() < 1 << 20, "{} bytes on the wire", pack.len());
+        let err = format!("{:?}", ingest(&mut &pack[..], &files).unwrap_err());
+        assert!(err.contains("wait for bases"), "{err}");
+    }
+
+    #[test]
+    fn a_big_blob_streams_to_its_file_and_a_refused_pack_takes_it_back() {
+        let (_tmp, files) = store();
+        let big: Vec<u8> = (0..3u32 << 20)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let mut w = Writer::new();
+        w.blob(&big);
+        let mut pack = w.finish();
+        // Whole, it is stored.
+        ingest(&mut &pack[..], &files).unwrap();
+        let oid = object_id(ObjectType::Blob, &big);
+        assert_eq!(files.read(oid).unwrap().unwrap().1, big);
+        // With a bad trailer, the file it wrote goes again (a fresh store).
+        let (_tmp2, other) = store();
+        let last = pack.len() - 1;
+        pack[last] ^= 1;
+        assert!(ingest(&mut &pack[..], &other).is_err());
+        assert!(!other.exists(oid));
+        let left: Vec<_> = files_under(other.dir())
+            .into_iter()
+            .filter(|p| !p.starts_with(other.dir().join("tmp")))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // A refused pack never takes away what was stored before it.
+        assert!(ingest(&mut &pack[..], &files).is_err());
+        assert_eq!(files.read(oid).unwrap().unwrap().1, big);
+    }
+
+    #[test]
+    fn objects_too_big_for_memory_are_refused_unless_whole_blobs() {
+        let (_tmp, files) = store();
+        let mut w = Writer::new();
+        // A tree announced (and sent) at 17 MiB of zeros.
+        w.header(2, MAX_MEMORY_OBJECT + 1);
+        w.zlib(&vec![0u8; (MAX_MEMORY_OBJECT + 1) as usize]);
+        w.count += 1;
+        let err = format!("{:?}", ingest(&mut &w.finish()[..], &files).unwrap_err());
+        assert!(err.contains("not a whole blob"), "{err}");
     }
 
     proptest::proptest! {
