@@ -544,4 +544,29 @@ mod entry_tests {
         assert!(check_entry(b"sub", 0o160000).is_err());
         assert!(check_entry(b"odd", 0o100664).is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a hostile tree holds, the check never panics, and what it
+        /// lets in is one printable path component of a file or directory.
+        #[test]
+        fn any_entry_is_judged_and_only_plain_ones_pass(
+            name in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            mode in proptest::prop_oneof![
+                proptest::strategy::Just(0o100644),
+                proptest::strategy::Just(0o100755),
+                proptest::strategy::Just(0o040000),
+                proptest::strategy::Just(0o120000),
+                proptest::strategy::Just(0o160000),
+                proptest::num::i32::ANY,
+            ],
+        ) {
+            if check_entry(&name, mode).is_ok() {
+                let text = std::str::from_utf8(&name).unwrap();
+                proptest::prop_assert!(!text.is_empty() && text != "." && text != "..");
+                proptest::prop_assert!(!text.eq_ignore_ascii_case(".git"));
+                proptest::prop_assert!(!text.chars().any(|c| c == '/' || c == '\\' || c.is_control()));
+                proptest::prop_assert!(matches!(mode, 0o100644 | 0o100755 | 0o040000));
+            }
+        }
+    }
 }
