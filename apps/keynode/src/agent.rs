@@ -298,6 +298,7 @@ fn current_status(node: &Node) -> AgentStatus {
         agent_host: String::new(),
         agent_port: 0,
         pid: std::process::id(),
+        storage_used_percent: 0,
     })
 }
 
@@ -433,6 +434,10 @@ fn status(ctx: &Ctx) -> Result<(), Failure> {
                 say!("agent_host: {}", s.agent_host);
                 say!("agent_port: {}", s.agent_port);
                 say!("pid: {}", s.pid);
+                say!("storage_used: {}%", s.storage_used_percent);
+                if s.storage_used_percent >= keynode_agent::node::STORAGE_WARN_PERCENT {
+                    say!("warning: the node's storage is nearly full; writes will fail when it is");
+                }
             });
             Ok(())
         }

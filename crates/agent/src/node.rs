@@ -30,6 +30,9 @@ use crate::paths::NodePaths;
 use crate::peer::PeerService;
 use crate::status::{self, AgentLock};
 
+/// `agent status` and the log warn when the state's LMDB map is this full.
+pub const STORAGE_WARN_PERCENT: u8 = 90;
+
 /// Longest a graceful stop waits for in-flight requests.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Longest a Unix socket path may be, in bytes (`sun_path` less the NUL).
@@ -86,7 +89,7 @@ impl Node {
         let node_id = key.node_id();
         let key = Arc::new(key);
 
-        let (store, book, acl, graph, sigchain, discovery, inbox, audit) = {
+        let (store, book, acl, graph, sigchain, discovery, inbox, audit, env) = {
             let paths = paths.clone();
             let seeds = config.seed_nodes.clone();
             let (audit_key, audit_clock) = (key.clone(), config.net_context.clock.clone());
@@ -110,9 +113,11 @@ impl Node {
                 let discovery = Discovery::open(env.clone()).map_err(|e| g(&e))?;
                 let audit = keynode_audit::AuditStore::open(env.clone(), audit_key, audit_clock)
                     .map_err(|e| StartError::Audit(e.to_string()))?;
-                let inbox = NotificationStore::open(env, StoreConfig::default())
+                let inbox = NotificationStore::open(env.clone(), StoreConfig::default())
                     .map_err(|e| StartError::Notifications(e.to_string()))?;
-                Ok::<_, StartError>((store, book, acl, graph, sigchain, discovery, inbox, audit))
+                Ok::<_, StartError>((
+                    store, book, acl, graph, sigchain, discovery, inbox, audit, env,
+                ))
             })
             .await
             .map_err(|e| StartError::Io(std::io::Error::other(e), "opening state".into()))?
@@ -229,6 +234,7 @@ impl Node {
             agent_host: config.agent_host.clone(),
             agent_port: net.local_addr().port(),
             pid: std::process::id(),
+            storage_used_percent: env.usage().percent(),
         }));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -282,14 +288,30 @@ impl Node {
             });
         }
         {
-            // Refusal counts reach the audit log when their window closes.
+            // Refusal counts reach the audit log when their window closes, and
+            // the storage's fill level is watched.
             let (gestalts, shutdown) = (gestalts.clone(), shutdown.clone());
+            let (status, env) = (status.clone(), env.clone());
             tracker.spawn(async move {
                 let mut ticker = tokio::time::interval(crate::gestalts::REFUSAL_WINDOW / 4);
+                let mut warned = false;
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = ticker.tick() => gestalts.flush_refusals(false).await,
+                        _ = ticker.tick() => {
+                            gestalts.flush_refusals(false).await;
+                            let used = env.usage();
+                            let percent = used.percent();
+                            status.lock().unwrap_or_else(|p| p.into_inner()).storage_used_percent = percent;
+                            let nearly_full = percent >= STORAGE_WARN_PERCENT;
+                            if nearly_full && !warned {
+                                tracing::warn!(
+                                    percent, used = used.used, map = used.map,
+                                    "the node's storage is nearly full: writes will fail when it is, reads keep working"
+                                );
+                            }
+                            warned = nearly_full;
+                        }
                     }
                 }
             });

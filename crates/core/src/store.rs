@@ -171,6 +171,17 @@ impl Env {
         self.inner.path()
     }
 
+    /// How much of the map is in use: the high-water mark of pages written
+    /// (LMDB reuses freed pages below it), against the map's size.
+    pub fn usage(&self) -> Usage {
+        let info = self.inner.info();
+        let page = u64::from(self.inner.unnamed_database_stat().page_size);
+        Usage {
+            used: (info.last_page_number as u64 + 1) * page,
+            map: info.map_size as u64,
+        }
+    }
+
     /// Closes the environment if this is its last handle: `None` while other
     /// clones are alive. See heed3's `prepare_for_closing`.
     pub fn prepare_for_closing(self) -> Option<heed3::EnvClosingEvent> {
@@ -179,6 +190,26 @@ impl Env {
         Arc::try_unwrap(inner)
             .ok()
             .map(|env| env.prepare_for_closing())
+    }
+}
+
+/// See [`Env::usage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of the map written so far (high-water mark).
+    pub used: u64,
+    /// The map's size: writes fail (`MDB_MAP_FULL`) when it is spent; reads
+    /// keep working.
+    pub map: u64,
+}
+
+impl Usage {
+    /// `used` as a whole percentage of `map`.
+    pub fn percent(&self) -> u8 {
+        if self.map == 0 {
+            return 100;
+        }
+        (self.used.saturating_mul(100) / self.map).min(100) as u8
     }
 }
 
@@ -371,6 +402,38 @@ mod tests {
             let bytes = std::fs::read(tmp.path().join("data.mdb")).unwrap();
             let visible = bytes.windows(6).any(|w| w == b"MARKER");
             assert_eq!(visible, !encrypted);
+        }
+    }
+
+    #[test]
+    fn a_full_map_refuses_writes_reports_its_usage_and_still_serves_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = open_env(tmp.path(), &DataKey::from_bytes([1; 32]), 1 << 20, 4).unwrap();
+        let db = table(&env).unwrap();
+        let start = env.usage();
+        assert!(start.percent() < 50, "{start:?}");
+        let mut written = 0u32;
+        let full = loop {
+            let mut w = env.write_txn().unwrap();
+            let put = db.put(&mut w, &written.to_be_bytes(), &[7u8; 2000]);
+            match put.and_then(|()| w.commit()) {
+                Ok(()) => written += 1,
+                Err(e) => break e,
+            }
+            assert!(written < 10_000, "a 1 MiB map never filled");
+        };
+        assert!(
+            matches!(full, heed3::Error::Mdb(heed3::MdbError::MapFull)),
+            "{full}"
+        );
+        assert!(env.usage().percent() >= 90, "{:?}", env.usage());
+        // Everything written before is still there to read.
+        let mut r = env.read_txn().unwrap();
+        for i in [0, written / 2, written - 1] {
+            assert_eq!(
+                db.get(&mut r, &i.to_be_bytes()).unwrap(),
+                Some(&[7u8; 2000][..])
+            );
         }
     }
 

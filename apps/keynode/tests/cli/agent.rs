@@ -13,6 +13,8 @@ fn start_status_stop_restart() {
     let node_id = status["node_id"].as_str().expect("node_id").to_owned();
     assert!(node_id.starts_with('v') && node_id.len() == 53, "{node_id}");
     assert!(status["pid"].as_u64().expect("pid") > 0);
+    // A fresh node's state fills a sliver of its 16 GiB map.
+    assert!(status["storage_used_percent"].as_u64().expect("storage") < 90);
     assert!(status.get("agent_host").is_some() && status.get("agent_port").is_some());
     assert!(out.contains(&node_id));
 

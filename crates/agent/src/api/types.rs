@@ -217,6 +217,11 @@ pub struct AgentStatus {
     pub agent_port: u16,
     /// The agent's process id.
     pub pid: u32,
+    /// How full the node's state (its LMDB map) is, in percent; at
+    /// [`STORAGE_WARN_PERCENT`](crate::node::STORAGE_WARN_PERCENT) and above
+    /// the log warns: writes will fail when it is full, reads keep working.
+    #[serde(default)]
+    pub storage_used_percent: u8,
 }
 
 /// A vault on this node.
