@@ -241,6 +241,7 @@ fn config(
     cfg.password = password;
     cfg.agent_host = args.agent_host.clone();
     cfg.agent_port = args.agent_port;
+    cfg.max_vault_bytes = args.max_vault_bytes;
     cfg.seed_nodes = parse_seed_nodes(&args.seed_nodes)
         .map_err(|e| Failure::new(64, format!("--seed-nodes: {e}")))?;
     Ok(cfg)
@@ -362,6 +363,8 @@ fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
         .arg(args.agent_port.to_string())
         .arg("--seed-nodes")
         .arg(&args.seed_nodes)
+        .arg("--max-vault-bytes")
+        .arg(args.max_vault_bytes.to_string())
         .env_remove(PASSWORD_ENV)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

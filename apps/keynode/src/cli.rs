@@ -262,6 +262,9 @@ pub struct StartArgs {
     /// Nodes to know from the start: `ID@host:port;ID@host:port`.
     #[arg(long, value_name = "NODES", default_value = "")]
     pub seed_nodes: String,
+    /// Largest a vault may grow by clones and pulls, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = keynode_agent::DEFAULT_MAX_VAULT_BYTES)]
+    pub max_vault_bytes: u64,
     /// Return once the agent is ready, leaving it running in the background.
     #[arg(long)]
     pub background: bool,

@@ -46,6 +46,9 @@ pub struct NodeConfig {
     /// default; [`Inline`](keynode_core::exec::Inline) in a deterministic
     /// simulation.
     pub executor: Exec,
+    /// Largest a vault may grow by clones and pulls, in bytes: a pack that
+    /// would pass it is refused, nothing received.
+    pub max_vault_bytes: u64,
 }
 
 /// Where the offline identity provider keeps its claims when not configured.
@@ -125,6 +128,7 @@ impl NodeConfig {
             net_context: NetContext::default(),
             client_socket: true,
             executor: keynode_core::exec::threads(),
+            max_vault_bytes: keynode_vaults::DEFAULT_MAX_VAULT_BYTES,
         }
     }
 }

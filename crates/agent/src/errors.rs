@@ -53,6 +53,7 @@ impl Failure for keynode_vaults::VaultError {
             V::Diverged { .. } => ErrorKind::Conflict,
             V::NotAClone(_) => ErrorKind::Usage,
             V::BadPack(_) | V::MissingHead(_) | V::BadTree(_) => ErrorKind::Protocol,
+            V::VaultTooLarge { .. } => ErrorKind::BadData,
             V::Io(_) => ErrorKind::Io,
             _ => ErrorKind::Internal,
         }

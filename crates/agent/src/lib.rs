@@ -54,3 +54,5 @@ pub use socket::{FRAME_TIMEOUT, MAX_CLIENTS};
 /// A node's network: any transport (TCP unless [`NodeConfig::transport`] says
 /// otherwise).
 pub type AgentNetwork = keynode_net::Network<keynode_net::BoxTransport>;
+
+pub use keynode_vaults::DEFAULT_MAX_VAULT_BYTES;

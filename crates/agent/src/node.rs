@@ -94,13 +94,15 @@ impl Node {
             let seeds = config.seed_nodes.clone();
             let (audit_key, audit_clock) = (key.clone(), config.net_context.clock.clone());
             let clock = config.net_context.clock.clone();
+            let max_vault_bytes = config.max_vault_bytes;
             let state = paths.state();
             keynode_core::exec::blocking(exec.as_ref(), move || {
                 let env = open_env(&paths.state(), &data_key)?;
                 private_dir(&paths.vaults())?;
                 let store = VaultStore::open(&paths.vaults(), env.clone(), node_id, &data_key)
                     .map_err(StartError::Vaults)?
-                    .with_clock(clock);
+                    .with_clock(clock)
+                    .with_max_vault_bytes(max_vault_bytes);
                 let book = AddressBook::open(env.clone()).map_err(StartError::Book)?;
                 for seed in seeds {
                     book.add(seed.node, PeerAddress::new(seed.host, seed.port))

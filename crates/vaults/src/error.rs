@@ -59,6 +59,12 @@ pub enum VaultError {
     /// submodules). Nothing was changed.
     #[error("received history holds a forbidden tree entry ({0})")]
     BadTree(&'static str),
+    /// A received pack would make the vault larger than its size limit.
+    #[error("the vault would exceed its size limit of {limit} bytes; nothing was received")]
+    VaultTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// A received pack did not bring the advertised head commit.
     #[error("received pack lacks the advertised head {0}")]
     MissingHead(String),

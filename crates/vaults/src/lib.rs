@@ -197,7 +197,10 @@ pub use model::{
     SecretStat, VaultMeta,
 };
 pub use revision::MIN_ABBREV;
-pub use store::{Env, META_DB, NAMES_DB, REPO_SUFFIX, TMP_PREFIX, TRASH_PREFIX, VaultStore};
+pub use store::{
+    DEFAULT_MAX_VAULT_BYTES, Env, META_DB, NAMES_DB, REPO_SUFFIX, TMP_PREFIX, TRASH_PREFIX,
+    VaultStore,
+};
 pub use transfer::{
     Advert, HAVES_WALK_LIMIT, MAX_HAVES, MAX_PACKS, PACK_CHUNK, PACK_DELTA_CACHE,
     PACK_WINDOW_MEMORY, PackStats, PullOutcome, want,

@@ -54,7 +54,11 @@ pub struct VaultStore {
     objects: Objects,
     clock: Arc<dyn Clock>,
     locks: Mutex<HashMap<VaultId, Arc<Mutex<()>>>>,
+    max_vault_bytes: u64,
 }
+
+/// Default [`VaultStore::with_max_vault_bytes`]: 4 GiB.
+pub const DEFAULT_MAX_VAULT_BYTES: u64 = 4 << 30;
 
 // The store is shared across blocking threads.
 const _: fn() = || {
@@ -133,6 +137,7 @@ impl VaultStore {
             objects,
             clock: Arc::new(SystemClock),
             locks: Mutex::new(HashMap::new()),
+            max_vault_bytes: DEFAULT_MAX_VAULT_BYTES,
         };
         store.sweep()?;
         Ok(store)
@@ -143,6 +148,38 @@ impl VaultStore {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Refuses received packs that would make a vault larger than `bytes`
+    /// (its object files on disk plus what the pack adds, inflated):
+    /// [`VaultError::VaultTooLarge`], nothing received.
+    pub fn with_max_vault_bytes(mut self, bytes: u64) -> Self {
+        self.max_vault_bytes = bytes;
+        self
+    }
+
+    /// The size limit of a vault (see [`with_max_vault_bytes`](Self::with_max_vault_bytes)).
+    pub fn max_vault_bytes(&self) -> u64 {
+        self.max_vault_bytes
+    }
+
+    /// Bytes of vault `id`'s repository on disk (its object files, refs and
+    /// index), as the size limit counts them.
+    pub fn vault_bytes(&self, id: VaultId) -> Result<u64, VaultError> {
+        let mut total = 0u64;
+        let mut stack = vec![self.repo_path(id)];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    total += meta.len();
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// The node that owns this store and authors its commits.

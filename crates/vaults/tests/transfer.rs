@@ -75,6 +75,24 @@ impl Node {
         out
     }
 
+    /// Every file of a vault's repository, with its length, sorted.
+    fn packs_and_objects(&self, v: VaultId) -> Vec<(PathBuf, u64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.store.repo_path(v)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let meta = e.metadata().unwrap();
+                if meta.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push((e.path(), meta.len()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// The pack files of a vault's repository.
     fn packs(&self, v: VaultId) -> Vec<String> {
         let dir = self.store.repo_path(v).join("objects").join("pack");
@@ -704,4 +722,37 @@ fn received_trees_with_links_submodules_or_odd_names_are_refused() {
         .store
         .receive_clone(&name_of("plain"), remote, &head, &mut &pack[..])
         .unwrap();
+}
+
+#[test]
+fn packs_that_would_pass_the_vault_size_limit_are_refused() {
+    let owner = Node::new();
+    let mut client = Node::new();
+    client.store = client.store.with_max_vault_bytes(256 << 10);
+    let v = owner.vault("big");
+    owner.put(v, "small", b"fits");
+    // A clone that fits.
+    let (meta, _) = clone(&owner, v, &client).unwrap();
+    assert!(client.store.vault_bytes(meta.id).unwrap() < 256 << 10);
+    // A pull that would not: refused, the clone as it was, no new file.
+    owner.put(v, "large", &noise(300 << 10, 9));
+    let before = client.history(meta.id);
+    let files_before = client.packs_and_objects(meta.id);
+    let err = pull(&owner, &client, meta.id).unwrap_err();
+    assert!(
+        matches!(err, VaultError::VaultTooLarge { limit } if limit == 256 << 10),
+        "{err}"
+    );
+    assert!(err.to_string().contains("size limit"), "{err}");
+    assert_eq!(client.history(meta.id), before);
+    assert_eq!(client.packs_and_objects(meta.id), files_before);
+    // A clone that would not fit: nothing left behind.
+    let other = Node::new();
+    let mut small = Node::new();
+    small.store = small.store.with_max_vault_bytes(64 << 10);
+    let w = other.vault("w");
+    other.put(w, "large", &noise(100 << 10, 3));
+    let err = clone(&other, w, &small).unwrap_err();
+    assert!(matches!(err, VaultError::VaultTooLarge { .. }), "{err}");
+    assert_empty(&small);
 }

@@ -113,10 +113,19 @@ struct Pending {
 /// Reads a whole pack from `pack` and stores its objects in `files`: those up
 /// to [`BUNDLED_OBJECT`] bytes in one new bundle, larger ones in their own
 /// files. A refused pack leaves no bundle.
-pub(crate) fn ingest(pack: &mut dyn Read, files: &ObjectFiles) -> Result<Received, VaultError> {
+///
+/// The objects this pack adds may hold at most `room` bytes (inflated) in all:
+/// beyond it the pack is refused ([`VaultError::VaultTooLarge`] with `limit`).
+pub(crate) fn ingest(
+    pack: &mut dyn Read,
+    files: &ObjectFiles,
+    room: u64,
+    limit: u64,
+) -> Result<Received, VaultError> {
     let mut bundle = Some(BundleWriter::create(files.dir())?);
     let mut created = Vec::new();
-    match read_pack(pack, files, &mut bundle, &mut created) {
+    let room = Room { left: room, limit };
+    match read_pack(pack, files, &mut bundle, &mut created, room) {
         Ok(received) => {
             let bundle = bundle.take().expect("still here");
             bundle.finish(&files.keys().cipher(), files.bundles()?.as_ref())?;
@@ -141,6 +150,7 @@ fn read_pack(
     files: &ObjectFiles,
     bundle: &mut Option<BundleWriter>,
     created: &mut Vec<Oid>,
+    room: Room,
 ) -> Result<Received, VaultError> {
     let bundle = bundle.as_mut().expect("a bundle to write");
     let mut input = Input {
@@ -170,6 +180,7 @@ fn read_pack(
         waiting: HashMap::new(),
         pending: 0,
         created,
+        room,
     };
     for _ in 0..count {
         let start = input.offset;
@@ -321,6 +332,8 @@ fn stream_blob<R: Read>(
     size: u64,
     state: &mut State<'_>,
 ) -> Result<Oid, VaultError> {
+    // Known from its header: refused before a byte is written if it does not fit.
+    state.room.take(size)?;
     let mut exact = Exact {
         z: ZlibDecoder::new(input),
         left: size,
@@ -389,6 +402,27 @@ struct State<'a> {
     pending: usize,
     /// Object files this pack created (removed if it is refused).
     created: &'a mut Vec<Oid>,
+    /// What the vault may still take.
+    room: Room,
+}
+
+/// Bytes a pack may still add to its vault.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    left: u64,
+    limit: u64,
+}
+
+impl Room {
+    fn take(&mut self, bytes: u64) -> Result<(), VaultError> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(VaultError::VaultTooLarge { limit: self.limit }),
+        }
+    }
 }
 
 impl State<'_> {
@@ -426,6 +460,7 @@ impl State<'_> {
         if self.written.contains(&oid) || self.files.exists(oid) {
             return Ok(());
         }
+        self.room.take(data.len() as u64)?;
         if data.len() <= BUNDLED_OBJECT {
             self.bundle
                 .add(oid, kind, data, &self.files.keys().cipher())
@@ -695,7 +730,10 @@ mod tests {
         }
         let pack = w.finish();
         assert!(pack.len() < 1 << 20, "{} bytes on the wire", pack.len());
-        let err = format!("{:?}", ingest(&mut &pack[..], &files).unwrap_err());
+        let err = format!(
+            "{:?}",
+            ingest(&mut &pack[..], &files, u64::MAX, u64::MAX).unwrap_err()
+        );
         assert!(err.contains("wait for bases"), "{err}");
     }
 
@@ -709,14 +747,14 @@ mod tests {
         w.blob(&big);
         let mut pack = w.finish();
         // Whole, it is stored.
-        ingest(&mut &pack[..], &files).unwrap();
+        ingest(&mut &pack[..], &files, u64::MAX, u64::MAX).unwrap();
         let oid = object_id(ObjectType::Blob, &big);
         assert_eq!(files.read(oid).unwrap().unwrap().1, big);
         // With a bad trailer, the file it wrote goes again (a fresh store).
         let (_tmp2, other) = store();
         let last = pack.len() - 1;
         pack[last] ^= 1;
-        assert!(ingest(&mut &pack[..], &other).is_err());
+        assert!(ingest(&mut &pack[..], &other, u64::MAX, u64::MAX).is_err());
         assert!(!other.exists(oid));
         let left: Vec<_> = files_under(other.dir())
             .into_iter()
@@ -724,7 +762,7 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "{left:?}");
         // A refused pack never takes away what was stored before it.
-        assert!(ingest(&mut &pack[..], &files).is_err());
+        assert!(ingest(&mut &pack[..], &files, u64::MAX, u64::MAX).is_err());
         assert_eq!(files.read(oid).unwrap().unwrap().1, big);
     }
 
@@ -736,7 +774,10 @@ mod tests {
         w.header(2, MAX_MEMORY_OBJECT + 1);
         w.zlib(&vec![0u8; (MAX_MEMORY_OBJECT + 1) as usize]);
         w.count += 1;
-        let err = format!("{:?}", ingest(&mut &w.finish()[..], &files).unwrap_err());
+        let err = format!(
+            "{:?}",
+            ingest(&mut &w.finish()[..], &files, u64::MAX, u64::MAX).unwrap_err()
+        );
         assert!(err.contains("not a whole blob"), "{err}");
     }
 
@@ -760,7 +801,7 @@ mod tests {
             pack.extend_from_slice(&count.to_be_bytes());
             pack.extend_from_slice(&body);
             // Random bytes never end in the right SHA-1 trailer.
-            proptest::prop_assert!(ingest(&mut &pack[..], &files).is_err());
+            proptest::prop_assert!(ingest(&mut &pack[..], &files, u64::MAX, u64::MAX).is_err());
             let bundles = dir.join(super::super::bundle::BUNDLE_DIR);
             let left = std::fs::read_dir(&bundles).map(|d| d.count()).unwrap_or(0);
             proptest::prop_assert_eq!(left, 0);

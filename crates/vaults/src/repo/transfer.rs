@@ -229,10 +229,14 @@ impl Repo {
     /// `self_contained` pack, for a clone) or in the pack or the repository (for
     /// a pull). A pack that fails is deleted; an empty pack (or no bytes at all)
     /// stores nothing.
+    /// The objects the pack adds may hold at most `room` bytes; `limit` is the
+    /// vault's size limit, for the error.
     pub(crate) fn index_pack(
         &self,
         pack: &mut dyn Read,
         self_contained: bool,
+        room: u64,
+        limit: u64,
     ) -> Result<usize, VaultError> {
         let mut buf = vec![0u8; READ_CHUNK];
         let n = fill(pack, &mut buf[..PACK_HEADER])?;
@@ -247,7 +251,7 @@ impl Repo {
         };
         if let Some(files) = &self.files {
             let mut whole = io::Cursor::new(&buf[..n]).chain(pack);
-            return Ok(pack::ingest(&mut whole, files)?.objects);
+            return Ok(pack::ingest(&mut whole, files, room, limit)?.objects);
         }
         if count == 0 {
             let rest = fill(pack, &mut buf)?;

@@ -107,7 +107,9 @@ impl VaultStore {
         // pack another pull is about to use.
         let lock = self.writer(id);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        repo.index_pack(pack, false)?;
+        let limit = self.max_vault_bytes;
+        let room = limit.saturating_sub(self.vault_bytes(id)?);
+        repo.index_pack(pack, false, room, limit)?;
         let outcome = repo.fast_forward(head)?;
         if repo.pack_count()? > MAX_PACKS {
             // The pull is done; a failed clean-up only leaves more packs.
@@ -140,7 +142,7 @@ impl VaultStore {
         let path = self.repo_path(id);
         let built = Repo::init_clone(&tmp, &self.objects)
             .and_then(|repo| {
-                repo.index_pack(pack, true)?;
+                repo.index_pack(pack, true, self.max_vault_bytes, self.max_vault_bytes)?;
                 repo.start_branch(head)
             })
             .and_then(|()| Ok(fs::rename(&tmp, &path)?));
