@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use futures_util::future::BoxFuture;
 use keynode_agent::api::{Request, Response};
 use keynode_agent::peer::{PeerRequest, PeerResponse};
-use keynode_agent::testing::{TestNet, call, ok};
+use keynode_agent::testing::{TestNet, call, knows, ok, read, trust, write};
 use keynode_core::{Keypair, NodeId, VaultId, VaultName};
 use keynode_net::{AddressBook, Network, RpcStream, Service, TcpTransport};
 use keynode_vaults::{Advert, PackStats};
@@ -231,5 +231,37 @@ async fn a_hostile_source_is_refused_within_the_bound_and_leaves_nothing() {
         assert_eq!(files_under(&vaults_dir), before_files, "{what}");
         evil.shutdown().await;
     }
+    // And a good source is served as before.
+    let b = net.node("b").await;
+    knows(&a, &b).await;
+    knows(&b, &a).await;
+    trust(&a, &b).await;
+    trust(&b, &a).await;
+    ok(
+        &b,
+        Request::VaultsCreate {
+            name: VaultName::new("fine").expect("name"),
+        },
+    )
+    .await;
+    write(&b, "fine", "k", b"v").await.expect("write");
+    ok(
+        &b,
+        Request::VaultsShare {
+            vault: "fine".into(),
+            node: a.node_id(),
+        },
+    )
+    .await;
+    ok(
+        &a,
+        Request::VaultsClone {
+            vault: "fine".into(),
+            node: b.node_id(),
+        },
+    )
+    .await;
+    assert_eq!(read(&a, "fine", "k").await, b"v");
     a.stop().await;
+    b.stop().await;
 }
