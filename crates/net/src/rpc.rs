@@ -410,13 +410,13 @@ impl RpcStream {
         // A large frame reserves its length from the node's budget first: a
         // peer that announces much and sends little holds the reservation,
         // not memory, and a spent budget refuses rather than buffers.
-        let _reserved = match &self.budget {
+        let reserved = match &self.budget {
             Some(budget) if len > SMALL_FRAME => {
                 Some(budget.reserve(len).ok_or(RpcError::Busy { len })?)
             }
             _ => None,
         };
-        if _reserved.is_some() || len <= SMALL_FRAME {
+        if reserved.is_some() || len <= SMALL_FRAME {
             // Accounted for (or small): read it in one go.
             self.rbuf.resize(len, 0);
             self.io.read_exact(&mut self.rbuf).await?;
@@ -436,6 +436,7 @@ impl RpcStream {
             }
         }
         let value = decode_body(kind, &self.rbuf);
+        drop(reserved);
         if self.rbuf.capacity() > COALESCE_LIMIT {
             // Do not keep a megabyte per idle stream.
             self.rbuf = Vec::new();

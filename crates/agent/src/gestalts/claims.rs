@@ -32,19 +32,17 @@ impl Gestalts {
             seq: head.seq,
             id: claim.claim.id,
         };
-        self.graph
-            .ask(graph::LinkNodes {
-                a: self.me,
-                b: other,
-                proof,
-            })
-            .await?;
-        self.route().await
+        self.link_locked(other, proof).await
     }
 
     /// Links us with `other` in our graph on the strength of `proof`.
     async fn link_with_proof(&self, other: NodeId, proof: ClaimRef) -> Result<(), ApiError> {
         let _one = self.mutations.lock().await;
+        self.link_locked(other, proof).await
+    }
+
+    /// [`link_with_proof`](Self::link_with_proof) with the mutation lock held.
+    async fn link_locked(&self, other: NodeId, proof: ClaimRef) -> Result<(), ApiError> {
         self.graph
             .ask(graph::LinkNodes {
                 a: self.me,
