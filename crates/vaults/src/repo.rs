@@ -404,6 +404,24 @@ pub(crate) fn sweep_objects(path: &Path) -> std::io::Result<usize> {
     objects::sweep(&path.join("objects"))
 }
 
+/// Rewrites the format 1 bundles of the repository at `path` in format 2 (see
+/// `bundle::v1`); returns how many. Only while nothing writes to the
+/// repository, after [`sweep_objects`].
+pub(crate) fn migrate_objects(path: &Path, objects: &Objects) -> Result<usize, VaultError> {
+    match objects {
+        Objects::Git => Ok(0),
+        Objects::Encrypted(keys) => {
+            bundle::v1::migrate(&path.join("objects"), &keys.legacy_cipher(), &keys.cipher())
+        }
+    }
+}
+
+/// Rewrites the repository's format 2 bundles in format 1; returns how many.
+#[cfg(test)]
+pub(crate) fn downgrade_bundles_for_tests(path: &Path, keys: &ObjectKeys) -> usize {
+    bundle::v1::downgrade(&path.join("objects"), &keys.cipher(), &keys.legacy_cipher())
+}
+
 /// Gives `git` the object database `objects` asks for; the encrypted files if so.
 fn attach(git: &Repository, objects: &Objects) -> Result<Option<ObjectFiles>, VaultError> {
     match objects {

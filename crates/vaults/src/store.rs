@@ -228,6 +228,14 @@ impl VaultStore {
                 tracing::warn!(vault = %meta.id, "vault repository is missing");
             } else if let Err(e) = crate::repo::sweep_objects(&path) {
                 tracing::warn!(vault = %meta.id, error = %e, "could not sweep unfinished object writes");
+            } else {
+                match crate::repo::migrate_objects(&path, &self.objects) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(vault = %meta.id, bundles = n, "bundles rewritten in format 2")
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
@@ -587,5 +595,70 @@ pub(crate) mod tests {
                 .repo_path(meta.id)
                 .ends_with(format!("{}.git", meta.id))
         );
+    }
+
+    /// Rewrites the format 2 bundles of the repository at `path` in format 1,
+    /// as an older keynode left them.
+    fn downgrade_bundles(path: &Path, objects: &Objects) -> usize {
+        let Objects::Encrypted(keys) = objects else {
+            unreachable!()
+        };
+        crate::repo::downgrade_bundles_for_tests(path, keys)
+    }
+
+    #[test]
+    fn an_older_nodes_bundles_are_rewritten_at_open() {
+        let (_a_tmp, _a_env, a) = store();
+        let v = a.create(&VaultName::new("v").unwrap()).unwrap().id;
+        let blob = a.write_blob(v, &mut &b"kn7mark value"[..]).unwrap();
+        a.commit(
+            v,
+            vec![Op::Put {
+                path: SecretPath::new("s").unwrap(),
+                blob,
+                policy: crate::PutPolicy::Overwrite,
+            }],
+        )
+        .unwrap();
+        let advert = a.advertise(v).unwrap();
+        let mut pack = Vec::new();
+        a.send_pack(v, &advert.head, &[], &mut |c| {
+            pack.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        let (tmp, env, b) = store();
+        let remote = Remote {
+            node: a.owner(),
+            vault: v,
+        };
+        let c = b
+            .receive_clone(&advert.name, remote, &advert.head, &mut &pack[..])
+            .unwrap()
+            .id;
+        let path = b.repo_path(c);
+        assert!(downgrade_bundles(&path, &b.objects) > 0);
+        let owner = b.owner();
+        drop(b);
+        let b = VaultStore::open(
+            &tmp.path().join("vaults"),
+            env,
+            owner,
+            &DataKey::from_bytes([7; 32]),
+        )
+        .unwrap();
+        let mut names: Vec<String> = fs::read_dir(path.join("objects").join("bundles"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.retain(|n| !n.ends_with(".knb2") && !n.ends_with(".kni2"));
+        assert!(names.is_empty(), "format 1 files left: {names:?}");
+        let mut out = Vec::new();
+        b.read_secret(c, &SecretPath::new("s").unwrap(), None, &mut |c| {
+            out.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(out, b"kn7mark value");
     }
 }

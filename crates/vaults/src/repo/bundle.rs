@@ -7,11 +7,16 @@
 //! their own streamed file.
 //!
 //! ```text
-//! bundles/<name>.knb  = "KNB1" ‖ record*
-//! record              = nonce (24) ‖ XChaCha20-Poly1305(kind ‖ content, aad = "KNB1" ‖ object id)
-//! bundles/<name>.kni  = nonce (24) ‖ XChaCha20-Poly1305(entry*, aad = "KNI1" ‖ name)
+//! bundles/<name>.knb2 = "KNB2" ‖ record*
+//! record              = nonce (24) ‖ XChaCha20-Poly1305(kind ‖ content, aad = "KNB2" ‖ object id)
+//! bundles/<name>.kni2 = nonce (24) ‖ XChaCha20-Poly1305(entry*, aad = "KNI2" ‖ name)
 //! entry               = object id (20) ‖ offset (u64) ‖ record length (u32) ‖ kind (u8) ‖ size (u64)
 //! ```
+//!
+//! The XChaCha20-Poly1305 key is the node's bundle key, used for nothing else.
+//! Format 1 (`.knb`/`.kni`, magics `KNB1`/`KNI1`) sealed bundles under the key
+//! that also derives each object file's key (a BLAKE2b key); [`v1`] reads such
+//! bundles once, at open, and rewrites them in format 2.
 //!
 //! The index is written (to a temporary name, then renamed) after the bundle,
 //! so a bundle without its index (a crash mid-receive, or a refused pack that
@@ -39,8 +44,11 @@ use crate::VaultError;
 pub(crate) const BUNDLED_OBJECT: usize = 64 * 1024;
 /// Directory of bundles under a repository's `objects`.
 pub(crate) const BUNDLE_DIR: &str = "bundles";
-const DATA_MAGIC: &[u8; 4] = b"KNB1";
-const INDEX_MAGIC: &[u8; 4] = b"KNI1";
+const DATA_MAGIC: &[u8; 4] = b"KNB2";
+const INDEX_MAGIC: &[u8; 4] = b"KNI2";
+/// File name extensions of a bundle's data and index.
+pub(crate) const DATA_EXT: &str = "knb2";
+pub(crate) const INDEX_EXT: &str = "kni2";
 const NONCE: usize = 24;
 const ENTRY: usize = 20 + 8 + 4 + 1 + 8;
 
@@ -113,47 +121,63 @@ fn load(dir: &Path, cipher: &XChaCha20Poly1305) -> Result<Bundles, VaultError> {
     for entry in entries {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(".kni") {
+        if let Some(stem) = name.strip_suffix(&format!(".{INDEX_EXT}")) {
             names.push(stem.to_owned());
         }
     }
     names.sort();
     for name in names {
-        let index = root.join(format!("{name}.kni"));
-        let sealed = fs::read(&index)?;
-        if sealed.len() < NONCE {
-            return Err(corrupt(&index, "index is truncated"));
-        }
-        let aad = [INDEX_MAGIC.as_slice(), name.as_bytes()].concat();
-        let plain = cipher
-            .decrypt(
-                XNonce::from_slice(&sealed[..NONCE]),
-                Payload {
-                    msg: &sealed[NONCE..],
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| corrupt(&index, "index failed authentication"))?;
-        if plain.len() % ENTRY != 0 {
-            return Err(corrupt(&index, "index is malformed"));
-        }
+        let index = root.join(format!("{name}.{INDEX_EXT}"));
+        let entries = open_index(&fs::read(&index)?, &name, INDEX_MAGIC, cipher)
+            .map_err(|why| corrupt(&index, why))?;
         let bundle = bundles.files.len();
-        bundles.files.push(root.join(format!("{name}.knb")));
-        for e in plain.chunks(ENTRY) {
-            let oid = Oid::from_bytes(&e[..20]).map_err(|_| corrupt(&index, "bad id"))?;
-            let kind =
-                super::objects::byte_kind(e[32]).ok_or_else(|| corrupt(&index, "bad kind"))?;
+        bundles.files.push(root.join(format!("{name}.{DATA_EXT}")));
+        for (oid, mut location) in entries {
+            location.bundle = bundle;
+            bundles.by_id.insert(oid, location);
+        }
+    }
+    Ok(bundles)
+}
+
+/// The entries of a sealed index (their `bundle` field 0).
+fn open_index(
+    sealed: &[u8],
+    name: &str,
+    magic: &[u8; 4],
+    cipher: &XChaCha20Poly1305,
+) -> Result<Vec<(Oid, Location)>, &'static str> {
+    if sealed.len() < NONCE {
+        return Err("index is truncated");
+    }
+    let aad = [magic.as_slice(), name.as_bytes()].concat();
+    let plain = cipher
+        .decrypt(
+            XNonce::from_slice(&sealed[..NONCE]),
+            Payload {
+                msg: &sealed[NONCE..],
+                aad: &aad,
+            },
+        )
+        .map_err(|_| "index failed authentication")?;
+    if plain.len() % ENTRY != 0 {
+        return Err("index is malformed");
+    }
+    plain
+        .chunks(ENTRY)
+        .map(|e| {
+            let oid = Oid::from_bytes(&e[..20]).map_err(|_| "bad id")?;
+            let kind = super::objects::byte_kind(e[32]).ok_or("bad kind")?;
             let location = Location {
-                bundle,
+                bundle: 0,
                 offset: u64::from_le_bytes(e[20..28].try_into().expect("8 bytes")),
                 len: u32::from_le_bytes(e[28..32].try_into().expect("4 bytes")),
                 kind,
                 size: u64::from_le_bytes(e[33..41].try_into().expect("8 bytes")),
             };
-            bundles.by_id.insert(oid, location);
-        }
-    }
-    Ok(bundles)
+            Ok((oid, location))
+        })
+        .collect()
 }
 
 /// Reads and opens the bundled object at `at`.
@@ -166,19 +190,20 @@ pub(crate) fn read(
     let path = &bundles.files[at.bundle];
     let mut sealed = vec![0u8; at.len as usize];
     fs::File::open(path)?.read_exact_at(&mut sealed, at.offset)?;
-    open_record(&sealed, oid, at.kind, cipher).map_err(|why| corrupt(path, why))
+    open_record(&sealed, oid, at.kind, DATA_MAGIC, cipher).map_err(|why| corrupt(path, why))
 }
 
 fn open_record(
     sealed: &[u8],
     oid: Oid,
     kind: ObjectType,
+    magic: &[u8; 4],
     cipher: &XChaCha20Poly1305,
 ) -> Result<Vec<u8>, &'static str> {
     if sealed.len() < NONCE {
         return Err("record is truncated");
     }
-    let aad = [DATA_MAGIC.as_slice(), oid.as_bytes()].concat();
+    let aad = [magic.as_slice(), oid.as_bytes()].concat();
     let mut plain = cipher
         .decrypt(
             XNonce::from_slice(&sealed[..NONCE]),
@@ -208,13 +233,18 @@ pub(crate) struct BundleWriter {
 }
 
 impl BundleWriter {
-    pub(crate) fn create(objects: &Path) -> Result<BundleWriter, VaultError> {
-        let dir = objects.join(BUNDLE_DIR);
+    pub(crate) fn create(objects: &Path) -> BundleWriter {
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
         let name: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!("{name}.knb"));
-        Ok(BundleWriter {
+        Self::named(objects, name)
+    }
+
+    /// A writer of the bundle `name` (a migrated bundle keeps its name).
+    fn named(objects: &Path, name: String) -> BundleWriter {
+        let dir = objects.join(BUNDLE_DIR);
+        let path = dir.join(format!("{name}.{DATA_EXT}"));
+        BundleWriter {
             name,
             dir,
             file: None,
@@ -222,7 +252,7 @@ impl BundleWriter {
             offset: DATA_MAGIC.len() as u64,
             entries: Vec::new(),
             written: HashMap::new(),
-        })
+        }
     }
 
     /// The bundle's file, created (with its magic) on first use.
@@ -302,8 +332,8 @@ impl BundleWriter {
         file.flush()?;
         let mut sealed = vec![0u8; at.len as usize];
         file.get_ref().read_exact_at(&mut sealed, at.offset)?;
-        let data =
-            open_record(&sealed, oid, at.kind, cipher).map_err(|why| corrupt(&self.path, why))?;
+        let data = open_record(&sealed, oid, at.kind, DATA_MAGIC, cipher)
+            .map_err(|why| corrupt(&self.path, why))?;
         Ok(Some((at.kind, data)))
     }
 
@@ -314,10 +344,34 @@ impl BundleWriter {
         cipher: &XChaCha20Poly1305,
         cache: &RwLock<Bundles>,
     ) -> Result<(), VaultError> {
-        let Some(file) = self.file.as_mut() else {
+        if !self.write_index(cipher, false)? {
             return Ok(());
+        }
+        let mut bundles = cache.write().unwrap_or_else(PoisonError::into_inner);
+        let bundle = bundles.files.len();
+        bundles.files.push(self.path.clone());
+        for (oid, mut at) in self.written {
+            at.bundle = bundle;
+            bundles.by_id.insert(oid, at);
+        }
+        Ok(())
+    }
+
+    /// Flushes the data and writes the index; with `durable`, both reach the
+    /// disk (and the directory entry) before this returns. `false` if the
+    /// bundle received nothing (no file).
+    fn write_index(
+        &mut self,
+        cipher: &XChaCha20Poly1305,
+        durable: bool,
+    ) -> Result<bool, VaultError> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(false);
         };
         file.flush()?;
+        if durable {
+            file.get_ref().sync_all()?;
+        }
         let mut nonce = [0u8; NONCE];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let aad = [INDEX_MAGIC.as_slice(), self.name.as_bytes()].concat();
@@ -335,16 +389,15 @@ impl BundleWriter {
             .tempfile_in(&self.dir)?;
         tmp.write_all(&nonce)?;
         tmp.write_all(&sealed)?;
-        tmp.persist(self.dir.join(format!("{}.kni", self.name)))
-            .map_err(|e| e.error)?;
-        let mut bundles = cache.write().unwrap_or_else(PoisonError::into_inner);
-        let bundle = bundles.files.len();
-        bundles.files.push(self.path.clone());
-        for (oid, mut at) in self.written {
-            at.bundle = bundle;
-            bundles.by_id.insert(oid, at);
+        if durable {
+            tmp.as_file().sync_all()?;
         }
-        Ok(())
+        tmp.persist(self.dir.join(format!("{}.{INDEX_EXT}", self.name)))
+            .map_err(|e| e.error)?;
+        if durable {
+            fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(true)
     }
 
     /// Removes the unfinished bundle (a refused pack).
@@ -355,6 +408,8 @@ impl BundleWriter {
         }
     }
 }
+
+pub(crate) mod v1;
 
 #[cfg(test)]
 mod tests {
@@ -368,7 +423,7 @@ mod tests {
         let dir = tmp.path().join("objects");
         let files = ObjectFiles::new(dir.clone(), ObjectKeys::new(&DataKey::from_bytes([2; 32])));
         let cipher = files.keys().cipher();
-        let mut writer = BundleWriter::create(&dir).unwrap();
+        let mut writer = BundleWriter::create(&dir);
         let objects: Vec<(Oid, Vec<u8>)> = (0..50u32)
             .map(|i| {
                 let data = format!("kn7mark secret {i}")
@@ -415,7 +470,7 @@ mod tests {
         let data_file = fs::read_dir(dir.join(BUNDLE_DIR))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "knb"))
+            .find(|p| p.extension().is_some_and(|e| e == DATA_EXT))
             .unwrap();
         let mut bytes = fs::read(&data_file).unwrap();
         let n = bytes.len();
@@ -435,12 +490,12 @@ mod tests {
         let files = ObjectFiles::new(dir.clone(), ObjectKeys::new(&DataKey::from_bytes([2; 32])));
         let cipher = files.keys().cipher();
         let kept = object_id(ObjectType::Blob, b"kept");
-        let mut done = BundleWriter::create(&dir).unwrap();
+        let mut done = BundleWriter::create(&dir);
         done.add(kept, ObjectType::Blob, b"kept", &cipher).unwrap();
         done.finish(&cipher, files.bundles().unwrap().as_ref())
             .unwrap();
         // A receive cut short: bundle data without an index.
-        let mut cut = BundleWriter::create(&dir).unwrap();
+        let mut cut = BundleWriter::create(&dir);
         let lost = object_id(ObjectType::Blob, b"lost");
         cut.add(lost, ObjectType::Blob, b"lost", &cipher).unwrap();
         drop(cut);
@@ -459,7 +514,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("objects");
         let files = ObjectFiles::new(dir.clone(), ObjectKeys::new(&DataKey::from_bytes([2; 32])));
-        let writer = BundleWriter::create(&dir).unwrap();
+        let writer = BundleWriter::create(&dir);
         writer
             .finish(&files.keys().cipher(), files.bundles().unwrap().as_ref())
             .unwrap();
@@ -471,12 +526,145 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("objects");
         let keys = ObjectKeys::new(&DataKey::from_bytes([2; 32]));
-        let mut writer = BundleWriter::create(&dir).unwrap();
+        let mut writer = BundleWriter::create(&dir);
         let oid = object_id(ObjectType::Blob, b"x");
         writer
             .add(oid, ObjectType::Blob, b"x", &keys.cipher())
             .unwrap();
         writer.discard();
         assert_eq!(fs::read_dir(dir.join(BUNDLE_DIR)).unwrap().count(), 0);
+    }
+
+    fn bundle_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir.join(BUNDLE_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn blobs(n: u32) -> Vec<(Oid, ObjectType, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let data = format!("kn7mark old {i}")
+                    .repeat(i as usize + 1)
+                    .into_bytes();
+                (object_id(ObjectType::Blob, &data), ObjectType::Blob, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bundles_have_a_key_of_their_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("objects");
+        let keys = ObjectKeys::new(&DataKey::from_bytes([2; 32]));
+        let files = ObjectFiles::new(dir.clone(), keys.clone());
+        let oid = object_id(ObjectType::Blob, b"x");
+        let mut writer = BundleWriter::create(&dir);
+        writer
+            .add(oid, ObjectType::Blob, b"x", &keys.cipher())
+            .unwrap();
+        writer
+            .finish(&keys.cipher(), files.bundles().unwrap().as_ref())
+            .unwrap();
+        let index = fs::read_dir(dir.join(BUNDLE_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == INDEX_EXT))
+            .unwrap();
+        let name = index.file_stem().unwrap().to_str().unwrap().to_owned();
+        let sealed = fs::read(&index).unwrap();
+        assert!(open_index(&sealed, &name, INDEX_MAGIC, &keys.cipher()).is_ok());
+        // The object-file key (a BLAKE2b key) does not open a bundle.
+        assert!(open_index(&sealed, &name, INDEX_MAGIC, &keys.legacy_cipher()).is_err());
+    }
+
+    #[test]
+    fn format_1_bundles_are_rewritten_once_and_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("objects");
+        let keys = ObjectKeys::new(&DataKey::from_bytes([2; 32]));
+        let old = blobs(40);
+        v1::write(&dir, "00aa", &old, &keys.legacy_cipher());
+        v1::write(&dir, "00bb", &old[..3], &keys.legacy_cipher());
+        // Format 1 is not read as such.
+        let before = ObjectFiles::new(dir.clone(), ObjectKeys::new(&DataKey::from_bytes([2; 32])));
+        assert!(!before.exists(old[0].0));
+        assert_eq!(
+            v1::migrate(&dir, &keys.legacy_cipher(), &keys.cipher()).unwrap(),
+            2
+        );
+        assert_eq!(
+            bundle_files(&dir),
+            ["00aa.knb2", "00aa.kni2", "00bb.knb2", "00bb.kni2"]
+        );
+        let files = ObjectFiles::new(dir.clone(), ObjectKeys::new(&DataKey::from_bytes([2; 32])));
+        for (oid, _, data) in &old {
+            assert_eq!(files.read(*oid).unwrap().unwrap().1, *data);
+        }
+        for entry in fs::read_dir(dir.join(BUNDLE_DIR)).unwrap() {
+            let bytes = fs::read(entry.unwrap().path()).unwrap();
+            assert!(!bytes.windows(7).any(|w| w == b"kn7mark"));
+        }
+        assert_eq!(
+            v1::migrate(&dir, &keys.legacy_cipher(), &keys.cipher()).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_migration_cut_short_is_finished_at_the_next_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("objects");
+        let keys = ObjectKeys::new(&DataKey::from_bytes([2; 32]));
+        let old = blobs(5);
+        // Cut after the format 2 copy: the old files are still there.
+        v1::write(&dir, "00aa", &old, &keys.legacy_cipher());
+        v1::migrate(&dir, &keys.legacy_cipher(), &keys.cipher()).unwrap();
+        let copy = fs::read(dir.join(BUNDLE_DIR).join("00aa.knb2")).unwrap();
+        v1::write(&dir, "00aa", &old, &keys.legacy_cipher());
+        assert_eq!(super::super::objects::sweep(&dir).unwrap(), 0);
+        assert_eq!(
+            v1::migrate(&dir, &keys.legacy_cipher(), &keys.cipher()).unwrap(),
+            0
+        );
+        assert_eq!(bundle_files(&dir), ["00aa.knb2", "00aa.kni2"]);
+        assert_eq!(
+            fs::read(dir.join(BUNDLE_DIR).join("00aa.knb2")).unwrap(),
+            copy
+        );
+        // Cut while writing the copy: data without its index, swept, redone.
+        fs::remove_file(dir.join(BUNDLE_DIR).join("00aa.kni2")).unwrap();
+        v1::write(&dir, "00aa", &old, &keys.legacy_cipher());
+        assert_eq!(super::super::objects::sweep(&dir).unwrap(), 1);
+        assert_eq!(
+            v1::migrate(&dir, &keys.legacy_cipher(), &keys.cipher()).unwrap(),
+            1
+        );
+        // Cut between removing the old index and its data.
+        v1::write(&dir, "00cc", &old, &keys.legacy_cipher());
+        fs::remove_file(dir.join(BUNDLE_DIR).join("00cc.kni")).unwrap();
+        assert_eq!(super::super::objects::sweep(&dir).unwrap(), 1);
+        assert_eq!(bundle_files(&dir), ["00aa.knb2", "00aa.kni2"]);
+        let files = ObjectFiles::new(dir.clone(), ObjectKeys::new(&DataKey::from_bytes([2; 32])));
+        for (oid, _, data) in &old {
+            assert_eq!(files.read(*oid).unwrap().unwrap().1, *data);
+        }
+    }
+
+    #[test]
+    fn a_format_1_bundle_under_another_key_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("objects");
+        let keys = ObjectKeys::new(&DataKey::from_bytes([2; 32]));
+        let other = ObjectKeys::new(&DataKey::from_bytes([3; 32]));
+        v1::write(&dir, "00aa", &blobs(3), &other.legacy_cipher());
+        assert_eq!(
+            v1::migrate(&dir, &keys.legacy_cipher(), &keys.cipher()).unwrap(),
+            0
+        );
+        assert_eq!(bundle_files(&dir), ["00aa.knb", "00aa.kni"]);
     }
 }

@@ -70,26 +70,38 @@ pub(crate) const MAX_OBJECT: u64 = 1 << 32;
 /// Directory (under a repository's `objects`) of files being written.
 const TMP_DIR: &str = "tmp";
 
-/// The keys of a node's object files, derived from its data key.
 /// The keys of a node's object files, derived from its data key, and the
-/// bundle indexes loaded so far (see `bundle.rs`).
+/// bundle indexes loaded so far (see `bundle.rs`). One key per use: each is
+/// derived from the data key with its own context and serves one primitive.
 pub(crate) struct ObjectKeys {
-    seal: DataKey,
+    /// BLAKE2b key deriving each object file's AES-256-GCM key from its salt.
+    files: DataKey,
+    /// BLAKE2b key naming object files.
     names: DataKey,
+    /// XChaCha20-Poly1305 key of bundles (format 2).
+    bundle: DataKey,
     bundles: BundleCache,
 }
 
 impl ObjectKeys {
     pub(crate) fn new(key: &DataKey) -> Arc<ObjectKeys> {
         Arc::new(ObjectKeys {
-            seal: key.derive("keynode/1 vault objects"),
+            files: key.derive("keynode/1 vault objects"),
             names: key.derive("keynode/1 vault object names"),
+            bundle: key.derive("keynode/2 vault bundles"),
             bundles: BundleCache::default(),
         })
     }
 
+    /// The cipher of bundles.
     pub(crate) fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(self.seal.expose().into())
+        XChaCha20Poly1305::new(self.bundle.expose().into())
+    }
+
+    /// The cipher format 1 bundles were sealed with (the object-file key):
+    /// only to read them once, to rewrite them (`bundle::v1`).
+    pub(crate) fn legacy_cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.files.expose().into())
     }
 
     /// Forgets what is cached about the repository at `path` (deleted).
@@ -496,8 +508,14 @@ pub(crate) fn sweep(dir: &Path) -> io::Result<usize> {
     if let Ok(entries) = fs::read_dir(&bundles) {
         for entry in entries {
             let path = entry?.path();
-            let unindexed = path.extension().is_some_and(|e| e == "knb")
-                && !path.with_extension("kni").exists();
+            let unindexed = [
+                (bundle::DATA_EXT, bundle::INDEX_EXT),
+                (bundle::v1::DATA_EXT, bundle::v1::INDEX_EXT_V1),
+            ]
+            .iter()
+            .any(|(data, index)| {
+                path.extension().is_some_and(|e| e == *data) && !path.with_extension(index).exists()
+            });
             let temporary = path.extension().is_none();
             if unindexed || temporary {
                 fs::remove_file(&path)?;

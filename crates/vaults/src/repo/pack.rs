@@ -122,7 +122,7 @@ pub(crate) fn ingest(
     room: u64,
     limit: u64,
 ) -> Result<Received, VaultError> {
-    let mut bundle = Some(BundleWriter::create(files.dir())?);
+    let mut bundle = Some(BundleWriter::create(files.dir()));
     let mut created = Vec::new();
     let room = Room { left: room, limit };
     match read_pack(pack, files, &mut bundle, &mut created, room) {

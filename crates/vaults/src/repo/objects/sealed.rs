@@ -56,7 +56,7 @@ pub(super) struct Stream {
 
 impl Stream {
     pub(super) fn new(keys: &ObjectKeys, salt: &[u8]) -> Stream {
-        let key = Zeroizing::new(keyed_hash(keys.seal.expose(), salt));
+        let key = Zeroizing::new(keyed_hash(keys.files.expose(), salt));
         let key = UnboundKey::new(&AES_256_GCM, key.as_ref()).expect("a 32-byte key");
         Stream {
             key: LessSafeKey::new(key),
