@@ -447,6 +447,11 @@ impl Node {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
         self.gestalts.flush_refusals(true).await;
+        // The outbox's retry timer would keep its actor, and the state, open.
+        let _ = self
+            .notifications
+            .send(keynode_notify::messages::Stop)
+            .await;
         self.net.shutdown().await;
         let _ = std::fs::remove_file(self.paths.socket());
         let mut snapshot = self

@@ -117,12 +117,26 @@ async fn a_refusal_flood_is_summarised_not_logged_one_by_one() {
     let net = TestNet::new();
     let b = net.node("b").await;
     let c = net.node("c").await;
-    knows(&c, &b).await;
-    knows(&b, &c).await;
+    let good = net.node("good").await;
+    for (x, y) in [(&c, &b), (&b, &c), (&good, &b), (&b, &good)] {
+        knows(x, y).await;
+    }
+    trust(&b, &good).await;
     ok(
         &b,
         Request::VaultsCreate {
             name: VaultName::new("prod").unwrap(),
+        },
+    )
+    .await;
+    write(&b, "prod", "db/password", b"hunter2")
+        .await
+        .expect("write");
+    ok(
+        &b,
+        Request::VaultsShare {
+            vault: "prod".into(),
+            node: good.node_id(),
         },
     )
     .await;
@@ -143,6 +157,19 @@ async fn a_refusal_flood_is_summarised_not_logged_one_by_one() {
     let during = audit(&b, None).await;
     assert_eq!(during.len() - before, 1, "{:?}", &during[..3]);
     assert_eq!(during[0].kind, "refused");
+    // A permitted peer is served all along.
+    let Response::Vault(clone) = ok(
+        &good,
+        Request::VaultsClone {
+            vault: "prod".into(),
+            node: b.node_id(),
+        },
+    )
+    .await
+    else {
+        panic!("no clone")
+    };
+    assert_eq!(clone.name.as_str(), "prod");
     // The count reaches the log when the window closes (here: at stop).
     b.stop().await;
     let b = net.node("b").await;
@@ -160,5 +187,6 @@ async fn a_refusal_flood_is_summarised_not_logged_one_by_one() {
         Some(c.node_id().to_string().as_str())
     );
     c.stop().await;
+    good.stop().await;
     b.stop().await;
 }

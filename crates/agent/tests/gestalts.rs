@@ -300,7 +300,7 @@ async fn a_countersignature_is_visible_even_when_the_claimer_stops_there() {
         .await
         .expect("stream");
     stream
-        .send(&PeerRequest::LinkPropose { half })
+        .send(&PeerRequest::LinkPropose { half: half.clone() })
         .await
         .expect("propose");
     let got = stream.recv::<PeerResponse>().await.expect("answer");
@@ -309,6 +309,22 @@ async fn a_countersignature_is_visible_even_when_the_claimer_stops_there() {
         "{got:?}"
     );
     drop(stream);
+    // The invitation is spent: the same proposal again is refused.
+    let mut again = claimer
+        .network()
+        .open(target.node_id())
+        .await
+        .expect("stream");
+    again
+        .send(&PeerRequest::LinkPropose { half: half.clone() })
+        .await
+        .expect("propose");
+    let got = again.recv::<PeerResponse>().await;
+    assert!(
+        !matches!(got, Ok(Some(PeerResponse::LinkProposed { .. }))),
+        "a replayed proposal was countersigned: {got:?}"
+    );
+    drop(again);
     // The target's graph links them, and its audit log says it countersigned.
     let mut pair = vec![target.node_id(), claimer.node_id()];
     pair.sort();
@@ -327,6 +343,33 @@ async fn a_countersignature_is_visible_even_when_the_claimer_stops_there() {
         "{:?}",
         log.iter().map(|e| &e.kind).collect::<Vec<_>>()
     );
+    // A good claimer, invited, is still served.
+    let good = net.node("good").await;
+    knows(&good, &target).await;
+    knows(&target, &good).await;
+    ok(
+        &target,
+        Request::IdentitiesInvite {
+            node: good.node_id(),
+        },
+    )
+    .await;
+    let claimed = ok(
+        &good,
+        Request::NodesClaim {
+            node: target.node_id(),
+        },
+    )
+    .await;
+    assert!(matches!(claimed, Response::Claimed { .. }), "{claimed:?}");
+    assert_eq!(
+        gestalt(&target, &good.node_id().to_string())
+            .await
+            .nodes
+            .len(),
+        3
+    );
     target.stop().await;
     claimer.stop().await;
+    good.stop().await;
 }

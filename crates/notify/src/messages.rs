@@ -5,7 +5,9 @@
 //!
 //! [`NotificationsManager`]: crate::NotificationsManager
 
-use actix::{ActorFutureExt, Handler, Message, ResponseActFuture, ResponseFuture, WrapFuture};
+use actix::{
+    ActorContext, ActorFutureExt, Handler, Message, ResponseActFuture, ResponseFuture, WrapFuture,
+};
 use keynode_core::{NodeId, Tid};
 
 use crate::{
@@ -129,6 +131,26 @@ impl Handler<PeerSeen> for NotificationsManager {
             }
             Ok(moved)
         }))
+    }
+}
+
+/// Stops the manager now: its retry timer and in-flight attempts are dropped
+/// (an entry whose attempt is cut keeps its lease and is retried after it
+/// expires, by the next manager on the same store), and with them its hold on
+/// the store. Without it, a pending timer keeps the actor, and its store,
+/// alive until the timer fires.
+#[derive(Debug, Clone, Copy)]
+pub struct Stop;
+
+impl Message for Stop {
+    type Result = ();
+}
+
+impl Handler<Stop> for NotificationsManager {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 

@@ -146,6 +146,27 @@ impl Gestalts {
             })?
     }
 
+    /// Refuses (and records) a `LinkPropose` from a gestalt we did not grant
+    /// `claim`.
+    async fn check_invited(&self, peer: NodeId) -> Result<(), WireError> {
+        match self.has_action(peer, GestaltAction::Claim).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.record(keynode_audit::AuditEvent::Refused {
+                    peer,
+                    op: "claim".into(),
+                    reason: "not invited".into(),
+                })
+                .await;
+                Err(WireError::new(
+                    WireErrorKind::PermissionDenied,
+                    "not invited to claim this node",
+                ))
+            }
+            Err(e) => Err(self.serve_failed(peer, "claim", &e).await),
+        }
+    }
+
     /// Serves a peer's `LinkPropose`: only a gestalt we granted `claim` may link
     /// itself to us.
     pub(crate) async fn serve_link(
@@ -154,28 +175,17 @@ impl Gestalts {
         half: SignedClaim,
         stream: &mut RpcStream,
     ) -> Result<PeerResponse, WireError> {
-        let invited = match self.has_action(peer, GestaltAction::Claim).await {
-            Ok(invited) => invited,
-            Err(e) => return Err(self.serve_failed(peer, "claim", &e).await),
-        };
-        if !invited {
-            self.record(keynode_audit::AuditEvent::Refused {
-                peer,
-                op: "claim".into(),
-                reason: "not invited".into(),
-            })
-            .await;
-            return Err(WireError::new(
-                WireErrorKind::PermissionDenied,
-                "not invited to claim this node",
-            ));
-        }
+        // Uninvited callers are refused without waiting for the claim lock;
+        // the check is repeated under it, where the invitation is spent, so
+        // one invitation cannot serve two proposals.
+        self.check_invited(peer).await?;
+        let _guard = self.claim_lock.lock().await;
+        self.check_invited(peer).await?;
         let bad = |what: &'static str| WireError::new(WireErrorKind::BadRequest, what);
         match &half.claim.body {
             ClaimBody::LinkNode { node1, .. } if *node1 == peer => {}
             _ => return Err(bad("the claim must be the caller's")),
         }
-        let _guard = self.claim_lock.lock().await;
         let countersigned = countersign(half, &self.key).map_err(|_| bad("invalid claim"))?;
         // What we sign is visible here before it leaves: the peer holds a claim
         // signed by both of us from the moment it has the countersignature,
@@ -187,6 +197,14 @@ impl Gestalts {
             id: countersigned.claim.id,
         };
         if let Err(e) = self.link_with_proof(peer, theirs).await {
+            return Err(self.serve_failed(peer, "claim", &e).await);
+        }
+        // An invitation is good for one countersignature, spent as it is
+        // issued: a claimer that stops here cannot come back for another.
+        if let Err(e) = self
+            .disallow(&GestaltId::Node(peer), GestaltAction::Claim)
+            .await
+        {
             return Err(self.serve_failed(peer, "claim", &e).await);
         }
         self.record(keynode_audit::AuditEvent::Countersigned { node: peer })
@@ -218,13 +236,6 @@ impl Gestalts {
         let full =
             accept_countersigned(&proposal, full).map_err(|_| bad("invalid countersignature"))?;
         if let Err(e) = self.append_and_link(&full, peer).await {
-            return Err(self.serve_failed(peer, "claim", &e).await);
-        }
-        // An invite is good for one claim.
-        if let Err(e) = self
-            .disallow(&GestaltId::Node(peer), GestaltAction::Claim)
-            .await
-        {
             return Err(self.serve_failed(peer, "claim", &e).await);
         }
         self.record(keynode_audit::AuditEvent::Claimed { node: peer })
