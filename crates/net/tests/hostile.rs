@@ -339,16 +339,55 @@ async fn strangers_get_few_streams_and_few_connections_and_known_peers_the_rest(
         .await;
     assert!(second.is_err(), "a second stranger got a connection");
 
-    // A third stream costs the first stranger its connection.
+    // A third stream is reset; the two held streams and the connection live on.
     let third: Result<EchoResp, _> = stranger
         .net
         .call(server.id(), &EchoReq::Echo("a third".into()))
         .await;
     assert!(third.is_err(), "a stranger's third stream was served");
-    for mut s in held.drain(..) {
-        let answer = s.recv::<EchoResp>().await;
-        assert!(!matches!(answer, Ok(Some(_))), "a held stream survived");
+    // Our own streams to the stranger are not its to spend.
+    server.net.ping(stranger.id()).await.unwrap();
+    drop(held.pop());
+    // A slot freed, the stranger is served again, on the same connection.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r: Result<EchoResp, _> = stranger
+            .net
+            .call(server.id(), &EchoReq::Echo("again".into()))
+            .await;
+        match r {
+            Ok(resp) => break assert_eq!(resp.caller, stranger.id()),
+            Err(e) => assert!(Instant::now() < deadline, "never served again: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(
+        server.net.connections().len(),
+        1,
+        "the stranger lost its connection"
+    );
+
+    // Once the service knows it, the same connection gets a known peer's streams.
+    // (It is asked again with the stranger's next stream.)
+    service.known.lock().unwrap().push(stranger.id());
+    let r: EchoResp = stranger
+        .net
+        .call(server.id(), &EchoReq::Echo("known now".into()))
+        .await
+        .unwrap();
+    assert_eq!(r.caller, stranger.id());
+    let calls = (0..8).map(|i| {
+        let net = stranger.net.clone();
+        let id = server.id();
+        async move {
+            net.call::<_, EchoResp>(id, &EchoReq::Echo(format!("{i}")))
+                .await
+        }
+    });
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(r.unwrap().caller, stranger.id());
+    }
+    drop(held);
 
     // A known peer is served, with many streams at once.
     let calls = (0..8).map(|i| {

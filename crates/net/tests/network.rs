@@ -298,3 +298,79 @@ async fn network_manager_answers_typed_messages() {
     let resp: EchoResp = stream.recv().await.unwrap().unwrap();
     assert_eq!(resp.text, "actor");
 }
+
+/// Forwards TCP between a client and `to` until `hole` is set; from then on it
+/// keeps both sockets open and forwards nothing (a path that died without a
+/// word: no FIN, no RST, as a NAT that forgot the flow).
+async fn black_hole_proxy(
+    to: std::net::SocketAddr,
+    hole: Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let server = tokio::net::TcpStream::connect(to).await.unwrap();
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            for (mut r, mut w) in [(cr, sw), (sr, cw)].map(|(r, w)| (r, w)) {
+                let hole = hole.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if hole.load(Ordering::Acquire) {
+                            // Swallow, and hold the socket open.
+                            continue;
+                        }
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_connection_that_goes_silent_under_a_waiting_stream_is_given_up() {
+    let hole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = Node::start(config(), Arc::new(Echo)).await;
+    let mut cfg = config();
+    cfg.silence_probe = Duration::from_millis(200);
+    // Neither the keep-alive nor the request timeout would find it soon.
+    cfg.keepalive_interval = Duration::from_secs(600);
+    cfg.request_timeout = Duration::from_secs(600);
+    let client = Node::start(cfg, Arc::new(Echo)).await;
+    let proxy = black_hole_proxy(server.addr(), hole.clone()).await;
+    client.learn_at(server.id(), proxy);
+    client.net.ping(server.id()).await.unwrap();
+
+    // A request is waiting for its answer when the path dies.
+    let mut stream = client.net.open(server.id()).await.unwrap();
+    stream.send(&EchoReq::Sleep(300_000)).await.unwrap();
+    hole.store(true, std::sync::atomic::Ordering::Release);
+    let waited = tokio::time::timeout(Duration::from_secs(10), stream.recv::<EchoResp>()).await;
+    let answer = waited.expect("the stream hangs on a dead connection");
+    assert!(!matches!(answer, Ok(Some(_))), "{answer:?}");
+    // The connection is gone; the next call dials again and, the path
+    // mended, is served.
+    assert!(client.net.connections().is_empty());
+    hole.store(false, std::sync::atomic::Ordering::Release);
+    let r: EchoResp = client
+        .net
+        .call(server.id(), &EchoReq::Echo("back".into()))
+        .await
+        .unwrap();
+    assert_eq!(r.text, "back");
+}

@@ -13,7 +13,8 @@
 //! grant exists that no share reached, and no standing share was lost.
 //!
 //! `cargo test -p keynode-sim` runs `SIM_SEEDS` seeds (default 20);
-//! `SIM_SEED=K cargo test -p keynode-sim` replays seed K alone.
+//! `SIM_SEED=K cargo test -p keynode-sim` replays seed K alone;
+//! `SIM_LOG=debug` (an `EnvFilter`) adds the nodes' logs.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -326,6 +327,7 @@ fn run_seed(seed: u64) -> Run {
         // their callers see an error).
         let rx: Arc<tokio::sync::Mutex<Inbox>> = Arc::new(tokio::sync::Mutex::new(rx));
         let starts = Rc::new(std::cell::Cell::new(0u64));
+        let host_name = name.clone();
         sim.host(name.as_str(), move || {
             let mut cfg = cfg.clone();
             // Each start draws other randomness, the same on every replay.
@@ -335,17 +337,21 @@ fn run_seed(seed: u64) -> Run {
             };
             starts.set(starts.get() + 1);
             let rx = rx.clone();
-            async move {
-                let mut rx = rx.lock_owned().await;
-                let node = Rc::new(Node::start(cfg).await?);
-                while let Some((cmd, reply)) = rx.recv().await {
-                    let node = node.clone();
-                    tokio::task::spawn_local(async move {
-                        let _ = reply.send(serve(node, cmd).await);
-                    });
-                }
-                Ok(())
-            }
+            let span = tracing::info_span!("host", name = %host_name);
+            tracing::Instrument::instrument(
+                async move {
+                    let mut rx = rx.lock_owned().await;
+                    let node = Rc::new(Node::start(cfg).await?);
+                    while let Some((cmd, reply)) = rx.recv().await {
+                        let node = node.clone();
+                        tokio::task::spawn_local(async move {
+                            let _ = reply.send(serve(node, cmd).await);
+                        });
+                    }
+                    Ok(())
+                },
+                span,
+            )
         });
         handles.push(NodeHandle { id, name, tx });
     }
@@ -900,6 +906,14 @@ fn run_seed(seed: u64) -> Run {
 }
 
 fn seeds() -> Vec<u64> {
+    // `SIM_LOG=keynode_net=debug` (an EnvFilter) prints the nodes' logs, each
+    // line under its simulated host's span.
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     if let Some(s) = std::env::var("SIM_SEED").ok().filter(|s| !s.is_empty()) {
         return vec![s.parse().expect("SIM_SEED must be a number")];
     }

@@ -89,6 +89,12 @@ impl Gestalts {
                     countersigned,
                     proposal,
                 })) => (countersigned, proposal),
+                Ok(None) => {
+                    return Err(ApiError::new(
+                        ErrorKind::Unreachable,
+                        format!("the connection to {target} closed during the claim"),
+                    ));
+                }
                 Ok(_) => {
                     return Err(ApiError::new(
                         ErrorKind::Protocol,

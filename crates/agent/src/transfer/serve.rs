@@ -160,7 +160,11 @@ impl Serving<'_> {
         // packer.
         let sending = async move {
             while let Some(chunk) = rx.recv().await {
-                if stream.send(&PeerResponse::PackChunk(chunk)).await.is_err() {
+                // A reader that takes nothing for a whole frame timeout is
+                // cut: it would hold a stream and a packer thread for ever.
+                let frame = PeerResponse::PackChunk(chunk);
+                let send = stream.send(&frame);
+                if !matches!(tokio::time::timeout(FRAME_TIMEOUT, send).await, Ok(Ok(()))) {
                     return false;
                 }
             }

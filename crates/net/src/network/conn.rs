@@ -17,6 +17,21 @@ pub(super) struct Conn {
     pub(super) streams: AtomicUsize,
     pub(super) last_active: Mutex<Instant>,
     pub(super) closed: CancellationToken,
+    /// Whether the peer was known when last asked: a stranger's inbound
+    /// streams take a slot of `stranger_slots` while served, a known peer's
+    /// do not. A stranger becomes known when the service says so (asked again
+    /// with each of its streams); never the other way on one connection.
+    pub(super) known: std::sync::atomic::AtomicBool,
+    /// Set (before `closed`) when the connection is given up as dead: it is
+    /// dropped without a graceful close, which on a connection that carries
+    /// nothing would wait out its timeout and leave its streams hanging
+    /// (yamux wakes a connection's streams when it is dropped while active,
+    /// not while closing).
+    pub(super) dead: std::sync::atomic::AtomicBool,
+    /// When bytes last arrived, in ms after `born` (see [`Activity`]).
+    pub(super) heard: Arc<AtomicU64>,
+    pub(super) born: Instant,
+    pub(super) stranger_slots: Arc<Semaphore>,
 }
 
 impl Conn {
@@ -50,6 +65,82 @@ impl Conn {
             debug!(peer = %self.peer, error = %e, "cannot open a stream");
             closed()
         })
+    }
+}
+
+impl Conn {
+    /// Gives the connection up as dead: its driver drops it at once, and every
+    /// stream on it fails.
+    pub(super) fn abandon(&self) {
+        self.dead.store(true, Ordering::Release);
+        self.closed.cancel();
+    }
+
+    /// How long since bytes last arrived on the connection.
+    pub(super) fn silent_for(&self) -> Duration {
+        let heard = Duration::from_millis(self.heard.load(Ordering::Acquire));
+        self.born.elapsed().saturating_sub(heard)
+    }
+}
+
+/// A connection's byte stream under yamux, noting when bytes last arrived.
+pub(super) struct Activity<S> {
+    inner: S,
+    heard: Arc<AtomicU64>,
+    born: Instant,
+}
+
+impl<S> Activity<S> {
+    pub(super) fn new(inner: S, heard: Arc<AtomicU64>, born: Instant) -> Self {
+        Self { inner, heard, born }
+    }
+}
+
+impl<S: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let read = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(n)) if n > 0) {
+            let ms = this.born.elapsed().as_millis() as u64;
+            this.heard.store(ms, Ordering::Release);
+        }
+        read
+    }
+}
+
+impl<S: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 
@@ -143,7 +234,7 @@ enum Step {
     Eof,
 }
 
-type Yamux<S> = yamux::Connection<Compat<NoiseStream<S>>>;
+type Yamux<S> = yamux::Connection<Activity<Compat<NoiseStream<S>>>>;
 
 /// Makes progress on a connection: hands out requested outbound streams and
 /// returns the next inbound stream or the end.
@@ -192,6 +283,7 @@ pub(super) async fn drive<T: Transport>(
         .keepalive_interval
         .min(cfg.idle_timeout)
         .min(DUPLICATE_GRACE)
+        .min(cfg.silence_probe)
         .max(Duration::from_millis(20))
         / 2;
     let mut ticker = tokio::time::interval(tick);
@@ -203,12 +295,30 @@ pub(super) async fn drive<T: Transport>(
         tokio::select! {
             biased;
             _ = inner.shutdown.cancelled() => break (true, "shutting down"),
-            _ = conn.closed.cancelled() => break (true, "closed locally"),
+            _ = conn.closed.cancelled() => break if conn.dead.load(Ordering::Acquire) {
+                (false, "given up: no answer")
+            } else {
+                (true, "closed locally")
+            },
             step = poll_fn(|cx| step(cx, &mut connection, &mut opens, &mut queue)) => match step {
                 Step::Inbound(stream) => {
+                    let slot = if conn.known.load(Ordering::Acquire) {
+                        None
+                    } else {
+                        match conn.stranger_slots.clone().try_acquire_owned() {
+                            Ok(slot) => Some(slot),
+                            Err(_) => {
+                                // Dropped at once: yamux resets it and frees
+                                // its state; the connection lives on.
+                                debug!(%peer, "a stranger's stream over its limit; reset");
+                                drop(stream);
+                                continue;
+                            }
+                        }
+                    };
                     let inner = inner.clone();
                     let conn = conn.clone();
-                    tokio::spawn(serve_stream(inner, conn, stream));
+                    tokio::spawn(serve_stream(inner, conn, stream, slot));
                 }
                 Step::Failed(e) => {
                     warn!(%peer, error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "connection failed");
@@ -230,6 +340,14 @@ pub(super) async fn drive<T: Transport>(
                 if last_ping.elapsed() >= cfg.keepalive_interval {
                     last_ping = Instant::now();
                     tokio::spawn(keepalive(conn.clone(), cfg.request_timeout));
+                } else if conn.streams.load(Ordering::Acquire) > 0
+                    && conn.silent_for() >= cfg.silence_probe
+                    && last_ping.elapsed() >= cfg.silence_probe
+                {
+                    // Someone waits on a connection that has gone quiet: is
+                    // anyone there?
+                    last_ping = Instant::now();
+                    tokio::spawn(keepalive(conn.clone(), cfg.silence_probe * 2));
                 }
             }
         }
@@ -253,7 +371,7 @@ pub(super) async fn keepalive(conn: Arc<Conn>, timeout: Duration) {
     .await;
     if !matches!(alive, Ok(Ok(()))) && !conn.closed.is_cancelled() {
         info!(%peer, "keep-alive ping unanswered; closing connection");
-        conn.closed.cancel();
+        conn.abandon();
     }
 }
 
@@ -263,8 +381,15 @@ pub(super) async fn serve_stream<T: Transport>(
     inner: Arc<Inner<T>>,
     conn: Arc<Conn>,
     raw: yamux::Stream,
+    mut slot: Option<OwnedSemaphorePermit>,
 ) {
     let peer = conn.peer;
+    if slot.is_some() && inner.service.classify(peer).await == PeerClass::Known {
+        // Known since the connection began (added, trusted, shared with):
+        // from now on its streams take no stranger's slot.
+        conn.known.store(true, Ordering::Release);
+        slot = None;
+    }
     let mut stream = RpcStream::new(raw, peer).with_budget(inner.budget.clone());
     let header =
         tokio::time::timeout(inner.config.request_timeout, stream.recv::<StreamHeader>()).await;
@@ -308,4 +433,5 @@ pub(super) async fn serve_stream<T: Transport>(
             inner.service.serve(peer, stream).await;
         }
     }
+    drop(slot);
 }

@@ -33,6 +33,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Interval between keep-alive pings on a connection.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
+/// A connection with open streams that has received nothing for this long is
+/// pinged at once; a ping unanswered within twice this closes it. A dead
+/// connection (the peer gone without a word, a path that stopped carrying
+/// packets) is found in seconds this way rather than at the next keep-alive.
+pub const SILENCE_PROBE: Duration = Duration::from_secs(5);
+
 /// Most inbound connections (handshaking or established) at once.
 pub const MAX_INBOUND_CONNECTIONS: usize = 512;
 
@@ -334,7 +340,7 @@ impl<T: Transport> Inner<T> {
                 }
                 Err(e) if attempt == 1 => return Err(e),
                 Err(_) => {
-                    conn.closed.cancel();
+                    conn.abandon();
                     self.remove(&conn);
                 }
             }
@@ -443,10 +449,11 @@ impl<T: Transport> Inner<T> {
         permits: Vec<OwnedSemaphorePermit>,
         class: PeerClass,
     ) -> Arc<Conn> {
-        let streams = match class {
-            PeerClass::Known => self.config.max_streams_per_peer,
-            PeerClass::Stranger => self.config.max_streams_per_stranger,
-        };
+        // yamux's stream limit counts both directions and is fixed for the
+        // connection's life, so it is the same ceiling for everyone; a
+        // stranger's inbound streams are limited as they are accepted
+        // (`drive`), where the class can change.
+        let streams = self.config.max_streams_per_peer;
         let mut cfg = yamux::Config::default();
         cfg.set_max_num_streams(streams);
         cfg.set_max_connection_receive_window(Some(streams * STREAM_WINDOW));
@@ -456,7 +463,10 @@ impl<T: Transport> Inner<T> {
             Direction::Outbound => yamux::Mode::Client,
             Direction::Inbound => yamux::Mode::Server,
         };
-        let connection = yamux::Connection::new(stream.compat(), cfg, mode);
+        let heard = Arc::new(AtomicU64::new(0));
+        let born = Instant::now();
+        let io = conn::Activity::new(stream.compat(), heard.clone(), born);
+        let connection = yamux::Connection::new(io, cfg, mode);
         let (opener, opens) = mpsc::channel(streams);
         let conn = Arc::new(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -472,6 +482,11 @@ impl<T: Transport> Inner<T> {
             streams: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
             closed: CancellationToken::new(),
+            dead: std::sync::atomic::AtomicBool::new(false),
+            heard,
+            born,
+            known: std::sync::atomic::AtomicBool::new(class == PeerClass::Known),
+            stranger_slots: Arc::new(Semaphore::new(self.config.max_streams_per_stranger)),
         });
         self.conns().entry(peer).or_default().push(conn.clone());
         debug!(%peer, %remote_addr, ?direction, "connection established");

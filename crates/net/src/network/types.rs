@@ -15,7 +15,7 @@ use crate::rpc::{RpcError, RpcStream, WireError, WireErrorKind};
 
 use super::{
     IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_INBOUND_CONNECTIONS, MAX_INBOUND_STRANGERS,
-    MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_STRANGER,
+    MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_STRANGER, SILENCE_PROBE,
 };
 
 /// A network could not start or a request failed.
@@ -123,6 +123,10 @@ pub struct NetConfig {
     /// Interval between keep-alive pings; a ping unanswered within
     /// `request_timeout` closes the connection.
     pub keepalive_interval: Duration,
+    /// A connection with open streams that has received nothing for this
+    /// long is pinged; unanswered within twice this, it is closed (see
+    /// [`SILENCE_PROBE`]).
+    pub silence_probe: Duration,
     /// Most inbound connections; beyond it new sockets are closed at once.
     pub max_inbound_connections: usize,
     /// Most inbound connections from [`PeerClass::Stranger`]s (at most
@@ -147,6 +151,7 @@ impl Default for NetConfig {
             request_timeout: crate::rpc::REQUEST_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             keepalive_interval: KEEPALIVE_INTERVAL,
+            silence_probe: SILENCE_PROBE,
             max_inbound_connections: MAX_INBOUND_CONNECTIONS,
             max_inbound_strangers: MAX_INBOUND_STRANGERS,
             max_streams_per_peer: MAX_STREAMS_PER_PEER,
@@ -191,8 +196,10 @@ pub trait Service: Send + Sync + 'static {
     /// Serves one stream from `peer` until done.
     fn serve(&self, peer: NodeId, stream: RpcStream) -> BoxFuture<'static, ()>;
 
-    /// What `peer`, which has just proved its id on a connection it opened to
-    /// us, may hold open: asked once per inbound connection. The default knows
+    /// What `peer`, which has proved its id on a connection it opened to us,
+    /// may hold open: asked when the connection arrives, and again with each
+    /// stream while the answer is [`PeerClass::Stranger`] (a stranger becomes
+    /// known when we add it, trust it or share with it). The default knows
     /// everyone.
     fn classify(&self, peer: NodeId) -> BoxFuture<'static, PeerClass> {
         let _ = peer;
@@ -205,7 +212,9 @@ pub trait Service: Send + Sync + 'static {
 pub enum PeerClass {
     /// Up to [`NetConfig::max_streams_per_peer`] streams.
     Known,
-    /// Anyone with a key: up to [`NetConfig::max_streams_per_stranger`].
+    /// Anyone with a key: up to [`NetConfig::max_streams_per_stranger`]
+    /// inbound streams served at once (more are reset, the connection stays),
+    /// and one of [`NetConfig::max_inbound_strangers`] connections.
     Stranger,
 }
 
