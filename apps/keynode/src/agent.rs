@@ -242,6 +242,7 @@ fn config(
     cfg.agent_host = args.agent_host.clone();
     cfg.agent_port = args.agent_port;
     cfg.max_vault_bytes = args.max_vault_bytes;
+    cfg.max_state_bytes = args.max_state_bytes;
     cfg.seed_nodes = parse_seed_nodes(&args.seed_nodes)
         .map_err(|e| Failure::new(64, format!("--seed-nodes: {e}")))?;
     Ok(cfg)
@@ -365,6 +366,8 @@ fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
         .arg(&args.seed_nodes)
         .arg("--max-vault-bytes")
         .arg(args.max_vault_bytes.to_string())
+        .arg("--max-state-bytes")
+        .arg(args.max_state_bytes.to_string())
         .env_remove(PASSWORD_ENV)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -265,6 +265,10 @@ pub struct StartArgs {
     /// Largest a vault may grow by clones and pulls, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = keynode_agent::DEFAULT_MAX_VAULT_BYTES)]
     pub max_vault_bytes: u64,
+    /// Largest the node's state may grow, in bytes (a sparse maximum; writes
+    /// fail with a clear error when it is spent, reads go on).
+    #[arg(long, value_name = "BYTES", default_value_t = keynode_agent::DEFAULT_MAX_STATE_BYTES)]
+    pub max_state_bytes: usize,
     /// Return once the agent is ready, leaving it running in the background.
     #[arg(long)]
     pub background: bool,

@@ -49,6 +49,10 @@ pub struct NodeConfig {
     /// Largest a vault may grow by clones and pulls, in bytes: a pack that
     /// would pass it is refused, nothing received.
     pub max_vault_bytes: u64,
+    /// Largest the node's state (the LMDB map) may grow, in bytes: a sparse
+    /// maximum, not an allocation. When it is spent, writes fail with a clear
+    /// error and reads go on; `agent status` reports the share used.
+    pub max_state_bytes: usize,
 }
 
 /// Where the offline identity provider keeps its claims when not configured.
@@ -129,6 +133,7 @@ impl NodeConfig {
             client_socket: true,
             executor: keynode_core::exec::threads(),
             max_vault_bytes: keynode_vaults::DEFAULT_MAX_VAULT_BYTES,
+            max_state_bytes: crate::disk::LMDB_MAP_SIZE,
         }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Ctx {
     pub shutdown: CancellationToken,
     /// Where blocking work runs.
     pub exec: Exec,
+    /// The node's state, for its fill level.
+    pub env: keynode_core::store::Env,
 }
 
 impl Ctx {

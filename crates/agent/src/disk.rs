@@ -11,7 +11,8 @@ use keynode_core::keystore::{self, KdfParams, KeystoreError};
 use crate::config::StartError;
 use crate::paths::NodePaths;
 
-/// Largest the LMDB map may grow, in bytes (a sparse maximum, not an allocation).
+/// Default largest the LMDB map may grow, in bytes (a sparse maximum, not an
+/// allocation; [`NodeConfig::max_state_bytes`](crate::NodeConfig::max_state_bytes)).
 pub const LMDB_MAP_SIZE: usize = 16 * 1024 * 1024 * 1024;
 /// Named LMDB databases the environment may hold.
 pub const LMDB_MAX_DBS: u32 = 64;
@@ -121,10 +122,13 @@ pub(crate) fn is_crypto_fail(e: &StartError) -> bool {
 }
 
 /// Opens the node's one environment, encrypted under `key`.
-pub(crate) fn open_env(dir: &Path, key: &DataKey) -> Result<keynode_core::store::Env, StartError> {
+pub(crate) fn open_env(
+    dir: &Path,
+    key: &DataKey,
+    map_size: usize,
+) -> Result<keynode_core::store::Env, StartError> {
     private_dir(dir)?;
     // The agent lock (held by the caller) guarantees one node per node path, and
     // each node opens its environment exactly once (see `open_env`'s safety note).
-    keynode_core::store::open_env(dir, key, LMDB_MAP_SIZE, LMDB_MAX_DBS)
-        .map_err(StartError::Storage)
+    keynode_core::store::open_env(dir, key, map_size, LMDB_MAX_DBS).map_err(StartError::Storage)
 }

@@ -13,18 +13,42 @@ use keynode_net::{NetError, RpcError, WireError, WireErrorKind};
 
 use crate::api::{ApiError, ErrorKind};
 
+/// What a client is told when the node's state has no room left.
+pub const STATE_FULL: &str = "the node's state is full: writes are refused, reads still work; \
+     restart the agent with a larger --max-state-bytes (see `agent status`, storage_used_percent)";
+
+/// Whether `e`, or an error under it, is LMDB's map being spent.
+pub(crate) fn is_state_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    use keynode_core::store::heed3::{Error, MdbError};
+    let mut at = Some(e);
+    while let Some(e) = at {
+        if matches!(
+            e.downcast_ref::<Error>(),
+            Some(Error::Mdb(MdbError::MapFull))
+        ) {
+            return true;
+        }
+        at = e.source();
+    }
+    false
+}
+
 /// A failure of a node component, as the local client is told it.
-pub(crate) trait Failure: std::fmt::Display {
+pub(crate) trait Failure: std::error::Error + 'static {
     /// What kind of failure it is.
     fn kind(&self) -> ErrorKind {
         ErrorKind::Internal
     }
 
-    /// The client's view: the kind and the message.
+    /// The client's view: the kind and the message (for any component: a
+    /// state with no room left is said so).
     fn api(self) -> ApiError
     where
         Self: Sized,
     {
+        if is_state_full(&self) {
+            return ApiError::new(ErrorKind::Io, STATE_FULL);
+        }
         ApiError::new(self.kind(), self.to_string())
     }
 }

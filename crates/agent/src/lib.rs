@@ -56,3 +56,5 @@ pub use socket::{FRAME_TIMEOUT, MAX_CLIENTS};
 pub type AgentNetwork = keynode_net::Network<keynode_net::BoxTransport>;
 
 pub use keynode_vaults::DEFAULT_MAX_VAULT_BYTES;
+/// Default [`NodeConfig::max_state_bytes`]: 16 GiB.
+pub const DEFAULT_MAX_STATE_BYTES: usize = disk::LMDB_MAP_SIZE;

@@ -95,9 +95,10 @@ impl Node {
             let (audit_key, audit_clock) = (key.clone(), config.net_context.clock.clone());
             let clock = config.net_context.clock.clone();
             let max_vault_bytes = config.max_vault_bytes;
+            let max_state_bytes = config.max_state_bytes;
             let state = paths.state();
             keynode_core::exec::blocking(exec.as_ref(), move || {
-                let env = open_env(&paths.state(), &data_key)?;
+                let env = open_env(&paths.state(), &data_key, max_state_bytes)?;
                 private_dir(&paths.vaults())?;
                 let store = VaultStore::open(&paths.vaults(), env.clone(), node_id, &data_key)
                     .map_err(StartError::Vaults)?
@@ -250,6 +251,7 @@ impl Node {
             status: status.clone(),
             shutdown: shutdown.clone(),
             exec: exec.clone(),
+            env: env.clone(),
         });
         if let Some(listener) = listener {
             tracker.spawn(crate::socket::serve(

@@ -346,3 +346,81 @@ async fn an_upload_cut_short_commits_nothing() {
     );
     n.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_full_state_refuses_writes_clearly_and_keeps_serving_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::new(dir.path().join("small"), "pw");
+    cfg.max_state_bytes = 256 << 10;
+    let n = Node::start(cfg).await.expect("start");
+    call(
+        &n,
+        Request::VaultsCreate {
+            name: VaultName::new("keep").unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+    keynode_agent::testing::write(&n, "keep", "db/password", b"hunter2")
+        .await
+        .expect("write");
+    // Addresses of made-up nodes until the state has no room for another.
+    let mut made = 0;
+    let refused = loop {
+        let r = call(
+            &n,
+            Request::NodesAdd {
+                node: keynode_core::Keypair::generate().node_id(),
+                host: format!("host-{made}.example.org"),
+                port: 4000,
+            },
+        )
+        .await;
+        match r {
+            Ok(_) => made += 1,
+            Err(e) => break e,
+        }
+        assert!(made < 20_000, "a 256 KiB state never filled");
+    };
+    // Vaults fill what room is left, then are refused the same way, and a
+    // refused one leaves no repository behind.
+    let mut vaults = 1;
+    loop {
+        let r = call(
+            &n,
+            Request::VaultsCreate {
+                name: VaultName::new(format!("late{vaults}")).unwrap(),
+            },
+        )
+        .await;
+        match r {
+            Ok(_) => vaults += 1,
+            Err(ClientError::Api(e)) if e.kind == ErrorKind::Io => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(vaults < 500, "vaults never filled the state");
+    }
+    match refused {
+        ClientError::Api(e) => {
+            assert_eq!(e.kind, ErrorKind::Io, "{e}");
+            assert!(e.message.contains("--max-state-bytes"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // It says so, and reads go on.
+    let Response::Status(status) = call(&n, Request::AgentStatus).await.unwrap() else {
+        panic!("no status")
+    };
+    assert!(status.storage_used_percent >= 90, "{status:?}");
+    let Response::Vaults(list) = call(&n, Request::VaultsList).await.unwrap() else {
+        panic!("no list")
+    };
+    assert_eq!(list.len(), vaults);
+    let repos = std::fs::read_dir(dir.path().join("small").join("vaults"))
+        .unwrap()
+        .count();
+    assert_eq!(repos, vaults, "a refused vault left its repository");
+    let got = keynode_agent::testing::read(&n, "keep", "db/password").await;
+    assert_eq!(got, b"hunter2");
+    n.stop().await;
+}

@@ -9,8 +9,11 @@ use crate::api::{ApiError, ConnectionEntry, ErrorKind, NodeEntry, Password, Resp
 use crate::ctx::Ctx;
 use crate::errors::Ask;
 
+/// The status, with the state's fill level as it is now.
 pub(super) fn status(ctx: &Ctx) -> Response {
-    Response::Status(ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    let mut status = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    status.storage_used_percent = ctx.env.usage().percent();
+    Response::Status(status)
 }
 
 pub(super) fn stop(ctx: &Ctx) -> Response {
