@@ -36,6 +36,7 @@ pub mod keys;
 pub mod keystore;
 mod macros;
 pub mod names;
+pub mod recovery;
 pub mod sim;
 pub mod store;
 

@@ -201,7 +201,7 @@ pub(super) async fn accept_loop<T: Transport>(inner: Arc<Inner<T>>, mut listener
                     };
                     match shaken {
                         Ok((stream, peer)) => {
-                            let class = inner.service.classify(peer).await;
+                            let class = inner.classify(peer).await;
                             let mut permits = vec![permit];
                             if class == PeerClass::Stranger {
                                 match inner.strangers.clone().try_acquire_owned() {
@@ -384,7 +384,7 @@ pub(super) async fn serve_stream<T: Transport>(
     mut slot: Option<OwnedSemaphorePermit>,
 ) {
     let peer = conn.peer;
-    if slot.is_some() && inner.service.classify(peer).await == PeerClass::Known {
+    if slot.is_some() && inner.classify(peer).await == PeerClass::Known {
         // Known since the connection began (added, trusted, shared with):
         // from now on its streams take no stranger's slot.
         conn.known.store(true, Ordering::Release);

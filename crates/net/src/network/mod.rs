@@ -439,6 +439,16 @@ impl<T: Transport> Inner<T> {
         Err(last.unwrap_or(NetError::NoAddress(peer)))
     }
 
+    /// What an inbound `peer` may hold open: known if its address was added to
+    /// the book (we chose to know it, as we do a peer we dial), else as the
+    /// service says.
+    async fn classify(&self, peer: NodeId) -> PeerClass {
+        if self.book.get(peer).is_ok_and(|addrs| !addrs.is_empty()) {
+            return PeerClass::Known;
+        }
+        self.service.classify(peer).await
+    }
+
     /// Registers an authenticated connection and starts its driver.
     fn install(
         self: &Arc<Self>,

@@ -199,8 +199,8 @@ pub trait Service: Send + Sync + 'static {
     /// What `peer`, which has proved its id on a connection it opened to us,
     /// may hold open: asked when the connection arrives, and again with each
     /// stream while the answer is [`PeerClass::Stranger`] (a stranger becomes
-    /// known when we add it, trust it or share with it). The default knows
-    /// everyone.
+    /// known when we trust it or share with it). Not asked for a peer whose
+    /// address is in the book: that one is known. The default knows everyone.
     fn classify(&self, peer: NodeId) -> BoxFuture<'static, PeerClass> {
         let _ = peer;
         Box::pin(async { PeerClass::Known })
