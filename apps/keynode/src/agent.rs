@@ -3,29 +3,21 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keynode_agent::api::{AgentStatus, Password, Request, Response};
+use keynode_agent::api::{AgentStatus, Request, Response};
 use keynode_agent::parse_seed_nodes;
-use keynode_agent::password::PasswordError;
 use keynode_agent::status::{AgentLock, read_status};
 use keynode_agent::{ClientError, Node, NodeConfig, StartError};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::cli::{AgentCmd, PasswordArgs, StartArgs};
+use crate::cli::{AgentCmd, StartArgs};
 use crate::output;
+use crate::password::{PASSWORD_ENV, PasswordSource, Secret};
 use crate::{Ctx, Failure, client_runtime};
 
-/// Environment variable holding the password.
-const PASSWORD_ENV: &str = "KEYNODE_PASSWORD";
-/// Environment variable holding the new password for `agent password`.
-const NEW_PASSWORD_ENV: &str = "KEYNODE_NEW_PASSWORD";
-
-/// A password as read: zeroed on drop.
-type Secret = Zeroizing<Vec<u8>>;
 /// Longest `agent start --background` waits for the agent to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest `agent stop` waits for the agent to exit.
@@ -39,6 +31,25 @@ struct ReadyLine {
     created: bool,
     error: Option<String>,
     exit_code: u8,
+    /// A new node's recovery code, for the parent to show (the pipe between
+    /// them is private; the child's stderr is the log, which never sees it).
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+/// What the parent hands a background agent on its stdin.
+#[derive(Serialize, Deserialize)]
+struct ChildInput {
+    password: Vec<u8>,
+    recovery_code: Option<String>,
+}
+
+impl Drop for ChildInput {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.password.zeroize();
+        self.recovery_code.zeroize();
+    }
 }
 
 pub fn run(ctx: &Ctx, cmd: AgentCmd) -> Result<(), Failure> {
@@ -48,7 +59,7 @@ pub fn run(ctx: &Ctx, cmd: AgentCmd) -> Result<(), Failure> {
         AgentCmd::Start(args) => start_foreground(ctx, args),
         AgentCmd::Status => status(ctx),
         AgentCmd::Stop => stop(ctx),
-        AgentCmd::Password(args) => password(ctx, args),
+        AgentCmd::Password(args) => crate::password::run(ctx, args),
     }
 }
 
@@ -60,6 +71,7 @@ fn start_error(e: &StartError) -> Failure {
         StartError::Key(_) | StartError::DataKey(..) | StartError::StateKey(_) => 65,
         StartError::RootKeyMissing(_) => 66,
         StartError::EarlierVersion(_) => 78,
+        StartError::RecoveryOnExistingNode(_) => 64,
         _ => 74,
     };
     let mut msg = e.to_string();
@@ -83,162 +95,19 @@ fn read_password(args: &StartArgs, paths_exist: bool) -> Result<Secret, Failure>
     source.read(|p| rpassword::prompt_password(p))
 }
 
-/// Where one password comes from: a file, else an environment variable, else
-/// a prompt on the terminal (asked twice when `confirm` is set).
-struct PasswordSource<'a> {
-    file: Option<&'a Path>,
-    file_flag: &'a str,
-    env: &'a str,
-    prompt: &'a str,
-    confirm: Option<&'a str>,
-}
-
-impl PasswordSource<'_> {
-    fn read(
-        &self,
-        mut prompt: impl FnMut(&str) -> std::io::Result<String>,
-    ) -> Result<Secret, Failure> {
-        if let Some(file) = self.file {
-            let bytes = std::fs::read(file).map_err(|e| {
-                Failure::new(
-                    66,
-                    format!("cannot read {} {}: {e}", self.file_flag, file.display()),
-                )
-            })?;
-            let mut s = Zeroizing::new(bytes);
-            while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                s.pop();
-            }
-            return Ok(s);
-        }
-        if let Ok(p) = std::env::var(self.env) {
-            return Ok(Zeroizing::new(p.into_bytes()));
-        }
-        let p = Zeroizing::new(prompt(self.prompt).map_err(|e| {
-            Failure::new(
-                64,
-                format!(
-                    "no {} given and cannot prompt: {e}",
-                    self.prompt.trim_end_matches([':', ' ']).to_lowercase()
-                ),
-            )
-        })?);
-        if let Some(confirm) = self.confirm {
-            let again = Zeroizing::new(
-                prompt(confirm).map_err(|e| Failure::new(64, format!("cannot prompt: {e}")))?,
-            );
-            if *again != *p {
-                return Err(Failure::new(64, "passwords do not match"));
-            }
-        }
-        Ok(Zeroizing::new(p.as_bytes().to_vec()))
-    }
-}
-
-/// The current and the new password of `agent password`.
-fn password_pair(
-    args: &PasswordArgs,
-    prompt: impl FnMut(&str) -> std::io::Result<String>,
-) -> Result<(Secret, Secret), Failure> {
-    let mut prompt = prompt;
-    let current = PasswordSource {
-        file: args.password_file.as_deref(),
-        file_flag: "password file",
-        env: PASSWORD_ENV,
-        prompt: "Current password: ",
-        confirm: None,
-    }
-    .read(&mut prompt)?;
-    let new = PasswordSource {
-        file: args.new_password_file.as_deref(),
-        file_flag: "new password file",
-        env: NEW_PASSWORD_ENV,
-        prompt: "New password: ",
-        confirm: Some("Confirm new password: "),
-    }
-    .read(&mut prompt)?;
-    if new.is_empty() {
-        return Err(Failure::new(64, "the new password is empty"));
-    }
-    Ok((current, new))
-}
-
-/// `agent password`: through the running agent, which checks the current
-/// password and re-seals its key file; with none running, on the key file
-/// directly under the agent lock (so no agent starts meanwhile).
-fn password(ctx: &Ctx, args: PasswordArgs) -> Result<(), Failure> {
-    let (current, new) = password_pair(&args, |p| rpassword::prompt_password(p))?;
-    let rt = client_runtime()?;
-    let through_agent = rt.block_on(async {
-        let client = match ctx.client().await {
-            Ok(c) => c,
-            Err(f) if f.code == ClientError::NotRunning(Default::default()).exit_code() as u8 => {
-                return Ok(None);
-            }
-            Err(f) => return Err(f),
-        };
-        let node_id = client.node_id();
-        let request = Request::AgentPassword {
-            current: Password::new(current.to_vec()),
-            new: Password::new(new.to_vec()),
-        };
-        match client.call(request).await? {
-            Response::Unit => Ok(Some(node_id)),
-            other => Err(Failure::new(76, format!("unexpected answer {other:?}"))),
-        }
-    })?;
-    let (node_id, agent_running) = match through_agent {
-        Some(id) => (id, true),
-        None => {
-            let id = keynode_agent::password::change_password(&ctx.paths, &current, &new)
-                .map_err(|e| password_error(ctx, &e))?;
-            (id, false)
-        }
-    };
-    let doc = serde_json::json!({
-        "password_changed": true,
-        "node_id": node_id,
-        "agent_running": agent_running,
-    });
-    output::emit(ctx.format, &doc, || {
-        say!("password changed for node {node_id}");
-        if !agent_running {
-            say!("(no agent was running: the key file was re-sealed directly)");
-        }
-    });
-    Ok(())
-}
-
-fn password_error(ctx: &Ctx, e: &PasswordError) -> Failure {
-    match e {
-        PasswordError::Locked(lock) => {
-            let pid = match lock {
-                keynode_agent::status::LockError::Held { pid } => format!(" (pid {pid})"),
-                _ => String::new(),
-            };
-            Failure::new(
-                75,
-                format!(
-                    "another keynode process holds the node path {}{pid}: an agent starting or \
-                     another password change; try again once it is done",
-                    ctx.paths.root.display()
-                ),
-            )
-        }
-        e => {
-            let api = e.to_api();
-            Failure::new(api.kind.exit_code() as u8, api.message)
-        }
-    }
-}
-
 fn config(
     ctx: &Ctx,
     args: &StartArgs,
     password: Zeroizing<Vec<u8>>,
+    code: Option<&str>,
 ) -> Result<NodeConfig, Failure> {
     let mut cfg = NodeConfig::new(ctx.paths.root.clone(), b"");
     cfg.password = password;
+    if let Some(code) = code {
+        let code = keynode_core::recovery::RecoveryCode::parse(code)
+            .map_err(|e| Failure::new(65, e.to_string()))?;
+        cfg.recovery_code = Some(code);
+    }
     cfg.agent_host = args.agent_host.clone();
     cfg.agent_port = args.agent_port;
     cfg.max_vault_bytes = args.max_vault_bytes;
@@ -280,11 +149,28 @@ fn announce(ctx: &Ctx, status: &AgentStatus, created: bool) {
     });
 }
 
+/// The recovery code to recreate a node from, if `--recovery-code-file` is
+/// given; checks `--recovery-code-out-file` can be written, before anything
+/// is created.
+fn recovery_input(args: &StartArgs) -> Result<Option<Zeroizing<String>>, Failure> {
+    if let Some(out) = &args.recovery_code_out_file {
+        crate::recovery::check_out_file(out)?;
+    }
+    args.recovery_code_file
+        .as_deref()
+        .map(crate::recovery::read_code_file)
+        .transpose()
+}
+
 fn start_foreground(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
+    let code = recovery_input(&args)?;
     let password = read_password(&args, ctx.paths.root_key().exists())?;
-    let cfg = config(ctx, &args, password)?;
+    let cfg = config(ctx, &args, password, code.as_deref().map(String::as_str))?;
     actix_system().block_on(async move {
         let node = Node::start(cfg).await.map_err(|e| start_error(&e))?;
+        if let Some(code) = node.take_recovery_code() {
+            crate::recovery::show(&code, args.recovery_code_out_file.as_deref())?;
+        }
         let status = current_status(&node);
         announce(ctx, &status, node.timings().created);
         let _ = std::io::stdout().flush();
@@ -301,15 +187,19 @@ fn current_status(node: &Node) -> AgentStatus {
         agent_port: 0,
         pid: std::process::id(),
         storage_used_percent: 0,
+        recovery_code: false,
     })
 }
 
 /// The background agent: password on stdin, one [`ReadyLine`] on stdout, logs
 /// on stderr (the parent points it at `agent.log`).
 fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
-    let mut password = Zeroizing::new(Vec::new());
-    std::io::stdin().read_to_end(&mut password)?;
-    let cfg = config(ctx, &args, password)?;
+    let mut raw = Zeroizing::new(Vec::new());
+    std::io::stdin().read_to_end(&mut raw)?;
+    let input: ChildInput = serde_json::from_slice(&raw)
+        .map_err(|_| Failure::new(64, "the background agent's input is malformed"))?;
+    let password = Zeroizing::new(input.password.clone());
+    let cfg = config(ctx, &args, password, input.recovery_code.as_deref())?;
     actix_system().block_on(async move {
         let node = match Node::start(cfg).await {
             Ok(n) => n,
@@ -321,6 +211,7 @@ fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
                     created: false,
                     error: Some(f.message.clone()),
                     exit_code: f.code,
+                    recovery_code: None,
                 };
                 say!("{}", serde_json::to_string(&line).unwrap_or_default());
                 return Err(f);
@@ -332,8 +223,12 @@ fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
             created: node.timings().created,
             error: None,
             exit_code: 0,
+            recovery_code: node.take_recovery_code().map(|c| c.phrase().to_string()),
         };
-        say!("{}", serde_json::to_string(&line).unwrap_or_default());
+        let text = Zeroizing::new(serde_json::to_string(&line).unwrap_or_default());
+        drop(line);
+        // Not through `say!`: the words must reach the parent as they are.
+        println!("{}", text.as_str());
         let _ = std::io::stdout().flush();
         run_until_stopped(node).await;
         Ok(())
@@ -341,6 +236,7 @@ fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
 }
 
 fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
+    let code = recovery_input(&args)?;
     let password = read_password(&args, ctx.paths.root_key().exists())?;
     // Check the arguments here, where the user sees the error.
     parse_seed_nodes(&args.seed_nodes)
@@ -375,7 +271,12 @@ fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
         .process_group(0)
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&password)?;
+        let input = ChildInput {
+            password: password.to_vec(),
+            recovery_code: code.as_deref().map(|c| c.to_string()),
+        };
+        let bytes = Zeroizing::new(serde_json::to_vec(&input).unwrap_or_default());
+        stdin.write_all(&bytes)?;
     }
     let stdout = child
         .stdout
@@ -406,6 +307,13 @@ fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
             ),
         )
     })?;
+    let line = Zeroizing::new(line);
+    drop(line);
+    if let Some(words) = ready.recovery_code.as_deref() {
+        let code = keynode_core::recovery::RecoveryCode::parse(words)
+            .map_err(|e| Failure::new(70, format!("the agent sent a bad recovery code: {e}")))?;
+        crate::recovery::show(&code, args.recovery_code_out_file.as_deref())?;
+    }
     match (ready.ok, ready.status) {
         (true, Some(status)) => {
             announce(ctx, &status, ready.created);
@@ -441,6 +349,11 @@ fn status(ctx: &Ctx) -> Result<(), Failure> {
                 say!("agent_port: {}", s.agent_port);
                 say!("pid: {}", s.pid);
                 say!("storage_used: {}%", s.storage_used_percent);
+                if !s.recovery_code {
+                    say!(
+                        "recovery_code: none (this node was made before keynode had recovery codes)"
+                    );
+                }
                 if s.storage_used_percent >= keynode_agent::node::STORAGE_WARN_PERCENT {
                     say!("warning: the node's storage is nearly full; writes will fail when it is");
                 }
@@ -498,70 +411,4 @@ fn stop(ctx: &Ctx) -> Result<(), Failure> {
         || say!("agent stopped"),
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(current: Option<&Path>, new: Option<&Path>) -> PasswordArgs {
-        PasswordArgs {
-            password_file: current.map(Path::to_path_buf),
-            new_password_file: new.map(Path::to_path_buf),
-        }
-    }
-
-    /// A prompt that answers from `answers`, in order.
-    fn answering(answers: &[&str]) -> impl FnMut(&str) -> std::io::Result<String> {
-        let mut answers: Vec<String> = answers.iter().rev().map(|s| s.to_string()).collect();
-        move |_| answers.pop().ok_or_else(|| std::io::Error::other("no tty"))
-    }
-
-    #[test]
-    fn the_new_password_comes_from_a_file_without_its_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cur, new) = (dir.path().join("cur"), dir.path().join("new"));
-        std::fs::write(&cur, "old\n").unwrap();
-        std::fs::write(&new, "new\r\n").unwrap();
-        let (c, n) = password_pair(&args(Some(&cur), Some(&new)), answering(&[])).unwrap();
-        assert_eq!((&c[..], &n[..]), (&b"old"[..], &b"new"[..]));
-
-        std::fs::write(&new, "\n").unwrap();
-        let e = password_pair(&args(Some(&cur), Some(&new)), answering(&[])).unwrap_err();
-        assert_eq!(
-            (e.code, e.message.as_str()),
-            (64, "the new password is empty")
-        );
-
-        let e = password_pair(
-            &args(Some(&cur), Some(&dir.path().join("missing"))),
-            answering(&[]),
-        )
-        .unwrap_err();
-        assert_eq!(e.code, 66);
-        assert!(e.message.contains("new password file"), "{}", e.message);
-    }
-
-    #[test]
-    fn the_prompted_new_password_is_asked_twice() {
-        if std::env::var_os(NEW_PASSWORD_ENV).is_some() {
-            return; // the environment would answer instead of the prompt
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let cur = dir.path().join("cur");
-        std::fs::write(&cur, "old").unwrap();
-        let a = args(Some(&cur), None);
-        let (_, n) = password_pair(&a, answering(&["new", "new"])).unwrap();
-        assert_eq!(&n[..], b"new");
-        let e = password_pair(&a, answering(&["new", "neW"])).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (64, "passwords do not match"));
-        let e = password_pair(&a, answering(&["", ""])).unwrap_err();
-        assert_eq!(
-            (e.code, e.message.as_str()),
-            (64, "the new password is empty")
-        );
-        let e = password_pair(&a, answering(&[])).unwrap_err();
-        assert_eq!(e.code, 64);
-        assert!(e.message.contains("no new password given"), "{}", e.message);
-    }
 }

@@ -245,6 +245,10 @@ pub struct PasswordArgs {
     /// prompt, asked twice).
     #[arg(long, value_name = "FILE")]
     pub new_password_file: Option<PathBuf>,
+    /// The old password is lost: prove the node with its recovery code (the
+    /// 24 words, in this file) instead.
+    #[arg(long, value_name = "FILE")]
+    pub recovery_code_file: Option<PathBuf>,
 }
 
 /// `keynode agent start` options.
@@ -253,6 +257,14 @@ pub struct StartArgs {
     /// Read the password from this file (else KEYNODE_PASSWORD, else a prompt).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// On an empty node path: recreate the node of this recovery code (the 24
+    /// words, in this file), same NodeId, sealed under the password given.
+    #[arg(long, value_name = "FILE")]
+    pub recovery_code_file: Option<PathBuf>,
+    /// When a new node is made, write its recovery code to this new file
+    /// (mode 0600) instead of showing it on stderr.
+    #[arg(long, value_name = "FILE")]
+    pub recovery_code_out_file: Option<PathBuf>,
     /// Host to listen on for other nodes.
     #[arg(long, default_value = "127.0.0.1")]
     pub agent_host: String,

@@ -11,6 +11,8 @@ mod cli;
 mod identities;
 mod nodes;
 mod notifications;
+mod password;
+mod recovery;
 mod secrets;
 mod vaults;
 

@@ -53,6 +53,11 @@ pub struct NodeConfig {
     /// maximum, not an allocation. When it is spent, writes fail with a clear
     /// error and reads go on; `agent status` reports the share used.
     pub max_state_bytes: usize,
+    /// On a node path without a key: the recovery code to recreate the node
+    /// from (same NodeId, the password above). Without it a new node gets a
+    /// fresh code ([`Node::take_recovery_code`](crate::Node::take_recovery_code)).
+    /// Refused on a node path that has a key.
+    pub recovery_code: Option<keynode_core::recovery::RecoveryCode>,
 }
 
 /// Where the offline identity provider keeps its claims when not configured.
@@ -134,6 +139,7 @@ impl NodeConfig {
             executor: keynode_core::exec::threads(),
             max_vault_bytes: keynode_vaults::DEFAULT_MAX_VAULT_BYTES,
             max_state_bytes: crate::disk::LMDB_MAP_SIZE,
+            recovery_code: None,
         }
     }
 }
@@ -169,6 +175,12 @@ pub enum StartError {
     /// The node path cannot hold a Unix socket path.
     #[error("node path {0} is too long for a unix socket; choose a shorter --node-path")]
     PathTooLong(PathBuf),
+    /// A recovery code was given for a node path that has a key already.
+    #[error(
+        "node path {0} has a key already: a recovery code recreates a node on an empty node path \
+         only (to set a new password, use `agent password --recovery-code-file`)"
+    )]
+    RecoveryOnExistingNode(PathBuf),
     /// The state database failed to open.
     #[error("cannot open the node state")]
     Storage(#[source] keynode_core::store::heed3::Error),

@@ -7,6 +7,7 @@ use std::path::Path;
 use keynode_core::Keypair;
 use keynode_core::datakey::{self, DataKey};
 use keynode_core::keystore::{self, KdfParams, KeystoreError};
+use keynode_core::recovery::RecoveryCode;
 
 use crate::config::StartError;
 use crate::paths::NodePaths;
@@ -41,24 +42,60 @@ pub(crate) fn private_dir(path: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Loads the root key, creating it (and the node's identity) on first start.
+/// Where a started node's root key came from.
+pub(crate) enum KeyOrigin {
+    /// It was on disk.
+    Existing,
+    /// Made now: from the recovery code given, or (`Some`) from a new one,
+    /// to be shown once.
+    Created(Option<RecoveryCode>),
+}
+
+/// Loads the root key, creating it (and the node's identity) on first start:
+/// from `code` if given (the same NodeId as the node the code was made for),
+/// else from a fresh recovery code.
 pub(crate) fn load_or_create_key(
     paths: &NodePaths,
     password: &[u8],
     kdf: KdfParams,
-) -> Result<(Keypair, bool), StartError> {
+    code: Option<&RecoveryCode>,
+) -> Result<(Keypair, KeyOrigin), StartError> {
     let path = paths.root_key();
     if path.exists() {
+        if code.is_some() {
+            return Err(StartError::RecoveryOnExistingNode(paths.root.clone()));
+        }
         return match keystore::read_key_file(&path, password) {
-            Ok(k) => Ok((k, false)),
+            Ok(k) => Ok((k, KeyOrigin::Existing)),
             Err(KeystoreError::WrongPassword) => Err(StartError::WrongPassword(paths.root.clone())),
             Err(e) => Err(StartError::Key(e)),
         };
     }
     private_dir(&paths.root.join("keys"))?;
-    let key = Keypair::generate();
+    let (key, new_code) = match code {
+        Some(code) => (code.keypair(), None),
+        None => {
+            let code = RecoveryCode::generate();
+            (code.keypair(), Some(code))
+        }
+    };
     keystore::write_key_file(&path, &key, password, kdf).map_err(StartError::Key)?;
-    Ok((key, true))
+    mark_recoverable(paths, key.node_id()).map_err(io_err("writing the recovery marker"))?;
+    Ok((key, KeyOrigin::Created(new_code)))
+}
+
+/// Records that `node`'s root key derives from a recovery code.
+pub(crate) fn mark_recoverable(
+    paths: &NodePaths,
+    node: keynode_core::NodeId,
+) -> std::io::Result<()> {
+    keystore::write_private_file(&paths.recovery_marker(), format!("{node}\n").as_bytes())
+}
+
+/// Whether `node`'s root key derives from a recovery code (a node made before
+/// keynode had them has none).
+pub fn has_recovery_code(paths: &NodePaths, node: keynode_core::NodeId) -> bool {
+    std::fs::read_to_string(paths.recovery_marker()).is_ok_and(|s| s.trim() == node.to_string())
 }
 
 /// Whether `dir` exists and holds anything.

@@ -21,8 +21,8 @@ use crate::api::{AgentStatus, ApiError, Request, Response};
 use crate::config::{NodeConfig, StartError, StartTimings, default_provider_dir};
 use crate::ctx::Ctx;
 use crate::disk::{
-    check_layout, io_err, is_crypto_fail, load_or_create_data_key, load_or_create_key, open_env,
-    private_dir,
+    KeyOrigin, check_layout, has_recovery_code, io_err, is_crypto_fail, load_or_create_data_key,
+    load_or_create_key, open_env, private_dir,
 };
 use crate::gestalts::{Gestalts, OFFLINE_PROVIDER, REDISCOVER_INTERVAL};
 use crate::notifications::NetDeliver;
@@ -53,6 +53,7 @@ pub struct Node {
     ctx: Arc<Ctx>,
     gestalts: Arc<Gestalts>,
     notifications: Addr<NotificationsManager>,
+    new_recovery_code: Mutex<Option<keynode_core::recovery::RecoveryCode>>,
 }
 
 impl Node {
@@ -72,13 +73,14 @@ impl Node {
         let lock = AgentLock::acquire(&paths.lock())?;
 
         let exec = config.executor.clone();
-        let (key, data_key, created, kdf_time) = {
+        let (key, data_key, origin, kdf_time) = {
             let paths = paths.clone();
             let password = config.password.clone();
             let kdf = config.kdf;
+            let code = config.recovery_code.clone();
             keynode_core::exec::blocking(exec.as_ref(), move || {
                 let t = Instant::now();
-                let (key, created) = load_or_create_key(&paths, &password, kdf)?;
+                let (key, created) = load_or_create_key(&paths, &password, kdf, code.as_ref())?;
                 let kdf_time = t.elapsed();
                 let data_key = load_or_create_data_key(&paths, &key)?;
                 Ok::<_, StartError>((key, data_key, created, kdf_time))
@@ -88,6 +90,10 @@ impl Node {
         };
         let node_id = key.node_id();
         let key = Arc::new(key);
+        let (created, new_code) = match origin {
+            KeyOrigin::Existing => (false, None),
+            KeyOrigin::Created(code) => (true, code),
+        };
 
         let (store, book, acl, graph, sigchain, discovery, inbox, audit, env) = {
             let paths = paths.clone();
@@ -238,6 +244,7 @@ impl Node {
             agent_port: net.local_addr().port(),
             pid: std::process::id(),
             storage_used_percent: env.usage().percent(),
+            recovery_code: has_recovery_code(&paths, node_id),
         }));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -343,6 +350,7 @@ impl Node {
             ctx,
             gestalts,
             notifications,
+            new_recovery_code: Mutex::new(new_code),
         })
     }
 
@@ -387,7 +395,16 @@ impl Node {
         self.paths.socket()
     }
 
-    /// What the start measured.
+    /// The recovery code of a node this start created from nothing, once:
+    /// show it to its owner and forget it (it is not kept anywhere else).
+    pub fn take_recovery_code(&self) -> Option<keynode_core::recovery::RecoveryCode> {
+        self.new_recovery_code
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// How long the start took, and whether it created the node.
     pub fn timings(&self) -> StartTimings {
         self.timings
     }

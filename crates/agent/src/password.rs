@@ -52,6 +52,12 @@ pub enum PasswordError {
     /// The key file could not be read, opened or written.
     #[error("cannot re-seal the root key")]
     Key(#[source] KeystoreError),
+    /// The recovery code does not read (a word, the count or the checksum).
+    #[error(transparent)]
+    BadCode(#[from] keynode_core::recovery::RecoveryError),
+    /// The recovery code is a valid code, but not this node's.
+    #[error("this recovery code is not the code of the node at {0}")]
+    WrongCode(PathBuf),
 }
 
 impl PasswordError {
@@ -65,6 +71,8 @@ impl PasswordError {
             PasswordError::Locked(_) => ErrorKind::Temporary,
             PasswordError::Key(KeystoreError::Corrupt(_)) => ErrorKind::BadData,
             PasswordError::Key(_) => ErrorKind::Io,
+            PasswordError::BadCode(_) => ErrorKind::BadData,
+            PasswordError::WrongCode(_) => ErrorKind::PermissionDenied,
         };
         let mut message = self.to_string();
         let mut source = std::error::Error::source(self);
@@ -130,11 +138,69 @@ pub fn change_password(
     Ok(id)
 }
 
+/// Whether `key` is the root key of the node at `paths`: it opens the node's
+/// data key (sealed under the root key), or, on a node that never wrote one,
+/// it is the node the status file names.
+fn is_root_of(paths: &NodePaths, key: &keynode_core::Keypair) -> bool {
+    if paths.data_key().exists() {
+        return keynode_core::datakey::read_file(&paths.data_key(), key).is_ok();
+    }
+    crate::status::read_status(&paths.status()).is_some_and(|s| s.node_id == key.node_id())
+}
+
+/// Seals the root key that `code` stands for under `new`, if it is the key of
+/// the node at `paths` (nothing is written otherwise). Blocking (Argon2id).
+fn reseal_from_code(
+    paths: &NodePaths,
+    code: &str,
+    new: &[u8],
+    running: Option<NodeId>,
+) -> Result<NodeId, PasswordError> {
+    if new.is_empty() {
+        return Err(PasswordError::Empty);
+    }
+    if !paths.root_key().exists() {
+        return Err(PasswordError::NoNode(paths.root.clone()));
+    }
+    let code = keynode_core::recovery::RecoveryCode::parse(code)?;
+    let key = code.keypair();
+    let mine = match running {
+        Some(id) => id == key.node_id() && is_root_of(paths, &key),
+        None => is_root_of(paths, &key),
+    };
+    if !mine {
+        return Err(PasswordError::WrongCode(paths.root.clone()));
+    }
+    keystore::write_key_file(&paths.root_key(), &key, new, keystore::KdfParams::DEFAULT)
+        .map_err(PasswordError::Key)?;
+    crate::disk::mark_recoverable(paths, key.node_id())
+        .map_err(|e| PasswordError::Key(e.into()))?;
+    Ok(key.node_id())
+}
+
+/// Sets a new password on the node at `paths` from its recovery code, the old
+/// password forgotten, while no agent runs there (under the agent lock). A
+/// code that is not this node's is [`PasswordError::WrongCode`] and changes
+/// nothing. Blocking.
+pub fn reset_with_code(paths: &NodePaths, code: &str, new: &[u8]) -> Result<NodeId, PasswordError> {
+    if new.is_empty() {
+        return Err(PasswordError::Empty);
+    }
+    if !paths.root_key().exists() {
+        return Err(PasswordError::NoNode(paths.root.clone()));
+    }
+    let _lock = AgentLock::acquire(&paths.lock())?;
+    let id = reseal_from_code(paths, code, new, None)?;
+    tracing::info!(node_id = %id, path = %paths.root.display(), "password reset from the recovery code");
+    Ok(id)
+}
+
 /// A running agent's side of `agent password`: one change at a time (so two
 /// concurrent changes cannot both pass the check against the same old
 /// password, and hostile clients cannot pile up Argon2 work), each on the
 /// blocking pool.
 pub(crate) struct Rekey {
+    paths: NodePaths,
     root: PathBuf,
     key_file: PathBuf,
     node_id: NodeId,
@@ -145,6 +211,7 @@ pub(crate) struct Rekey {
 impl Rekey {
     pub(crate) fn new(paths: &NodePaths, node_id: NodeId, exec: keynode_core::exec::Exec) -> Rekey {
         Rekey {
+            paths: paths.clone(),
             root: paths.root.clone(),
             key_file: paths.root_key(),
             node_id,
@@ -173,6 +240,26 @@ impl Rekey {
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("password change: {e}")))?
         .map_err(|e| e.to_api())?;
         tracing::info!(node_id = %self.node_id, "password changed");
+        Ok(())
+    }
+
+    /// Checks that `code` is this node's recovery code and seals the root key
+    /// under `new`.
+    pub(crate) async fn recover(&self, code: Password, new: Password) -> Result<(), ApiError> {
+        if new.expose().is_empty() {
+            return Err(PasswordError::Empty.to_api());
+        }
+        let _turn = self.one_at_a_time.lock().await;
+        let (paths, running) = (self.paths.clone(), self.node_id);
+        keynode_core::exec::blocking(self.exec.as_ref(), move || {
+            let code = String::from_utf8_lossy(code.expose()).into_owned();
+            let code = zeroize::Zeroizing::new(code);
+            reseal_from_code(&paths, &code, new.expose(), Some(running))
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("password reset: {e}")))?
+        .map_err(|e| e.to_api())?;
+        tracing::info!(node_id = %self.node_id, "password reset from the recovery code");
         Ok(())
     }
 }

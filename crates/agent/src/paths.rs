@@ -75,6 +75,11 @@ impl NodePaths {
     pub fn data_key(&self) -> PathBuf {
         self.root.join("keys").join("data.key")
     }
+    /// Says the root key was derived from a recovery code: holds the NodeId
+    /// it was made for (public; the words are never stored).
+    pub fn recovery_marker(&self) -> PathBuf {
+        self.root.join("keys").join("recovery")
+    }
     /// The LMDB environment directory.
     pub fn state(&self) -> PathBuf {
         self.root.join("state")

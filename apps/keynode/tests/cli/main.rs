@@ -8,6 +8,7 @@ mod crash;
 mod identities;
 mod nodes;
 mod password;
+mod recovery;
 mod secrets;
 mod sharing;
 mod support;

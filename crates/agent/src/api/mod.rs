@@ -373,6 +373,16 @@ pub enum Request {
         /// The password to seal it under from now on (not empty).
         new: Password,
     },
+    /// Seals the root key under `new` without the current password: `code`
+    /// must be the node's recovery code (the 24 words). Answers `Unit`; a
+    /// code that does not read is `BadData` (naming the word), another node's
+    /// code `PermissionDenied`; nothing changes on either.
+    AgentRecover {
+        /// The recovery code's words.
+        code: Password,
+        /// The password to seal the root key under from now on (not empty).
+        new: Password,
+    },
 }
 
 /// A password on the wire: its bytes are zeroed on drop and never printed

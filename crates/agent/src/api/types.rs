@@ -222,6 +222,10 @@ pub struct AgentStatus {
     /// the log warns: writes will fail when it is full, reads keep working.
     #[serde(default)]
     pub storage_used_percent: u8,
+    /// Whether the node's root key derives from a recovery code; a node made
+    /// before keynode had them has none.
+    #[serde(default)]
+    pub recovery_code: bool,
 }
 
 /// A vault on this node.

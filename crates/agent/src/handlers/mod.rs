@@ -29,6 +29,7 @@ pub(crate) async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiEr
         R::AgentStatus => Ok(nodes::status(ctx)),
         R::AgentStop => Ok(nodes::stop(ctx)),
         R::AgentPassword { current, new } => nodes::password(ctx, current, new).await,
+        R::AgentRecover { code, new } => nodes::recover(ctx, code, new).await,
         R::VaultsCreate { name } => vaults::create(ctx, name).await,
         R::VaultsList => vaults::list(ctx).await,
         R::VaultsRename { vault, new_name } => vaults::rename(ctx, &vault, new_name).await,

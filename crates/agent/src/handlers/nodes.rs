@@ -33,6 +33,19 @@ pub(super) async fn password(
     Ok(Response::Unit)
 }
 
+/// `agent password --recovery-code-file`: the old password forgotten.
+pub(super) async fn recover(
+    ctx: &Ctx,
+    code: Password,
+    new: Password,
+) -> Result<Response, ApiError> {
+    ctx.rekey.recover(code, new).await?;
+    ctx.gestalts
+        .record(keynode_audit::AuditEvent::PasswordChanged)
+        .await;
+    Ok(Response::Unit)
+}
+
 pub(super) async fn add(
     ctx: &Ctx,
     node: NodeId,
