@@ -48,6 +48,37 @@ pub enum Command {
     /// The node's audit log: permission changes, served transfers, refusals.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Back up the whole node into one file, check a backup, restore one.
+    #[command(subcommand)]
+    Backup(BackupCmd),
+}
+
+/// `keynode backup ...`
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Write a consistent backup of the node to a new FILE: through the
+    /// running agent, which keeps serving; with none running, from the node
+    /// path (its password signs the backup).
+    Create {
+        /// The archive to write (must not exist).
+        file: PathBuf,
+        /// With no agent running: read the password from this file (else
+        /// KEYNODE_PASSWORD, else a prompt).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Check a backup whole (every file, the signed manifest) without
+    /// restoring it.
+    Verify {
+        /// The archive.
+        file: PathBuf,
+    },
+    /// Restore a backup as the node path given by --node-path, which must be
+    /// new or empty; then start it with its password or its recovery code.
+    Restore {
+        /// The archive.
+        file: PathBuf,
+    },
 }
 
 /// `keynode audit ...`

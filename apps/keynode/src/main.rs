@@ -7,6 +7,7 @@
 mod output;
 mod agent;
 mod audit;
+mod backup;
 mod cli;
 mod identities;
 mod nodes;
@@ -122,6 +123,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Agent(cmd) => agent::run(&ctx, cmd),
+        Command::Backup(cmd) => backup::run(&ctx, cmd),
         other => client_runtime().and_then(|rt| {
             rt.block_on(async {
                 match other {
@@ -131,7 +133,7 @@ fn main() -> ExitCode {
                     Command::Identities(cmd) => identities::run(&ctx, cmd).await,
                     Command::Notifications(cmd) => notifications::run(&ctx, cmd).await,
                     Command::Audit(cmd) => audit::run(&ctx, cmd).await,
-                    Command::Agent(_) => unreachable!("handled above"),
+                    Command::Agent(_) | Command::Backup(_) => unreachable!("handled above"),
                 }
             })
         }),

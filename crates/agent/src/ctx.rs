@@ -30,8 +30,12 @@ pub(crate) struct Ctx {
     pub shutdown: CancellationToken,
     /// Where blocking work runs.
     pub exec: Exec,
-    /// The node's state, for its fill level.
+    /// The node's state, for its fill level and backups.
     pub env: keynode_core::store::Env,
+    /// The node's root key (backups are signed with it).
+    pub key: Arc<keynode_core::Keypair>,
+    /// The node path.
+    pub paths: crate::paths::NodePaths,
 }
 
 impl Ctx {

@@ -23,6 +23,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod api;
+pub mod backup;
 pub mod client;
 pub mod config;
 mod convert;

@@ -259,6 +259,8 @@ impl Node {
             shutdown: shutdown.clone(),
             exec: exec.clone(),
             env: env.clone(),
+            key: key.clone(),
+            paths: paths.clone(),
         });
         if let Some(listener) = listener {
             tracker.spawn(crate::socket::serve(

@@ -19,6 +19,14 @@ pub type Sink = Box<dyn FnMut(&[u8]) -> io::Result<()> + Send>;
 /// [`ReceiveClone`] the pack.
 pub type Source = Box<dyn Read + Send>;
 
+/// What a backup runs while vault mutations are paused (the copy of the
+/// node's state).
+pub type BackupDuring = Box<dyn FnOnce() -> io::Result<()> + Send>;
+
+/// Where a backup sends each repository file.
+pub type BackupSink =
+    Box<dyn FnMut(&crate::BackupFile, &mut std::fs::File) -> io::Result<()> + Send>;
+
 /// Declares a message and its `VaultManager` handler (see `keynode_core::store_message!`).
 macro_rules! store_message {
     ($($t:tt)*) => {
@@ -268,4 +276,17 @@ store_message! {
         pub name: Option<VaultName>,
     } -> VaultMeta;
     |store, msg| store.fork(msg.vault, msg.name.as_ref())
+}
+
+store_message! {
+    /// A consistent copy of the store ([`VaultStore::backup`](crate::VaultStore::backup)):
+    /// `during` runs with mutations paused, then every repository file goes
+    /// to `sink`.
+    pub struct Backup {
+        /// Runs while mutations are paused.
+        pub during: BackupDuring,
+        /// Receives each file.
+        pub sink: BackupSink,
+    } -> ();
+    |store, msg| store.backup(msg.during, &mut msg.sink)
 }

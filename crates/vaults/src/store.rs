@@ -1,6 +1,9 @@
 //! [`VaultStore`]: the blocking vault storage every other part wraps.
 
+mod backup;
 mod transfer;
+
+pub use backup::{BackupFile, backup_files};
 
 use std::collections::HashMap;
 use std::fs;
@@ -55,6 +58,12 @@ pub struct VaultStore {
     clock: Arc<dyn Clock>,
     locks: Mutex<HashMap<VaultId, Arc<Mutex<()>>>>,
     max_vault_bytes: u64,
+    /// Mutations hold it shared; a backup takes it alone while it copies the
+    /// state and lists the files (see `store/backup.rs`).
+    quiesce: std::sync::RwLock<()>,
+    /// A backup reading files holds it shared; deleting a repository's files
+    /// takes it alone.
+    deletions: std::sync::RwLock<()>,
 }
 
 /// Default [`VaultStore::with_max_vault_bytes`]: 4 GiB.
@@ -138,6 +147,8 @@ impl VaultStore {
             clock: Arc::new(SystemClock),
             locks: Mutex::new(HashMap::new()),
             max_vault_bytes: DEFAULT_MAX_VAULT_BYTES,
+            quiesce: std::sync::RwLock::new(()),
+            deletions: std::sync::RwLock::new(()),
         };
         store.sweep()?;
         Ok(store)
@@ -256,6 +267,13 @@ impl VaultStore {
         locks.entry(id).or_default().clone()
     }
 
+    /// Held by every mutation: a backup waits for those in progress and
+    /// pauses new ones while it copies the state (`store/backup.rs`). Never
+    /// taken twice by one thread (a waiting backup would deadlock it).
+    pub(crate) fn mutating(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.quiesce.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The metadata of a vault that may be written.
     fn writable(&self, id: VaultId) -> Result<VaultMeta, VaultError> {
         let meta = self.meta(id)?;
@@ -268,6 +286,7 @@ impl VaultStore {
     /// Creates an empty vault: a repository with one commit of the empty tree.
     /// Fails with `VaultExists` if the name is taken.
     pub fn create(&self, name: &VaultName) -> Result<VaultMeta, VaultError> {
+        let _q = self.mutating();
         let mut rtxn = self.env.read_txn()?;
         let taken = self.names.get(&mut rtxn, name.as_str())?.is_some();
         drop(rtxn);
@@ -361,6 +380,7 @@ impl VaultStore {
         id: VaultId,
         change: impl FnOnce(&mut heed3::RwTxn<'_>, &mut VaultMeta) -> Result<(), VaultError>,
     ) -> Result<(), VaultError> {
+        let _q = self.mutating();
         let mut wtxn = self.env.write_txn()?;
         let mut meta: VaultMeta = match self.metas.get(&mut wtxn, id.as_bytes())? {
             Some(bytes) => decode(bytes)?,
@@ -401,6 +421,7 @@ impl VaultStore {
     /// Deletes vault `id`: its metadata in one transaction, then its repository.
     /// Waits for a commit in progress on the vault.
     pub fn delete(&self, id: VaultId) -> Result<(), VaultError> {
+        let _q = self.mutating();
         let lock = self.writer(id);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut wtxn = self.env.write_txn()?;
@@ -413,6 +434,10 @@ impl VaultStore {
         wtxn.commit()?;
         // The vault is gone; what is left on disk is swept at the next open if
         // removing it fails now.
+        let _files = self
+            .deletions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let trash = self.dir.join(format!("{TRASH_PREFIX}{id}"));
         let removed = fs::rename(self.repo_path(id), &trash).and_then(|()| remove_path(&trash));
         if let Err(e) = removed {
@@ -443,6 +468,7 @@ impl VaultStore {
     /// Restores the content of revision `rev` by appending a commit with its
     /// tree; `Unchanged` if the head already has that content.
     pub fn version(&self, id: VaultId, rev: &str) -> Result<CommitOutcome, VaultError> {
+        let _q = self.mutating();
         self.writable(id)?;
         let repo = self.repo(id)?;
         let lock = self.writer(id);
@@ -460,6 +486,7 @@ impl VaultStore {
     /// Applies `ops` in order as one commit; `Unchanged` (and no commit) if the
     /// result equals the head. Any failing op fails the whole commit.
     pub fn commit(&self, id: VaultId, ops: Vec<Op>) -> Result<CommitOutcome, VaultError> {
+        let _q = self.mutating();
         self.writable(id)?;
         let repo = self.repo(id)?;
         let lock = self.writer(id);

@@ -373,6 +373,13 @@ pub enum Request {
         /// The password to seal it under from now on (not empty).
         new: Password,
     },
+    /// A consistent backup of the whole node into a new file at `path` (an
+    /// absolute path on the agent's machine), written while the node keeps
+    /// serving. Answers `BackupCreated`.
+    BackupCreate {
+        /// Where to write it; must not exist.
+        path: std::path::PathBuf,
+    },
     /// Seals the root key under `new` without the current password: `code`
     /// must be the node's recovery code (the 24 words). Answers `Unit`; a
     /// code that does not read is `BadData` (naming the word), another node's

@@ -15,6 +15,8 @@ pub enum Response {
     Unit,
     /// Agent status.
     Status(AgentStatus),
+    /// A backup was written.
+    BackupCreated(BackupSummary),
     /// One vault.
     Vault(VaultMeta),
     /// Vaults.
@@ -226,6 +228,21 @@ pub struct AgentStatus {
     /// before keynode had them has none.
     #[serde(default)]
     pub recovery_code: bool,
+}
+
+/// What `backup create` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    /// The node backed up.
+    pub node_id: NodeId,
+    /// The archive.
+    pub path: std::path::PathBuf,
+    /// Files in it (besides the manifest and its signature).
+    pub members: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// When it was made, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
 }
 
 /// A vault on this node.

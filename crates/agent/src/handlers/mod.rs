@@ -3,6 +3,7 @@
 //! knows about frames.
 
 mod audit;
+mod backup;
 mod gestalts;
 mod nodes;
 mod notifications;
@@ -30,6 +31,7 @@ pub(crate) async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiEr
         R::AgentStop => Ok(nodes::stop(ctx)),
         R::AgentPassword { current, new } => nodes::password(ctx, current, new).await,
         R::AgentRecover { code, new } => nodes::recover(ctx, code, new).await,
+        R::BackupCreate { path } => backup::create(ctx, path).await,
         R::VaultsCreate { name } => vaults::create(ctx, name).await,
         R::VaultsList => vaults::list(ctx).await,
         R::VaultsRename { vault, new_name } => vaults::rename(ctx, &vault, new_name).await,

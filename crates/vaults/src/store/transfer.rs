@@ -97,6 +97,7 @@ impl VaultStore {
         advert_head: &str,
         pack: &mut dyn Read,
     ) -> Result<PullOutcome, VaultError> {
+        let _q = self.mutating();
         let meta = self.meta(id)?;
         if meta.remote.is_none() {
             return Err(VaultError::NotAClone(meta.name));
@@ -111,7 +112,9 @@ impl VaultStore {
         let room = limit.saturating_sub(self.vault_bytes(id)?);
         repo.index_pack(pack, false, room, limit)?;
         let outcome = repo.fast_forward(head)?;
-        if repo.pack_count()? > MAX_PACKS {
+        // Not while a backup reads the files: it runs at a later pull.
+        let deletions = self.deletions.try_write();
+        if repo.pack_count()? > MAX_PACKS && deletions.is_ok() {
             // The pull is done; a failed clean-up only leaves more packs.
             if let Err(e) = repo.consolidate() {
                 tracing::warn!(vault = %id, error = %e, "could not consolidate the packs of a clone");
@@ -136,6 +139,7 @@ impl VaultStore {
         advert_head: &str,
         pack: &mut dyn Read,
     ) -> Result<VaultMeta, VaultError> {
+        let _q = self.mutating();
         let head = parse_oid(advert_head)?;
         let id = VaultId::generate();
         let tmp = self.dir.join(format!("{TMP_PREFIX}{id}"));
@@ -174,6 +178,7 @@ impl VaultStore {
     /// aside and renamed into place, then its metadata written in one
     /// transaction. Commits to the source wait while its objects are linked.
     pub fn fork(&self, id: VaultId, new_name: Option<&VaultName>) -> Result<VaultMeta, VaultError> {
+        let _q = self.mutating();
         let source = self.meta(id)?;
         if let Some(name) = new_name {
             let mut rtxn = self.env.read_txn()?;
