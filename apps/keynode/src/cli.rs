@@ -51,6 +51,49 @@ pub enum Command {
     /// Back up the whole node into one file, check a backup, restore one.
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// The node's key: its public forms, file signatures, encryption to a node.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+/// `keynode keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// The node's NodeId and public key (hex, base64).
+    Public,
+    /// Sign FILE with the node's key; prints the signature (hex).
+    Sign {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Check that SIGNATURE (hex) over FILE is NODE_ID's. Needs no agent.
+    Verify {
+        /// The file.
+        file: PathBuf,
+        /// The signature, as `keys sign` prints it.
+        signature: String,
+        /// The signer.
+        node_id: String,
+    },
+    /// Encrypt FILE so that only NODE_ID can read it; writes to stdout, or
+    /// to --out. Needs no agent.
+    Encrypt {
+        /// The file (at most 1 MiB).
+        file: PathBuf,
+        /// The recipient.
+        node_id: String,
+        /// Write here (a new file) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Decrypt FILE, encrypted to this node; writes to stdout, or to --out.
+    Decrypt {
+        /// The file.
+        file: PathBuf,
+        /// Write here (a new file, mode 0600) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `keynode backup ...`

@@ -10,6 +10,7 @@ mod audit;
 mod backup;
 mod cli;
 mod identities;
+mod keys;
 mod nodes;
 mod notifications;
 mod password;
@@ -133,6 +134,7 @@ fn main() -> ExitCode {
                     Command::Identities(cmd) => identities::run(&ctx, cmd).await,
                     Command::Notifications(cmd) => notifications::run(&ctx, cmd).await,
                     Command::Audit(cmd) => audit::run(&ctx, cmd).await,
+                    Command::Keys(cmd) => keys::run(&ctx, cmd).await,
                     Command::Agent(_) | Command::Backup(_) => unreachable!("handled above"),
                 }
             })

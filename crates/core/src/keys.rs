@@ -73,6 +73,13 @@ impl Keypair {
             .unwrap_or_else(|_| unreachable!("a signing key always has a valid public key"))
     }
 
+    /// The X25519 private scalar of this key (RFC 8032 §5.1.5: the first half
+    /// of SHA-512 of the seed), for decrypting what was encrypted to the node
+    /// ([`crate::encrypt`]).
+    pub(crate) fn x25519_scalar(&self) -> [u8; 32] {
+        self.key.to_scalar_bytes()
+    }
+
     /// Signs `msg`.
     pub fn sign(&self, msg: &[u8]) -> Signature {
         Signature(self.key.sign(msg).to_bytes())

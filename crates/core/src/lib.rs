@@ -29,7 +29,9 @@
 pub mod clock;
 pub mod codec;
 pub mod datakey;
+pub mod encrypt;
 pub mod exec;
+pub mod filesig;
 pub mod gestalt_id;
 pub mod ids;
 pub mod keys;

@@ -4,8 +4,10 @@
 mod agent;
 mod at_rest;
 mod audit;
+mod backup;
 mod crash;
 mod identities;
+mod keys;
 mod nodes;
 mod password;
 mod recovery;

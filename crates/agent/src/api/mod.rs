@@ -373,6 +373,19 @@ pub enum Request {
         /// The password to seal it under from now on (not empty).
         new: Password,
     },
+    /// Signs a file's BLAKE2b-256 digest with the node's key
+    /// ([`keynode_core::filesig`]). Answers `Signed`.
+    KeysSign {
+        /// The digest.
+        digest: [u8; 32],
+    },
+    /// Opens a message encrypted to this node ([`keynode_core::encrypt`]).
+    /// Answers `Decrypted`; one that is not for this node is `BadData`.
+    KeysDecrypt {
+        /// The sealed message.
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+    },
     /// A consistent backup of the whole node into a new file at `path` (an
     /// absolute path on the agent's machine), written while the node keeps
     /// serving. Answers `BackupCreated`.

@@ -17,6 +17,10 @@ pub enum Response {
     Status(AgentStatus),
     /// A backup was written.
     BackupCreated(BackupSummary),
+    /// A file signature.
+    Signed(keynode_core::Signature),
+    /// A decrypted message.
+    Decrypted(#[serde(with = "serde_bytes")] Vec<u8>),
     /// One vault.
     Vault(VaultMeta),
     /// Vaults.

@@ -32,6 +32,12 @@ pub(crate) async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiEr
         R::AgentPassword { current, new } => nodes::password(ctx, current, new).await,
         R::AgentRecover { code, new } => nodes::recover(ctx, code, new).await,
         R::BackupCreate { path } => backup::create(ctx, path).await,
+        R::KeysSign { digest } => Ok(Response::Signed(keynode_core::filesig::sign(
+            &ctx.key, &digest,
+        ))),
+        R::KeysDecrypt { sealed } => keynode_core::encrypt::decrypt(&ctx.key, &sealed)
+            .map(|plain| Response::Decrypted(plain.to_vec()))
+            .map_err(|e| ApiError::new(ErrorKind::BadData, e.to_string())),
         R::VaultsCreate { name } => vaults::create(ctx, name).await,
         R::VaultsList => vaults::list(ctx).await,
         R::VaultsRename { vault, new_name } => vaults::rename(ctx, &vault, new_name).await,
