@@ -17,6 +17,7 @@
 //! See `docs/HARNESS.md`.
 
 mod agent;
+mod backup;
 mod check;
 mod cluster;
 mod demo;
@@ -58,6 +59,9 @@ enum Command {
     Fanout(FanoutArgs),
     /// Start N idle agents and report their memory.
     Idle(IdleArgs),
+    /// Time `backup create` of a node beside `tar` of its node path, and
+    /// write latency during the backup.
+    Backup(BackupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +129,19 @@ struct FanoutArgs {
     runs: usize,
     /// Directory for fanout.json.
     #[arg(long, default_value = "harness-report/fanout")]
+    report: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// Vaults on the node.
+    #[arg(long, default_value_t = 10)]
+    vaults: usize,
+    /// Secrets in each vault.
+    #[arg(long, default_value_t = 5000)]
+    secrets: usize,
+    /// Directory for backup.json.
+    #[arg(long, default_value = "harness-report/backup")]
     report: PathBuf,
 }
 
@@ -233,6 +250,10 @@ fn main() -> ExitCode {
         Command::Fanout(a) => exit(
             "fanout",
             runtime().block_on(measure::fanout(a.members.max(2), a.runs.max(1), a.report)),
+        ),
+        Command::Backup(a) => exit(
+            "backup",
+            runtime().block_on(backup::run(a.vaults, a.secrets, a.report)),
         ),
         Command::Idle(a) => exit(
             "idle",
