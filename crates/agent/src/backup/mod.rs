@@ -56,8 +56,8 @@ const CONTEXT: &[u8] = b"keynode/1 backup manifest\0";
 const MAX_MANIFEST: u64 = 256 << 20;
 /// Most members an archive may hold.
 const MAX_MEMBERS: usize = 10_000_000;
-/// Longest member path.
-const MAX_PATH: usize = 512;
+/// Longest member path (what a ustar header holds: 155 + 100 bytes).
+const MAX_PATH: usize = 255;
 
 /// An archive's table of contents, signed by the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,7 +189,7 @@ impl<W: Write> ArchiveWriter<W> {
     /// Appends `size` bytes of `data` as `path`.
     pub(crate) fn add(&mut self, path: &str, data: &mut dyn Read, size: u64) -> io::Result<()> {
         debug_assert!(member_path_ok(path), "{path}");
-        let mut header = tar::Header::new_gnu();
+        let mut header = tar::Header::new_ustar();
         header.set_size(size);
         header.set_mode(0o600);
         header.set_entry_type(tar::EntryType::Regular);
@@ -223,7 +223,7 @@ impl<W: Write> ArchiveWriter<W> {
             (MANIFEST, bytes.as_slice()),
             (SIGNATURE, signature.as_bytes().as_slice()),
         ] {
-            let mut header = tar::Header::new_gnu();
+            let mut header = tar::Header::new_ustar();
             header.set_size(data.len() as u64);
             header.set_mode(0o600);
             header.set_entry_type(tar::EntryType::Regular);
