@@ -69,6 +69,28 @@ pub enum ClaimBody {
         /// The identity.
         identity: IdentityId,
     },
+    /// The chain passes from `old` to `new`: the node renewed its key. Signed
+    /// by both (the old key consents, the new one is held). Claims before it
+    /// in the chain are `old`'s, claims after it `new`'s; it also links the
+    /// two, so the gestalt stays whole.
+    Rotate {
+        /// The chain owner until this claim.
+        old: NodeId,
+        /// The chain owner from this claim on.
+        new: NodeId,
+    },
+}
+
+impl ClaimBody {
+    /// The node that owns the chain at this claim (for a rotation, the node it
+    /// passes from).
+    pub fn owner(&self) -> NodeId {
+        match self {
+            ClaimBody::LinkNode { node1, .. } => *node1,
+            ClaimBody::LinkIdentity { node, .. } => *node,
+            ClaimBody::Rotate { old, .. } => *old,
+        }
+    }
 }
 
 /// One sigchain entry, before signatures.
@@ -285,7 +307,9 @@ pub fn accept_countersigned(
     }
     let owner = match &proposed.claim.body {
         ClaimBody::LinkNode { node1, .. } => *node1,
-        ClaimBody::LinkIdentity { .. } => return Err(ClaimError::NotANodeLink),
+        ClaimBody::LinkIdentity { .. } | ClaimBody::Rotate { .. } => {
+            return Err(ClaimError::NotANodeLink);
+        }
     };
     verify_claim(owner, &returned)?;
     Ok(returned)
@@ -313,10 +337,39 @@ fn check_signatures(
     Ok(())
 }
 
+/// The rotation of `old`'s chain to `new` (the node renewing its key), at the
+/// position after `head`, signed by both keys.
+pub fn rotate(
+    head: Option<&ChainHead>,
+    old: &Keypair,
+    new: &Keypair,
+    id: Tid,
+) -> Result<SignedClaim, ClaimError> {
+    let (seq, prev) = next_position(head);
+    let claim = Claim {
+        seq,
+        prev,
+        issued_ms: id.timestamp_ms(),
+        id,
+        body: ClaimBody::Rotate {
+            old: old.node_id(),
+            new: new.node_id(),
+        },
+    };
+    let msg = claim.signing_bytes()?;
+    let signatures = vec![
+        (old.node_id(), old.sign(&msg)),
+        (new.node_id(), new.sign(&msg)),
+    ];
+    Ok(SignedClaim { claim, signatures })
+}
+
 /// The claim-level rules for an entry of `owner`'s chain (its position is checked
 /// by [`verify_chain`](crate::verify_chain)): a node link names `owner` as
 /// `node1`, another node as `node2`, and is signed by exactly both; an identity
-/// link names `owner` as its node and is signed by exactly it.
+/// link names `owner` as its node and is signed by exactly it; a rotation
+/// names `owner` as `old`, another node as `new`, and is signed by exactly
+/// both.
 pub fn verify_claim(owner: NodeId, claim: &SignedClaim) -> Result<(), ClaimError> {
     let required: Vec<NodeId> = match &claim.claim.body {
         ClaimBody::LinkNode { node1, node2 } => {
@@ -339,6 +392,15 @@ pub fn verify_claim(owner: NodeId, claim: &SignedClaim) -> Result<(), ClaimError
                 });
             }
             vec![*node]
+        }
+        ClaimBody::Rotate { old, new } => {
+            if *old != owner {
+                return Err(ClaimError::NotOwner { owner, named: *old });
+            }
+            if old == new {
+                return Err(ClaimError::SelfLink);
+            }
+            vec![*old, *new]
         }
     };
     check_signatures(claim, &claim.claim.signing_bytes()?, &required)

@@ -187,6 +187,11 @@ pub fn plan_chain(links: &[VerifiedLink]) -> ChainPlan {
                 other,
                 claim,
             } => plan.node_links.push((*owner, *other, *claim)),
+            // A renewed key links to the one it renews; refusing the old key
+            // afterwards is the agent's, when it applies the rotation.
+            VerifiedLink::Rotation { old, new, claim } => {
+                plan.node_links.push((*old, *new, *claim))
+            }
             VerifiedLink::Identity {
                 provider, identity, ..
             } => {

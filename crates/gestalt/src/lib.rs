@@ -44,7 +44,7 @@ mod verify;
 
 pub use claims::{
     ChainHead, Claim, ClaimBody, ClaimError, ClaimHash, SignedClaim, accept_countersigned,
-    claim_identity, countersign, propose_link, verify_claim,
+    claim_identity, countersign, propose_link, rotate, verify_claim,
 };
 pub use discovery::{
     ChainSource, Discovery, DiscoveryError, DiscoveryReport, MAX_DISCOVERY_VERTICES, SourceError,

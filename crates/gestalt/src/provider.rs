@@ -81,7 +81,9 @@ pub fn check_publishable(
             identity: i,
             ..
         } => Err(ProviderError::WrongIdentity(format!("{p}:{i}"))),
-        ClaimBody::LinkNode { .. } => Err(ProviderError::Refused(ClaimError::NotANodeLink)),
+        ClaimBody::LinkNode { .. } | ClaimBody::Rotate { .. } => {
+            Err(ProviderError::Refused(ClaimError::NotANodeLink))
+        }
     }
 }
 

@@ -94,9 +94,16 @@ impl Sigchain {
     }
 
     /// Appends `claim` if it is the next entry (seq and prev match the head) and
-    /// valid for this chain ([`verify_claim`]). Returns the new head.
+    /// valid for this chain ([`verify_claim`]): the owner's, or the rotation
+    /// that passes the chain to the owner (a renewed key appending the claim
+    /// its old key co-signed). Returns the new head.
     pub fn append(&self, claim: &SignedClaim) -> Result<ChainHead, SigchainError> {
-        verify_claim(self.owner, claim)?;
+        match &claim.claim.body {
+            crate::ClaimBody::Rotate { old, new } if *new == self.owner => {
+                verify_claim(*old, claim)?
+            }
+            _ => verify_claim(self.owner, claim)?,
+        }
         let mut txn = self.env.write_txn()?;
         let (expected, prev) = next_position(self.head_in(&mut txn)?.as_ref());
         if claim.claim.seq != expected {

@@ -51,6 +51,16 @@ pub enum VerifiedLink {
         /// The proof.
         claim: ClaimRef,
     },
+    /// The chain passed from `old` to `new` (a key renewal, signed by both);
+    /// it links the two as a node link does.
+    Rotation {
+        /// The owner before.
+        old: NodeId,
+        /// The owner after.
+        new: NodeId,
+        /// The proof.
+        claim: ClaimRef,
+    },
 }
 
 /// A fetched chain was refused. Nothing of it may be used.
@@ -71,6 +81,14 @@ pub enum ChainError {
         /// The entry.
         seq: u64,
     },
+    /// The chain's rotations do not end at the node it is the chain of.
+    #[error("the chain ends as {ends}'s, not {owner}'s")]
+    NotOwnersChain {
+        /// The node whose chain it should be.
+        owner: NodeId,
+        /// Whose it is after its rotations.
+        ends: NodeId,
+    },
     /// An entry breaks a claim rule (signatures, owner).
     #[error("claim {seq}: {source}")]
     Claim {
@@ -89,12 +107,25 @@ pub enum ChainError {
 /// `node1` and is signed by exactly both nodes; an identity link names `owner`
 /// and is signed by it). Returns what the entries prove, in chain order; the new
 /// head is [`SignedClaim::head`] of the last entry.
+///
+/// A chain that went through key renewals holds [`ClaimBody::Rotate`] claims:
+/// read whole (`after` is `None`), it starts as its first claim's owner's,
+/// passes to each rotation's `new` (signed by the owner it passes from and the
+/// one it passes to), and must end as `owner`'s. Read from `after`, it is
+/// `owner`'s at `after` (that is how it was verified before).
 pub fn verify_chain(
     owner: NodeId,
     claims: &[SignedClaim],
     after: Option<&ChainHead>,
 ) -> Result<Vec<VerifiedLink>, ChainError> {
     let (mut expected, mut prev) = crate::claims::next_position(after);
+    let rotates = claims
+        .iter()
+        .any(|c| matches!(c.claim.body, ClaimBody::Rotate { .. }));
+    let mut current = match (after, claims.first()) {
+        (None, Some(first)) if rotates => first.claim.body.owner(),
+        _ => owner,
+    };
     let mut out = Vec::with_capacity(claims.len());
     for c in claims {
         let seq = c.claim.seq;
@@ -108,25 +139,40 @@ pub fn verify_chain(
             return Err(ChainError::BrokenLink { seq });
         }
         let fail = |source| ChainError::Claim { seq, source };
-        verify_claim(owner, c).map_err(fail)?;
-        let claim = ClaimRef::of(owner, c);
+        verify_claim(current, c).map_err(fail)?;
+        let claim = ClaimRef::of(current, c);
         out.push(match &c.claim.body {
             ClaimBody::LinkNode { node2, .. } => VerifiedLink::Node {
-                owner,
+                owner: current,
                 other: *node2,
                 claim,
             },
             ClaimBody::LinkIdentity {
                 provider, identity, ..
             } => VerifiedLink::Identity {
-                node: owner,
+                node: current,
                 provider: provider.clone(),
                 identity: identity.clone(),
                 claim,
             },
+            ClaimBody::Rotate { old, new } => {
+                let link = VerifiedLink::Rotation {
+                    old: *old,
+                    new: *new,
+                    claim,
+                };
+                current = *new;
+                link
+            }
         });
         prev = Some(c.hash().map_err(fail)?);
         expected = seq + 1;
+    }
+    if current != owner {
+        return Err(ChainError::NotOwnersChain {
+            owner,
+            ends: current,
+        });
     }
     Ok(out)
 }

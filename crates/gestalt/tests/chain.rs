@@ -3,7 +3,8 @@
 use keynode_core::{IdentityId, Keypair, NodeId, ProviderId, SystemClock, Tid, TidGenerator};
 use keynode_gestalt::{
     ChainError, ChainHead, ClaimBody, ClaimError, Env, Sigchain, SigchainError, SignedClaim,
-    VerifiedLink, accept_countersigned, claim_identity, countersign, propose_link, verify_chain,
+    VerifiedLink, accept_countersigned, claim_identity, countersign, propose_link, rotate,
+    verify_chain,
 };
 
 fn open_env(dir: &std::path::Path) -> Env {
@@ -283,4 +284,102 @@ fn sigchain_appends_in_order_and_reads_incrementally() {
     let again = Sigchain::open(env, x.node_id()).unwrap();
     assert_eq!(again.head().unwrap(), Some(h1));
     let _: NodeId = again.owner();
+}
+
+/// `x`'s chain (a link to `y`), rotated to `x2`, then a link from `x2` to `z`.
+fn rotated(x: &Keypair, x2: &Keypair, y: &Keypair, z: &Keypair) -> Vec<SignedClaim> {
+    let (c0, _) = link(x, None, y, None);
+    let c1 = rotate(Some(&c0.head().unwrap()), x, x2, tid()).unwrap();
+    let (c2, _) = link(x2, Some(&c1.head().unwrap()), z, None);
+    vec![c0, c1, c2]
+}
+
+#[test]
+fn a_rotation_passes_the_chain_to_the_new_key() {
+    let (x, y, z) = keys();
+    let x2 = Keypair::generate();
+    let c = rotated(&x, &x2, &y, &z);
+    let links = verify_chain(x2.node_id(), &c, None).unwrap();
+    assert!(
+        matches!(links[0], VerifiedLink::Node { owner, other, .. } if owner == x.node_id() && other == y.node_id())
+    );
+    assert!(
+        matches!(links[1], VerifiedLink::Rotation { old, new, .. } if old == x.node_id() && new == x2.node_id())
+    );
+    assert!(
+        matches!(links[2], VerifiedLink::Node { owner, other, .. } if owner == x2.node_id() && other == z.node_id())
+    );
+    // It is no longer x's chain, and read from after the rotation it is x2's.
+    assert!(matches!(
+        verify_chain(x.node_id(), &c, None),
+        Err(ChainError::NotOwnersChain { .. })
+    ));
+    let head = c[1].head().unwrap();
+    assert_eq!(
+        verify_chain(x2.node_id(), &c[2..], Some(&head))
+            .unwrap()
+            .len(),
+        1
+    );
+    // The node's own chain takes the rotation, then the new key's claims.
+    let dir = tempfile::tempdir().unwrap();
+    let env = open_env(dir.path());
+    let old_chain = Sigchain::open(env.clone(), x.node_id()).unwrap();
+    old_chain.append(&c[0]).unwrap();
+    let chain = Sigchain::open(env, x2.node_id()).unwrap();
+    chain.append(&c[1]).unwrap();
+    chain.append(&c[2]).unwrap();
+    assert_eq!(chain.claims_after(None).unwrap(), c);
+}
+
+#[test]
+fn forged_replayed_and_one_key_rotations_are_refused() {
+    let (x, y, z) = keys();
+    let x2 = Keypair::generate();
+    let thief = Keypair::generate();
+    // Signed by the new key only.
+    let mut c = rotated(&x, &x2, &y, &z);
+    resign(&mut c[1], &[&x2]);
+    assert!(matches!(
+        verify_chain(x2.node_id(), &c[..2], None),
+        Err(ChainError::Claim { seq: 1, source: ClaimError::MissingSignature(n) }) if n == x.node_id()
+    ));
+    // Signed by the old key only.
+    let mut c = rotated(&x, &x2, &y, &z);
+    resign(&mut c[1], &[&x]);
+    assert!(verify_chain(x2.node_id(), &c[..2], None).is_err());
+    // A thief's key in place of the old one.
+    let mut c = rotated(&x, &x2, &y, &z);
+    c[1].claim.body = ClaimBody::Rotate {
+        old: thief.node_id(),
+        new: x2.node_id(),
+    };
+    resign(&mut c[1], &[&thief, &x2]);
+    assert!(verify_chain(x2.node_id(), &c[..2], None).is_err());
+    // Someone else's real claims, served as x2's chain without a rotation.
+    let (c0, _) = link(&x, None, &y, None);
+    assert!(verify_chain(x2.node_id(), &[c0], None).is_err());
+    // The rotation replayed later in the chain: x no longer owns it.
+    let c = rotated(&x, &x2, &y, &z);
+    let mut again = c[1].clone();
+    again.claim.seq = 3;
+    again.claim.prev = Some(c[2].hash().unwrap());
+    resign(&mut again, &[&x, &x2]);
+    let mut replayed = c.clone();
+    replayed.push(again);
+    assert!(matches!(
+        verify_chain(x2.node_id(), &replayed, None),
+        Err(ChainError::Claim {
+            seq: 3,
+            source: ClaimError::NotOwner { .. }
+        })
+    ));
+    // Reordered: the new key's claim before the rotation.
+    let mut reordered = c.clone();
+    reordered.swap(1, 2);
+    assert!(verify_chain(x2.node_id(), &reordered, None).is_err());
+    // A rotation to itself.
+    assert!(
+        rotate(None, &x, &x, tid()).is_ok_and(|r| verify_chain(x.node_id(), &[r], None).is_err())
+    );
 }
