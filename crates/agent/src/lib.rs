@@ -39,6 +39,7 @@ pub mod paths;
 pub mod peer;
 mod pipe;
 pub mod protocol;
+pub mod renewal;
 mod socket;
 pub mod status;
 #[cfg(feature = "test-utils")]

@@ -71,6 +71,7 @@ impl Node {
         check_layout(&paths)?;
         private_dir(&paths.root)?;
         let lock = AgentLock::acquire(&paths.lock())?;
+        crate::renewal::finish_interrupted(&paths).map_err(io_err("finishing a key renewal"))?;
 
         let exec = config.executor.clone();
         let (key, data_key, origin, kdf_time) = {
@@ -214,6 +215,17 @@ impl Node {
         let network = NetworkManager::new(net.clone())
             .with_executor(exec.clone())
             .start();
+        if let Some(claim) = crate::renewal::pending_rotation(&paths, node_id) {
+            crate::renewal::apply_own(&gestalts, &vaults, &notifications, node_id, &claim)
+                .await
+                .map_err(|e| {
+                    StartError::Io(
+                        std::io::Error::other(e.message),
+                        "applying the key renewal".into(),
+                    )
+                })?;
+            crate::renewal::rotation_done(&paths);
+        }
 
         let socket = paths.socket();
         match std::fs::remove_file(&socket) {
@@ -484,7 +496,34 @@ impl Node {
         if let Err(e) = status::write_status(&self.paths.status(), &snapshot) {
             tracing::warn!(error = %e, "cannot write the status file");
         }
-        tracing::info!(node_id = %self.node_id, "node stopped");
+        // The state closes when its last handle goes: the actors holding one
+        // stop once their addresses are gone, a moment after this. Wait for
+        // them (the agent lock held), so a stopped node's state can be
+        // opened again at once, in this process too.
+        let Node {
+            node_id,
+            _lock,
+            ctx,
+            gestalts,
+            vaults,
+            net,
+            network,
+            notifications,
+            tracker,
+            ..
+        } = self;
+        let env = ctx.env.clone();
+        drop((ctx, gestalts, vaults, net, network, notifications, tracker));
+        let deadline = Instant::now() + STOP_GRACE;
+        while env.handles() > 1 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if env.handles() > 1 {
+            tracing::warn!("the node state is still held open after stopping");
+        }
+        drop(env);
+        drop(_lock);
+        tracing::info!(%node_id, "node stopped");
     }
 }
 

@@ -71,6 +71,9 @@ fn kind_and_data(data: &NotificationData) -> (String, String) {
         NotificationData::VaultUnshare { vault, name } => serde_json::json!({
             "vault_id": vault.to_string(), "vault_name": name.as_str(),
         }),
+        NotificationData::KeyRotated { old, .. } => serde_json::json!({
+            "old_node_id": old.to_string(),
+        }),
     };
     (data.kind().replace('-', "_"), json.to_string())
 }

@@ -94,7 +94,7 @@ impl Service for PeerService {
                     "LinkFinish without LinkPropose",
                 )),
                 PeerRequest::Notify { signed } => {
-                    receive_notification(&gestalts, &notifications, peer, signed).await
+                    receive_notification(&gestalts, &notifications, &vaults, peer, signed).await
                 }
                 PeerRequest::Scan => crate::transfer::serve_scan(&gestalts, &vaults, peer).await,
                 PeerRequest::VaultOpen { vault, action } => {
@@ -128,15 +128,48 @@ impl Service for PeerService {
 async fn receive_notification(
     gestalts: &Gestalts,
     notifications: &actix::Addr<NotificationsManager>,
+    vaults: &actix::Addr<keynode_vaults::VaultManager>,
     peer: NodeId,
     signed: SignedNotification,
 ) -> Result<PeerResponse, WireError> {
-    let trusted = match gestalts
-        .has_action(peer, keynode_acl::GestaltAction::Notify)
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => return Err(gestalts.serve_failed(peer, "notification", &e).await),
+    let rotation = match &signed.notification.data {
+        keynode_notify::NotificationData::KeyRotated { proof, .. } => Some(proof.clone()),
+        _ => None,
+    };
+    let trusted = match rotation {
+        // A renewed key is not trusted yet: the rotation it carries, signed
+        // by the key we know, is what may make it so.
+        Some(proof) => {
+            if signed.notification.from != peer || signed.verify().is_err() {
+                return Err(WireError::new(
+                    WireErrorKind::BadRequest,
+                    "a notification must be signed by its sender",
+                ));
+            }
+            match crate::renewal::apply_announced(gestalts, vaults, &proof, peer).await {
+                Ok(()) => true,
+                Err(e) => {
+                    gestalts
+                        .record(keynode_audit::AuditEvent::Refused {
+                            peer,
+                            op: "rotation".into(),
+                            reason: e.message.clone(),
+                        })
+                        .await;
+                    return Err(WireError::new(
+                        WireErrorKind::PermissionDenied,
+                        "rotation refused",
+                    ));
+                }
+            }
+        }
+        None => match gestalts
+            .has_action(peer, keynode_acl::GestaltAction::Notify)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => return Err(gestalts.serve_failed(peer, "notification", &e).await),
+        },
     };
     let received = notifications
         .ask_raw(keynode_notify::messages::Receive {

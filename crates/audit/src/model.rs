@@ -131,6 +131,14 @@ pub enum AuditEvent {
         /// The peer.
         node: NodeId,
     },
+    /// A node's key was renewed (a rotation claim signed by both keys was
+    /// applied): `old` is refused from now on, `new` holds what it held.
+    KeyRotated {
+        /// The renewed key's node.
+        old: NodeId,
+        /// The new key's node.
+        new: NodeId,
+    },
 }
 
 impl AuditEvent {
@@ -150,6 +158,7 @@ impl AuditEvent {
             AuditEvent::ServeFailed { .. } => "serve_failed",
             AuditEvent::RefusedRepeatedly { .. } => "refused_repeatedly",
             AuditEvent::Countersigned { .. } => "countersigned",
+            AuditEvent::KeyRotated { .. } => "key_rotated",
         }
     }
 
@@ -183,6 +192,9 @@ impl AuditEvent {
             }
             AuditEvent::Claimed { node } | AuditEvent::Countersigned { node } => {
                 vec![("node", node.to_string())]
+            }
+            AuditEvent::KeyRotated { old, new } => {
+                vec![("old", old.to_string()), ("new", new.to_string())]
             }
             AuditEvent::Served { peer, op, vault } => {
                 let mut f = vec![("peer", peer.to_string()), ("op", op.to_string())];

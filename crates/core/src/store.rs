@@ -178,6 +178,12 @@ impl Env {
         Ok(std::io::copy(&mut data, file)?)
     }
 
+    /// How many handles of this environment are alive (this one included).
+    /// It closes when the last one goes.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.lock)
+    }
+
     /// The environment's directory.
     pub fn path(&self) -> &Path {
         self.inner.path()

@@ -25,6 +25,23 @@ pub const EDGES_DB: &str = "gestalt.edges";
 /// again, so the graph and its consumer never disagree for long, and no scan of
 /// the whole graph is needed at start.
 pub const PENDING_DB: &str = "gestalt.pending";
+/// LMDB database of key rotations this node applied: old NodeId → new NodeId.
+/// A node in it is refused as itself (its key was renewed).
+pub const ROTATIONS_DB: &str = "gestalt.rotations";
+
+/// What recording a rotation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RotationOutcome {
+    /// Recorded now.
+    Recorded,
+    /// The same rotation was recorded before (a replay).
+    Known,
+    /// `old` was rotated before, to another node: refused.
+    Conflict {
+        /// The node `old` was rotated to before.
+        earlier: NodeId,
+    },
+}
 
 /// A graph operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +152,7 @@ pub struct GestaltGraph {
     vertices: EncryptedDatabase<'static, Bytes, Unit>,
     edges: EncryptedDatabase<'static, Bytes, Bytes>,
     pending: EncryptedDatabase<'static, Bytes, Bytes>,
+    rotations: EncryptedDatabase<'static, Bytes, Bytes>,
 }
 
 const _: fn() = || {
@@ -158,6 +176,13 @@ fn seq_of(key: &[u8]) -> Result<u64, GraphError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+fn node_from(bytes: &[u8]) -> Result<NodeId, GraphError> {
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| GraphError::Task("a rotation record is not 32 bytes".into()))?;
+    NodeId::from_bytes(bytes).map_err(|e| GraphError::Task(e.to_string()))
+}
+
 fn edge_key(a: &[u8], b: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(a.len() + b.len());
     k.extend_from_slice(a);
@@ -177,9 +202,13 @@ impl GestaltGraph {
                 opener.create_database(wtxn, Some(EDGES_DB))?;
             let pending: EncryptedDatabase<'_, Bytes, Bytes> =
                 opener.create_database(wtxn, Some(PENDING_DB))?;
-            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((vertices, edges, pending)))
+            let rotations: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(ROTATIONS_DB))?;
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((
+                vertices, edges, pending, rotations,
+            )))
         })?;
-        let CommitOrAbort::Commit((vertices, edges, pending)) = created else {
+        let CommitOrAbort::Commit((vertices, edges, pending, rotations)) = created else {
             return Err(GraphError::Task(
                 "gestalt databases were not created".into(),
             ));
@@ -189,6 +218,7 @@ impl GestaltGraph {
             vertices,
             edges,
             pending,
+            rotations,
         })
     }
 
@@ -431,6 +461,35 @@ impl GestaltGraph {
     pub fn contains(&self, id: &GestaltId) -> Result<bool, GraphError> {
         let mut txn = self.env.read_txn()?;
         Ok(self.vertices.get(&mut txn, &encode(id)?)?.is_some())
+    }
+
+    /// Records that `old`'s key was renewed as `new` (the caller verified the
+    /// rotation claim). One `new` per `old`: a second, different one is a
+    /// [`RotationOutcome::Conflict`] and changes nothing.
+    pub fn record_rotation(&self, old: NodeId, new: NodeId) -> Result<RotationOutcome, GraphError> {
+        let mut txn = self.env.write_txn()?;
+        if let Some(bytes) = self.rotations.get(&mut txn, old.as_bytes())? {
+            let earlier = node_from(bytes)?;
+            return Ok(if earlier == new {
+                RotationOutcome::Known
+            } else {
+                RotationOutcome::Conflict { earlier }
+            });
+        }
+        self.rotations
+            .put(&mut txn, old.as_bytes(), new.as_bytes())?;
+        txn.commit()?;
+        Ok(RotationOutcome::Recorded)
+    }
+
+    /// The node `node`'s key was renewed as, if it was: a node with a renewed
+    /// key is refused as itself.
+    pub fn rotated_to(&self, node: NodeId) -> Result<Option<NodeId>, GraphError> {
+        let mut txn = self.env.read_txn()?;
+        self.rotations
+            .get(&mut txn, node.as_bytes())?
+            .map(node_from)
+            .transpose()
     }
 
     /// The gestalt `id` belongs to, or `None` if it is not a vertex.

@@ -51,7 +51,8 @@ pub use discovery::{
     VertexFailure, Walk,
 };
 pub use graph::{
-    EDGES_DB, Gestalt, GestaltEvent, GestaltGraph, GraphError, PENDING_DB, VERTICES_DB,
+    EDGES_DB, Gestalt, GestaltEvent, GestaltGraph, GraphError, PENDING_DB, ROTATIONS_DB,
+    RotationOutcome, VERTICES_DB,
 };
 pub use manager::GestaltManager;
 pub use provider::{IdentityProvider, OfflineProvider, ProviderError};

@@ -121,3 +121,25 @@ graph_message! {
     } -> usize;
     |graph, msg| graph.ack(msg.upto)
 }
+
+graph_message! {
+    /// Records a key rotation ([`GestaltGraph::record_rotation`](crate::GestaltGraph::record_rotation)).
+    #[derive(Debug, Clone, Copy)]
+    pub struct RecordRotation {
+        /// The renewed key's node.
+        pub old: NodeId,
+        /// Its new key's node.
+        pub new: NodeId,
+    } -> crate::RotationOutcome;
+    |graph, msg| graph.record_rotation(msg.old, msg.new)
+}
+
+graph_message! {
+    /// What `node`'s key was renewed as, if it was.
+    #[derive(Debug, Clone, Copy)]
+    pub struct RotatedTo {
+        /// The node.
+        pub node: NodeId,
+    } -> Option<NodeId>;
+    |graph, msg| graph.rotated_to(msg.node)
+}

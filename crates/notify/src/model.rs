@@ -64,6 +64,29 @@ pub enum NotificationData {
         /// The vault's name on the sender.
         name: VaultName,
     },
+    /// The sender is `old` with a renewed key: `proof` is the rotation claim
+    /// signed by both keys (encoded; at most [`MAX_MESSAGE`] bytes), which the
+    /// receiver checks before applying it (see keynode-agent).
+    KeyRotated {
+        /// The node the sender was.
+        old: NodeId,
+        /// The encoded rotation claim.
+        #[serde(
+            serialize_with = "serde_bytes::serialize",
+            deserialize_with = "bounded_proof"
+        )]
+        proof: Vec<u8>,
+    },
+}
+
+fn bounded_proof<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let b: Vec<u8> = serde_bytes::deserialize(d)?;
+    if b.len() > MAX_MESSAGE {
+        return Err(serde::de::Error::custom(NotificationError::MessageTooLong(
+            b.len(),
+        )));
+    }
+    Ok(b)
 }
 
 fn bounded_message<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -94,6 +117,7 @@ impl NotificationData {
             NotificationData::GestaltInvite => "gestalt-invite",
             NotificationData::VaultShare { .. } => "vault-share",
             NotificationData::VaultUnshare { .. } => "vault-unshare",
+            NotificationData::KeyRotated { .. } => "key-rotated",
         }
     }
 }

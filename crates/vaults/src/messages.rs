@@ -25,7 +25,7 @@ pub type BackupDuring = Box<dyn FnOnce() -> io::Result<()> + Send>;
 
 /// Where a backup sends each repository file.
 pub type BackupSink =
-    Box<dyn FnMut(&crate::BackupFile, &mut std::fs::File) -> io::Result<()> + Send>;
+    Box<dyn FnMut(&crate::BackupFile, &mut dyn Read, u64) -> io::Result<()> + Send>;
 
 /// Declares a message and its `VaultManager` handler (see `keynode_core::store_message!`).
 macro_rules! store_message {

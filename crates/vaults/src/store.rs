@@ -688,4 +688,48 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(out, b"kn7mark value");
     }
+
+    #[test]
+    fn a_backup_holds_the_refs_of_its_pause_not_of_later_writes() {
+        let (_tmp, _env, store) = store();
+        let v = store.create(&VaultName::new("v").unwrap()).unwrap().id;
+        let put = |store: &VaultStore, path: &str| {
+            let blob = store.write_blob(v, &mut &b"x"[..]).unwrap();
+            store
+                .commit(
+                    v,
+                    vec![Op::Put {
+                        path: SecretPath::new(path).unwrap(),
+                        blob,
+                        policy: crate::PutPolicy::Overwrite,
+                    }],
+                )
+                .unwrap();
+        };
+        put(&store, "a");
+        let head_at_pause = store.advertise(v).unwrap().head;
+        let mut got: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut wrote = false;
+        store
+            .backup(|| Ok(()), &mut |file, data, size| {
+                if !wrote {
+                    // A write lands while the files are being read.
+                    put(&store, "b");
+                    wrote = true;
+                }
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(data, &mut bytes)?;
+                assert_eq!(bytes.len() as u64, size);
+                got.push((file.name.clone(), bytes));
+                Ok(())
+            })
+            .unwrap();
+        assert_ne!(store.advertise(v).unwrap().head, head_at_pause);
+        let main = got
+            .iter()
+            .find(|(n, _)| n.ends_with("refs/heads/main"))
+            .map(|(_, b)| String::from_utf8(b.clone()).unwrap())
+            .expect("the branch ref");
+        assert_eq!(main.trim(), head_at_pause);
+    }
 }

@@ -70,15 +70,20 @@ impl Build {
         })
     }
 
-    /// Adds a vault repository file (as the store lists it).
-    pub fn add_vault_file(&self, file: &BackupFile, f: &mut fs::File) -> io::Result<()> {
-        add_vault_file(&self.writer, file, f)
+    /// Adds a vault repository file (as the store lists it) of `size` bytes.
+    pub fn add_vault_file(
+        &self,
+        file: &BackupFile,
+        data: &mut dyn io::Read,
+        size: u64,
+    ) -> io::Result<()> {
+        add_vault_file(&self.writer, file, data, size)
     }
 
     /// Where the vault store sends its files.
     pub fn sink(&self) -> keynode_vaults::BackupSink {
         let writer = self.writer.clone();
-        Box::new(move |file, f| add_vault_file(&writer, file, f))
+        Box::new(move |file, data, size| add_vault_file(&writer, file, data, size))
     }
 
     /// Adds the state (an LMDB data file), the signed manifest, syncs and
@@ -123,9 +128,9 @@ impl Build {
 fn add_vault_file(
     writer: &Mutex<Option<Writer>>,
     file: &BackupFile,
-    f: &mut fs::File,
+    f: &mut dyn io::Read,
+    size: u64,
 ) -> io::Result<()> {
-    let size = f.metadata()?.len();
     let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
     let writer = writer
         .as_mut()
@@ -170,8 +175,12 @@ pub fn create_offline(
         keynode_vaults::backup_files(&paths.vaults()).map_err(io_err("listing the vaults"))?;
     for file in &files {
         let mut f = fs::File::open(&file.path).map_err(io_err(format!("reading {}", file.name)))?;
+        let size = f
+            .metadata()
+            .map_err(io_err(format!("reading {}", file.name)))?
+            .len();
         build
-            .add_vault_file(file, &mut f)
+            .add_vault_file(file, &mut f, size)
             .map_err(io_err("writing the archive"))?;
     }
     let state = paths.state().join("data.mdb");

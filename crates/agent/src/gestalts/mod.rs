@@ -31,6 +31,7 @@ use crate::protocol::{PeerRequest, PeerResponse};
 
 mod claims;
 mod refusals;
+mod rotation;
 mod views;
 
 pub use refusals::{MAX_REFUSING_PEERS, REFUSAL_WINDOW, Refusals};
@@ -222,6 +223,31 @@ impl Gestalts {
         self.net()
     }
 
+    /// Where blocking work runs.
+    pub(crate) fn exec(&self) -> &Exec {
+        &self.exec
+    }
+
+    /// Appends `claim` to this node's chain, unless it is there already (a
+    /// start cut short after appending it). Blocking work on the pool.
+    pub(crate) async fn append_own(
+        &self,
+        claim: &keynode_gestalt::SignedClaim,
+    ) -> Result<(), ApiError> {
+        let _guard = self.claim_lock.lock().await;
+        let (sigchain, claim) = (self.sigchain.clone(), claim.clone());
+        keynode_core::exec::blocking(self.exec.as_ref(), move || {
+            let head = claim.head()?;
+            if sigchain.head()?.as_ref() == Some(&head) {
+                return Ok(());
+            }
+            sigchain.append(&claim).map(drop)
+        })
+        .await
+        .map_err(Failure::api)?
+        .map_err(Failure::api)
+    }
+
     fn net(&self) -> Result<&AgentNetwork, ApiError> {
         self.net
             .get()
@@ -277,6 +303,9 @@ impl Gestalts {
     /// Whether `node` is a vertex of our graph: a node we added, trust,
     /// invited, share with or discovered. Anyone else is a stranger.
     pub async fn knows(&self, node: NodeId) -> bool {
+        if self.is_renewed(node).await {
+            return false;
+        }
         let id = GestaltId::Node(node);
         matches!(self.graph.ask(graph::GestaltOf { id }).await, Ok(Some(_)))
     }
@@ -338,6 +367,9 @@ impl Gestalts {
 
     /// Whether `node`'s gestalt holds `action`.
     pub async fn has_action(&self, node: NodeId, action: GestaltAction) -> Result<bool, ApiError> {
+        if self.is_renewed(node).await {
+            return Ok(false);
+        }
         self.acl.ask(acl::HasGestaltAction { node, action }).await
     }
 
@@ -393,6 +425,9 @@ impl Gestalts {
         vault: VaultId,
         action: VaultAction,
     ) -> Result<bool, ApiError> {
+        if self.is_renewed(node).await {
+            return Ok(false);
+        }
         self.acl
             .ask(acl::MayVault {
                 node,

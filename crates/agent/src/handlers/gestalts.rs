@@ -35,10 +35,14 @@ pub(super) async fn trust(ctx: &Ctx, id: GestaltId) -> Result<Response, ApiError
         })
         .await;
     // Learn the rest of the gestalt in the background.
-    let gestalts = ctx.gestalts.clone();
+    let (gestalts, shutdown) = (ctx.gestalts.clone(), ctx.shutdown.clone());
     tokio::spawn(async move {
-        if let Err(e) = gestalts.discover(id.clone()).await {
-            tracing::debug!(gestalt = %id, error = %e, "discovery after trust failed");
+        tokio::select! {
+            // A stopping node does not wait for it.
+            _ = shutdown.cancelled() => {}
+            r = gestalts.discover(id.clone()) => if let Err(e) = r {
+                tracing::debug!(gestalt = %id, error = %e, "discovery after trust failed");
+            },
         }
     });
     Ok(Response::Unit)

@@ -1,14 +1,16 @@
 //! A consistent copy of the store while it keeps serving.
 //!
 //! [`VaultStore::backup`] pauses mutations for as long as it takes to copy the
-//! node's state (the caller's `during`, e.g. LMDB's own copy) and to list every
-//! repository's files; then mutations go on while the listed files are handed
-//! to the caller one by one. Objects are written once and never changed, so a
-//! listed file still holds what it held at the pause; what is written after the
-//! pause is not listed and not needed (nothing the copied state or refs point
-//! to). Only deletions could take a listed file away: while the files are being
-//! read, a vault deletion waits for the backup, and a clone's pack
-//! consolidation is skipped (it runs again at a later pull).
+//! node's state (the caller's `during`, e.g. a copy of LMDB's data file), to
+//! list every repository's files and to read the few that change (refs,
+//! `HEAD`, `config`: everything outside `objects/`); then mutations go on while
+//! the listed files are handed to the caller one by one. Objects are written
+//! once and never changed, so a listed object file still holds what it held at
+//! the pause; what is written after the pause is not listed and not needed
+//! (nothing the copied state or refs point to). Only deletions could take a
+//! listed file away: while the files are being read, a vault deletion waits for
+//! the backup, and a clone's pack consolidation is skipped (it runs again at a
+//! later pull).
 
 use std::fs;
 use std::io;
@@ -31,6 +33,14 @@ pub struct BackupFile {
     pub path: PathBuf,
 }
 
+impl BackupFile {
+    /// Whether the file can change after it was written (a ref, `HEAD`,
+    /// `config`…), so a backup reads it during the pause.
+    fn mutable(&self) -> bool {
+        !self.name.contains("/objects/")
+    }
+}
+
 impl VaultStore {
     /// Runs `during` with every vault mutation paused (those in progress
     /// finish first), lists the files of every repository as they are then,
@@ -39,20 +49,33 @@ impl VaultStore {
     pub fn backup<R>(
         &self,
         during: impl FnOnce() -> io::Result<R>,
-        sink: &mut dyn FnMut(&BackupFile, &mut fs::File) -> io::Result<()>,
+        sink: &mut dyn FnMut(&BackupFile, &mut dyn io::Read, u64) -> io::Result<()>,
     ) -> Result<R, VaultError> {
-        let (result, files) = {
+        let (result, files, read) = {
             let _paused = self.quiesce.write().unwrap_or_else(PoisonError::into_inner);
             let result = during()?;
-            (result, backup_files(&self.dir)?)
+            let files = backup_files(&self.dir)?;
+            let mut read = std::collections::HashMap::new();
+            for (i, file) in files.iter().enumerate() {
+                if file.mutable() {
+                    read.insert(i, fs::read(&file.path)?);
+                }
+            }
+            (result, files, read)
         };
         let _hold = self
             .deletions
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        for file in &files {
-            let mut f = fs::File::open(&file.path)?;
-            sink(file, &mut f)?;
+        for (i, file) in files.iter().enumerate() {
+            match read.get(&i) {
+                Some(bytes) => sink(file, &mut &bytes[..], bytes.len() as u64)?,
+                None => {
+                    let mut f = fs::File::open(&file.path)?;
+                    let size = f.metadata()?.len();
+                    sink(file, &mut f, size)?;
+                }
+            }
         }
         Ok(result)
     }
