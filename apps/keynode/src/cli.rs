@@ -86,6 +86,19 @@ pub enum KeysCmd {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Renew the node's root key (the agent stopped): a new key with a new
+    /// recovery code, a rotation signed by the old and the new key; at its
+    /// next start the node tells every node it knows, which move what they
+    /// hold for the old key to the new one and refuse the old key.
+    Renew {
+        /// Read the password from this file (else KEYNODE_PASSWORD, else a prompt).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Write the new recovery code to this new file (mode 0600) instead of
+        /// showing it on stderr.
+        #[arg(long, value_name = "FILE")]
+        recovery_code_out_file: Option<PathBuf>,
+    },
     /// Decrypt FILE, encrypted to this node; writes to stdout, or to --out.
     Decrypt {
         /// The file.
@@ -276,6 +289,12 @@ pub enum NodesCmd {
         host: String,
         /// Its port.
         port: u16,
+    },
+    /// Refuse a node's key from now on (a stolen or lost device): it loses
+    /// every permission here and cannot be renewed by whoever holds it.
+    Revoke {
+        /// The node's id.
+        node_id: String,
     },
     /// Make an authenticated round trip to a node.
     Ping {

@@ -18,6 +18,17 @@ const MAX_MESSAGE: u64 = 1 << 20;
 pub async fn run(ctx: &Ctx, cmd: KeysCmd) -> Result<(), Failure> {
     match cmd {
         KeysCmd::Public => public(ctx).await,
+        KeysCmd::Renew {
+            password_file,
+            recovery_code_out_file,
+        } => {
+            renew(
+                ctx,
+                password_file.as_deref(),
+                recovery_code_out_file.as_deref(),
+            )
+            .await
+        }
         KeysCmd::Sign { file } => {
             let digest = digest_of(&file)?;
             let client = ctx.client().await?;
@@ -72,6 +83,49 @@ pub async fn run(ctx: &Ctx, cmd: KeysCmd) -> Result<(), Failure> {
             write_out(out.as_deref(), &plain)
         }
     }
+}
+
+async fn renew(ctx: &Ctx, password_file: Option<&Path>, out: Option<&Path>) -> Result<(), Failure> {
+    if ctx.client().await.is_ok() {
+        return Err(Failure::new(
+            75,
+            "the agent is running: stop it (`keynode agent stop`), renew, then start it again",
+        ));
+    }
+    if let Some(out) = out {
+        crate::recovery::check_out_file(out)?;
+    }
+    let password = crate::password::PasswordSource {
+        file: password_file,
+        file_flag: "password file",
+        env: crate::password::PASSWORD_ENV,
+        prompt: "Password: ",
+        confirm: None,
+    }
+    .read(|p| rpassword::prompt_password(p))?;
+    let paths = ctx.paths.clone();
+    let renewed =
+        tokio::task::spawn_blocking(move || keynode_agent::renewal::renew(&paths, &password))
+            .await
+            .map_err(|e| Failure::new(70, e.to_string()))?;
+    let renewed = renewed.map_err(|e| {
+        use keynode_agent::renewal::RenewError as R;
+        let code = match &e {
+            R::WrongPassword(_) => 77,
+            R::Locked(_) | R::Pending => 75,
+            R::NoNode(_) => 66,
+            R::Failed(_) => 74,
+        };
+        Failure::new(code, e.to_string())
+    })?;
+    crate::recovery::show(&renewed.code, out)?;
+    let doc =
+        serde_json::json!({ "old_node_id": renewed.old, "node_id": renewed.new, "renewed": true });
+    output::emit(ctx.format, &doc, || {
+        say!("renewed: node {} is now {}", renewed.old, renewed.new);
+        say!("start the agent: it tells the nodes it knows, which refuse the old key from then on");
+    });
+    Ok(())
 }
 
 async fn public(ctx: &Ctx) -> Result<(), Failure> {

@@ -18,6 +18,23 @@ fn unexpected(r: Response) -> Failure {
 
 pub async fn run(ctx: &Ctx, cmd: NodesCmd) -> Result<(), Failure> {
     match cmd {
+        NodesCmd::Revoke { node_id: id } => {
+            let node = node_id(&id)?;
+            match ctx
+                .client()
+                .await?
+                .call(Request::NodesRevoke { node })
+                .await?
+            {
+                Response::Unit => {
+                    let doc = serde_json::json!({ "revoked": node });
+                    output::emit(ctx.format, &doc, || {
+                        say!("revoked {node}: refused from now on")
+                    });
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
         NodesCmd::Add {
             node_id: id,
             host,

@@ -127,7 +127,7 @@ pub fn renew(paths: &NodePaths, password: &[u8]) -> Result<Renewed, RenewError> 
 }
 
 /// Finishes or drops a renewal cut short (see the module). Blocking.
-pub(crate) fn finish_interrupted(paths: &NodePaths) -> std::io::Result<()> {
+pub fn finish_interrupted(paths: &NodePaths) -> std::io::Result<()> {
     let root_new = with_new(&paths.root_key());
     let data_new = with_new(&paths.data_key());
     if data_new.exists() {

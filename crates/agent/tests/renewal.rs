@@ -137,3 +137,157 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
     a.stop().await;
     b.stop().await;
 }
+
+#[actix_rt::test]
+async fn forged_replayed_conflicting_and_unknown_rotations_are_refused() {
+    use keynode_core::{SystemClock, TidGenerator};
+    let net = TestNet::new();
+    let a = net.node("a").await;
+    let tids = TidGenerator::new(SystemClock);
+    let old = keynode_core::Keypair::generate();
+    let new = keynode_core::Keypair::generate();
+    let claim = keynode_gestalt::rotate(None, &old, &new, tids.next_id()).unwrap();
+    // A does not know `old`: not for it.
+    let e = a
+        .gestalts()
+        .apply_rotation(&claim, new.node_id())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    ok(
+        &a,
+        Request::NodesAdd {
+            node: old.node_id(),
+            host: "127.0.0.1".into(),
+            port: 1,
+        },
+    )
+    .await;
+    ok(
+        &a,
+        Request::IdentitiesTrust {
+            gestalt: old.node_id().into(),
+        },
+    )
+    .await;
+    // Announced by someone else than the new key.
+    let e = a
+        .gestalts()
+        .apply_rotation(&claim, keynode_core::Keypair::generate().node_id())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+    // Signed by one key only.
+    let mut half = claim.clone();
+    half.signatures.truncate(1);
+    let e = a
+        .gestalts()
+        .apply_rotation(&half, new.node_id())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadData, "{e}");
+    assert!(!a.gestalts().is_renewed(old.node_id()).await);
+    // The real one applies; the same again changes nothing.
+    let (o, n, outcome) = a
+        .gestalts()
+        .apply_rotation(&claim, new.node_id())
+        .await
+        .unwrap();
+    assert_eq!((o, n), (old.node_id(), new.node_id()));
+    assert_eq!(outcome, keynode_gestalt::RotationOutcome::Recorded);
+    let (_, _, again) = a
+        .gestalts()
+        .apply_rotation(&claim, new.node_id())
+        .await
+        .unwrap();
+    assert_eq!(again, keynode_gestalt::RotationOutcome::Known);
+    // The trust of the old key moved to the new one; the old key has none.
+    assert!(
+        a.gestalts()
+            .has_action(new.node_id(), keynode_acl::GestaltAction::Notify)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.gestalts()
+            .has_action(old.node_id(), keynode_acl::GestaltAction::Notify)
+            .await
+            .unwrap()
+    );
+    // A thief with the old key renews it again, to its own key: refused.
+    let thief = keynode_core::Keypair::generate();
+    let stolen = keynode_gestalt::rotate(None, &old, &thief, tids.next_id()).unwrap();
+    let e = a
+        .gestalts()
+        .apply_rotation(&stolen, thief.node_id())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+    assert!(
+        !a.gestalts()
+            .has_action(thief.node_id(), keynode_acl::GestaltAction::Notify)
+            .await
+            .unwrap()
+    );
+    // A revoked key (a stolen device) is refused, and whoever holds it
+    // cannot renew it.
+    let lost = keynode_core::Keypair::generate();
+    ok(
+        &a,
+        Request::IdentitiesTrust {
+            gestalt: lost.node_id().into(),
+        },
+    )
+    .await;
+    ok(
+        &a,
+        Request::NodesRevoke {
+            node: lost.node_id(),
+        },
+    )
+    .await;
+    assert!(
+        !a.gestalts()
+            .has_action(lost.node_id(), keynode_acl::GestaltAction::Notify)
+            .await
+            .unwrap()
+    );
+    let escape = keynode_core::Keypair::generate();
+    let claim = keynode_gestalt::rotate(None, &lost, &escape, tids.next_id()).unwrap();
+    let e = a
+        .gestalts()
+        .apply_rotation(&claim, escape.node_id())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+    a.stop().await;
+}
+
+#[test]
+fn a_renewal_cut_short_is_finished_or_dropped_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = keynode_agent::NodePaths::new(dir.path().join("n"));
+    std::fs::create_dir_all(paths.root.join("keys")).unwrap();
+    let new_of = |p: &std::path::Path| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(".new");
+        std::path::PathBuf::from(s)
+    };
+    // Cut before the data key was re-sealed: the renewal did not happen.
+    std::fs::write(paths.root_key(), b"old root").unwrap();
+    std::fs::write(paths.data_key(), b"old data").unwrap();
+    std::fs::write(new_of(&paths.root_key()), b"new root").unwrap();
+    keynode_agent::renewal::finish_interrupted(&paths).unwrap();
+    assert_eq!(std::fs::read(paths.root_key()).unwrap(), b"old root");
+    assert!(!new_of(&paths.root_key()).exists());
+    // Cut after both were written (or between the renames): it did.
+    std::fs::write(new_of(&paths.root_key()), b"new root").unwrap();
+    std::fs::write(new_of(&paths.data_key()), b"new data").unwrap();
+    keynode_agent::renewal::finish_interrupted(&paths).unwrap();
+    assert_eq!(std::fs::read(paths.root_key()).unwrap(), b"new root");
+    assert_eq!(std::fs::read(paths.data_key()).unwrap(), b"new data");
+    std::fs::write(new_of(&paths.data_key()), b"newer data").unwrap();
+    keynode_agent::renewal::finish_interrupted(&paths).unwrap();
+    assert_eq!(std::fs::read(paths.root_key()).unwrap(), b"new root");
+    assert_eq!(std::fs::read(paths.data_key()).unwrap(), b"newer data");
+}

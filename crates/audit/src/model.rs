@@ -139,6 +139,11 @@ pub enum AuditEvent {
         /// The new key's node.
         new: NodeId,
     },
+    /// A node's key was revoked here (`nodes revoke`): refused from now on.
+    Revoked {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 impl AuditEvent {
@@ -159,6 +164,7 @@ impl AuditEvent {
             AuditEvent::RefusedRepeatedly { .. } => "refused_repeatedly",
             AuditEvent::Countersigned { .. } => "countersigned",
             AuditEvent::KeyRotated { .. } => "key_rotated",
+            AuditEvent::Revoked { .. } => "revoked",
         }
     }
 
@@ -190,7 +196,9 @@ impl AuditEvent {
             AuditEvent::Trusted { gestalt } | AuditEvent::Untrusted { gestalt } => {
                 vec![("gestalt", gestalt.clone())]
             }
-            AuditEvent::Claimed { node } | AuditEvent::Countersigned { node } => {
+            AuditEvent::Claimed { node }
+            | AuditEvent::Countersigned { node }
+            | AuditEvent::Revoked { node } => {
                 vec![("node", node.to_string())]
             }
             AuditEvent::KeyRotated { old, new } => {

@@ -482,6 +482,20 @@ impl GestaltGraph {
         Ok(RotationOutcome::Recorded)
     }
 
+    /// Revokes `node`'s key without a successor (a key that may be stolen):
+    /// recorded as a rotation to itself, so it is refused from now on and a
+    /// later rotation of it is a [`RotationOutcome::Conflict`].
+    pub fn revoke(&self, node: NodeId) -> Result<RotationOutcome, GraphError> {
+        let mut txn = self.env.write_txn()?;
+        if self.rotations.get(&mut txn, node.as_bytes())?.is_some() {
+            return Ok(RotationOutcome::Known);
+        }
+        self.rotations
+            .put(&mut txn, node.as_bytes(), node.as_bytes())?;
+        txn.commit()?;
+        Ok(RotationOutcome::Recorded)
+    }
+
     /// The node `node`'s key was renewed as, if it was: a node with a renewed
     /// key is refused as itself.
     pub fn rotated_to(&self, node: NodeId) -> Result<Option<NodeId>, GraphError> {

@@ -143,3 +143,13 @@ graph_message! {
     } -> Option<NodeId>;
     |graph, msg| graph.rotated_to(msg.node)
 }
+
+graph_message! {
+    /// Revokes a key without a successor ([`GestaltGraph::revoke`](crate::GestaltGraph::revoke)).
+    #[derive(Debug, Clone, Copy)]
+    pub struct Revoke {
+        /// The node.
+        pub node: NodeId,
+    } -> crate::RotationOutcome;
+    |graph, msg| graph.revoke(msg.node)
+}

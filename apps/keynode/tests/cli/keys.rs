@@ -86,3 +86,70 @@ fn sign_verify_encrypt_decrypt_between_two_nodes() {
     a.run(&["keys", "encrypt", s(&big), &b_id])
         .fails(65, "at most");
 }
+
+#[test]
+fn renew_moves_the_shares_to_the_new_key() {
+    let a = Agent::started();
+    let b = Agent::started();
+    let (a_id, a_port) = a.id_and_port();
+    let (b_id, b_port) = b.id_and_port();
+    a.run(&["nodes", "add", &b_id, "127.0.0.1", &b_port])
+        .success();
+    b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
+        .success();
+    a.run(&["identities", "trust", &b_id]).success();
+    b.run(&["identities", "trust", &a_id]).success();
+    a.run(&["vaults", "create", "prod"]).success();
+    a.run_stdin(&["secrets", "write", "prod:k"], b"v1")
+        .success();
+    a.run(&["vaults", "share", "prod", &b_id]).success();
+    b.run(&["vaults", "clone", "prod", &a_id]).success();
+
+    // Not while the agent runs; not with a wrong password.
+    b.run(&["keys", "renew", "--password-file", s(&b.password_file)])
+        .fails(75, "stop it");
+    b.run(&["agent", "stop"]).success();
+    let wrong = b.path("wrong");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    b.run(&["keys", "renew", "--password-file", s(&wrong)])
+        .fails(77, "wrong password");
+    let code = b.path("new-code");
+    let doc = b.json(&[
+        "keys",
+        "renew",
+        "--password-file",
+        s(&b.password_file),
+        "--recovery-code-out-file",
+        s(&code),
+    ]);
+    assert_eq!(doc["old_node_id"], b_id.as_str());
+    let new_id = doc["node_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, b_id);
+    assert_eq!(
+        std::fs::read_to_string(&code)
+            .unwrap()
+            .split_whitespace()
+            .count(),
+        24
+    );
+    b.start().success();
+    assert_eq!(b.json(&["agent", "status"])["node_id"], new_id.as_str());
+    wait_for(
+        || {
+            a.json(&["vaults", "permissions", "prod"])
+                .as_array()
+                .is_some_and(|g| {
+                    g.iter().any(|g| {
+                        g["nodes"]
+                            .as_array()
+                            .is_some_and(|n| n.iter().any(|n| n == new_id.as_str()))
+                    })
+                })
+        },
+        "the owner applying the rotation",
+    );
+    a.run_stdin(&["secrets", "write", "prod:k"], b"v2")
+        .success();
+    b.run(&["vaults", "pull", "prod"]).success();
+    assert_eq!(b.run(&["secrets", "get", "prod:k"]).success(), "v2");
+}

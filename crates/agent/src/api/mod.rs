@@ -204,6 +204,12 @@ pub enum Request {
         /// Its port.
         port: u16,
     },
+    /// Refuses `node`'s key from now on (a key that may be stolen). Answers
+    /// `Unit`.
+    NodesRevoke {
+        /// The node.
+        node: NodeId,
+    },
     /// An authenticated round trip to a node.
     NodesPing {
         /// The node.

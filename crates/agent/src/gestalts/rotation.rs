@@ -35,6 +35,23 @@ impl Gestalts {
         Ok(out)
     }
 
+    /// `nodes revoke`: `node`'s key is refused from now on (a key that may be
+    /// stolen; its owner brings a new key in with an invitation and a claim).
+    pub async fn revoke(&self, node: NodeId) -> Result<RotationOutcome, ApiError> {
+        if node == self.me {
+            return Err(ApiError::new(
+                ErrorKind::BadData,
+                "a node cannot revoke its own key (renew it: `keys renew`)",
+            ));
+        }
+        let outcome = self.graph.ask(graph::Revoke { node }).await?;
+        if outcome == RotationOutcome::Recorded {
+            self.record(keynode_audit::AuditEvent::Revoked { node })
+                .await;
+        }
+        Ok(outcome)
+    }
+
     /// Whether `node`'s key was renewed: it is refused as itself (no
     /// permission, a stranger on the network).
     pub async fn is_renewed(&self, node: NodeId) -> bool {

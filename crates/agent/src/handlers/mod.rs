@@ -32,6 +32,7 @@ pub(crate) async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiEr
         R::AgentPassword { current, new } => nodes::password(ctx, current, new).await,
         R::AgentRecover { code, new } => nodes::recover(ctx, code, new).await,
         R::BackupCreate { path } => backup::create(ctx, path).await,
+        R::NodesRevoke { node } => ctx.gestalts.revoke(node).await.map(|_| Response::Unit),
         R::KeysSign { digest } => Ok(Response::Signed(keynode_core::filesig::sign(
             &ctx.key, &digest,
         ))),
