@@ -21,7 +21,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Agents started at once.
 const START_PARALLEL: usize = 8;
 /// The password every harness agent's key is sealed under.
-const PASSWORD: &str = "keynode-harness password";
+pub const PASSWORD: &str = "keynode-harness password";
 
 /// One agent of the cluster.
 pub struct Agent {

@@ -25,6 +25,7 @@ mod measure;
 mod metrics;
 mod nemesis;
 mod proxy;
+mod renew;
 mod run;
 mod svg;
 mod topology;
@@ -62,6 +63,8 @@ enum Command {
     /// Time `backup create` of a node beside `tar` of its node path, and
     /// write latency during the backup.
     Backup(BackupArgs),
+    /// Time from a key renewal until a peer's share works under the new key.
+    Renew(RenewArgs),
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +132,16 @@ struct FanoutArgs {
     runs: usize,
     /// Directory for fanout.json.
     #[arg(long, default_value = "harness-report/fanout")]
+    report: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RenewArgs {
+    /// Renewals to time.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Directory for renew.json.
+    #[arg(long, default_value = "harness-report/renew")]
     report: PathBuf,
 }
 
@@ -251,6 +264,7 @@ fn main() -> ExitCode {
             "fanout",
             runtime().block_on(measure::fanout(a.members.max(2), a.runs.max(1), a.report)),
         ),
+        Command::Renew(a) => exit("renew", runtime().block_on(renew::run(a.rounds, a.report))),
         Command::Backup(a) => exit(
             "backup",
             runtime().block_on(backup::run(a.vaults, a.secrets, a.report)),
