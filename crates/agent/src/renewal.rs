@@ -230,6 +230,15 @@ pub(crate) async fn apply_own(
     gestalts.append_own(claim).await?;
     let (old, new, _) = gestalts.apply_rotation(claim, me).await?;
     move_records(gestalts, vaults, old, new).await?;
+    // What the old key signed and is still queued goes out signed anew.
+    match notifications
+        .ask_raw(keynode_notify::messages::Resign { old })
+        .await
+    {
+        Ok(Ok(n)) if n > 0 => tracing::info!(notifications = n, "queued notifications signed anew"),
+        Ok(Ok(_)) => {}
+        _ => tracing::warn!("could not sign the queued notifications anew"),
+    }
     let proof = keynode_core::codec::encode(claim)
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
     let mut told = 0usize;

@@ -29,13 +29,20 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
     let net = TestNet::new();
     let a = net.node("a").await;
     let b = net.node("b").await;
+    let c = net.node("c").await;
     knows(&a, &b).await;
     knows(&b, &a).await;
+    knows(&b, &c).await;
     trust(&a, &b).await;
+    trust(&b, &a).await;
+    // A notification B queues for C, who is down, waits out the renewal.
+    let c_id = c.node_id();
+    c.stop().await;
     ok(
         &b,
-        Request::IdentitiesTrust {
-            gestalt: a.node_id().into(),
+        Request::NotificationsSend {
+            node: c_id,
+            message: "later".into(),
         },
     )
     .await;
@@ -81,6 +88,18 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
     // B starts as the new key, same password, and tells A.
     let b = net.node("b").await;
     assert_eq!(b.node_id(), renewed.new);
+    // What was queued goes out signed by the new key.
+    match ok(&b, Request::NotificationsOutboxRead).await {
+        Response::Notifications(n) => {
+            let later: Vec<_> = n
+                .iter()
+                .filter(|n| n.to == c_id && n.kind == "general")
+                .collect();
+            assert_eq!(later.len(), 1, "{n:?}");
+            assert_eq!(later[0].from, renewed.new);
+        }
+        other => panic!("{other:?}"),
+    }
     let t = Instant::now();
     loop {
         if grantees(&a, "prod").await.contains(&renewed.new) {

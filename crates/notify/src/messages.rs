@@ -210,3 +210,24 @@ store_message! {
     pub struct OutboxClear {} -> usize;
     |store, _msg| store.outbox_clear()
 }
+
+/// Signs every queued notification from `old` anew with this node's key (its
+/// key was renewed). Replies how many.
+#[derive(Debug, Clone, Copy)]
+pub struct Resign {
+    /// The renewed key's node.
+    pub old: NodeId,
+}
+
+impl Message for Resign {
+    type Result = Result<usize, StoreError>;
+}
+
+impl Handler<Resign> for NotificationsManager {
+    type Result = ResponseFuture<Result<usize, StoreError>>;
+
+    fn handle(&mut self, msg: Resign, _: &mut Self::Context) -> Self::Result {
+        let key = self.keypair().clone();
+        Box::pin(self.blocking(move |store| store.resign(msg.old, &key)))
+    }
+}

@@ -197,6 +197,30 @@ impl NotificationStore {
         Ok(moved)
     }
 
+    /// Signs every queued entry from `old` anew as `key`'s node (a renewed
+    /// key: its peers refuse what the old key signed). Replies how many.
+    pub fn resign(&self, old: NodeId, key: &keynode_core::Keypair) -> Result<usize, StoreError> {
+        let mut txn = self.env.write_txn()?;
+        let mut mine = Vec::new();
+        for row in self.outbox.iter(&mut txn)? {
+            let (_, v) = row?;
+            let p: Pending = decode(v)?;
+            if p.signed.notification.from == old {
+                mine.push(p);
+            }
+        }
+        for mut p in mine.iter().cloned() {
+            let mut n = p.signed.notification.clone();
+            n.from = key.node_id();
+            p.signed = n
+                .sign(key)
+                .map_err(|_| StoreError::Corrupt("outbox (cannot re-sign)"))?;
+            self.outbox.put(&mut txn, p.id.as_bytes(), &encode(&p)?)?;
+        }
+        txn.commit()?;
+        Ok(mine.len())
+    }
+
     /// Every queued entry, oldest first.
     pub fn outbox_read(&self) -> Result<Vec<Pending>, StoreError> {
         let mut txn = self.env.read_txn()?;
