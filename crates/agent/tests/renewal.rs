@@ -85,6 +85,43 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
         Err(keynode_agent::renewal::RenewError::Pending)
     ));
 
+    // A serves a large clone to D while B's rotation reaches it.
+    let d = net.node("d").await;
+    knows(&a, &d).await;
+    knows(&d, &a).await;
+    trust(&a, &d).await;
+    ok(
+        &a,
+        Request::VaultsCreate {
+            name: VaultName::new("big").unwrap(),
+        },
+    )
+    .await;
+    let blob: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    write(&a, "big", "blob", &blob).await.unwrap();
+    ok(
+        &a,
+        Request::VaultsShare {
+            vault: "big".into(),
+            node: d.node_id(),
+        },
+    )
+    .await;
+    let d_socket = d.socket_path();
+    let a_id = a.node_id();
+    let cloning = tokio::spawn(async move {
+        keynode_agent::Client::connect(&d_socket)
+            .await
+            .unwrap()
+            .call(Request::VaultsClone {
+                vault: "big".into(),
+                node: a_id,
+            })
+            .await
+    });
+
     // B starts as the new key, same password, and tells A.
     let b = net.node("b").await;
     assert_eq!(b.node_id(), renewed.new);
@@ -111,6 +148,12 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        matches!(cloning.await.unwrap(), Ok(Response::Vault(_))),
+        "the clone during the rotation failed"
+    );
+    assert_eq!(read(&d, "big", "blob").await.len(), blob.len());
+    d.stop().await;
     // The renewed node pulls under its new key.
     write(&a, "prod", "db/user", b"admin").await.unwrap();
     assert_eq!(pulled(&b, "prod").await, 1);
