@@ -70,7 +70,7 @@ pub async fn run(ctx: &Ctx, cmd: KeysCmd) -> Result<(), Failure> {
             let plain = zeroize::Zeroizing::new(read_limited(&file)?);
             let sealed = encrypt::encrypt_to(&node, &plain)
                 .map_err(|e| Failure::new(65, format!("{node}: {e}")))?;
-            write_out(out.as_deref(), &sealed)
+            write_out(ctx, out.as_deref(), &sealed, "sealed_base64")
         }
         KeysCmd::Decrypt { file, out } => {
             let sealed = read_limited(&file)?;
@@ -80,7 +80,7 @@ pub async fn run(ctx: &Ctx, cmd: KeysCmd) -> Result<(), Failure> {
                 return Err(Failure::new(76, "unexpected answer"));
             };
             let plain = zeroize::Zeroizing::new(plain);
-            write_out(out.as_deref(), &plain)
+            write_out(ctx, out.as_deref(), &plain, "plaintext_base64")
         }
     }
 }
@@ -196,7 +196,27 @@ fn read_limited(file: &Path) -> Result<Vec<u8>, Failure> {
     Ok(std::fs::read(file)?)
 }
 
-fn write_out(out: Option<&Path>, data: &[u8]) -> Result<(), Failure> {
+/// Writes `data` to `out`, else to stdout: raw for a person (or a pipe), in
+/// JSON as `{field: base64}` (with `--out`, `{"out", "bytes"}`).
+fn write_out(ctx: &Ctx, out: Option<&Path>, data: &[u8], field: &str) -> Result<(), Failure> {
+    if ctx.format == crate::output::Format::Json {
+        let doc = match out {
+            Some(path) => {
+                write_raw(Some(path), data)?;
+                serde_json::json!({ "out": path, "bytes": data.len() })
+            }
+            None => {
+                let b64 = multibase::encode(multibase::Base::Base64Pad, data);
+                serde_json::json!({ field: &b64[1..] })
+            }
+        };
+        output::emit(ctx.format, &doc, || {});
+        return Ok(());
+    }
+    write_raw(out, data)
+}
+
+fn write_raw(out: Option<&Path>, data: &[u8]) -> Result<(), Failure> {
     match out {
         Some(path) => {
             let mut f = std::fs::OpenOptions::new()

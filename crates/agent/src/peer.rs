@@ -146,7 +146,9 @@ async fn receive_notification(
                     "a notification must be signed by its sender",
                 ));
             }
-            match crate::renewal::apply_announced(gestalts, vaults, &proof, peer).await {
+            match crate::renewal::apply_announced(gestalts, vaults, notifications, &proof, peer)
+                .await
+            {
                 Ok(()) => true,
                 Err(e) => {
                     gestalts

@@ -169,13 +169,24 @@ pub(crate) fn rotation_done(paths: &NodePaths) {
 pub(crate) async fn apply_announced(
     gestalts: &Gestalts,
     vaults: &actix::Addr<keynode_vaults::VaultManager>,
+    notifications: &actix::Addr<keynode_notify::NotificationsManager>,
     proof: &[u8],
     peer: NodeId,
 ) -> Result<(), ApiError> {
     let claim: SignedClaim = keynode_core::codec::decode(proof)
         .map_err(|_| ApiError::new(ErrorKind::BadData, "the rotation claim is malformed"))?;
     let (old, new, _) = gestalts.apply_rotation(&claim, peer).await?;
-    move_records(gestalts, vaults, old, new).await
+    move_records(gestalts, vaults, old, new).await?;
+    // What waits for the old key goes to the new one.
+    if !matches!(
+        notifications
+            .ask_raw(keynode_notify::messages::Redirect { old, new })
+            .await,
+        Ok(Ok(_))
+    ) {
+        tracing::warn!("could not readdress the notifications queued for a renewed node");
+    }
+    Ok(())
 }
 
 /// Gives `new` what this node holds for `old` outside the gestalts: its

@@ -74,6 +74,15 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
     let old_key = keystore::read_key_file(&b.paths().root_key(), b"pw").unwrap();
     let b_paths = b.paths().clone();
     b.stop().await;
+    // A queues a notification for B while B is down.
+    ok(
+        &a,
+        Request::NotificationsSend {
+            node: old,
+            message: "while you were away".into(),
+        },
+    )
+    .await;
 
     let renewed = keynode_agent::renewal::renew(&b_paths, b"pw").expect("renew");
     assert_eq!(renewed.old, old);
@@ -145,6 +154,30 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "A never applied the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A's queued notification was readdressed to the new key and arrives.
+    let t = Instant::now();
+    loop {
+        let Response::Notifications(inbox) = ok(
+            &b,
+            Request::NotificationsInboxRead {
+                unread: false,
+                limit: None,
+                newest_first: false,
+            },
+        )
+        .await
+        else {
+            panic!("no inbox")
+        };
+        if inbox.iter().any(|n| n.data.contains("while you were away")) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the queued notification never came"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -231,3 +231,26 @@ impl Handler<Resign> for NotificationsManager {
         Box::pin(self.blocking(move |store| store.resign(msg.old, &key)))
     }
 }
+
+/// Readdresses every queued notification for `old` to `new` (that peer's key
+/// was renewed), signed anew. Replies how many.
+#[derive(Debug, Clone, Copy)]
+pub struct Redirect {
+    /// The renewed key's node.
+    pub old: NodeId,
+    /// Its new key's node.
+    pub new: NodeId,
+}
+
+impl Message for Redirect {
+    type Result = Result<usize, StoreError>;
+}
+
+impl Handler<Redirect> for NotificationsManager {
+    type Result = ResponseFuture<Result<usize, StoreError>>;
+
+    fn handle(&mut self, msg: Redirect, _: &mut Self::Context) -> Self::Result {
+        let key = self.keypair().clone();
+        Box::pin(self.blocking(move |store| store.redirect(msg.old, msg.new, &key)))
+    }
+}

@@ -80,6 +80,12 @@ fn sign_verify_encrypt_decrypt_between_two_nodes() {
     std::fs::write(&sealed, b"hello").unwrap();
     b.run(&["keys", "decrypt", s(&sealed)])
         .fails(65, "not a message");
+    // In JSON, the message travels as base64.
+    let doc = a.json(&["keys", "encrypt", s(&secret), &b_id]);
+    assert!(
+        doc["sealed_base64"].as_str().is_some_and(|b| b.len() > 40),
+        "{doc}"
+    );
     // Too large for one message.
     let big = a.path("big");
     std::fs::write(&big, vec![0u8; (1 << 20) + 1]).unwrap();

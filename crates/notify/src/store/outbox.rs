@@ -221,6 +221,38 @@ impl NotificationStore {
         Ok(mine.len())
     }
 
+    /// Readdresses every queued entry for `old` to `new` (a peer renewed its
+    /// key), signed anew by `key` (this node). Replies how many.
+    pub fn redirect(
+        &self,
+        old: NodeId,
+        new: NodeId,
+        key: &keynode_core::Keypair,
+    ) -> Result<usize, StoreError> {
+        let mut txn = self.env.write_txn()?;
+        let mut theirs = Vec::new();
+        for row in self.outbox.iter(&mut txn)? {
+            let (_, v) = row?;
+            let p: Pending = decode(v)?;
+            if p.to == old {
+                theirs.push(p);
+            }
+        }
+        for mut p in theirs.iter().cloned() {
+            self.peers.delete(&mut txn, &peer_key(old, p.id))?;
+            let mut n = p.signed.notification.clone();
+            n.to = new;
+            p.signed = n
+                .sign(key)
+                .map_err(|_| StoreError::Corrupt("outbox (cannot re-sign)"))?;
+            p.to = new;
+            self.outbox.put(&mut txn, p.id.as_bytes(), &encode(&p)?)?;
+            self.peers.put(&mut txn, &peer_key(new, p.id), &())?;
+        }
+        txn.commit()?;
+        Ok(theirs.len())
+    }
+
     /// Every queued entry, oldest first.
     pub fn outbox_read(&self) -> Result<Vec<Pending>, StoreError> {
         let mut txn = self.env.read_txn()?;
