@@ -74,7 +74,23 @@ pub async fn run(ctx: &Ctx, cmd: NodesCmd) -> Result<(), Failure> {
             };
             output::emit(ctx.format, &nodes, || {
                 for n in &nodes {
-                    say!("{}\t{}", n.node_id, n.addresses.join(" "));
+                    let addrs: Vec<String> = if n.sources.is_empty() {
+                        n.addresses.clone()
+                    } else {
+                        n.sources
+                            .iter()
+                            .map(|s| match s.last_ok_ms {
+                                Some(t) => format!(
+                                    "{} ({}, worked {})",
+                                    s.address,
+                                    s.source,
+                                    output::time(t)
+                                ),
+                                None => format!("{} ({})", s.address, s.source),
+                            })
+                            .collect()
+                    };
+                    say!("{}\t{}", n.node_id, addrs.join(" "));
                 }
             });
         }

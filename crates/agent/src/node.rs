@@ -113,8 +113,12 @@ impl Node {
                     .with_max_vault_bytes(max_vault_bytes);
                 let book = AddressBook::open(env.clone()).map_err(StartError::Book)?;
                 for seed in seeds {
-                    book.add(seed.node, PeerAddress::new(seed.host, seed.port))
-                        .map_err(StartError::Book)?;
+                    book.add_from(
+                        seed.node,
+                        PeerAddress::new(seed.host, seed.port),
+                        keynode_net::AddressSource::Seed,
+                    )
+                    .map_err(StartError::Book)?;
                 }
                 let g = |e: &dyn std::fmt::Display| StartError::Gestalt(e.to_string());
                 let acl = AclStore::open(env.clone()).map_err(|e| g(&e))?;

@@ -201,7 +201,7 @@ pub(crate) async fn move_records(
         let book = net.book().clone();
         let moved = keynode_core::exec::blocking(gestalts.exec().as_ref(), move || {
             for addr in book.get(old)? {
-                book.add(new, addr)?;
+                book.add_from(new, addr, keynode_net::AddressSource::Learned)?;
             }
             Ok::<_, keynode_net::BookError>(())
         })

@@ -63,9 +63,10 @@ pub struct AddNode {
     pub addr: PeerAddress,
 }
 
-/// Lists the address book.
+/// Lists the address book: each node's addresses, latest first, with where
+/// each came from and when it last worked.
 #[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "Result<Vec<(NodeId, Vec<PeerAddress>)>, BookError>")]
+#[rtype(result = "Result<Vec<crate::book::NodeAddresses>, BookError>")]
 pub struct ListNodes;
 
 /// Lists the live connections.
@@ -111,10 +112,10 @@ impl<T: Transport + Unpin> Handler<AddNode> for NetworkManager<T> {
 }
 
 impl<T: Transport + Unpin> Handler<ListNodes> for NetworkManager<T> {
-    type Result = Result<Vec<(NodeId, Vec<PeerAddress>)>, BookError>;
+    type Result = Result<Vec<crate::book::NodeAddresses>, BookError>;
 
     fn handle(&mut self, _: ListNodes, _: &mut Context<Self>) -> Self::Result {
-        self.net.book().list()
+        self.net.book().list_info()
     }
 }
 

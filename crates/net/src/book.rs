@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// Name of the LMDB database holding the address book.
 pub const NODES_DB: &str = "net.nodes";
 
+/// Name of the LMDB database holding where each address came from and when
+/// it last worked: NodeId → encoded `Vec<(PeerAddress, AddressInfo)>`.
+pub const ADDRESS_INFO_DB: &str = "net.address_info";
+
 /// Most addresses remembered per node; adding more forgets the oldest.
 pub const MAX_ADDRESSES_PER_NODE: usize = 8;
 
@@ -69,11 +73,58 @@ impl fmt::Display for PeerAddress {
     }
 }
 
+/// Where an address came from. New kinds are only ever added at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AddressSource {
+    /// Recorded before keynode kept sources.
+    Earlier,
+    /// Typed by a person (`nodes add`).
+    Typed,
+    /// A seed node of the configuration (`--seed-nodes`).
+    Seed,
+    /// Learned from another record (a peer's renewed key inherits the old
+    /// key's addresses).
+    Learned,
+}
+
+impl AddressSource {
+    /// Its name in listings: `earlier`, `typed`, `seed`, `learned`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressSource::Earlier => "earlier",
+            AddressSource::Typed => "typed",
+            AddressSource::Seed => "seed",
+            AddressSource::Learned => "learned",
+        }
+    }
+}
+
+/// Where an address came from and when it last worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressInfo {
+    /// Where it came from.
+    pub source: AddressSource,
+    /// When it was recorded (milliseconds since the Unix epoch; 0 if earlier).
+    pub added_ms: u64,
+    /// When a connection through it last completed its handshake.
+    pub last_ok_ms: Option<u64>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A node and its addresses, latest first, each with its [`AddressInfo`].
+pub type NodeAddresses = (NodeId, Vec<(PeerAddress, AddressInfo)>);
+
 /// NodeId → addresses (latest first), one LMDB transaction per call.
 #[derive(Clone)]
 pub struct AddressBook {
     env: Env,
     db: EncryptedDatabase<'static, Bytes, Bytes>,
+    info: EncryptedDatabase<'static, Bytes, Bytes>,
 }
 
 impl fmt::Debug for AddressBook {
@@ -83,25 +134,39 @@ impl fmt::Debug for AddressBook {
 }
 
 impl AddressBook {
-    /// Opens (creating if needed) the [`NODES_DB`] database in `env`.
+    /// Opens (creating if needed) the [`NODES_DB`] and [`ADDRESS_INFO_DB`]
+    /// databases in `env`.
     pub fn open(env: Env) -> Result<Self, BookError> {
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
             let db: EncryptedDatabase<'_, Bytes, Bytes> =
                 opener.create_database(wtxn, Some(NODES_DB))?;
-            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit(db))
+            let info: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(ADDRESS_INFO_DB))?;
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((db, info)))
         })?;
-        let CommitOrAbort::Commit(db) = created else {
+        let CommitOrAbort::Commit((db, info)) = created else {
             return Err(
                 heed3::Error::Io(std::io::Error::other("address book was not created")).into(),
             );
         };
-        Ok(Self { env, db })
+        Ok(Self { env, db, info })
     }
 
     /// Records `addr` for `node` as its latest address (moving it to the front if
-    /// known already).
+    /// known already), typed by a person.
     pub fn add(&self, node: NodeId, addr: PeerAddress) -> Result<(), BookError> {
+        self.add_from(node, addr, AddressSource::Typed)
+    }
+
+    /// Records `addr` for `node` as its latest address, from `source`. A
+    /// typed or seed address keeps that source when it is learned again.
+    pub fn add_from(
+        &self,
+        node: NodeId,
+        addr: PeerAddress,
+        source: AddressSource,
+    ) -> Result<(), BookError> {
         if addr.host.is_empty() || addr.host.len() > MAX_HOST_LEN {
             return Err(BookError::InvalidHost(addr.host));
         }
@@ -110,13 +175,92 @@ impl AddressBook {
             Some(bytes) => codec::decode(bytes)?,
             None => Vec::new(),
         };
+        let mut info: Vec<(PeerAddress, AddressInfo)> =
+            match self.info.get(&mut wtxn, node.as_bytes())? {
+                Some(bytes) => codec::decode(bytes)?,
+                None => Vec::new(),
+            };
+        let earlier = info.iter().find(|(a, _)| a == &addr).map(|(_, i)| *i);
+        let kept = match earlier {
+            Some(i) if source == AddressSource::Learned => i,
+            Some(i) => AddressInfo { source, ..i },
+            None => AddressInfo {
+                source,
+                added_ms: now_ms(),
+                last_ok_ms: None,
+            },
+        };
         addrs.retain(|a| a != &addr);
-        addrs.insert(0, addr);
+        addrs.insert(0, addr.clone());
         addrs.truncate(MAX_ADDRESSES_PER_NODE);
+        info.retain(|(a, _)| a != &addr && addrs.contains(a));
+        info.insert(0, (addr, kept));
         self.db
             .put(&mut wtxn, node.as_bytes(), &codec::encode(&addrs)?)?;
+        self.info
+            .put(&mut wtxn, node.as_bytes(), &codec::encode(&info)?)?;
         wtxn.commit()?;
         Ok(())
+    }
+
+    /// Notes that a connection to `node` through `addr` completed its
+    /// handshake at `at_ms`.
+    pub fn mark_ok(&self, node: NodeId, addr: &PeerAddress, at_ms: u64) -> Result<(), BookError> {
+        let mut wtxn = self.env.write_txn()?;
+        let addrs: Vec<PeerAddress> = match self.db.get(&mut wtxn, node.as_bytes())? {
+            Some(bytes) => codec::decode(bytes)?,
+            None => return Ok(()),
+        };
+        if !addrs.contains(addr) {
+            return Ok(());
+        }
+        let mut info: Vec<(PeerAddress, AddressInfo)> =
+            match self.info.get(&mut wtxn, node.as_bytes())? {
+                Some(bytes) => codec::decode(bytes)?,
+                None => Vec::new(),
+            };
+        match info.iter_mut().find(|(a, _)| a == addr) {
+            Some((_, i)) => i.last_ok_ms = Some(at_ms),
+            None => info.push((
+                addr.clone(),
+                AddressInfo {
+                    source: AddressSource::Earlier,
+                    added_ms: 0,
+                    last_ok_ms: Some(at_ms),
+                },
+            )),
+        }
+        self.info
+            .put(&mut wtxn, node.as_bytes(), &codec::encode(&info)?)?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// The addresses of `node`, latest first, each with where it came from
+    /// and when it last worked.
+    pub fn info(&self, node: NodeId) -> Result<Vec<(PeerAddress, AddressInfo)>, BookError> {
+        let addrs = self.get(node)?;
+        let mut rtxn = self.env.read_txn()?;
+        let info: Vec<(PeerAddress, AddressInfo)> =
+            match self.info.get(&mut rtxn, node.as_bytes())? {
+                Some(bytes) => codec::decode(bytes)?,
+                None => Vec::new(),
+            };
+        Ok(addrs
+            .into_iter()
+            .map(|a| {
+                let i = info
+                    .iter()
+                    .find(|(b, _)| *b == a)
+                    .map(|(_, i)| *i)
+                    .unwrap_or(AddressInfo {
+                        source: AddressSource::Earlier,
+                        added_ms: 0,
+                        last_ok_ms: None,
+                    });
+                (a, i)
+            })
+            .collect())
     }
 
     /// The addresses of `node`, latest first (empty if unknown).
@@ -145,10 +289,19 @@ impl AddressBook {
         Ok(out)
     }
 
+    /// Every known node with its addresses and their [`AddressInfo`].
+    pub fn list_info(&self) -> Result<Vec<NodeAddresses>, BookError> {
+        self.list()?
+            .into_iter()
+            .map(|(node, _)| Ok((node, self.info(node)?)))
+            .collect()
+    }
+
     /// Forgets `node`; returns whether it was known.
     pub fn remove(&self, node: NodeId) -> Result<bool, BookError> {
         let mut wtxn = self.env.write_txn()?;
         let existed = self.db.delete(&mut wtxn, node.as_bytes())?;
+        self.info.delete(&mut wtxn, node.as_bytes())?;
         wtxn.commit()?;
         Ok(existed)
     }
@@ -196,5 +349,37 @@ pub(crate) mod tests {
         // Reopening sees the same data.
         let again = AddressBook::open(env).unwrap();
         assert_eq!(again.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn each_address_keeps_its_source_and_when_it_last_worked() {
+        let (_tmp, env) = env();
+        let book = AddressBook::open(env).unwrap();
+        let a = Keypair::generate().node_id();
+        let typed = PeerAddress::new("10.0.0.1", 1);
+        let seed = PeerAddress::new("10.0.0.2", 2);
+        book.add(a, typed.clone()).unwrap();
+        book.add_from(a, seed.clone(), AddressSource::Seed).unwrap();
+        // Learned again, a typed address stays typed.
+        book.add_from(a, typed.clone(), AddressSource::Learned)
+            .unwrap();
+        book.mark_ok(a, &seed, 42).unwrap();
+        // An address not in the book is not recorded.
+        book.mark_ok(a, &PeerAddress::new("10.9.9.9", 9), 43)
+            .unwrap();
+        let info = book.info(a).unwrap();
+        assert_eq!(info.len(), 2);
+        assert_eq!(info[0].0, typed);
+        assert_eq!(info[0].1.source, AddressSource::Typed);
+        assert_eq!(info[0].1.last_ok_ms, None);
+        assert_eq!(info[1].1.source, AddressSource::Seed);
+        assert_eq!(info[1].1.last_ok_ms, Some(42));
+        // Forgotten addresses take their info with them.
+        for port in 10..20 {
+            book.add(a, PeerAddress::new("::1", port)).unwrap();
+        }
+        assert!(book.info(a).unwrap().iter().all(|(p, _)| p.host == "::1"));
+        assert!(book.remove(a).unwrap());
+        assert!(book.info(a).unwrap().is_empty());
     }
 }

@@ -75,7 +75,7 @@ pub mod rpc;
 pub mod transport;
 
 pub use actor::NetworkManager;
-pub use book::{AddressBook, BookError, PeerAddress};
+pub use book::{AddressBook, AddressInfo, AddressSource, BookError, PeerAddress};
 pub use network::{
     ConnectionInfo, Direction, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_INBOUND_CONNECTIONS,
     MAX_INBOUND_STRANGERS, MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_STRANGER, NetConfig, NetContext,

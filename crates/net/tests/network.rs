@@ -286,7 +286,12 @@ async fn network_manager_answers_typed_messages() {
     let nodes = manager.send(ListNodes).await.unwrap().unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].0, b.id());
+    assert_eq!(nodes[0].1[0].1.source, keynode_net::AddressSource::Typed);
+    assert_eq!(nodes[0].1[0].1.last_ok_ms, None);
     manager.send(Ping { node: b.id() }).await.unwrap().unwrap();
+    // The dial that served the ping is remembered as the address working.
+    let nodes = manager.send(ListNodes).await.unwrap().unwrap();
+    assert!(nodes[0].1[0].1.last_ok_ms.is_some());
     let conns = manager.send(Connections).await.unwrap();
     assert_eq!(conns.len(), 1);
     let mut stream = manager

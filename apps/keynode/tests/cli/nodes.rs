@@ -30,6 +30,14 @@ fn add_ping_list_connections() {
     let list = a.json(&["nodes", "list"]);
     assert_eq!(list[0]["node_id"], b_id.as_str());
     assert_eq!(list[0]["addresses"][0], format!("127.0.0.1:{b_port}"));
+    // Typed by a person, and it worked (the ping dialed it).
+    assert_eq!(list[0]["sources"][0]["source"], "typed");
+    assert!(list[0]["sources"][0]["last_ok_ms"].as_u64().is_some());
+    assert!(
+        a.run(&["nodes", "list"])
+            .success()
+            .contains("(typed, worked ")
+    );
     let conns = a.json(&["nodes", "connections"]);
     assert_eq!(conns[0]["node_id"], b_id.as_str());
     assert_eq!(conns[0]["direction"], "outbound");

@@ -193,6 +193,22 @@ pub struct NodeEntry {
     pub node_id: NodeId,
     /// Where it can be reached, most recent first, as `host:port`.
     pub addresses: Vec<String>,
+    /// The same addresses, each with where it came from and when it last
+    /// worked.
+    #[serde(default)]
+    pub sources: Vec<AddressView>,
+}
+
+/// One address of a node, with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressView {
+    /// `host:port`.
+    pub address: String,
+    /// `typed`, `seed`, `learned` or `earlier` (recorded before sources were kept).
+    pub source: String,
+    /// When a connection through it last completed its handshake (ms since
+    /// the Unix epoch).
+    pub last_ok_ms: Option<u64>,
 }
 
 /// An open connection to another node.

@@ -80,7 +80,15 @@ pub(super) async fn list(ctx: &Ctx) -> Result<Response, ApiError> {
             .into_iter()
             .map(|(node_id, addrs)| NodeEntry {
                 node_id,
-                addresses: addrs.iter().map(|a| a.to_string()).collect(),
+                addresses: addrs.iter().map(|(a, _)| a.to_string()).collect(),
+                sources: addrs
+                    .iter()
+                    .map(|(a, i)| crate::api::AddressView {
+                        address: a.to_string(),
+                        source: i.source.as_str().to_owned(),
+                        last_ok_ms: i.last_ok_ms,
+                    })
+                    .collect(),
             })
             .collect(),
     ))

@@ -414,6 +414,10 @@ impl<T: Transport> Inner<T> {
                     .await
                 {
                     Ok((stream, _)) => {
+                        if let Err(e) = self.book.mark_ok(peer, &addr, self.context.clock.now_ms())
+                        {
+                            debug!(%peer, error = %e, "cannot note a working address");
+                        }
                         // We chose to dial it: it is known.
                         let class = PeerClass::Known;
                         return Ok(self.install(
