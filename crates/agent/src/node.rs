@@ -264,6 +264,19 @@ impl Node {
         }));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // Tell the nodes we know where we listen now: a node that moved (a
+        // new port, a new network) is found again by its peers, and what
+        // they queued for it flows over the connection this opens.
+        {
+            let (net, shutdown) = (net.clone(), shutdown.clone());
+            let port = net.local_addr().port();
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = crate::peer::announce_presence(&net, port) => {}
+                }
+            });
+        }
         let ctx = Arc::new(Ctx {
             gestalts: gestalts.clone(),
             notifications: notifications.clone(),

@@ -110,6 +110,10 @@ impl Service for PeerService {
                     WireErrorKind::BadRequest,
                     "VaultWant without VaultOpen",
                 )),
+                PeerRequest::ListenAt { port } => {
+                    gestalts.note_listen_address(peer, port).await;
+                    Ok(PeerResponse::Noted)
+                }
             };
             match result {
                 Ok(response) => {
@@ -199,4 +203,27 @@ async fn receive_notification(
         }
         Err(ReceiveError::Store(e)) => Err(gestalts.serve_failed(peer, "notification", &e).await),
     }
+}
+
+/// Most announcements in flight at once.
+const ANNOUNCE_PARALLEL: usize = 16;
+
+/// Tells every node in the address book that this node listens on `port`
+/// (`PeerRequest::ListenAt`), a few at a time; a node that cannot be reached
+/// is skipped (it learns it when we next meet).
+pub(crate) async fn announce_presence(net: &crate::AgentNetwork, port: u16) {
+    use futures_util::StreamExt;
+    let nodes: Vec<NodeId> = match net.book().list() {
+        Ok(list) => list.into_iter().map(|(n, _)| n).collect(),
+        Err(_) => return,
+    };
+    futures_util::stream::iter(nodes)
+        .for_each_concurrent(ANNOUNCE_PARALLEL, |node| async move {
+            let told: Result<PeerResponse, _> =
+                net.call(node, &PeerRequest::ListenAt { port }).await;
+            if let Err(e) = told {
+                tracing::debug!(%node, error = %e, "could not tell a node where we listen");
+            }
+        })
+        .await;
 }

@@ -54,6 +54,14 @@ pub enum PeerRequest {
         /// Commits the caller has (at most 1,024).
         haves: Vec<String>,
     },
+    /// The caller listens for other nodes on `port`, at the address its
+    /// connection comes from. A node that knows the caller records it as a
+    /// learned address (a node that moved is dialed there); a stranger's is
+    /// ignored. Answered with `Noted`.
+    ListenAt {
+        /// The caller's listening port.
+        port: u16,
+    },
 }
 
 /// An answer to a [`PeerRequest`].
@@ -81,6 +89,8 @@ pub enum PeerResponse {
     PackChunk(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The pack is complete.
     PackEnd(keynode_vaults::PackStats),
+    /// The caller's listening address was taken note of (or ignored).
+    Noted,
 }
 
 impl PeerResponse {
@@ -95,6 +105,7 @@ impl PeerResponse {
             PeerResponse::Advert(_) => "Advert",
             PeerResponse::PackChunk(_) => "PackChunk",
             PeerResponse::PackEnd(_) => "PackEnd",
+            PeerResponse::Noted => "Noted",
         }
     }
 }

@@ -119,3 +119,75 @@ async fn a_dropped_connection_is_reestablished_on_the_next_call() {
     a.stop().await;
     b.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_moved_node_is_found_again_and_gets_what_was_queued_for_it() {
+    use keynode_agent::testing::{TestNet, ok, trust};
+    let net = TestNet::new();
+    let a = net.node("a").await;
+    let b = net.node("b").await;
+    knows(&a, &b).await;
+    knows(&b, &a).await;
+    trust(&a, &b).await;
+    trust(&b, &a).await;
+    ok(
+        &b,
+        Request::VaultsCreate {
+            name: keynode_core::VaultName::new("prod").unwrap(),
+        },
+    )
+    .await;
+    let a_id = a.node_id();
+    let old_port = a.listen_addr().port();
+    a.stop().await;
+    // B shares while A is away: the VaultShare waits in B's outbox.
+    ok(
+        &b,
+        Request::VaultsShare {
+            vault: "prod".into(),
+            node: a_id,
+        },
+    )
+    .await;
+    // A comes back elsewhere (another port); nobody types its address.
+    let a = net.node("a").await;
+    assert_ne!(a.listen_addr().port(), old_port);
+    let t = std::time::Instant::now();
+    loop {
+        let Response::Notifications(inbox) = ok(
+            &a,
+            Request::NotificationsInboxRead {
+                unread: false,
+                limit: None,
+                newest_first: false,
+            },
+        )
+        .await
+        else {
+            panic!("no inbox")
+        };
+        if inbox.iter().any(|n| n.kind == "vault_share") {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "the queued VaultShare never reached the moved node"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // B learned where A listens now, and dials it there.
+    let Response::Nodes(nodes) = ok(&b, Request::NodesList).await else {
+        panic!("no list")
+    };
+    let entry = nodes.iter().find(|n| n.node_id == a_id).unwrap();
+    assert_eq!(
+        entry.sources[0].address,
+        format!("127.0.0.1:{}", a.listen_addr().port())
+    );
+    assert_eq!(entry.sources[0].source, "learned");
+    b.network().disconnect(a_id);
+    a.network().disconnect(b.node_id());
+    ok(&b, Request::NodesPing { node: a_id }).await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -11,6 +11,33 @@ use crate::api::{ApiError, ErrorKind};
 use crate::errors::Ask;
 
 impl Gestalts {
+    /// A known peer listens on `port` at the address its inbound connection
+    /// comes from: recorded as a learned address (latest first), so a node
+    /// that moved is dialed where it is now. A stranger's claim, a port 0 and
+    /// a peer without an inbound connection are ignored.
+    pub(crate) async fn note_listen_address(&self, peer: NodeId, port: u16) {
+        if port == 0 || !self.knows(peer).await {
+            return;
+        }
+        let Ok(net) = self.network() else { return };
+        let Some(conn) = net
+            .connections()
+            .into_iter()
+            .find(|c| c.node_id == peer && c.direction == keynode_net::Direction::Inbound)
+        else {
+            return;
+        };
+        let addr = keynode_net::PeerAddress::new(conn.remote_addr.ip().to_string(), port);
+        let book = net.book().clone();
+        let noted = keynode_core::exec::blocking(self.exec().as_ref(), move || {
+            book.add_from(peer, addr, keynode_net::AddressSource::Learned)
+        })
+        .await;
+        if !matches!(noted, Ok(Ok(()))) {
+            tracing::debug!(%peer, "could not record a learned address");
+        }
+    }
+
     /// Every node this node knows: the graph's nodes and the address book's.
     pub(crate) async fn known_nodes(&self) -> Result<Vec<NodeId>, ApiError> {
         let mut out: Vec<NodeId> = Vec::new();

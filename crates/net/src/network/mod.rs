@@ -414,10 +414,7 @@ impl<T: Transport> Inner<T> {
                     .await
                 {
                     Ok((stream, _)) => {
-                        if let Err(e) = self.book.mark_ok(peer, &addr, self.context.clock.now_ms())
-                        {
-                            debug!(%peer, error = %e, "cannot note a working address");
-                        }
+                        self.note_working(peer, addr.clone());
                         // We chose to dial it: it is known.
                         let class = PeerClass::Known;
                         return Ok(self.install(
@@ -441,6 +438,25 @@ impl<T: Transport> Inner<T> {
             }
         }
         Err(last.unwrap_or(NetError::NoAddress(peer)))
+    }
+
+    /// Records, off the dial's path, that `addr` of `peer` just worked: on
+    /// the blocking pool under a multi-threaded runtime (an LMDB commit must
+    /// not hold up the connection), inline under a single-threaded one (a
+    /// simulation, where order matters more).
+    fn note_working(&self, peer: NodeId, addr: crate::book::PeerAddress) {
+        let (book, at) = (self.book.clone(), self.context.clock.now_ms());
+        let note = move || {
+            if let Err(e) = book.mark_ok(peer, &addr, at) {
+                debug!(%peer, error = %e, "cannot note a working address");
+            }
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::spawn_blocking(note);
+            }
+            _ => note(),
+        }
     }
 
     /// What an inbound `peer` may hold open: known if its address was added to
