@@ -58,6 +58,10 @@ pub struct NodeConfig {
     /// fresh code ([`Node::take_recovery_code`](crate::Node::take_recovery_code)).
     /// Refused on a node path that has a key.
     pub recovery_code: Option<keynode_core::recovery::RecoveryCode>,
+    /// At start, tell every node in the address book where this node listens
+    /// (`PeerRequest::ListenAt`), so peers find a node that moved. On by
+    /// default.
+    pub announce: bool,
 }
 
 /// Where the offline identity provider keeps its claims when not configured.
@@ -140,6 +144,7 @@ impl NodeConfig {
             max_vault_bytes: keynode_vaults::DEFAULT_MAX_VAULT_BYTES,
             max_state_bytes: crate::disk::LMDB_MAP_SIZE,
             recovery_code: None,
+            announce: true,
         }
     }
 }

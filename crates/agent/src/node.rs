@@ -267,7 +267,7 @@ impl Node {
         // Tell the nodes we know where we listen now: a node that moved (a
         // new port, a new network) is found again by its peers, and what
         // they queued for it flows over the connection this opens.
-        {
+        if config.announce {
             let (net, shutdown) = (net.clone(), shutdown.clone());
             let port = net.local_addr().port();
             tracker.spawn(async move {
