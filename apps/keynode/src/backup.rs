@@ -2,14 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use keynode_agent::ClientError;
 use keynode_agent::api::{BackupSummary, Request, Response};
 use keynode_agent::backup::{self, BackupError, Manifest};
 
 use crate::cli::BackupCmd;
 use crate::output;
 use crate::password::{PASSWORD_ENV, PasswordSource};
-use crate::{Ctx, Failure, client_runtime};
+use crate::{Ctx, Failure};
 
 pub fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<(), Failure> {
     match cmd {
@@ -50,23 +49,11 @@ fn absolute(file: &Path) -> Result<PathBuf, Failure> {
 
 fn create(ctx: &Ctx, file: &Path, password_file: Option<&Path>) -> Result<(), Failure> {
     let file = absolute(file)?;
-    let rt = client_runtime()?;
-    let through_agent = rt.block_on(async {
-        let client = match ctx.client().await {
-            Ok(c) => c,
-            Err(f) if f.code == ClientError::NotRunning(Default::default()).exit_code() as u8 => {
-                return Ok(None);
-            }
-            Err(f) => return Err(f),
-        };
-        match client
-            .call(Request::BackupCreate { path: file.clone() })
-            .await?
-        {
-            Response::BackupCreated(s) => Ok(Some(s)),
-            other => Err(Failure::new(76, format!("unexpected answer {other:?}"))),
-        }
-    })?;
+    let through_agent = match ctx.call_if_running(Request::BackupCreate { path: file.clone() })? {
+        None => None,
+        Some((_, Response::BackupCreated(s))) => Some(s),
+        Some((_, other)) => return Err(Failure::new(76, format!("unexpected answer {other:?}"))),
+    };
     let summary = match through_agent {
         Some(s) => s,
         None => {

@@ -71,6 +71,26 @@ impl Ctx {
     pub async fn client(&self) -> Result<Client, Failure> {
         Ok(Client::connect(&self.paths.socket()).await?)
     }
+
+    /// Sends `request` to the running agent and returns its node and answer,
+    /// or `None` when no agent runs on the node path (for commands that then
+    /// work on the node path directly). Blocking.
+    pub fn call_if_running(
+        &self,
+        request: keynode_agent::api::Request,
+    ) -> Result<Option<(keynode_core::NodeId, keynode_agent::api::Response)>, Failure> {
+        let not_running =
+            keynode_agent::ClientError::NotRunning(Default::default()).exit_code() as u8;
+        client_runtime()?.block_on(async {
+            let client = match self.client().await {
+                Ok(c) => c,
+                Err(f) if f.code == not_running => return Ok(None),
+                Err(f) => return Err(f),
+            };
+            let node = client.node_id();
+            Ok(Some((node, client.call(request).await?)))
+        })
+    }
 }
 
 fn init_tracing(verbose: u8) {

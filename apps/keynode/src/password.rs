@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use keynode_agent::ClientError;
 use keynode_agent::api::{Password, Request, Response};
 use keynode_agent::password::PasswordError;
+use keynode_core::NodeId;
 use zeroize::Zeroizing;
 
 use crate::cli::PasswordArgs;
 use crate::output;
-use crate::{Ctx, Failure, client_runtime};
+use crate::{Ctx, Failure};
 
 /// Environment variable holding the password.
 pub(crate) const PASSWORD_ENV: &str = "KEYNODE_PASSWORD";
@@ -108,25 +108,11 @@ pub(crate) fn run(ctx: &Ctx, args: PasswordArgs) -> Result<(), Failure> {
         return password_from_code(ctx, &args, &file);
     }
     let (current, new) = password_pair(&args, |p| rpassword::prompt_password(p))?;
-    let rt = client_runtime()?;
-    let through_agent = rt.block_on(async {
-        let client = match ctx.client().await {
-            Ok(c) => c,
-            Err(f) if f.code == ClientError::NotRunning(Default::default()).exit_code() as u8 => {
-                return Ok(None);
-            }
-            Err(f) => return Err(f),
-        };
-        let node_id = client.node_id();
-        let request = Request::AgentPassword {
-            current: Password::new(current.to_vec()),
-            new: Password::new(new.to_vec()),
-        };
-        match client.call(request).await? {
-            Response::Unit => Ok(Some(node_id)),
-            other => Err(Failure::new(76, format!("unexpected answer {other:?}"))),
-        }
-    })?;
+    let request = Request::AgentPassword {
+        current: Password::new(current.to_vec()),
+        new: Password::new(new.to_vec()),
+    };
+    let through_agent = unit_from_agent(ctx, request)?;
     let (node_id, agent_running) = match through_agent {
         Some(id) => (id, true),
         None => {
@@ -149,6 +135,16 @@ pub(crate) fn run(ctx: &Ctx, args: PasswordArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `request` to the running agent, which answers `Unit`: its node, or `None`
+/// with no agent running.
+fn unit_from_agent(ctx: &Ctx, request: Request) -> Result<Option<NodeId>, Failure> {
+    match ctx.call_if_running(request)? {
+        None => Ok(None),
+        Some((node, Response::Unit)) => Ok(Some(node)),
+        Some((_, other)) => Err(Failure::new(76, format!("unexpected answer {other:?}"))),
+    }
+}
+
 /// `agent password --recovery-code-file`: a new password, the old one lost.
 fn password_from_code(ctx: &Ctx, args: &PasswordArgs, file: &Path) -> Result<(), Failure> {
     let code = crate::recovery::read_code_file(file)?;
@@ -163,25 +159,11 @@ fn password_from_code(ctx: &Ctx, args: &PasswordArgs, file: &Path) -> Result<(),
     if new.is_empty() {
         return Err(Failure::new(64, "the new password is empty"));
     }
-    let rt = client_runtime()?;
-    let through_agent = rt.block_on(async {
-        let client = match ctx.client().await {
-            Ok(c) => c,
-            Err(f) if f.code == ClientError::NotRunning(Default::default()).exit_code() as u8 => {
-                return Ok(None);
-            }
-            Err(f) => return Err(f),
-        };
-        let node_id = client.node_id();
-        let request = Request::AgentRecover {
-            code: Password::new(code.as_bytes().to_vec()),
-            new: Password::new(new.to_vec()),
-        };
-        match client.call(request).await? {
-            Response::Unit => Ok(Some(node_id)),
-            other => Err(Failure::new(76, format!("unexpected answer {other:?}"))),
-        }
-    })?;
+    let request = Request::AgentRecover {
+        code: Password::new(code.as_bytes().to_vec()),
+        new: Password::new(new.to_vec()),
+    };
+    let through_agent = unit_from_agent(ctx, request)?;
     let (node_id, agent_running) = match through_agent {
         Some(id) => (id, true),
         None => {

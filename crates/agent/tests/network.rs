@@ -191,3 +191,39 @@ async fn a_moved_node_is_found_again_and_gets_what_was_queued_for_it() {
     a.stop().await;
     b.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_strangers_listen_address_is_ignored() {
+    use keynode_agent::peer::{PeerRequest, PeerResponse};
+    use keynode_agent::testing::{TestNet, ok};
+    let net = TestNet::new();
+    let b = net.node("b").await;
+    let stranger = net.node("stranger").await;
+    stranger
+        .network()
+        .book()
+        .add(
+            b.node_id(),
+            keynode_net::PeerAddress::new("127.0.0.1", b.listen_addr().port()),
+        )
+        .unwrap();
+    // The stranger claims a listening port; the answer is the same as to a
+    // known node, and nothing is recorded.
+    for port in [0u16, 4242] {
+        let r: PeerResponse = stranger
+            .network()
+            .call(b.node_id(), &PeerRequest::ListenAt { port })
+            .await
+            .unwrap();
+        assert!(matches!(r, PeerResponse::Noted), "{r:?}");
+    }
+    let Response::Nodes(nodes) = ok(&b, Request::NodesList).await else {
+        panic!("no list")
+    };
+    assert!(
+        nodes.iter().all(|n| n.node_id != stranger.node_id()),
+        "{nodes:?}"
+    );
+    stranger.stop().await;
+    b.stop().await;
+}
