@@ -69,6 +69,8 @@
 
 pub mod actor;
 pub mod book;
+pub mod dht;
+pub mod discovery;
 pub mod network;
 pub mod noise;
 pub mod rpc;
@@ -76,6 +78,10 @@ pub mod transport;
 
 pub use actor::NetworkManager;
 pub use book::{AddressBook, AddressInfo, AddressSource, BookError, PeerAddress};
+pub use dht::{DhtDiscovery, DhtSettings};
+pub use discovery::{
+    Discovery, DiscoveryError, MemoryDirectory, NodeRecord, RelayAddress, RenewalPointer,
+};
 pub use network::{
     ConnectionInfo, Direction, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_INBOUND_CONNECTIONS,
     MAX_INBOUND_STRANGERS, MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_STRANGER, NetConfig, NetContext,
