@@ -85,16 +85,19 @@ pub enum AddressSource {
     /// Learned from another record (a peer's renewed key inherits the old
     /// key's addresses).
     Learned,
+    /// Found in the node's record on the DHT, and worked.
+    Dht,
 }
 
 impl AddressSource {
-    /// Its name in listings: `earlier`, `typed`, `seed`, `learned`.
+    /// Its name in listings: `earlier`, `typed`, `seed`, `learned`, `dht`.
     pub fn as_str(self) -> &'static str {
         match self {
             AddressSource::Earlier => "earlier",
             AddressSource::Typed => "typed",
             AddressSource::Seed => "seed",
             AddressSource::Learned => "learned",
+            AddressSource::Dht => "dht",
         }
     }
 }

@@ -265,7 +265,7 @@ mod tests {
             format!("{id}@host:0"),
             format!("{id}@ho st:1"),
             format!("{id}@[nope]:1"),
-            format!("zz@host:1"),
+            "zz@host:1".to_owned(),
             format!("{id}@{}:1", "a".repeat(300)),
         ] {
             assert!(bad.parse::<RelayAddress>().is_err(), "{bad}");

@@ -83,9 +83,10 @@ pub use discovery::{
     Discovery, DiscoveryError, MemoryDirectory, NodeRecord, RelayAddress, RenewalPointer,
 };
 pub use network::{
-    ConnectionInfo, Direction, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_INBOUND_CONNECTIONS,
-    MAX_INBOUND_STRANGERS, MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_STRANGER, NetConfig, NetContext,
-    NetError, Network, NoService, PeerClass, Service,
+    ConnectionInfo, Direction, Found, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, Lookup,
+    MAX_INBOUND_CONNECTIONS, MAX_INBOUND_STRANGERS, MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_STRANGER,
+    NetConfig, NetContext, NetError, Network, NoService, PeerClass, REPUBLISH_INTERVAL,
+    RelayLimits, Service,
 };
 pub use noise::{
     Entropy, HANDSHAKE_TIMEOUT, HandshakeError, NoiseStream, OsEntropy, SeededEntropy,

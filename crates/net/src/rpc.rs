@@ -94,6 +94,9 @@ pub enum StreamKind {
     Ping,
     /// A request for the node's [`Service`](crate::Service).
     Service,
+    /// A relay reservation, circuit or incoming circuit, answered by the
+    /// network layer itself (see `docs/PROTOCOL.md`, "Relays").
+    Relay,
 }
 
 /// The answer to a ping stream.
@@ -444,12 +447,64 @@ impl RpcStream {
         value.map(Some)
     }
 
+    /// The byte stream under this one, after the frames exchanged so far
+    /// (nothing is read ahead of a frame, so nothing is lost), keeping this
+    /// stream's guard alive: for carrying another protocol on from here.
+    pub(crate) async fn into_io(mut self) -> Result<Guarded, RpcError> {
+        self.flush_pending().await?;
+        Ok(Guarded {
+            io: self.io,
+            _guard: self._guard,
+        })
+    }
+
     /// Finishes this side: the peer's `recv` returns `None` after the frames
     /// already sent. Receiving remains possible.
     pub async fn finish(&mut self) -> Result<(), RpcError> {
         self.flush_pending().await?;
         self.io.close().await?;
         Ok(())
+    }
+}
+
+/// A stream's bytes with whatever kept the stream counted (see
+/// [`RpcStream::into_io`]).
+pub(crate) struct Guarded {
+    io: Box<dyn StreamIo>,
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_close(cx)
     }
 }
 

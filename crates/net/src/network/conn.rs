@@ -12,6 +12,8 @@ pub(super) struct Conn {
     pub(super) dialer: NodeId,
     pub(super) remote_addr: SocketAddr,
     pub(super) direction: Direction,
+    /// The relay the connection runs through, if any.
+    pub(super) relay: Option<NodeId>,
     pub(super) established_ms: u64,
     pub(super) opener: mpsc::Sender<OpenReply>,
     pub(super) streams: AtomicUsize,
@@ -200,21 +202,7 @@ pub(super) async fn accept_loop<T: Transport>(inner: Arc<Inner<T>>, mut listener
                         r = noise::handshake(io, &inner.identity, Role::Responder, timeout) => r,
                     };
                     match shaken {
-                        Ok((stream, peer)) => {
-                            let class = inner.classify(peer).await;
-                            let mut permits = vec![permit];
-                            if class == PeerClass::Stranger {
-                                match inner.strangers.clone().try_acquire_owned() {
-                                    Ok(p) => permits.push(p),
-                                    Err(_) => {
-                                        debug!(%addr, "inbound limit for strangers reached; closing");
-                                        return;
-                                    }
-                                }
-                            }
-                            let direction = Direction::Inbound;
-                            inner.install(stream, peer, addr, direction, permits, class);
-                        }
+                        Ok((stream, peer)) => inner.admit(stream, peer, addr, permit, None).await,
                         Err(e) => info!(%addr, error = %e, "inbound handshake failed"),
                     }
                 });
@@ -226,6 +214,40 @@ pub(super) async fn accept_loop<T: Transport>(inner: Arc<Inner<T>>, mut listener
         }
     }
     debug!(node = %inner.node_id, "listener closed");
+}
+
+impl<T: Transport> Inner<T> {
+    /// Installs an inbound connection whose handshake proved `peer`, if a
+    /// stranger's seat is free for it (a known peer always has one).
+    pub(super) async fn admit<S: crate::transport::Io>(
+        self: &Arc<Self>,
+        stream: NoiseStream<S>,
+        peer: NodeId,
+        addr: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        relay: Option<NodeId>,
+    ) {
+        let class = self.classify(peer).await;
+        let mut permits = vec![permit];
+        if class == PeerClass::Stranger {
+            match self.strangers.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => {
+                    debug!(%addr, "inbound limit for strangers reached; closing");
+                    return;
+                }
+            }
+        }
+        self.install(
+            stream,
+            peer,
+            addr,
+            Direction::Inbound,
+            permits,
+            class,
+            relay,
+        );
+    }
 }
 
 enum Step {
@@ -271,10 +293,10 @@ fn step<S: crate::transport::Io>(
 }
 
 /// The task that owns one connection until it ends.
-pub(super) async fn drive<T: Transport>(
+pub(super) async fn drive<T: Transport, S: crate::transport::Io>(
     inner: Arc<Inner<T>>,
     conn: Arc<Conn>,
-    mut connection: Yamux<T::Stream>,
+    mut connection: Yamux<S>,
     mut opens: mpsc::Receiver<OpenReply>,
     _permits: Vec<OwnedSemaphorePermit>,
 ) {
@@ -431,6 +453,12 @@ pub(super) async fn serve_stream<T: Transport>(
         StreamKind::Service => {
             let stream = stream.with_guard(StreamGuard::new(conn));
             inner.service.serve(peer, stream).await;
+        }
+        StreamKind::Relay => {
+            // A stranger's circuit or reservation keeps its stream slot
+            // while it lasts, as any stream does.
+            let stream = stream.with_guard(StreamGuard::new(conn.clone()));
+            relay::serve(inner, conn, stream).await;
         }
     }
     drop(slot);

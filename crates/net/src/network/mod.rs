@@ -1,7 +1,7 @@
 //! The [`Network`] handle: listens, dials, keeps one multiplexed connection per
 //! peer and runs a driver task per connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::book::AddressBook;
+use crate::book::{AddressBook, AddressSource, PeerAddress};
+use crate::discovery::{NodeRecord, RelayAddress};
 use crate::noise::{self, HandshakeError, Identity, NoiseStream, Role};
 use crate::rpc::{
-    PROTOCOL_VERSION, Pong, ReceiveBudget, RpcStream, StreamHeader, StreamKind, WireError,
-    WireErrorKind,
+    PROTOCOL_VERSION, Pong, ReceiveBudget, RpcError, RpcStream, StreamHeader, StreamKind,
+    WireError, WireErrorKind,
 };
 use crate::transport::{Listener, TcpTransport, Transport};
 
@@ -66,6 +67,16 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest [`Network::shutdown`] waits for connections to close.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a node publishes its record again while nothing changes.
+pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(30 * 60);
+
+/// Pauses between failed publications: from the first to the last, doubling.
+const PUBLISH_RETRY: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(600));
+
+/// Least time between two lookups of one node that skip the cache: a node
+/// that is away does not make every dial ask the directory again.
+pub const FRESH_LOOKUP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -93,6 +104,14 @@ struct Inner<T: Transport> {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     established: broadcast::Sender<NodeId>,
+    /// Set when this node relays for others.
+    relay: Option<relay::RelayState>,
+    /// The relays this node holds a reservation at now.
+    reserved_at: Mutex<HashSet<NodeId>>,
+    /// Relays other nodes said (in their records) they can be reached at.
+    relay_hints: Mutex<HashMap<NodeId, Vec<RelayAddress>>>,
+    /// When each node was last looked up past the cache.
+    lookups: Mutex<HashMap<NodeId, Instant>>,
 }
 
 /// How many connection events a slow subscriber may fall behind before it
@@ -156,9 +175,18 @@ impl<T: Transport> Network<T> {
             addr: config.listen,
             source,
         };
-        let listener = transport.bind(config.listen).await.map_err(bind_err)?;
-        let local_addr = listener.local_addr().map_err(bind_err)?;
+        let listener = if config.no_listen {
+            None
+        } else {
+            Some(transport.bind(config.listen).await.map_err(bind_err)?)
+        };
+        let local_addr = match &listener {
+            Some(l) => l.local_addr().map_err(bind_err)?,
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let relay = config.relay_serve.map(relay::RelayState::new);
         let inner = Arc::new(Inner {
+            relay,
             node_id: key.node_id(),
             key,
             identity,
@@ -177,9 +205,23 @@ impl<T: Transport> Network<T> {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             established: broadcast::channel(CONNECTION_EVENTS).0,
+            reserved_at: Mutex::new(HashSet::new()),
+            relay_hints: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
         });
-        info!(node = %inner.node_id, addr = %local_addr, "network listening");
-        inner.tasks.spawn(accept_loop(inner.clone(), listener));
+        match listener {
+            Some(listener) => {
+                info!(node = %inner.node_id, addr = %local_addr, "network listening");
+                inner.tasks.spawn(accept_loop(inner.clone(), listener));
+            }
+            None => info!(node = %inner.node_id, "network up without a listener"),
+        }
+        for r in inner.config.relays.clone() {
+            inner.tasks.spawn(relay::keep_reservation(inner.clone(), r));
+        }
+        if inner.context.discovery.is_some() {
+            inner.tasks.spawn(publish_loop(inner.clone()));
+        }
         Ok(Network { inner })
     }
 
@@ -258,10 +300,46 @@ impl<T: Transport> Network<T> {
                 direction: c.direction,
                 established_ms: c.established_ms,
                 streams: c.streams.load(Ordering::Acquire),
+                relay: c.relay,
             })
             .collect();
         out.sort_by_key(|c| (c.node_id, c.established_ms));
         out
+    }
+
+    /// Where `peer` may be found: the book's addresses with where each came
+    /// from, and (looked up now, past any cache) its record in the
+    /// directory, or why there is none.
+    pub async fn find(&self, peer: NodeId) -> Result<Found, NetError> {
+        let book = self.inner.book.info(peer)?;
+        let directory = match &self.inner.context.discovery {
+            None => Lookup::Off,
+            Some(d) => match d.resolve(peer, true).await {
+                Ok(Some(record)) => Lookup::Found(record),
+                Ok(None) => Lookup::NotFound,
+                Err(e) => Lookup::Failed(e.to_string()),
+            },
+        };
+        Ok(Found { book, directory })
+    }
+
+    /// This node's record as it publishes it now.
+    pub fn own_record(&self) -> NodeRecord {
+        self.inner.own_record()
+    }
+
+    /// The relays this node holds a reservation at now.
+    pub fn reserved_relays(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .inner
+            .reserved_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect();
+        v.sort();
+        v
     }
 
     /// The peers of connections established from now on, inbound or outbound
@@ -294,7 +372,83 @@ impl<T: Transport> Network<T> {
     }
 }
 
+/// The publisher: the node's record goes out at start, again every
+/// `republish_interval`, and after a failure with growing pauses (one
+/// warning, then quiet: a node with no route to the directory works on).
+async fn publish_loop<T: Transport>(inner: Arc<Inner<T>>) {
+    let Some(discovery) = inner.context.discovery.clone() else {
+        return;
+    };
+    let mut failures = 0u32;
+    loop {
+        let record = inner.own_record();
+        let pause = match discovery.publish(record).await {
+            Ok(()) => {
+                if failures > 0 {
+                    info!(node = %inner.node_id, "record published again");
+                }
+                failures = 0;
+                debug!(node = %inner.node_id, "record published");
+                inner.config.republish_interval
+            }
+            Err(e) => {
+                if failures == 0 {
+                    warn!(node = %inner.node_id, error = %e, "cannot publish this node's record; will retry");
+                } else {
+                    debug!(node = %inner.node_id, error = %e, "publishing failed again");
+                }
+                failures = failures.saturating_add(1);
+                PUBLISH_RETRY
+                    .0
+                    .saturating_mul(1 << failures.min(10))
+                    .min(PUBLISH_RETRY.1)
+            }
+        };
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// An IP address of this host that routes outwards (no packet is sent).
+fn routable_ip(v6: bool) -> Option<std::net::IpAddr> {
+    let (bind, probe) = if v6 {
+        ("[::]:0", "[2001:db8::1]:9")
+    } else {
+        ("0.0.0.0:0", "192.0.2.1:9")
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(probe).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
 impl<T: Transport> Inner<T> {
+    fn own_record(&self) -> NodeRecord {
+        let addresses = if !self.config.advertise.is_empty() {
+            self.config.advertise.clone()
+        } else if self.config.no_listen {
+            Vec::new()
+        } else if self.local_addr.ip().is_unspecified() {
+            routable_ip(self.local_addr.is_ipv6())
+                .map(|ip| {
+                    vec![PeerAddress::from(SocketAddr::new(
+                        ip,
+                        self.local_addr.port(),
+                    ))]
+                })
+                .unwrap_or_default()
+        } else {
+            vec![PeerAddress::from(self.local_addr)]
+        };
+        NodeRecord {
+            addresses,
+            relays: self.config.relays.clone(),
+            renewed_to: None,
+        }
+    }
+
     fn conns(&self) -> MutexGuard<'_, HashMap<NodeId, Vec<Arc<Conn>>>> {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -351,6 +505,20 @@ impl<T: Transport> Inner<T> {
     /// The primary connection to `peer`, dialing one if there is none. Concurrent
     /// callers wait for one dial.
     async fn connection(self: &Arc<Self>, peer: NodeId) -> Result<Arc<Conn>, NetError> {
+        self.connection_with(peer, Vec::new(), true).await
+    }
+
+    /// [`Inner::connection`], trying `extra` addresses beside the book's,
+    /// and relays only if `via_relay`.
+    async fn connection_with(
+        self: &Arc<Self>,
+        peer: NodeId,
+        extra: Vec<PeerAddress>,
+        via_relay: bool,
+    ) -> Result<Arc<Conn>, NetError> {
+        if peer == self.node_id {
+            return Err(NetError::NoAddress(peer));
+        }
         if self.shutdown.is_cancelled() {
             return Err(NetError::Shutdown);
         }
@@ -368,7 +536,7 @@ impl<T: Transport> Inner<T> {
             let _dialing = lock.lock().await;
             match self.primary(peer) {
                 Some(conn) => Ok(conn),
-                None => self.dial(peer).await,
+                None => self.dial(peer, extra, via_relay).await,
             }
         };
         {
@@ -380,11 +548,111 @@ impl<T: Transport> Inner<T> {
         result
     }
 
-    async fn dial(self: &Arc<Self>, peer: NodeId) -> Result<Arc<Conn>, NetError> {
-        let addrs = self.book.get(peer)?;
-        if addrs.is_empty() {
-            return Err(NetError::NoAddress(peer));
+    /// Dials `peer`: the book's addresses (and `extra`), then, if those fail
+    /// or there are none, what the directory says (its addresses, then its
+    /// relays if `via_relay`).
+    async fn dial(
+        self: &Arc<Self>,
+        peer: NodeId,
+        extra: Vec<PeerAddress>,
+        via_relay: bool,
+    ) -> Result<Arc<Conn>, NetError> {
+        let mut addrs = self.book.get(peer)?;
+        for e in extra {
+            if !addrs.contains(&e) {
+                addrs.push(e);
+            }
         }
+        let mut last = None;
+        if !addrs.is_empty() {
+            match self.dial_addresses(peer, &addrs, None).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(record) = self.lookup(peer, !addrs.is_empty()).await {
+            let found: Vec<PeerAddress> = record
+                .addresses
+                .iter()
+                .filter(|a| !addrs.contains(a))
+                .cloned()
+                .collect();
+            if !found.is_empty() {
+                match self
+                    .dial_addresses(peer, &found, Some(AddressSource::Dht))
+                    .await
+                {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => last = Some(e),
+                }
+            }
+            if !record.relays.is_empty() {
+                self.relay_hints
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(peer, record.relays);
+            }
+        }
+        if via_relay {
+            let relays = self
+                .relay_hints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&peer)
+                .cloned()
+                .unwrap_or_default();
+            for relay in relays
+                .iter()
+                .filter(|r| r.node != peer && r.node != self.node_id)
+            {
+                match self.dial_via(relay, peer).await {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => {
+                        debug!(%peer, relay = %relay, error = %e, "cannot connect through a relay");
+                        last = Some(e);
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or(NetError::NoAddress(peer)))
+    }
+
+    /// What the directory says of `peer` (`None` without one, or when it
+    /// has nothing or fails: a dial goes on without it). `fresh` skips the
+    /// directory's cache, at most once per [`FRESH_LOOKUP_INTERVAL`].
+    async fn lookup(&self, peer: NodeId, fresh: bool) -> Option<NodeRecord> {
+        let discovery = self.context.discovery.as_ref()?;
+        let fresh = fresh && {
+            let mut lookups = self.lookups.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let due = lookups
+                .get(&peer)
+                .is_none_or(|t| now.duration_since(*t) >= FRESH_LOOKUP_INTERVAL);
+            if due {
+                if lookups.len() >= 4096 {
+                    lookups.clear();
+                }
+                lookups.insert(peer, now);
+            }
+            due
+        };
+        match discovery.resolve(peer, fresh).await {
+            Ok(found) => found,
+            Err(e) => {
+                debug!(%peer, error = %e, "directory lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Tries each of `addrs` in turn; an address that works and came from
+    /// `found` (not the book) is recorded in the book as from there.
+    async fn dial_addresses(
+        self: &Arc<Self>,
+        peer: NodeId,
+        addrs: &[PeerAddress],
+        found: Option<AddressSource>,
+    ) -> Result<Arc<Conn>, NetError> {
         let timeout = self.config.handshake_timeout;
         let mut last = None;
         for addr in addrs {
@@ -414,7 +682,7 @@ impl<T: Transport> Inner<T> {
                     .await
                 {
                     Ok((stream, _)) => {
-                        self.note_working(peer, addr.clone());
+                        self.note_working(peer, addr.clone(), found);
                         // We chose to dial it: it is known.
                         let class = PeerClass::Known;
                         return Ok(self.install(
@@ -424,6 +692,7 @@ impl<T: Transport> Inner<T> {
                             Direction::Outbound,
                             Vec::new(),
                             class,
+                            None,
                         ));
                     }
                     Err(HandshakeError::UnexpectedPeer { expected, got }) => {
@@ -444,9 +713,14 @@ impl<T: Transport> Inner<T> {
     /// the blocking pool under a multi-threaded runtime (an LMDB commit must
     /// not hold up the connection), inline under a single-threaded one (a
     /// simulation, where order matters more).
-    fn note_working(&self, peer: NodeId, addr: crate::book::PeerAddress) {
+    fn note_working(&self, peer: NodeId, addr: PeerAddress, found: Option<AddressSource>) {
         let (book, at) = (self.book.clone(), self.context.clock.now_ms());
         let note = move || {
+            if let Some(source) = found
+                && let Err(e) = book.add_from(peer, addr.clone(), source)
+            {
+                debug!(%peer, error = %e, "cannot record a found address");
+            }
             if let Err(e) = book.mark_ok(peer, &addr, at) {
                 debug!(%peer, error = %e, "cannot note a working address");
             }
@@ -470,14 +744,16 @@ impl<T: Transport> Inner<T> {
     }
 
     /// Registers an authenticated connection and starts its driver.
-    fn install(
+    #[allow(clippy::too_many_arguments)]
+    fn install<S: crate::transport::Io>(
         self: &Arc<Self>,
-        stream: NoiseStream<T::Stream>,
+        stream: NoiseStream<S>,
         peer: NodeId,
         remote_addr: SocketAddr,
         direction: Direction,
         permits: Vec<OwnedSemaphorePermit>,
         class: PeerClass,
+        relay: Option<NodeId>,
     ) -> Arc<Conn> {
         // yamux's stream limit counts both directions and is fixed for the
         // connection's life, so it is the same ceiling for everyone; a
@@ -507,6 +783,7 @@ impl<T: Transport> Inner<T> {
             },
             remote_addr,
             direction,
+            relay,
             established_ms: self.context.clock.now_ms(),
             opener,
             streams: AtomicUsize::new(0),
@@ -534,7 +811,9 @@ impl<T: Transport> Inner<T> {
 }
 
 mod conn;
+mod relay;
 mod types;
 
 use conn::{Conn, StreamGuard, accept_loop, drive, ping_stream};
+pub use relay::RelayLimits;
 pub use types::*;

@@ -9,13 +9,14 @@ use futures::future::BoxFuture;
 use keynode_core::{Clock, NodeId, SystemClock};
 use serde::Serialize;
 
-use crate::book::BookError;
+use crate::book::{BookError, PeerAddress};
+use crate::discovery::{Discovery, RelayAddress};
 use crate::noise::{self, Entropy, HandshakeError, OsEntropy};
 use crate::rpc::{RpcError, RpcStream, WireError, WireErrorKind};
 
 use super::{
     IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_INBOUND_CONNECTIONS, MAX_INBOUND_STRANGERS,
-    MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_STRANGER, SILENCE_PROBE,
+    MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_STRANGER, REPUBLISH_INTERVAL, RelayLimits, SILENCE_PROBE,
 };
 
 /// A network could not start or a request failed.
@@ -141,6 +142,19 @@ pub struct NetConfig {
     /// Bytes that large frames being received may hold at once, over every
     /// stream (see [`ReceiveBudget`](crate::ReceiveBudget)).
     pub receive_budget: usize,
+    /// Listen for nothing (as behind a NAT): the node dials out, and is
+    /// reached only through its [`relays`](Self::relays).
+    pub no_listen: bool,
+    /// Addresses to publish for this node (default: the listening address,
+    /// with a local IP in place of an unspecified one).
+    pub advertise: Vec<PeerAddress>,
+    /// Relays to keep a reservation at (and to publish).
+    pub relays: Vec<RelayAddress>,
+    /// Relay for others, within these limits (`None`: refuse to).
+    pub relay_serve: Option<RelayLimits>,
+    /// How often the node's record is published again while nothing
+    /// changes.
+    pub republish_interval: Duration,
 }
 
 impl Default for NetConfig {
@@ -157,6 +171,11 @@ impl Default for NetConfig {
             max_streams_per_peer: MAX_STREAMS_PER_PEER,
             max_streams_per_stranger: MAX_STREAMS_PER_STRANGER,
             receive_budget: crate::rpc::DEFAULT_RECEIVE_BUDGET,
+            no_listen: false,
+            advertise: Vec::new(),
+            relays: Vec::new(),
+            relay_serve: None,
+            republish_interval: REPUBLISH_INTERVAL,
         }
     }
 }
@@ -170,6 +189,9 @@ pub struct NetContext {
     pub clock: Arc<dyn Clock>,
     /// Randomness for Noise keys.
     pub entropy: Arc<dyn Entropy>,
+    /// Where the node publishes its record and looks up others' when the
+    /// address book has no working address (`None`: nowhere).
+    pub discovery: Option<Arc<dyn Discovery>>,
 }
 
 impl Default for NetContext {
@@ -177,6 +199,7 @@ impl Default for NetContext {
         Self {
             clock: Arc::new(SystemClock),
             entropy: Arc::new(OsEntropy),
+            discovery: None,
         }
     }
 }
@@ -255,4 +278,29 @@ pub struct ConnectionInfo {
     pub established_ms: u64,
     /// Streams open now (pings excluded).
     pub streams: usize,
+    /// The relay it runs through (`None`: direct).
+    #[serde(default)]
+    pub relay: Option<NodeId>,
+}
+
+/// What [`Network::find`](super::Network::find) knows of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Found {
+    /// The address book's addresses, each with where it came from.
+    pub book: Vec<(PeerAddress, crate::book::AddressInfo)>,
+    /// What the directory said.
+    pub directory: Lookup,
+}
+
+/// The outcome of a directory lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum Lookup {
+    /// The node runs without a directory.
+    Off,
+    /// The node's record.
+    Found(crate::discovery::NodeRecord),
+    /// Nobody published a record for it.
+    NotFound,
+    /// The directory failed; why.
+    Failed(String),
 }

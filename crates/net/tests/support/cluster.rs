@@ -9,8 +9,8 @@ use futures::future::BoxFuture;
 use keynode_core::{Keypair, NodeId};
 use keynode_net::book::Env;
 use keynode_net::{
-    AddressBook, NetConfig, Network, PeerAddress, RpcStream, Service, TcpTransport, WireError,
-    WireErrorKind,
+    AddressBook, MemoryDirectory, NetConfig, NetContext, Network, PeerAddress, RpcStream, Service,
+    TcpTransport, WireError, WireErrorKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -59,8 +59,34 @@ impl Node {
         config: NetConfig,
         service: Arc<dyn Service>,
     ) -> Node {
+        Self::start_with(tmp, env, key, config, service, NetContext::default()).await
+    }
+
+    /// A node that publishes to and looks up in `directory`.
+    pub async fn start_listed(
+        config: NetConfig,
+        service: Arc<dyn Service>,
+        directory: &MemoryDirectory,
+    ) -> Node {
+        let (tmp, env) = env();
+        let key = Arc::new(Keypair::generate());
+        let context = NetContext {
+            discovery: Some(directory.discovery(key.node_id())),
+            ..NetContext::default()
+        };
+        Self::start_with(Arc::new(tmp), env, key, config, service, context).await
+    }
+
+    pub async fn start_with(
+        tmp: Arc<tempfile::TempDir>,
+        env: Env,
+        key: Arc<Keypair>,
+        config: NetConfig,
+        service: Arc<dyn Service>,
+        context: NetContext,
+    ) -> Node {
         let book = AddressBook::open(env.clone()).unwrap();
-        let net = Network::start(key.clone(), config, TcpTransport, book, service)
+        let net = Network::start_with(key.clone(), config, TcpTransport, book, service, context)
             .await
             .unwrap();
         Node {
