@@ -114,7 +114,32 @@ fn config(
     cfg.max_state_bytes = args.max_state_bytes;
     cfg.seed_nodes = parse_seed_nodes(&args.seed_nodes)
         .map_err(|e| Failure::new(64, format!("--seed-nodes: {e}")))?;
+    cfg.dht = (args.dht == "on").then(|| match &args.dht_bootstrap {
+        Some(list) => keynode_agent::DhtSettings::with_bootstrap(list),
+        None => keynode_agent::DhtSettings::default(),
+    });
+    cfg.relays = parse_relays(&args.relays)?;
+    cfg.relay_serve = args.relay_serve.then(keynode_agent::RelayLimits::default);
+    cfg.no_listen = args.no_listen;
+    if cfg.no_listen && cfg.relays.is_empty() {
+        return Err(Failure::new(
+            64,
+            "--no-listen needs --relays: without a listener the node is reachable only through its relays",
+        ));
+    }
     Ok(cfg)
+}
+
+/// `--relays 'ID@host:port;…'`.
+fn parse_relays(s: &str) -> Result<Vec<keynode_agent::RelayAddress>, Failure> {
+    s.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse()
+                .map_err(|e| Failure::new(64, format!("--relays: {e}")))
+        })
+        .collect()
 }
 
 fn actix_system() -> actix_rt::SystemRunner {
@@ -241,6 +266,10 @@ fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
     // Check the arguments here, where the user sees the error.
     parse_seed_nodes(&args.seed_nodes)
         .map_err(|e| Failure::new(64, format!("--seed-nodes: {e}")))?;
+    parse_relays(&args.relays)?;
+    if args.no_listen && args.relays.trim().is_empty() {
+        return Err(Failure::new(64, "--no-listen needs --relays"));
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -264,6 +293,17 @@ fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
         .arg(args.max_vault_bytes.to_string())
         .arg("--max-state-bytes")
         .arg(args.max_state_bytes.to_string())
+        .arg("--dht")
+        .arg(&args.dht)
+        .args(
+            args.dht_bootstrap
+                .iter()
+                .flat_map(|b| ["--dht-bootstrap".to_owned(), b.clone()]),
+        )
+        .arg("--relays")
+        .arg(&args.relays)
+        .args(args.relay_serve.then_some("--relay-serve"))
+        .args(args.no_listen.then_some("--no-listen"))
         .env_remove(PASSWORD_ENV)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -304,8 +304,14 @@ pub enum NodesCmd {
     /// List the address book.
     #[command(alias = "ls")]
     List,
-    /// List open connections to other nodes.
+    /// List open connections to other nodes (direct or through a relay).
     Connections,
+    /// Find a node by its NodeId: the address book, then the DHT; prints
+    /// each address with where it came from, and the node's relays.
+    Find {
+        /// The node's id.
+        node_id: String,
+    },
     /// Join a node's gestalt: cross-sign a claim with it (it must have invited us).
     Claim {
         /// The node's id.
@@ -374,6 +380,27 @@ pub struct StartArgs {
     /// fail with a clear error when it is spent, reads go on).
     #[arg(long, value_name = "BYTES", default_value_t = keynode_agent::DEFAULT_MAX_STATE_BYTES)]
     pub max_state_bytes: usize,
+    /// Publish this node's addresses on the Mainline DHT and find peers
+    /// there: `on` or `off`. Publishing tells whoever knows the NodeId where
+    /// the node listens.
+    #[arg(long, value_name = "on|off", default_value = "on", env = "KEYNODE_DHT",
+          value_parser = ["on", "off"])]
+    pub dht: String,
+    /// DHT nodes to join through, `HOST:PORT,…` (default: the public
+    /// Mainline bootstrap nodes).
+    #[arg(long, value_name = "NODES", env = "KEYNODE_DHT_BOOTSTRAP")]
+    pub dht_bootstrap: Option<String>,
+    /// Relay connections for nodes that cannot be dialed (within the limits
+    /// the README states).
+    #[arg(long)]
+    pub relay_serve: bool,
+    /// Relays to keep a reservation at and publish: `ID@host:port;…`.
+    #[arg(long, value_name = "RELAYS", default_value = "")]
+    pub relays: String,
+    /// Listen for no peer at all (as behind a NAT): the node is reachable
+    /// only through its --relays.
+    #[arg(long)]
+    pub no_listen: bool,
     /// Return once the agent is ready, leaving it running in the background.
     #[arg(long)]
     pub background: bool,

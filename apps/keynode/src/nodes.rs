@@ -103,6 +103,35 @@ pub async fn run(ctx: &Ctx, cmd: NodesCmd) -> Result<(), Failure> {
                 .await?;
             crate::identities::print_claimed(ctx, r, &format!("linked with {node}"))?;
         }
+        NodesCmd::Find { node_id: id } => {
+            let node = node_id(&id)?;
+            let r = ctx
+                .client()
+                .await?
+                .call(Request::NodesFind { node })
+                .await?;
+            let Response::Found(found) = r else {
+                return Err(unexpected(r));
+            };
+            output::emit(ctx.format, &found, || {
+                for a in &found.addresses {
+                    match a.last_ok_ms {
+                        Some(t) => say!("{}\t{}\tworked {}", a.address, a.source, output::time(t)),
+                        None => say!("{}\t{}", a.address, a.source),
+                    }
+                }
+                if found.addresses.is_empty() {
+                    say!("no address known for {}", found.node_id);
+                }
+                say!("dht: {}", found.dht);
+                if let Some(new) = found.renewed_to {
+                    say!("renewed to {new} (signed by both keys)");
+                }
+            });
+            if found.addresses.is_empty() && found.renewed_to.is_none() {
+                return Err(Failure::new(69, format!("{node} was not found")));
+            }
+        }
         NodesCmd::Connections => {
             let r = ctx.client().await?.call(Request::NodesConnections).await?;
             let Response::Connections(conns) = r else {
@@ -110,11 +139,16 @@ pub async fn run(ctx: &Ctx, cmd: NodesCmd) -> Result<(), Failure> {
             };
             output::emit(ctx.format, &conns, || {
                 for c in &conns {
+                    let path = match c.relay {
+                        Some(r) => format!("relayed via {r}"),
+                        None => "direct".to_owned(),
+                    };
                     say!(
-                        "{}\t{}\t{}\tsince {}\t{} streams",
+                        "{}\t{}\t{}\t{}\tsince {}\t{} streams",
                         c.node_id,
                         c.remote_addr,
                         c.direction,
+                        path,
                         output::time(c.established_ms),
                         c.streams
                     );

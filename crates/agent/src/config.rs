@@ -62,6 +62,18 @@ pub struct NodeConfig {
     /// (`PeerRequest::ListenAt`), so peers find a node that moved. On by
     /// default.
     pub announce: bool,
+    /// Publish this node's addresses on the Mainline DHT and look peers up
+    /// there (`None`: off, the default for an embedded node; the CLI turns
+    /// it on unless `--dht off`). Publishing tells whoever knows the NodeId
+    /// where the node listens.
+    pub dht: Option<keynode_net::DhtSettings>,
+    /// Listen for no peer at all (as behind a NAT): reachable only through
+    /// [`relays`](Self::relays).
+    pub no_listen: bool,
+    /// Relays to keep a reservation at and to publish.
+    pub relays: Vec<keynode_net::RelayAddress>,
+    /// Relay for others within these limits (`None`: do not).
+    pub relay_serve: Option<keynode_net::RelayLimits>,
 }
 
 /// Where the offline identity provider keeps its claims when not configured.
@@ -145,6 +157,10 @@ impl NodeConfig {
             max_state_bytes: crate::disk::LMDB_MAP_SIZE,
             recovery_code: None,
             announce: true,
+            dht: None,
+            no_listen: false,
+            relays: Vec::new(),
+            relay_serve: None,
         }
     }
 }

@@ -57,6 +57,8 @@ pub use socket::{FRAME_TIMEOUT, MAX_CLIENTS};
 /// otherwise).
 pub type AgentNetwork = keynode_net::Network<keynode_net::BoxTransport>;
 
+/// What `agent start` takes for finding and reaching nodes.
+pub use keynode_net::{DhtSettings, RelayAddress, RelayLimits};
 pub use keynode_vaults::DEFAULT_MAX_VAULT_BYTES;
 /// Default [`NodeConfig::max_state_bytes`]: 16 GiB.
 pub const DEFAULT_MAX_STATE_BYTES: usize = disk::LMDB_MAP_SIZE;

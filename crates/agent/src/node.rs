@@ -186,8 +186,16 @@ impl Node {
             .ok_or_else(|| StartError::Host(config.agent_host.clone()))?;
         let net_config = NetConfig {
             listen,
+            no_listen: config.no_listen,
+            relays: config.relays.clone(),
+            relay_serve: config.relay_serve,
             ..NetConfig::default()
         };
+        let mut net_context = config.net_context.clone();
+        if let Some(settings) = config.dht.clone() {
+            net_context.discovery =
+                Some(keynode_net::dht::join_in_background(key.clone(), settings));
+        }
         let deliver = NetDeliver::default();
         let notifications = NotificationsManager::new(
             Arc::new(inbox),
@@ -210,7 +218,7 @@ impl Node {
             config.transport.clone(),
             book,
             service,
-            config.net_context.clone(),
+            net_context,
         )
         .await
         .map_err(StartError::Network)?;
@@ -267,7 +275,7 @@ impl Node {
         // Tell the nodes we know where we listen now: a node that moved (a
         // new port, a new network) is found again by its peers, and what
         // they queued for it flows over the connection this opens.
-        if config.announce {
+        if config.announce && !config.no_listen {
             let (net, shutdown) = (net.clone(), shutdown.clone());
             let port = net.local_addr().port();
             tracker.spawn(async move {

@@ -74,6 +74,14 @@ pub struct ListNodes;
 #[rtype(result = "Vec<ConnectionInfo>")]
 pub struct Connections;
 
+/// Where a node may be found: the book, then the directory (looked up now).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<crate::network::Found, NetError>")]
+pub struct Find {
+    /// The node to look for.
+    pub node: NodeId,
+}
+
 /// Opens a service stream to a node.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<RpcStream, NetError>")]
@@ -124,6 +132,15 @@ impl<T: Transport + Unpin> Handler<Connections> for NetworkManager<T> {
 
     fn handle(&mut self, _: Connections, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.net.connections())
+    }
+}
+
+impl<T: Transport + Unpin> Handler<Find> for NetworkManager<T> {
+    type Result = ResponseFuture<Result<crate::network::Found, NetError>>;
+
+    fn handle(&mut self, msg: Find, _: &mut Context<Self>) -> Self::Result {
+        let net = self.net.clone();
+        Box::pin(async move { net.find(msg.node).await })
     }
 }
 

@@ -319,6 +319,102 @@ impl DhtDiscovery {
     }
 }
 
+/// Joins the DHT on a thread of its own and returns at once: a node starts
+/// without waiting on the system resolver or the network, and its lookups
+/// and publications wait for the join (within their own bounds). A join that
+/// fails (no UDP socket) costs one warning; the node works on without the
+/// DHT.
+pub fn join_in_background(key: Arc<Keypair>, settings: DhtSettings) -> Arc<dyn Discovery> {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let node = key.node_id();
+    let spawned = std::thread::Builder::new()
+        .name("keynode-dht-join".into())
+        .spawn(move || {
+            let joined = match DhtDiscovery::join(key, &settings) {
+                Ok(d) => Ok(Arc::new(d)),
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "cannot join the DHT; running without it");
+                    Err(e.to_string())
+                }
+            };
+            let _ = tx.send(Some(joined));
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(%node, error = %e, "cannot join the DHT; running without it");
+    }
+    Arc::new(Joining(rx))
+}
+
+type Joined = Option<Result<Arc<DhtDiscovery>, String>>;
+
+struct Joining(tokio::sync::watch::Receiver<Joined>);
+
+impl Joining {
+    async fn get(
+        mut rx: tokio::sync::watch::Receiver<Joined>,
+        within: Duration,
+    ) -> Result<Arc<DhtDiscovery>, DiscoveryError> {
+        let waited = tokio::time::timeout(within, rx.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(joined)) => match joined.as_ref() {
+                Some(Ok(d)) => Ok(d.clone()),
+                Some(Err(e)) => Err(DiscoveryError::Unreachable(e.clone())),
+                None => Err(DiscoveryError::Unreachable("not joined".into())),
+            },
+            Ok(Err(_)) => Err(DiscoveryError::Unreachable("the DHT join failed".into())),
+            Err(_) => Err(DiscoveryError::Unreachable("still joining the DHT".into())),
+        }
+    }
+}
+
+impl Discovery for Joining {
+    fn publish(&self, record: NodeRecord) -> BoxFuture<'static, Result<(), DiscoveryError>> {
+        let rx = self.0.clone();
+        Box::pin(async move {
+            Joining::get(rx, PUBLISH_TIMEOUT)
+                .await?
+                .publish(record)
+                .await
+        })
+    }
+
+    fn resolve(
+        &self,
+        node: NodeId,
+        fresh: bool,
+    ) -> BoxFuture<'static, Result<Option<NodeRecord>, DiscoveryError>> {
+        let rx = self.0.clone();
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            let dht = Joining::get(rx, RESOLVE_TIMEOUT).await?;
+            let left = RESOLVE_TIMEOUT.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, dht.lookup(node, fresh)).await {
+                Ok(r) => r,
+                Err(_) => Err(DiscoveryError::Unreachable("lookup timed out".into())),
+            }
+        })
+    }
+
+    fn publish_renewal(
+        &self,
+        old_key: &Keypair,
+        pointer: RenewalPointer,
+    ) -> BoxFuture<'static, Result<(), DiscoveryError>> {
+        let packet = encode_record(
+            old_key,
+            &NodeRecord {
+                renewed_to: Some(pointer),
+                ..NodeRecord::default()
+            },
+        );
+        let rx = self.0.clone();
+        Box::pin(async move {
+            let packet = packet.map_err(|e| DiscoveryError::Publish(e.to_string()))?;
+            Joining::get(rx, PUBLISH_TIMEOUT).await?.put(packet).await
+        })
+    }
+}
+
 impl Discovery for Arc<DhtDiscovery> {
     fn publish(&self, record: NodeRecord) -> BoxFuture<'static, Result<(), DiscoveryError>> {
         let this = self.clone();

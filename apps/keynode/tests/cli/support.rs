@@ -86,7 +86,9 @@ impl Agent {
         c.arg("--node-path").arg(&self.node);
         c.env_remove("KEYNODE_PASSWORD")
             .env_remove("KEYNODE_NODE_PATH")
-            .env("KEYNODE_OFFLINE_PROVIDER_DIR", provider_dir());
+            .env("KEYNODE_OFFLINE_PROVIDER_DIR", provider_dir())
+            // Tests never touch the public DHT.
+            .env("KEYNODE_DHT", "off");
         c
     }
 

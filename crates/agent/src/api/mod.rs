@@ -409,6 +409,12 @@ pub enum Request {
         /// The password to seal the root key under from now on (not empty).
         new: Password,
     },
+    /// Where `node` may be found: the address book with each address's
+    /// source, then the DHT (looked up now). Answers `Found`.
+    NodesFind {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 /// A password on the wire: its bytes are zeroed on drop and never printed

@@ -87,6 +87,8 @@ pub enum Response {
         /// How many entries it holds.
         entries: u64,
     },
+    /// Where a node may be found (`nodes find`).
+    Found(FoundView),
 }
 
 /// One gestalt's actions on a vault.
@@ -224,6 +226,27 @@ pub struct ConnectionEntry {
     pub established_ms: u64,
     /// Streams open on it now.
     pub streams: u64,
+    /// The relay it runs through; `None` for a direct connection.
+    #[serde(default)]
+    pub relay: Option<NodeId>,
+}
+
+/// What `nodes find` learned of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundView {
+    /// The node looked for.
+    pub node_id: NodeId,
+    /// Each address, with where it came from: `typed`, `seed`, `learned`,
+    /// `dht` (in the book), `dht-record` (in its record now), `relay`.
+    pub addresses: Vec<AddressView>,
+    /// Relays its record names, as `NODE_ID@HOST:PORT`.
+    pub relays: Vec<String>,
+    /// `off` (this node runs without the DHT), `found`, `not found`, or
+    /// `failed: why`.
+    pub dht: String,
+    /// The NodeId its DHT record says the node renewed its key to (both keys
+    /// signed it).
+    pub renewed_to: Option<NodeId>,
 }
 
 /// What `agent status` reports.

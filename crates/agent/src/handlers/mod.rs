@@ -82,6 +82,7 @@ pub(crate) async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiEr
         R::NodesPing { node } => nodes::ping(ctx, node).await,
         R::NodesList => nodes::list(ctx).await,
         R::NodesConnections => nodes::connections(ctx).await,
+        R::NodesFind { node } => nodes::find(ctx, node).await,
         R::NodesClaim { node } => gestalts::claim_node(ctx, node).await,
         R::IdentitiesTrust { gestalt } => gestalts::trust(ctx, gestalt).await,
         R::IdentitiesUntrust { gestalt } => gestalts::untrust(ctx, gestalt).await,

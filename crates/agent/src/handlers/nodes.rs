@@ -108,7 +108,54 @@ pub(super) async fn connections(ctx: &Ctx) -> Result<Response, ApiError> {
                 },
                 established_ms: c.established_ms,
                 streams: c.streams as u64,
+                relay: c.relay,
             })
             .collect(),
     ))
+}
+
+pub(super) async fn find(ctx: &Ctx, node: NodeId) -> Result<Response, ApiError> {
+    let found = ctx.network.ask(net::Find { node }).await?;
+    let mut addresses: Vec<crate::api::AddressView> = found
+        .book
+        .iter()
+        .map(|(a, i)| crate::api::AddressView {
+            address: a.to_string(),
+            source: i.source.as_str().to_owned(),
+            last_ok_ms: i.last_ok_ms,
+        })
+        .collect();
+    let (dht, relays, renewed_to) = match found.directory {
+        keynode_net::Lookup::Off => ("off".to_owned(), Vec::new(), None),
+        keynode_net::Lookup::NotFound => ("not found".to_owned(), Vec::new(), None),
+        keynode_net::Lookup::Failed(why) => (format!("failed: {why}"), Vec::new(), None),
+        keynode_net::Lookup::Found(record) => {
+            for a in &record.addresses {
+                let address = a.to_string();
+                if !addresses.iter().any(|v| v.address == address) {
+                    addresses.push(crate::api::AddressView {
+                        address,
+                        source: "dht-record".into(),
+                        last_ok_ms: None,
+                    });
+                }
+            }
+            for r in &record.relays {
+                addresses.push(crate::api::AddressView {
+                    address: format!("via {r}"),
+                    source: "relay".into(),
+                    last_ok_ms: None,
+                });
+            }
+            let relays = record.relays.iter().map(ToString::to_string).collect();
+            ("found".to_owned(), relays, record.renewed_to.map(|p| p.new))
+        }
+    };
+    Ok(Response::Found(crate::api::FoundView {
+        node_id: node,
+        addresses,
+        relays,
+        dht,
+        renewed_to,
+    }))
 }
