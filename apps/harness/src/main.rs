@@ -21,6 +21,7 @@ mod backup;
 mod check;
 mod cluster;
 mod demo;
+mod dht;
 mod measure;
 mod metrics;
 mod nemesis;
@@ -65,6 +66,27 @@ enum Command {
     Backup(BackupArgs),
     /// Time from a key renewal until a peer's share works under the new key.
     Renew(RenewArgs),
+    /// A local Mainline DHT testnet: serve one for agents to join (prints
+    /// `bootstrap: HOST:PORT,…`), or measure lookups, a moved node and
+    /// relayed connections on one.
+    Dht(DhtArgs),
+}
+
+#[derive(Debug, Args)]
+struct DhtArgs {
+    /// DHT nodes in the testnet.
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Measure instead of serving: lookups, a moved node, relay against
+    /// direct; exits non-zero if a target is missed.
+    #[arg(long)]
+    measure: bool,
+    /// Records to publish and look up when measuring.
+    #[arg(long, default_value_t = 50)]
+    lookups: usize,
+    /// Where the report goes.
+    #[arg(long, default_value = "harness-report/dht")]
+    report: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +286,11 @@ fn main() -> ExitCode {
             "fanout",
             runtime().block_on(measure::fanout(a.members.max(2), a.runs.max(1), a.report)),
         ),
+        Command::Dht(a) if a.measure => exit(
+            "dht",
+            runtime().block_on(dht::measure(a.nodes, a.lookups, a.report)),
+        ),
+        Command::Dht(a) => exit("dht", runtime().block_on(dht::serve(a.nodes))),
         Command::Renew(a) => exit("renew", runtime().block_on(renew::run(a.rounds, a.report))),
         Command::Backup(a) => exit(
             "backup",

@@ -1,7 +1,8 @@
 //! [`Discovery`] over BitTorrent's Mainline DHT: each node publishes its
 //! [`NodeRecord`] as a pkarr signed packet under its own Ed25519 key (a
-//! NodeId is exactly such a key), and anyone who knows a NodeId can look it
-//! up. Format in `docs/PROTOCOL.md` ("The DHT record").
+//! NodeId is exactly such a key), stored as a BEP 44 mutable item through
+//! the `mainline` crate, and anyone who knows a NodeId can look it up.
+//! Format in `docs/PROTOCOL.md` ("The DHT record").
 //!
 //! Publishing tells whoever knows the NodeId where the node listens; a node
 //! that must not say so runs without it (`--dht off`).
@@ -12,9 +13,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use data_encoding::BASE64URL_NOPAD;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use keynode_core::{Keypair, NodeId, Signature};
-use pkarr::dht::{DhtClient, DhtConfig};
+use mainline::async_dht::AsyncDht;
+use mainline::{Dht, MutableItem};
 use pkarr::dns::rdata::{RData, TXT};
 use pkarr::{PublicKey, SignedPacket};
 use tracing::debug;
@@ -42,6 +45,11 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
 /// Bound on one lookup; past it the dial goes on without the DHT.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fewest DHT nodes that must take a record for its publication to count
+/// (BEP 44 stores on the 20 closest; fewer means a young routing table or
+/// a thin network, and the publication is tried again soon).
+pub const MIN_STORED: u32 = 4;
 
 /// Bound on one publication.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -209,11 +217,24 @@ pub fn decode_payload(expected: NodeId, payload: &[u8]) -> Result<NodeRecord, Re
 
 type Cached = (Option<NodeRecord>, Instant);
 
+/// The signed packet a DHT item carries, if it verifies for `node`.
+fn packet_of(node: NodeId, item: &MutableItem) -> Option<SignedPacket> {
+    if item.key() != node.as_bytes() || item.salt().is_some() || item.seq() < 0 {
+        return None;
+    }
+    let mut payload = Vec::with_capacity(72 + item.value().len());
+    payload.extend_from_slice(item.signature());
+    payload.extend_from_slice(&(item.seq() as u64).to_be_bytes());
+    payload.extend_from_slice(item.value());
+    let key = PublicKey::try_from(node.as_bytes()).ok()?;
+    SignedPacket::from_relay_payload(&key, &bytes::Bytes::from(payload)).ok()
+}
+
 /// A node's seat on the Mainline DHT (a `mainline` node in client mode, run
 /// on its own thread by the crate).
 pub struct DhtDiscovery {
     key: Arc<Keypair>,
-    client: DhtClient,
+    dht: AsyncDht,
     cache: Mutex<HashMap<NodeId, Cached>>,
 }
 
@@ -226,35 +247,47 @@ impl std::fmt::Debug for DhtDiscovery {
 }
 
 impl DhtDiscovery {
-    /// Joins the DHT as the node with `key`. Blocks on the system resolver
-    /// for bootstrap names: call it off an event loop.
+    /// Joins the DHT as the node with `key` and waits until its first
+    /// bootstrap query is done (a lookup from a node that has not
+    /// bootstrapped misses records that are there). Blocks on the system
+    /// resolver for bootstrap names and on the network: call it off an
+    /// event loop, or use [`join_in_background`].
     pub fn join(key: Arc<Keypair>, settings: &DhtSettings) -> std::io::Result<Self> {
-        let mut config = DhtConfig::default();
-        config.port = settings.port;
+        let mut builder = Dht::builder();
+        if let Some(port) = settings.port {
+            builder.port(port);
+        }
         if let Some(list) = &settings.bootstrap {
-            let mut nodes: Vec<SocketAddrV4> = Vec::new();
+            let mut nodes: Vec<String> = Vec::new();
             for entry in list {
                 match entry.to_socket_addrs() {
-                    Ok(addrs) => nodes.extend(addrs.filter_map(|a| match a {
-                        std::net::SocketAddr::V4(v4) => Some(v4),
-                        std::net::SocketAddr::V6(_) => None,
-                    })),
+                    Ok(addrs) => nodes.extend(
+                        addrs
+                            .filter_map(|a| match a {
+                                std::net::SocketAddr::V4(v4) => Some(v4),
+                                std::net::SocketAddr::V6(_) => None,
+                            })
+                            .map(|a: SocketAddrV4| a.to_string()),
+                    ),
                     Err(e) => debug!(%entry, error = %e, "cannot resolve a DHT bootstrap node"),
                 }
             }
-            config.bootstrap = Some(nodes);
+            builder.bootstrap(&nodes);
         }
-        let client = DhtClient::build(config)?;
+        let dht = builder.build()?.as_async();
+        if !futures::executor::block_on(dht.bootstrapped()) {
+            debug!(node = %key.node_id(), "the DHT did not bootstrap (no route to it?)");
+        }
         Ok(Self {
             key,
-            client,
+            dht,
             cache: Mutex::new(HashMap::new()),
         })
     }
 
     /// The UDP address of this node's DHT socket.
     pub async fn local_addr(&self) -> SocketAddrV4 {
-        self.client.info().await.local_addr()
+        self.dht.info().await.local_addr()
     }
 
     fn cached(&self, node: NodeId) -> Option<Option<NodeRecord>> {
@@ -283,15 +316,33 @@ impl DhtDiscovery {
         if !fresh && let Some(hit) = self.cached(node) {
             return Ok(hit);
         }
-        let key = PublicKey::try_from(node.as_bytes())
-            .map_err(|e| DiscoveryError::Unreachable(e.to_string()))?;
-        let response = self.client.resolve(&key, None).await;
-        // The first valid packet is enough unless the caller needs the
+        // The first valid item is enough unless the caller needs the
         // newest (the addresses it had failed): then wait for the query.
-        let packet = match (fresh, response.first().cloned()) {
-            (false, Some(first)) => Some(first),
-            _ => response.complete().await.most_recent.ok(),
-        };
+        let mut packet = None;
+        // A query now and then comes back empty on a record that is there
+        // (seen on local testnets); a second one finds it.
+        for _ in 0..2 {
+            packet = if fresh {
+                let newest = self
+                    .dht
+                    .get_mutable_most_recent(node.as_bytes(), None)
+                    .await;
+                newest.and_then(|item| packet_of(node, &item))
+            } else {
+                let mut items = self.dht.get_mutable(node.as_bytes(), None, None);
+                let mut found = None;
+                while let Some(item) = items.next().await {
+                    if let Some(p) = packet_of(node, &item) {
+                        found = Some(p);
+                        break;
+                    }
+                }
+                found
+            };
+            if packet.is_some() {
+                break;
+            }
+        }
         let Some(packet) = packet else {
             self.remember(node, None, NEGATIVE_TTL);
             return Ok(None);
@@ -311,8 +362,24 @@ impl DhtDiscovery {
     }
 
     async fn put(&self, packet: SignedPacket) -> Result<(), DiscoveryError> {
-        match tokio::time::timeout(PUBLISH_TIMEOUT, self.client.publish(&packet)).await {
-            Ok(Ok(_)) => Ok(()),
+        let bytes = packet.as_bytes();
+        let (Ok(key), Ok(sig)) = (
+            <[u8; 32]>::try_from(&bytes[..32]),
+            <[u8; 64]>::try_from(&bytes[32..96]),
+        ) else {
+            return Err(DiscoveryError::Publish("a malformed packet".into()));
+        };
+        let seq = packet.timestamp().as_u64() as i64;
+        let item = MutableItem::new_signed_unchecked(key, sig, &bytes[104..], seq, None);
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.dht.put_mutable(item, None)).await {
+            Ok(Ok(outcome)) if outcome.stored_at >= MIN_STORED => {
+                debug!(node = %self.key.node_id(), stored_at = outcome.stored_at, "record stored");
+                Ok(())
+            }
+            Ok(Ok(outcome)) => Err(DiscoveryError::Unreachable(format!(
+                "the record was stored on {} DHT nodes only",
+                outcome.stored_at
+            ))),
             Ok(Err(e)) => Err(DiscoveryError::Unreachable(e.to_string())),
             Err(_) => Err(DiscoveryError::Unreachable("publishing timed out".into())),
         }

@@ -75,7 +75,7 @@ const PUBLISH_RETRY: (Duration, Duration) = (Duration::from_secs(5), Duration::f
 
 /// Least time between two lookups of one node that skip the cache: a node
 /// that is away does not make every dial ask the directory again.
-pub const FRESH_LOOKUP_INTERVAL: Duration = Duration::from_secs(5);
+pub const FRESH_LOOKUP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
