@@ -99,13 +99,53 @@ fn expect(cond: bool, what: impl Into<String>) -> Result<(), String> {
     if cond { Ok(()) } else { Err(what.into()) }
 }
 
-/// Plays the story; returns the first step that misbehaved.
-pub async fn run() -> Result<(), String> {
+/// Waits until `from` finds `to`'s record on the DHT.
+async fn found(from: &Node, to: &Node) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(Response::Found(f)) = call(from, Request::NodesFind { node: to.node_id() }).await
+            && f.dht == "found"
+        {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{} never found {} on the DHT",
+                from.node_id(),
+                to.node_id()
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Plays the story; returns the first step that misbehaved. With `dht`,
+/// the four nodes join a local Mainline testnet and find each other there
+/// by NodeId: nobody learns an address.
+pub async fn run(dht: bool) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     println!("keynode demo: four nodes in {}", dir.path().display());
+    let testnet = if dht {
+        let t = tokio::task::spawn_blocking(|| mainline::Testnet::builder(10).build())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot start the DHT testnet: {e}"))?;
+        println!(
+            "        a local DHT testnet of 10 nodes: {}",
+            t.bootstrap.join(",")
+        );
+        Some(t)
+    } else {
+        None
+    };
+    let bootstrap = testnet.as_ref().map(|t| t.bootstrap.clone());
     let start = |name: &'static str| {
         let mut cfg = NodeConfig::new(dir.path().join(name), format!("{name} password"));
         cfg.provider_dir = Some(dir.path().join("offline-provider"));
+        cfg.dht = bootstrap.clone().map(|b| keynode_agent::DhtSettings {
+            bootstrap: Some(b),
+            port: None,
+        });
         async move { Node::start(cfg).await.map_err(|e| e.to_string()) }
     };
     let b = step("start node B (the owner)", start("b")).await?;
@@ -119,17 +159,31 @@ pub async fn run() -> Result<(), String> {
             n.listen_addr().port()
         );
     }
-    step("everyone learns everyone's address", async {
-        for x in [&b, &a, &a2, &c] {
-            for y in [&b, &a, &a2, &c] {
-                if x.node_id() != y.node_id() {
-                    knows(x, y).await?;
+    if dht {
+        step("everyone finds everyone on the DHT by NodeId", async {
+            for x in [&b, &a, &a2, &c] {
+                for y in [&b, &a, &a2, &c] {
+                    if x.node_id() != y.node_id() {
+                        found(x, y).await?;
+                    }
                 }
             }
-        }
-        Ok(())
-    })
-    .await?;
+            Ok(())
+        })
+        .await?;
+    } else {
+        step("everyone learns everyone's address", async {
+            for x in [&b, &a, &a2, &c] {
+                for y in [&b, &a, &a2, &c] {
+                    if x.node_id() != y.node_id() {
+                        knows(x, y).await?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    }
 
     step("B creates vault `prod` with a secret", async {
         ok(

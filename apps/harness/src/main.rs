@@ -49,7 +49,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Share, scan, clone, pull, unshare and fork across four real nodes.
-    Demo,
+    Demo {
+        /// Run the four nodes on a local DHT testnet: they find each other
+        /// by NodeId, nobody types an address.
+        #[arg(long)]
+        dht: bool,
+    },
     /// Run one agent in the foreground (what the harness spawns).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -249,14 +254,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .try_init();
     match cli.command {
-        Command::Demo => {
+        Command::Demo { dht } => {
             let system = actix_rt::System::with_tokio_rt(|| {
                 tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
                     .unwrap_or_else(|e| panic!("cannot build the runtime: {e}"))
             });
-            match system.block_on(demo::run()) {
+            match system.block_on(demo::run(dht)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(failed) => {
                     eprintln!("demo failed: {failed}");
