@@ -338,6 +338,7 @@ fn run_seed(seed: u64) -> Run {
             cfg.net_context = NetContext {
                 entropy: Arc::new(SeededEntropy::new(entropy_seed ^ starts.get())),
                 clock: Arc::new(SimClock),
+                discovery: None,
             };
             starts.set(starts.get() + 1);
             let rx = rx.clone();
