@@ -275,6 +275,34 @@ impl Node {
         // Tell the nodes we know where we listen now: a node that moved (a
         // new port, a new network) is found again by its peers, and what
         // they queued for it flows over the connection this opens.
+        // After a renewal: the old key's record on the DHT names the new
+        // NodeId, so a peer that missed the rotation and looks the old one
+        // up learns where the node went.
+        if let Some((old, packet)) = crate::renewal::pending_pointer(&paths)
+            && net.has_directory()
+        {
+            let (net, shutdown, paths) = (net.clone(), shutdown.clone(), paths.clone());
+            tracker.spawn(async move {
+                let mut pause = Duration::from_secs(5);
+                for _ in 0..12 {
+                    match net.publish_packet(old, packet.clone()).await {
+                        Ok(()) => {
+                            tracing::info!(%old, "the old key's DHT record now names this node");
+                            crate::renewal::pointer_done(&paths);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cannot publish the old key's record yet")
+                        }
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(600));
+                }
+            });
+        }
         if config.announce && !config.no_listen {
             let (net, shutdown) = (net.clone(), shutdown.clone());
             let port = net.local_addr().port();

@@ -58,6 +58,24 @@ fn rotation_file(paths: &NodePaths) -> std::path::PathBuf {
     paths.root.join("keys").join("rotation")
 }
 
+/// The old key's DHT record naming the new NodeId, signed at renewal (both
+/// keys are at hand only then), published once the node runs.
+fn pointer_file(paths: &NodePaths) -> std::path::PathBuf {
+    paths.root.join("keys").join("renewal-record")
+}
+
+/// The old key's pointer record still to publish, with the old NodeId.
+pub(crate) fn pending_pointer(paths: &NodePaths) -> Option<(NodeId, Vec<u8>)> {
+    let bytes = std::fs::read(pointer_file(paths)).ok()?;
+    let old = NodeId::from_bytes(bytes.get(..32)?.try_into().ok()?).ok()?;
+    Some((old, bytes))
+}
+
+/// The pointer record is out.
+pub(crate) fn pointer_done(paths: &NodePaths) {
+    let _ = std::fs::remove_file(pointer_file(paths));
+}
+
 fn with_new(path: &Path) -> std::path::PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".new");
@@ -112,6 +130,12 @@ pub fn renew(paths: &NodePaths, password: &[u8]) -> Result<Renewed, RenewError> 
     let claim = keynode_gestalt::rotate(head.as_ref(), &old, &new, tid).map_err(failed)?;
     let bytes = keynode_core::codec::encode(&claim).map_err(failed)?;
     keystore::write_private_file(&rotation_file(paths), &bytes).map_err(failed)?;
+    match keynode_net::dht::renewal_record(&old, &new) {
+        Ok(record) => {
+            keystore::write_private_file(&pointer_file(paths), &record).map_err(failed)?
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot sign the old key's DHT record"),
+    }
     let kdf = KdfParams::DEFAULT;
     keystore::write_key_file(&with_new(&paths.root_key()), &new, password, kdf).map_err(failed)?;
     datakey::write_file(&with_new(&paths.data_key()), &data_key, &new).map_err(failed)?;

@@ -263,3 +263,41 @@ async fn a_node_without_a_listener_shares_and_is_shared_with_through_its_relay()
         n.stop().await;
     }
 }
+
+#[actix_rt::test]
+async fn a_renewed_nodes_old_record_names_its_new_id() {
+    let dht = tokio::task::spawn_blocking(testnet).await.unwrap();
+    let net = TestNet::new();
+    let a = start(on_dht(net.config("a"), &dht)).await;
+    let b = start(on_dht(net.config("b"), &dht)).await;
+    published(&b, &a).await;
+    let old = a.node_id();
+    a.stop().await;
+    let path = net.path().join("a");
+    let renewed = tokio::task::spawn_blocking(move || {
+        keynode_agent::renewal::renew(&keynode_agent::NodePaths::new(path), b"pw")
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("renew: {e}"));
+    let a = start(on_dht(net.config("a"), &dht)).await;
+    assert_eq!(a.node_id(), renewed.new);
+    // B missed the rotation; looking the old NodeId up tells it where the
+    // node went, vouched for by both keys.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Response::Found(f) = ok(&b, Request::NodesFind { node: old }).await else {
+            panic!("no find")
+        };
+        if f.renewed_to == Some(renewed.new) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old record never named the new id: {f:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -144,6 +144,18 @@ fn encode_exactly(key: &Keypair, record: &NodeRecord) -> Result<SignedPacket, Re
         .map_err(|e| too_large(&e))
 }
 
+/// The record a renewed key leaves behind, as the whole signed packet:
+/// signed by `old`, naming `new`'s NodeId with `new`'s signature (see
+/// [`RenewalPointer`]), no address. Published by the renewed node (see
+/// [`Discovery::publish_packet`]) once it runs under `new`.
+pub fn renewal_record(old: &Keypair, new: &Keypair) -> Result<Vec<u8>, RecordError> {
+    let record = NodeRecord {
+        renewed_to: Some(RenewalPointer::sign(old.node_id(), new)),
+        ..NodeRecord::default()
+    };
+    Ok(encode_record(old, &record)?.as_bytes().to_vec())
+}
+
 /// The record in `packet`, which must be signed by `expected`'s key.
 ///
 /// Everything in it is checked: entries that do not parse are skipped, at
@@ -216,6 +228,21 @@ pub fn decode_payload(expected: NodeId, payload: &[u8]) -> Result<NodeRecord, Re
 }
 
 type Cached = (Option<NodeRecord>, Instant);
+
+/// `bytes` (a whole signed packet: key, signature, timestamp, DNS) as a
+/// packet of `node`'s that holds a keynode record.
+fn verified_packet(node: NodeId, bytes: &[u8]) -> Result<SignedPacket, DiscoveryError> {
+    let bad = |e: RecordError| DiscoveryError::Publish(e.to_string());
+    if bytes.get(..32) != Some(node.as_bytes().as_slice()) {
+        return Err(bad(RecordError::ForeignKey));
+    }
+    let key = PublicKey::try_from(node.as_bytes()).map_err(|_| bad(RecordError::Invalid))?;
+    let packet =
+        SignedPacket::from_relay_payload(&key, &bytes::Bytes::copy_from_slice(&bytes[32..]))
+            .map_err(|_| bad(RecordError::Invalid))?;
+    decode_record(node, &packet).map_err(bad)?;
+    Ok(packet)
+}
 
 /// The signed packet a DHT item carries, if it verifies for `node`.
 fn packet_of(node: NodeId, item: &MutableItem) -> Option<SignedPacket> {
@@ -462,21 +489,14 @@ impl Discovery for Joining {
         })
     }
 
-    fn publish_renewal(
+    fn publish_packet(
         &self,
-        old_key: &Keypair,
-        pointer: RenewalPointer,
+        node: NodeId,
+        packet: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), DiscoveryError>> {
-        let packet = encode_record(
-            old_key,
-            &NodeRecord {
-                renewed_to: Some(pointer),
-                ..NodeRecord::default()
-            },
-        );
         let rx = self.0.clone();
         Box::pin(async move {
-            let packet = packet.map_err(|e| DiscoveryError::Publish(e.to_string()))?;
+            let packet = verified_packet(node, &packet)?;
             Joining::get(rx, PUBLISH_TIMEOUT).await?.put(packet).await
         })
     }
@@ -506,21 +526,13 @@ impl Discovery for Arc<DhtDiscovery> {
         })
     }
 
-    fn publish_renewal(
+    fn publish_packet(
         &self,
-        old_key: &Keypair,
-        pointer: RenewalPointer,
+        node: NodeId,
+        packet: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), DiscoveryError>> {
-        let record = NodeRecord {
-            renewed_to: Some(pointer),
-            ..NodeRecord::default()
-        };
-        let packet = encode_record(old_key, &record);
         let this = self.clone();
-        Box::pin(async move {
-            let packet = packet.map_err(|e| DiscoveryError::Publish(e.to_string()))?;
-            this.put(packet).await
-        })
+        Box::pin(async move { this.put(verified_packet(node, &packet)?).await })
     }
 }
 

@@ -162,15 +162,16 @@ pub trait Discovery: Send + Sync + 'static {
         fresh: bool,
     ) -> BoxFuture<'static, Result<Option<NodeRecord>, DiscoveryError>>;
 
-    /// Publishes, once, the record of `old_key`: it names the node's new
-    /// NodeId and no address (see [`RenewalPointer`]). The default
-    /// publishes nothing.
-    fn publish_renewal(
+    /// Publishes a record another key signed (the old key's pointer to a
+    /// renewed node, signed when the key was renewed): `packet` is a whole
+    /// signed packet (key, signature, timestamp, DNS), checked first. The
+    /// default publishes nothing.
+    fn publish_packet(
         &self,
-        old_key: &Keypair,
-        pointer: RenewalPointer,
+        node: NodeId,
+        packet: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), DiscoveryError>> {
-        let _ = (old_key, pointer);
+        let _ = (node, packet);
         Box::pin(async { Ok(()) })
     }
 }
@@ -232,17 +233,24 @@ impl Discovery for MemoryDiscovery {
         Box::pin(async move { Ok(found) })
     }
 
-    fn publish_renewal(
+    fn publish_packet(
         &self,
-        old_key: &Keypair,
-        pointer: RenewalPointer,
+        node: NodeId,
+        packet: Vec<u8>,
     ) -> BoxFuture<'static, Result<(), DiscoveryError>> {
-        let record = NodeRecord {
-            renewed_to: Some(pointer),
-            ..NodeRecord::default()
+        let decoded = packet
+            .get(32..)
+            .filter(|_| packet.get(..32) == Some(node.as_bytes().as_slice()))
+            .ok_or(crate::dht::RecordError::ForeignKey)
+            .and_then(|payload| crate::dht::decode_payload(node, payload));
+        let result = match decoded {
+            Ok(record) => {
+                self.directory.put(node, record);
+                Ok(())
+            }
+            Err(e) => Err(DiscoveryError::Publish(e.to_string())),
         };
-        self.directory.put(old_key.node_id(), record);
-        Box::pin(async { Ok(()) })
+        Box::pin(async move { result })
     }
 }
 

@@ -323,6 +323,25 @@ impl<T: Transport> Network<T> {
         Ok(Found { book, directory })
     }
 
+    /// Publishes a record another key signed (a renewed key's pointer; see
+    /// [`Discovery::publish_packet`](crate::Discovery::publish_packet)).
+    /// Without a directory, nothing to do.
+    pub async fn publish_packet(
+        &self,
+        node: NodeId,
+        packet: Vec<u8>,
+    ) -> Result<(), crate::DiscoveryError> {
+        match &self.inner.context.discovery {
+            Some(d) => d.publish_packet(node, packet).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this node publishes to and looks up in a directory.
+    pub fn has_directory(&self) -> bool {
+        self.inner.context.discovery.is_some()
+    }
+
     /// This node's record as it publishes it now.
     pub fn own_record(&self) -> NodeRecord {
         self.inner.own_record()
