@@ -40,6 +40,9 @@ pub struct AgentArgs {
     /// Stop when stdin reaches end of file (the harness holds the other end).
     #[arg(long)]
     pub stdin_lifeline: bool,
+    /// Join the DHT through these nodes (`HOST:PORT,…`); without it, no DHT.
+    #[arg(long)]
+    pub dht_bootstrap: Option<String>,
 }
 
 /// The line an agent prints on stdout once it is live.
@@ -71,6 +74,10 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
     cfg.seed_nodes =
         parse_seed_nodes(&args.seed_nodes).map_err(|e| format!("--seed-nodes: {e}"))?;
     cfg.provider_dir = args.provider_dir.clone();
+    cfg.dht = args
+        .dht_bootstrap
+        .as_deref()
+        .map(keynode_agent::DhtSettings::with_bootstrap);
     let system = actix_rt::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

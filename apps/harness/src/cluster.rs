@@ -54,6 +54,8 @@ pub struct Cluster {
     _root: Option<tempfile::TempDir>,
     root: PathBuf,
     exe: PathBuf,
+    /// DHT nodes the agents join through (`None`: no DHT).
+    dht: Option<String>,
     /// The agents, by index.
     pub agents: Vec<Agent>,
 }
@@ -62,6 +64,12 @@ impl Cluster {
     /// Starts `n` agents, each in its own node path under a fresh temporary
     /// directory (kept if `keep`).
     pub async fn start(n: usize, keep: bool) -> Result<Cluster, String> {
+        Self::start_on(n, keep, None).await
+    }
+
+    /// [`Cluster::start`], the agents joining the DHT through `dht`
+    /// (`HOST:PORT,…`) when given.
+    pub async fn start_on(n: usize, keep: bool, dht: Option<String>) -> Result<Cluster, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find the harness binary: {e}"))?;
         let tmp = tempfile::Builder::new()
@@ -80,6 +88,7 @@ impl Cluster {
             },
             root,
             exe,
+            dht,
             agents: Vec::with_capacity(n),
         };
         let mut next = 0;
@@ -150,6 +159,7 @@ impl Cluster {
             _root: None,
             root: PathBuf::new(),
             exe: PathBuf::new(),
+            dht: None,
             agents,
         })
     }
@@ -171,6 +181,11 @@ impl Cluster {
     ) -> impl std::future::Future<Output = Result<(Child, Ready, PathBuf), String>> + use<> {
         let exe = self.exe.clone();
         let root = self.root.clone();
+        let dht: Vec<String> = self
+            .dht
+            .iter()
+            .flat_map(|b| ["--dht-bootstrap".to_owned(), b.clone()])
+            .collect();
         async move {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let log = std::fs::OpenOptions::new()
@@ -189,6 +204,7 @@ impl Cluster {
                 .arg("--provider-dir")
                 .arg(root.join("provider"))
                 .arg("--stdin-lifeline")
+                .args(&dht)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log))

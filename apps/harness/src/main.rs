@@ -135,6 +135,10 @@ struct LoadArgs {
     /// Also run the end-of-run invariant checks (always on in chaos).
     #[arg(long)]
     check: bool,
+    /// Start the agents on a local DHT testnet: they find each other by
+    /// NodeId, with no `nodes add` at all.
+    #[arg(long)]
+    dht: bool,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +218,7 @@ fn config(mode: &'static str, c: Common, seed: u64) -> run::RunConfig {
         attach: None,
         keep: c.keep,
         check: false,
+        dht: false,
         settle: Duration::from_secs(75),
     }
 }
@@ -280,6 +285,7 @@ fn main() -> ExitCode {
             let mut cfg = config("load", a.common, a.seed);
             cfg.attach = a.attach;
             cfg.check = a.check;
+            cfg.dht = a.dht;
             exit("load", runtime().block_on(run::run(cfg)))
         }
         Command::Chaos(a) => {

@@ -48,17 +48,33 @@ pub struct RunConfig {
     pub check: bool,
     /// How long notifications may take to arrive after healing.
     pub settle: Duration,
+    /// Start the agents on a local DHT testnet, with no `nodes add`.
+    pub dht: bool,
 }
 
 /// Runs `load` or `chaos`; returns whether every invariant held.
 pub async fn run(cfg: RunConfig) -> Result<bool, String> {
     let chaos = cfg.mode == "chaos";
     let started = Instant::now();
+    let testnet = if cfg.dht && cfg.attach.is_none() {
+        if chaos {
+            return Err("chaos --dht is not built yet; load --dht is".into());
+        }
+        let t = tokio::task::spawn_blocking(|| mainline::Testnet::builder(20).build())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot start the DHT testnet: {e}"))?;
+        eprintln!("a local DHT testnet of 20 nodes: {}", t.bootstrap.join(","));
+        Some(t)
+    } else {
+        None
+    };
+    let bootstrap = testnet.as_ref().map(|t| t.bootstrap.join(","));
     let mut cluster = match &cfg.attach {
         Some(f) => Cluster::attach(f)?,
         None => {
             eprintln!("starting {} agents…", cfg.nodes);
-            Cluster::start(cfg.nodes, cfg.keep).await?
+            Cluster::start_on(cfg.nodes, cfg.keep, bootstrap).await?
         }
     };
     if chaos && !cluster.spawned() {
@@ -97,10 +113,18 @@ async fn run_on(cfg: &RunConfig, cluster: &mut Cluster, started: Instant) -> Res
         .iter()
         .map(|a| (a.host.clone(), a.port))
         .collect();
+    if cfg.dht {
+        topology::find_all(&topo).await?;
+        eprintln!(
+            "every node found its peers on the DHT ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
     let (setup, seeded) = {
         let proxy = proxy.clone();
         topology::setup(
             &topo,
+            !cfg.dht,
             move |i, j| match &proxy {
                 Some(p) => ("127.0.0.1".into(), p.port(i, j).unwrap_or(0)),
                 None => hosts[j].clone(),

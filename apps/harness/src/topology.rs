@@ -109,11 +109,36 @@ fn fail(step: &str, i: usize, e: impl std::fmt::Display) -> String {
     format!("setup: {step} on node {i}: {e}")
 }
 
+/// Waits until every node finds each of its peers' records on the DHT (the
+/// agents publish at start; nothing else tells them where the others are).
+pub async fn find_all(topo: &Arc<Topology>) -> Result<(), String> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    for i in 0..topo.n() {
+        for &j in &topo.peers[i] {
+            loop {
+                let found =
+                    cluster::call(&topo.sockets[i], Request::NodesFind { node: topo.ids[j] }).await;
+                if let Ok(keynode_agent::api::Response::Found(f)) = found
+                    && f.dht == "found"
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("node {i} never found node {j} on the DHT"));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Fills address books (`addr(i, j)`: where `i` reaches `j`), forms the
 /// gestalts, makes peers trust each other, and creates `vaults` vaults per
 /// node with `secrets` secrets each (returned as `(node, vault, path, value)`).
 pub async fn setup(
     topo: &Arc<Topology>,
+    books: bool,
     addr: impl Fn(usize, usize) -> (String, u16),
     secrets: usize,
 ) -> Result<(SetupTimes, Vec<(usize, String, String, Vec<u8>)>), String> {
@@ -123,6 +148,7 @@ pub async fn setup(
         let topo = topo.clone();
         let entries: Vec<(NodeId, String, u16)> = topo.peers[i]
             .iter()
+            .filter(|_| books)
             .map(|&j| {
                 let (h, p) = addr(i, j);
                 (topo.ids[j], h, p)

@@ -135,7 +135,9 @@ fn encode_exactly(key: &Keypair, record: &NodeRecord) -> Result<SignedPacket, Re
     let too_large = |e: &dyn std::fmt::Display| RecordError::TooLarge(e.to_string());
     let name = pkarr::dns::Name::new(RECORD_NAME).map_err(|e| too_large(&e))?;
     let mut text = TXT::new();
-    for e in &entries {
+    // A DNS character string holds at most 255 bytes: a longer entry (a
+    // relay with a very long host name) is left out, not the whole record.
+    for e in entries.iter().filter(|e| e.len() <= 255) {
         text.add_string(e).map_err(|e| too_large(&e))?;
     }
     SignedPacket::builder()
