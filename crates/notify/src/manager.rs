@@ -73,9 +73,6 @@ pub struct NotificationsManager {
     exec: keynode_core::exec::Exec,
     /// Entries with an attempt running.
     in_flight: HashSet<Tid>,
-    /// Recipients with an attempt in flight: one at a time each, so a
-    /// recipient gets its notifications in the order they were sent.
-    busy: HashSet<keynode_core::NodeId>,
     /// A claim is running; another run waits for it.
     claiming: bool,
     /// Run again when the current claim is done.
@@ -120,7 +117,6 @@ impl NotificationsManager {
             config,
             exec: keynode_core::exec::threads(),
             in_flight: HashSet::new(),
-            busy: HashSet::new(),
             claiming: false,
             rerun: false,
             backlog: false,
@@ -195,20 +191,17 @@ impl NotificationsManager {
         self.rerun = false;
         let now = self.now_ms();
         let lease = ms(self.config.attempt_timeout + LEASE_MARGIN);
-        let busy: HashSet<keynode_core::NodeId> = self.busy.iter().copied().collect();
         let claim = self.blocking(move |store| {
-            let (claimed, left) = store.claim_due_except(now, lease, free, &busy)?;
-            Ok((claimed, left, store.next_due()?))
+            let claimed = store.claim_due(now, lease, free)?;
+            Ok((claimed, store.next_due()?))
         });
         ctx.spawn(claim.into_actor(self).map(move |res, act, ctx| {
             act.claiming = false;
             match res {
-                Ok((claimed, left, next)) => {
-                    // Entries left for a busy recipient go when it is free.
-                    act.backlog = claimed.len() >= free || left;
+                Ok((claimed, next)) => {
+                    act.backlog = claimed.len() >= free;
                     for p in claimed {
                         if act.in_flight.insert(p.id) {
-                            act.busy.insert(p.to);
                             act.attempt(p, now, ctx);
                         }
                     }
@@ -272,7 +265,6 @@ impl NotificationsManager {
         };
         ctx.spawn(run.into_actor(self).map(move |(outcome, next), act, ctx| {
             act.in_flight.remove(&id);
-            act.busy.remove(&to);
             match &outcome {
                 Ok(()) => tracing::debug!(%id, %to, "notification delivered"),
                 Err(DeliveryError::Rejected(why)) => {

@@ -708,9 +708,8 @@ async fn concurrent_deliveries_are_bounded() {
         config,
     )
     .start();
+    let to = Keypair::generate().node_id();
     for i in 0..12 {
-        // Twelve recipients: one recipient's notifications go one at a time.
-        let to = Keypair::generate().node_id();
         let data = general(&format!("n{i}"));
         a.send(messages::Send { to, data }).await.unwrap().unwrap();
     }
@@ -736,42 +735,4 @@ async fn concurrent_deliveries_are_bounded() {
         })
         .await
     );
-}
-
-#[actix_rt::test]
-async fn one_recipients_notifications_go_out_one_at_a_time() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(NotificationStore::open(open_env(tmp.path()), StoreConfig::default()).unwrap());
-    let sink = Arc::new(SlowState::default());
-    let a = NotificationsManager::new(
-        store,
-        Arc::new(Keypair::generate()),
-        Arc::new(SystemClock),
-        Arc::new(Slow(sink.clone())),
-        ManagerConfig::default(),
-    )
-    .start();
-    let to = Keypair::generate().node_id();
-    for i in 0..5 {
-        let data = general(&format!("n{i}"));
-        a.send(messages::Send { to, data }).await.unwrap().unwrap();
-    }
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            sink.current.load(Ordering::SeqCst) == 1
-        })
-        .await
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // The others wait for the first: they arrive in the order sent.
-    assert_eq!(sink.current.load(Ordering::SeqCst), 1);
-    sink.gate.add_permits(5);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            sink.done.load(Ordering::SeqCst) == 5
-        })
-        .await
-    );
-    assert_eq!(sink.peak.load(Ordering::SeqCst), 1);
 }

@@ -112,17 +112,19 @@ fn notifications_send_inbox_outbox() {
     );
 
     a.run(&["identities", "trust", &b_id]).success();
+    // One after the other: notifications in flight at once to one node may
+    // arrive in either order, and the order flags below read arrival order.
     for m in ["one", "two", "three"] {
         b.run(&["notifications", "send", &a_id, m]).success();
+        wait_for(
+            || {
+                b.json(&["notifications", "outbox", "read"])
+                    .as_array()
+                    .is_some_and(Vec::is_empty)
+            },
+            "delivery",
+        );
     }
-    wait_for(
-        || {
-            b.json(&["notifications", "outbox", "read"])
-                .as_array()
-                .is_some_and(Vec::is_empty)
-        },
-        "delivery",
-    );
     let unread = a.json(&[
         "notifications",
         "inbox",

@@ -131,48 +131,6 @@ impl NotificationStore {
         Ok(out)
     }
 
-    /// [`claim_due`](Self::claim_due), one entry per recipient at most and
-    /// none for a recipient in `busy` (one already in flight): each
-    /// recipient's notifications go out one at a time, oldest first, so
-    /// they arrive in the order they were sent while deliveries succeed.
-    /// Also replies whether a due entry was left for its busy recipient
-    /// (claim again when one finishes).
-    pub fn claim_due_except(
-        &self,
-        now_ms: u64,
-        lease_ms: u64,
-        max: usize,
-        busy: &std::collections::HashSet<keynode_core::NodeId>,
-    ) -> Result<(Vec<Pending>, bool), StoreError> {
-        let mut txn = self.env.write_txn()?;
-        // Skipped entries (a busy recipient) do not count against `max`.
-        let ids = self.due_ids(&mut txn, now_ms, max.saturating_mul(8).max(64))?;
-        if ids.is_empty() {
-            return Ok((Vec::new(), false));
-        }
-        let mut left = false;
-        let mut taken: std::collections::HashSet<keynode_core::NodeId> = busy.clone();
-        let mut out = Vec::with_capacity(max.min(ids.len()));
-        for id in ids {
-            if out.len() >= max {
-                break;
-            }
-            let mut p = self
-                .pending(&mut txn, id)?
-                .ok_or(StoreError::Corrupt(OUTBOX_DUE_DB))?;
-            if !taken.insert(p.to) {
-                left = true;
-                continue;
-            }
-            let old = p.next_attempt_ms;
-            p.next_attempt_ms = now_ms.saturating_add(lease_ms);
-            self.put_pending(&mut txn, &p, Some(old))?;
-            out.push(p);
-        }
-        txn.commit()?;
-        Ok((out, left))
-    }
-
     /// The entry was delivered: removes it; replies whether it was queued.
     pub fn delivered(&self, id: Tid) -> Result<bool, StoreError> {
         self.remove_pending(id)
