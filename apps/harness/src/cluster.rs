@@ -241,6 +241,26 @@ impl Cluster {
         self.agents[i].pid = None;
     }
 
+    /// Restarts agent `i` on its node path on a free port, another than
+    /// before (after [`Cluster::kill`]): a node that moved.
+    pub async fn restart_elsewhere(&mut self, i: usize) -> Result<(), String> {
+        if self.agents[i].child.is_some() {
+            return Ok(());
+        }
+        let dir = self.agents[i]
+            .dir
+            .clone()
+            .ok_or("an attached agent cannot be restarted")?;
+        let (child, ready, _) = self.spawn(dir, 0).await?;
+        if ready.node_id != self.agents[i].node_id.to_string() {
+            return Err(format!("agent {i} came back as {}", ready.node_id));
+        }
+        self.agents[i].port = ready.port;
+        self.agents[i].pid = Some(ready.pid);
+        self.agents[i].child = Some(child);
+        Ok(())
+    }
+
     /// Restarts agent `i` on its node path and port (after [`Cluster::kill`]).
     pub async fn restart(&mut self, i: usize) -> Result<(), String> {
         if self.agents[i].child.is_some() {

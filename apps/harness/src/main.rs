@@ -151,6 +151,10 @@ struct ChaosArgs {
     /// How long notifications may take to arrive after healing.
     #[arg(long, default_value = "75s", value_parser = humantime::parse_duration)]
     settle: Duration,
+    /// Run on a local DHT testnet with no `nodes add`; the nemesis kills,
+    /// restarts and moves nodes (another port), no link faults.
+    #[arg(long)]
+    dht: bool,
 }
 
 #[derive(Debug, Args)]
@@ -291,6 +295,7 @@ fn main() -> ExitCode {
         Command::Chaos(a) => {
             let mut cfg = config("chaos", a.common, a.seed);
             cfg.settle = a.settle;
+            cfg.dht = a.dht;
             exit("chaos", runtime().block_on(run::run(cfg)))
         }
         Command::Fanout(a) => exit(

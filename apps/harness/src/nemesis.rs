@@ -29,6 +29,12 @@ pub enum Fault {
         /// Which.
         node: usize,
     },
+    /// Start it again on its node path on another port: its peers must find
+    /// it again (the DHT, or its `ListenAt`).
+    Move {
+        /// Which.
+        node: usize,
+    },
     /// Close every connection open on these links (new ones may follow).
     Cut {
         /// `(from, to)` links.
@@ -176,6 +182,44 @@ pub fn schedule(
     out
 }
 
+/// The fault schedule of a run on the DHT (no proxy between the nodes, so
+/// no link faults): kills, each followed by a restart on the same port or a
+/// move to another, every node back by `duration`.
+pub fn schedule_moves(seed: u64, n: usize, duration: Duration) -> Vec<Scheduled> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x006d_6f76_6573);
+    let end = duration.as_millis() as u64;
+    let max_down = (n / 4).max(1);
+    let mut out = Vec::new();
+    let mut down_until = vec![0u64; n];
+    let mut t = QUIET_START_MS;
+    while t + 500 < end {
+        let len = rng.gen_range(1_500..=5_000u64).min(end - t);
+        let down = down_until.iter().filter(|&&u| u > t).count();
+        let up: Vec<usize> = (0..n).filter(|&i| down_until[i] <= t).collect();
+        if down < max_down
+            && let Some(&node) = up.choose(&mut rng)
+        {
+            out.push(Scheduled {
+                at_ms: t,
+                fault: Fault::Kill { node },
+            });
+            let back = if rng.gen_bool(0.6) {
+                Fault::Move { node }
+            } else {
+                Fault::Restart { node }
+            };
+            out.push(Scheduled {
+                at_ms: t + len,
+                fault: back,
+            });
+            down_until[node] = t + len;
+        }
+        t += rng.gen_range(1_000..=3_000u64);
+    }
+    out.sort_by_key(|s| s.at_ms);
+    out
+}
+
 /// A fault as it was applied.
 #[derive(Debug, Clone, Serialize)]
 pub struct Applied {
@@ -188,25 +232,40 @@ pub struct Applied {
     pub error: Option<String>,
 }
 
-/// Applies one fault.
-pub async fn apply(cluster: &mut Cluster, proxy: &Proxy, fault: &Fault) -> Result<(), String> {
+/// Applies one fault (a link fault needs the proxy).
+pub async fn apply(
+    cluster: &mut Cluster,
+    proxy: Option<&Proxy>,
+    fault: &Fault,
+) -> Result<(), String> {
+    let no_proxy = || Err("a link fault without a proxy".to_owned());
     match fault {
         Fault::Kill { node } => {
             cluster.kill(*node).await;
             Ok(())
         }
         Fault::Restart { node } => cluster.restart(*node).await,
+        Fault::Move { node } => cluster.restart_elsewhere(*node).await,
         Fault::Cut { links } => {
+            let Some(proxy) = proxy else {
+                return no_proxy();
+            };
             proxy.cut(links);
             Ok(())
         }
         Fault::Start {
             id, mode, links, ..
         } => {
+            let Some(proxy) = proxy else {
+                return no_proxy();
+            };
             proxy.start_fault(*id, links, *mode);
             Ok(())
         }
         Fault::End { id } => {
+            let Some(proxy) = proxy else {
+                return no_proxy();
+            };
             proxy.end_fault(*id);
             Ok(())
         }
@@ -219,6 +278,7 @@ pub fn describe(s: &Scheduled) -> String {
     match &s.fault {
         Fault::Kill { node } => format!("{t:>7.2}s  kill -9 node {node}"),
         Fault::Restart { node } => format!("{t:>7.2}s  restart node {node}"),
+        Fault::Move { node } => format!("{t:>7.2}s  restart node {node} on another port"),
         Fault::Cut { links } => format!("{t:>7.2}s  cut connections on {links:?}"),
         Fault::Start {
             id,
@@ -246,6 +306,30 @@ mod tests {
     }
 
     #[test]
+    fn moves_are_seeded_and_every_node_comes_back() {
+        let d = Duration::from_secs(30);
+        assert_eq!(schedule_moves(3, 4, d), schedule_moves(3, 4, d));
+        for seed in 0..50 {
+            let s = schedule_moves(seed, 4, d);
+            let mut down = std::collections::HashSet::new();
+            for e in &s {
+                match &e.fault {
+                    Fault::Kill { node } => assert!(down.insert(*node)),
+                    Fault::Restart { node } | Fault::Move { node } => assert!(down.remove(node)),
+                    other => panic!("seed {seed}: a link fault {other:?} on the DHT"),
+                }
+                assert!(down.len() <= 1);
+            }
+            assert!(down.is_empty(), "seed {seed}");
+        }
+        assert!((0..20).any(|seed| {
+            schedule_moves(seed, 4, d)
+                .iter()
+                .any(|e| matches!(e.fault, Fault::Move { .. }))
+        }));
+    }
+
+    #[test]
     fn same_seed_same_schedule() {
         let l = links(4);
         let d = Duration::from_secs(30);
@@ -265,7 +349,7 @@ mod tests {
                 assert!(e.at_ms <= 20_000);
                 match &e.fault {
                     Fault::Kill { node } => assert!(down.insert(*node)),
-                    Fault::Restart { node } => assert!(down.remove(node)),
+                    Fault::Restart { node } | Fault::Move { node } => assert!(down.remove(node)),
                     Fault::Start { id, .. } => assert!(open.insert(*id)),
                     Fault::End { id } => assert!(open.remove(id)),
                     Fault::Cut { .. } => {}

@@ -57,9 +57,6 @@ pub async fn run(cfg: RunConfig) -> Result<bool, String> {
     let chaos = cfg.mode == "chaos";
     let started = Instant::now();
     let testnet = if cfg.dht && cfg.attach.is_none() {
-        if chaos {
-            return Err("chaos --dht is not built yet; load --dht is".into());
-        }
         let t = tokio::task::spawn_blocking(|| mainline::Testnet::builder(20).build())
             .await
             .map_err(|e| e.to_string())?
@@ -93,7 +90,9 @@ pub async fn run(cfg: RunConfig) -> Result<bool, String> {
 async fn run_on(cfg: &RunConfig, cluster: &mut Cluster, started: Instant) -> Result<bool, String> {
     let chaos = cfg.mode == "chaos";
     let topo = Arc::new(Topology::plan(cluster, cfg.vaults.max(1), cfg.reach));
-    let proxy = if chaos {
+    // On the DHT the nodes find each other's own addresses: no proxy sits
+    // between them, and the nemesis kills, restarts and moves nodes instead.
+    let proxy = if chaos && !cfg.dht {
         let targets: Vec<std::net::SocketAddr> = cluster
             .agents
             .iter()
@@ -150,7 +149,11 @@ async fn run_on(cfg: &RunConfig, cluster: &mut Cluster, started: Instant) -> Res
     });
 
     let schedule = if chaos {
-        let s = nemesis::schedule(cfg.seed, topo.n(), &topo.links(), cfg.duration);
+        let s = if cfg.dht {
+            nemesis::schedule_moves(cfg.seed, topo.n(), cfg.duration)
+        } else {
+            nemesis::schedule(cfg.seed, topo.n(), &topo.links(), cfg.duration)
+        };
         eprintln!("nemesis schedule (seed {}):", cfg.seed);
         for e in &s {
             eprintln!("  {}", nemesis::describe(e));
@@ -200,10 +203,10 @@ async fn run_on(cfg: &RunConfig, cluster: &mut Cluster, started: Instant) -> Res
 
     // The nemesis runs beside the workload and heals everything at the end.
     let mut applied: Vec<Applied> = Vec::new();
-    if let Some(proxy) = &proxy {
+    if chaos {
         for s in &schedule {
             tokio::time::sleep_until((t0 + Duration::from_millis(s.at_ms)).into()).await;
-            let r = nemesis::apply(cluster, proxy, &s.fault).await;
+            let r = nemesis::apply(cluster, proxy.as_deref(), &s.fault).await;
             if let Err(e) = &r {
                 bar.println(format!("nemesis: {e}"));
             }
@@ -214,7 +217,9 @@ async fn run_on(cfg: &RunConfig, cluster: &mut Cluster, started: Instant) -> Res
             });
         }
         tokio::time::sleep_until(deadline.into()).await;
-        proxy.heal_all();
+        if let Some(proxy) = &proxy {
+            proxy.heal_all();
+        }
     }
     let mut violations: Vec<Violation> = Vec::new();
     for i in 0..cluster.agents.len() {
