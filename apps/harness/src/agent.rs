@@ -43,6 +43,15 @@ pub struct AgentArgs {
     /// Join the DHT through these nodes (`HOST:PORT,…`); without it, no DHT.
     #[arg(long)]
     pub dht_bootstrap: Option<String>,
+    /// Relay for others.
+    #[arg(long)]
+    pub relay_serve: bool,
+    /// Keep a reservation at these relays: `ID@host:port;…`.
+    #[arg(long, default_value = "")]
+    pub relays: String,
+    /// Listen for no peer (reachable only through --relays).
+    #[arg(long)]
+    pub no_listen: bool,
 }
 
 /// The line an agent prints on stdout once it is live.
@@ -78,6 +87,15 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
         .dht_bootstrap
         .as_deref()
         .map(keynode_agent::DhtSettings::with_bootstrap);
+    cfg.relay_serve = args.relay_serve.then(keynode_agent::RelayLimits::default);
+    cfg.relays = args
+        .relays
+        .split(';')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| r.parse().map_err(|e| format!("--relays: {e}")))
+        .collect::<Result<_, String>>()?;
+    cfg.no_listen = args.no_listen;
     let system = actix_rt::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -56,6 +56,9 @@ pub struct Cluster {
     exe: PathBuf,
     /// DHT nodes the agents join through (`None`: no DHT).
     dht: Option<String>,
+    /// Extra `agent` arguments of each agent, by index (a relay, a node
+    /// without a listener).
+    extra: Vec<Vec<String>>,
     /// The agents, by index.
     pub agents: Vec<Agent>,
 }
@@ -64,12 +67,19 @@ impl Cluster {
     /// Starts `n` agents, each in its own node path under a fresh temporary
     /// directory (kept if `keep`).
     pub async fn start(n: usize, keep: bool) -> Result<Cluster, String> {
-        Self::start_on(n, keep, None).await
+        Self::start_on(n, keep, None, 0).await
     }
 
     /// [`Cluster::start`], the agents joining the DHT through `dht`
     /// (`HOST:PORT,…`) when given.
-    pub async fn start_on(n: usize, keep: bool, dht: Option<String>) -> Result<Cluster, String> {
+    /// With `behind_relay` K > 0, agent 0 relays (`--relay-serve`) and agents
+    /// 1..=K run with no listener, keeping a reservation at agent 0.
+    pub async fn start_on(
+        n: usize,
+        keep: bool,
+        dht: Option<String>,
+        behind_relay: usize,
+    ) -> Result<Cluster, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find the harness binary: {e}"))?;
         let tmp = tempfile::Builder::new()
@@ -89,15 +99,25 @@ impl Cluster {
             root,
             exe,
             dht,
+            extra: vec![Vec::new(); n],
             agents: Vec::with_capacity(n),
         };
         let mut next = 0;
+        if behind_relay > 0 {
+            cluster.extra[0] = vec!["--relay-serve".into()];
+        }
         while next < n {
-            let batch: Vec<usize> = (next..n.min(next + START_PARALLEL)).collect();
+            // A relay starts alone: the others need its address.
+            let size = if behind_relay > 0 && next == 0 {
+                1
+            } else {
+                START_PARALLEL
+            };
+            let batch: Vec<usize> = (next..n.min(next + size)).collect();
             next += batch.len();
             let spawned = futures_join(batch.iter().map(|&i| {
                 let dir = cluster.root.join(format!("n{i}"));
-                cluster.spawn(dir, 0)
+                cluster.spawn(i, dir, 0)
             }))
             .await;
             for (i, r) in batch.into_iter().zip(spawned) {
@@ -116,8 +136,25 @@ impl Cluster {
                     child: Some(child),
                 });
             }
+            if behind_relay > 0 && cluster.agents.len() == 1 {
+                // The relay is up: the hidden nodes reserve there.
+                let relay = format!(
+                    "{}@127.0.0.1:{}",
+                    cluster.agents[0].node_id, cluster.agents[0].port
+                );
+                for i in 1..=behind_relay.min(n - 1) {
+                    cluster.extra[i] = vec!["--no-listen".into(), "--relays".into(), relay.clone()];
+                }
+            }
         }
         Ok(cluster)
+    }
+
+    /// Whether agent `i` relays for others (it must keep its port).
+    pub fn is_relay(&self, i: usize) -> bool {
+        self.extra
+            .get(i)
+            .is_some_and(|e| e.iter().any(|a| a == "--relay-serve"))
     }
 
     /// Agents that already run elsewhere, one a line:
@@ -160,6 +197,7 @@ impl Cluster {
             root: PathBuf::new(),
             exe: PathBuf::new(),
             dht: None,
+            extra: Vec::new(),
             agents,
         })
     }
@@ -176,6 +214,7 @@ impl Cluster {
 
     fn spawn(
         &self,
+        i: usize,
         dir: PathBuf,
         port: u16,
     ) -> impl std::future::Future<Output = Result<(Child, Ready, PathBuf), String>> + use<> {
@@ -185,6 +224,7 @@ impl Cluster {
             .dht
             .iter()
             .flat_map(|b| ["--dht-bootstrap".to_owned(), b.clone()])
+            .chain(self.extra.get(i).cloned().unwrap_or_default())
             .collect();
         async move {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -251,7 +291,11 @@ impl Cluster {
             .dir
             .clone()
             .ok_or("an attached agent cannot be restarted")?;
-        let (child, ready, _) = self.spawn(dir, 0).await?;
+        if self.is_relay(i) {
+            // Its reservations name its address: a relay does not move.
+            return self.restart(i).await;
+        }
+        let (child, ready, _) = self.spawn(i, dir, 0).await?;
         if ready.node_id != self.agents[i].node_id.to_string() {
             return Err(format!("agent {i} came back as {}", ready.node_id));
         }
@@ -274,7 +318,7 @@ impl Cluster {
         let mut last = String::new();
         // The port was just released; a bind may need a moment.
         for _ in 0..20 {
-            match self.spawn(dir.clone(), port).await {
+            match self.spawn(i, dir.clone(), port).await {
                 Ok((child, ready, _)) => {
                     if ready.node_id != self.agents[i].node_id.to_string() {
                         return Err(format!("agent {i} came back as {}", ready.node_id));

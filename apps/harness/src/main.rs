@@ -120,6 +120,10 @@ struct Common {
     /// Keep the agents' node paths (printed at the end).
     #[arg(long)]
     keep: bool,
+    /// With `--dht`: node 0 relays, and this many other nodes run without a
+    /// listener (`--no-listen`), reachable only through it.
+    #[arg(long, default_value_t = 0)]
+    behind_relay: usize,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +227,7 @@ fn config(mode: &'static str, c: Common, seed: u64) -> run::RunConfig {
         keep: c.keep,
         check: false,
         dht: false,
+        behind_relay: c.behind_relay,
         settle: Duration::from_secs(75),
     }
 }

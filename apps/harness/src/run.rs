@@ -50,12 +50,17 @@ pub struct RunConfig {
     pub settle: Duration,
     /// Start the agents on a local DHT testnet, with no `nodes add`.
     pub dht: bool,
+    /// With `dht`: node 0 relays and this many others run without a listener.
+    pub behind_relay: usize,
 }
 
 /// Runs `load` or `chaos`; returns whether every invariant held.
 pub async fn run(cfg: RunConfig) -> Result<bool, String> {
     let chaos = cfg.mode == "chaos";
     let started = Instant::now();
+    if cfg.behind_relay > 0 && (!cfg.dht || cfg.behind_relay + 1 > cfg.nodes) {
+        return Err("--behind-relay K needs --dht and more than K nodes".into());
+    }
     let testnet = if cfg.dht && cfg.attach.is_none() {
         let t = tokio::task::spawn_blocking(|| mainline::Testnet::builder(20).build())
             .await
@@ -71,7 +76,7 @@ pub async fn run(cfg: RunConfig) -> Result<bool, String> {
         Some(f) => Cluster::attach(f)?,
         None => {
             eprintln!("starting {} agents…", cfg.nodes);
-            Cluster::start_on(cfg.nodes, cfg.keep, bootstrap).await?
+            Cluster::start_on(cfg.nodes, cfg.keep, bootstrap, cfg.behind_relay).await?
         }
     };
     if chaos && !cluster.spawned() {
