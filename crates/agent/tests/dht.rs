@@ -301,3 +301,64 @@ async fn a_renewed_nodes_old_record_names_its_new_id() {
     a.stop().await;
     b.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_relay_refuses_a_circuit_over_its_limit_with_a_clear_error() {
+    let dht = tokio::task::spawn_blocking(testnet).await.unwrap();
+    let net = TestNet::new();
+    let mut rc = net.config("relay");
+    rc.relay_serve = Some(RelayLimits {
+        max_circuits: 1,
+        ..RelayLimits::default()
+    });
+    let relay = start(rc).await;
+    let mut hc = on_dht(net.config("hidden"), &dht);
+    hc.no_listen = true;
+    hc.relays = vec![RelayAddress {
+        node: relay.node_id(),
+        address: keynode_net::PeerAddress::new("127.0.0.1", relay.listen_addr().port()),
+    }];
+    let hidden = start(hc).await;
+    let first = start(on_dht(net.config("first"), &dht)).await;
+    let second = start(on_dht(net.config("second"), &dht)).await;
+    published(&first, &hidden).await;
+    published(&second, &hidden).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !hidden
+        .network()
+        .reserved_relays()
+        .contains(&relay.node_id())
+    {
+        assert!(Instant::now() < deadline, "no reservation at the relay");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ok(
+        &first,
+        Request::NodesPing {
+            node: hidden.node_id(),
+        },
+    )
+    .await;
+    // The relay's one circuit is taken: the second peer is refused, clearly.
+    let refused = keynode_agent::testing::call(
+        &second,
+        Request::NodesPing {
+            node: hidden.node_id(),
+        },
+    )
+    .await
+    .expect_err("a second circuit");
+    let msg = refused.to_string();
+    assert!(msg.contains("relay busy"), "{msg}");
+    // The first circuit still works.
+    ok(
+        &first,
+        Request::NodesPing {
+            node: hidden.node_id(),
+        },
+    )
+    .await;
+    for n in [first, second, hidden, relay] {
+        n.stop().await;
+    }
+}
