@@ -159,3 +159,39 @@ pub async fn read(node: &Node, vault: &str, path: &str) -> Vec<u8> {
 pub fn secret_path(path: &str) -> keynode_core::SecretPath {
     keynode_core::SecretPath::new(path).unwrap_or_else(|e| panic!("secret path {path:?}: {e}"))
 }
+
+/// `node`'s inbox, oldest first.
+pub async fn inbox(node: &Node) -> Vec<crate::api::NotificationView> {
+    match ok(
+        node,
+        Request::NotificationsInboxRead {
+            unread: false,
+            limit: None,
+            newest_first: false,
+        },
+    )
+    .await
+    {
+        Response::Notifications(n) => n,
+        other => panic!("inbox: unexpected {other:?}"),
+    }
+}
+
+/// Waits up to `within` for a notification of `kind` in `node`'s inbox.
+pub async fn arrives(
+    node: &Node,
+    kind: &str,
+    within: std::time::Duration,
+) -> crate::api::NotificationView {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(n) = inbox(node).await.into_iter().find(|n| n.kind == kind) {
+            return n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {kind} notification arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

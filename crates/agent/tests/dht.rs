@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use keynode_agent::api::{NotificationView, Request, Response};
-use keynode_agent::testing::{TestNet, ok, pulled, read, trust, write};
+use keynode_agent::api::{Request, Response};
+use keynode_agent::testing::{TestNet, arrives, ok, pulled, read, trust, write};
 use keynode_agent::{DhtSettings, Node, NodeConfig, RelayAddress, RelayLimits};
 use keynode_core::VaultName;
 
@@ -27,29 +27,21 @@ async fn start(cfg: NodeConfig) -> Node {
     Node::start(cfg).await.expect("start")
 }
 
-async fn inbox(node: &Node) -> Vec<NotificationView> {
-    match ok(
-        node,
-        Request::NotificationsInboxRead {
-            unread: false,
-            limit: None,
-            newest_first: false,
-        },
-    )
-    .await
-    {
-        Response::Notifications(n) => n,
-        other => panic!("{other:?}"),
-    }
+/// The configuration of a node without a listener, reserving at `relay`.
+fn behind(mut cfg: NodeConfig, relay: &Node) -> NodeConfig {
+    cfg.no_listen = true;
+    cfg.relays = vec![RelayAddress {
+        node: relay.node_id(),
+        address: keynode_net::PeerAddress::new("127.0.0.1", relay.listen_addr().port()),
+    }];
+    cfg
 }
 
-async fn arrives(node: &Node, kind: &str, within: Duration) -> NotificationView {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(n) = inbox(node).await.into_iter().find(|n| n.kind == kind) {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "no {kind} notification arrived");
+/// Waits until `node` holds a reservation at `relay`.
+async fn reserved(node: &Node, relay: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.network().reserved_relays().contains(&relay.node_id()) {
+        assert!(Instant::now() < deadline, "no reservation at the relay");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -203,25 +195,11 @@ async fn a_node_without_a_listener_shares_and_is_shared_with_through_its_relay()
     let mut rc = net.config("relay");
     rc.relay_serve = Some(RelayLimits::default());
     let relay = start(rc).await;
-    let mut hc = on_dht(net.config("hidden"), &dht);
-    hc.no_listen = true;
-    hc.relays = vec![RelayAddress {
-        node: relay.node_id(),
-        address: keynode_net::PeerAddress::new("127.0.0.1", relay.listen_addr().port()),
-    }];
-    let hidden = start(hc).await;
+    let hidden = start(behind(on_dht(net.config("hidden"), &dht), &relay)).await;
     let peer = start(on_dht(net.config("peer"), &dht)).await;
     assert_eq!(hidden.listen_addr().port(), 0);
     published(&peer, &hidden).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !hidden
-        .network()
-        .reserved_relays()
-        .contains(&relay.node_id())
-    {
-        assert!(Instant::now() < deadline, "no reservation at the relay");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    reserved(&hidden, &relay).await;
     trust(&peer, &hidden).await;
     trust(&hidden, &peer).await;
 
@@ -312,26 +290,12 @@ async fn a_relay_refuses_a_circuit_over_its_limit_with_a_clear_error() {
         ..RelayLimits::default()
     });
     let relay = start(rc).await;
-    let mut hc = on_dht(net.config("hidden"), &dht);
-    hc.no_listen = true;
-    hc.relays = vec![RelayAddress {
-        node: relay.node_id(),
-        address: keynode_net::PeerAddress::new("127.0.0.1", relay.listen_addr().port()),
-    }];
-    let hidden = start(hc).await;
+    let hidden = start(behind(on_dht(net.config("hidden"), &dht), &relay)).await;
     let first = start(on_dht(net.config("first"), &dht)).await;
     let second = start(on_dht(net.config("second"), &dht)).await;
     published(&first, &hidden).await;
     published(&second, &hidden).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !hidden
-        .network()
-        .reserved_relays()
-        .contains(&relay.node_id())
-    {
-        assert!(Instant::now() < deadline, "no reservation at the relay");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    reserved(&hidden, &relay).await;
     ok(
         &first,
         Request::NodesPing {

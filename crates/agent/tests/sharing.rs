@@ -4,9 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use keynode_agent::api::{ErrorKind, GestaltAction, NotificationView, Request, Response};
+use keynode_agent::api::{ErrorKind, GestaltAction, Request, Response};
 use keynode_agent::peer::{PeerRequest, PeerResponse};
-use keynode_agent::testing::{TestNet, call, knows, ok, pull, pulled, read, trust, write};
+use keynode_agent::testing::{
+    TestNet, arrives, call, inbox, knows, ok, pull, pulled, read, trust, write,
+};
 use keynode_agent::{ClientError, Node};
 use keynode_core::{NodeId, SystemClock, TidGenerator, VaultName};
 use keynode_net::NetError;
@@ -40,34 +42,6 @@ async fn head(node: &Node, vault: &str) -> String {
     {
         Response::Log(l) => l[0].oid.clone(),
         other => panic!("{other:?}"),
-    }
-}
-
-async fn inbox(node: &Node) -> Vec<NotificationView> {
-    match ok(
-        node,
-        Request::NotificationsInboxRead {
-            unread: false,
-            limit: None,
-            newest_first: false,
-        },
-    )
-    .await
-    {
-        Response::Notifications(n) => n,
-        other => panic!("{other:?}"),
-    }
-}
-
-/// Waits (up to `within`) until `node`'s inbox holds a notification of `kind`.
-async fn arrives(node: &Node, kind: &str, within: Duration) -> NotificationView {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(n) = inbox(node).await.into_iter().find(|n| n.kind == kind) {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "no {kind} notification arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -605,11 +605,18 @@ impl<T: Transport> Inner<T> {
                     Err(e) => last = Some(e),
                 }
             }
-            if !record.relays.is_empty() {
-                self.relay_hints
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(peer, record.relays);
+            // The record's say is the latest word: no relays in it, none kept.
+            let mut hints = self
+                .relay_hints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if record.relays.is_empty() {
+                hints.remove(&peer);
+            } else {
+                if hints.len() >= 4096 {
+                    hints.clear();
+                }
+                hints.insert(peer, record.relays);
             }
         }
         if via_relay {

@@ -130,6 +130,20 @@ impl Drop for Count<'_> {
     }
 }
 
+/// Opens a [`StreamKind::Relay`] stream on `conn` (to `conn.peer`), which
+/// keeps `conn` counted as busy while it lives.
+async fn relay_stream(conn: &Arc<Conn>) -> Result<RpcStream, NetError> {
+    let raw = conn.open_raw().await?;
+    let header = StreamHeader {
+        version: PROTOCOL_VERSION,
+        kind: StreamKind::Relay,
+    };
+    Ok(RpcStream::new(raw, conn.peer)
+        .with_header(&header)
+        .map_err(|e| NetError::rpc(conn.peer, e))?
+        .with_guard(StreamGuard::new(conn.clone())))
+}
+
 fn refuse(kind: WireErrorKind, message: &str) -> WireError {
     WireError::new(kind, message)
 }
@@ -265,15 +279,7 @@ async fn connect<T: Transport>(
         })?;
         let unreachable = || refused(WireErrorKind::Unavailable, "the node does not answer");
         let tconn = inner.primary(target).ok_or_else(unreachable)?;
-        let raw = tconn.open_raw().await.map_err(|_| unreachable())?;
-        let header = StreamHeader {
-            version: PROTOCOL_VERSION,
-            kind: StreamKind::Relay,
-        };
-        let mut onward = RpcStream::new(raw, target)
-            .with_header(&header)
-            .map_err(|_| unreachable())?
-            .with_guard(StreamGuard::new(tconn));
+        let mut onward = relay_stream(&tconn).await.map_err(|_| unreachable())?;
         let asked = async {
             onward.send(&RelayRequest::Incoming { from }).await?;
             onward.recv::<RelayResponse>().await
@@ -396,16 +402,8 @@ impl<T: Transport> Inner<T> {
     ) -> Result<Arc<Conn>, NetError> {
         let rconn =
             Box::pin(self.connection_with(relay.node, vec![relay.address.clone()], false)).await?;
-        let raw = rconn.open_raw().await?;
-        let header = StreamHeader {
-            version: PROTOCOL_VERSION,
-            kind: StreamKind::Relay,
-        };
         let rpc = |e| NetError::rpc(relay.node, e);
-        let mut stream = RpcStream::new(raw, relay.node)
-            .with_header(&header)
-            .map_err(rpc)?
-            .with_guard(StreamGuard::new(rconn.clone()));
+        let mut stream = relay_stream(&rconn).await?;
         let asked = async {
             stream.send(&RelayRequest::Connect { target }).await?;
             stream.recv::<RelayResponse>().await
@@ -492,16 +490,8 @@ async fn hold_reservation<T: Transport>(
     let conn = inner
         .connection_with(relay.node, vec![relay.address.clone()], false)
         .await?;
-    let raw = conn.open_raw().await?;
-    let header = StreamHeader {
-        version: PROTOCOL_VERSION,
-        kind: StreamKind::Relay,
-    };
     let rpc = |e| NetError::rpc(relay.node, e);
-    let mut stream = RpcStream::new(raw, relay.node)
-        .with_header(&header)
-        .map_err(rpc)?
-        .with_guard(StreamGuard::new(conn.clone()));
+    let mut stream = relay_stream(&conn).await?;
     stream.send(&RelayRequest::Reserve).await.map_err(rpc)?;
     let answer = tokio::time::timeout(inner.config.request_timeout, stream.recv::<RelayResponse>())
         .await
