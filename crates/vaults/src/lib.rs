@@ -198,8 +198,8 @@ pub use model::{
 };
 pub use revision::MIN_ABBREV;
 pub use store::{
-    BackupFile, DEFAULT_MAX_VAULT_BYTES, Env, META_DB, NAMES_DB, REPO_SUFFIX, TMP_PREFIX,
-    TRASH_PREFIX, VaultStore, backup_files,
+    BackupFile, DEFAULT_MAX_VAULT_BYTES, Env, FOLLOW_DB, Follow, HEAD_EVENTS, HeadChange,
+    HeadEvents, META_DB, NAMES_DB, REPO_SUFFIX, TMP_PREFIX, TRASH_PREFIX, VaultStore, backup_files,
 };
 pub use transfer::{
     Advert, HAVES_WALK_LIMIT, MAX_HAVES, MAX_PACKS, PACK_CHUNK, PACK_DELTA_CACHE,

@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use keynode_core::{SecretPath, VaultId, VaultName};
 
 use crate::{
-    Advert, BlobId, CommitInfo, CommitOutcome, Entry, Op, PackStats, PullOutcome, Remote,
+    Advert, BlobId, CommitInfo, CommitOutcome, Entry, Follow, Op, PackStats, PullOutcome, Remote,
     SecretStat, VaultError, VaultManager, VaultMeta,
 };
 
@@ -261,8 +261,39 @@ store_message! {
         pub head: String,
         /// The pack, as the serving side sent it.
         pub pack: Source,
+        /// Whether the clone follows its remote.
+        pub follow: Follow,
     } -> VaultMeta;
-    |store, msg| store.receive_clone(&msg.name, msg.remote, &msg.head, &mut msg.pack)
+    |store, msg| store.receive_clone_with(&msg.name, msg.remote, &msg.head, &mut msg.pack, msg.follow)
+}
+
+store_message! {
+    /// Whether a clone follows its remote (`None`: not a clone).
+    #[derive(Debug, Clone)]
+    pub struct GetFollow {
+        /// The vault.
+        pub vault: VaultId,
+    } -> Option<Follow>;
+    |store, msg| store.follow(msg.vault)
+}
+
+store_message! {
+    /// Every clone and whether it follows.
+    #[derive(Debug, Clone)]
+    pub struct Follows {} -> Vec<(VaultMeta, Follow)>;
+    |store, _msg| store.follows()
+}
+
+store_message! {
+    /// Sets whether a clone follows its remote.
+    #[derive(Debug, Clone)]
+    pub struct SetFollow {
+        /// The clone.
+        pub vault: VaultId,
+        /// Whether it follows.
+        pub follow: Follow,
+    } -> ();
+    |store, msg| store.set_follow(msg.vault, msg.follow)
 }
 
 store_message! {

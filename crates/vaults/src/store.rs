@@ -1,9 +1,11 @@
 //! [`VaultStore`]: the blocking vault storage every other part wraps.
 
 mod backup;
+mod follow;
 mod transfer;
 
 pub use backup::{BackupFile, backup_files};
+pub use follow::{FOLLOW_DB, Follow, HEAD_EVENTS, HeadChange, HeadEvents};
 
 use std::collections::HashMap;
 use std::fs;
@@ -53,6 +55,8 @@ pub struct VaultStore {
     env: Env,
     metas: MetaDb,
     names: NameDb,
+    follows: MetaDb,
+    heads: tokio::sync::broadcast::Sender<HeadChange>,
     owner: NodeId,
     objects: Objects,
     clock: Arc<dyn Clock>,
@@ -132,9 +136,11 @@ impl VaultStore {
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
             let metas: Database<'_, Bytes, Bytes> = opener.create_database(wtxn, Some(META_DB))?;
             let names: Database<'_, Str, Bytes> = opener.create_database(wtxn, Some(NAMES_DB))?;
-            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((metas, names)))
+            let follows: Database<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(FOLLOW_DB))?;
+            Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((metas, names, follows)))
         })?;
-        let CommitOrAbort::Commit((metas, names)) = created else {
+        let CommitOrAbort::Commit((metas, names, follows)) = created else {
             return Err(std::io::Error::other("vault databases were not created").into());
         };
         let store = VaultStore {
@@ -142,6 +148,8 @@ impl VaultStore {
             env,
             metas,
             names,
+            follows,
+            heads: tokio::sync::broadcast::channel(HEAD_EVENTS).0,
             owner,
             objects,
             clock: Arc::new(SystemClock),
@@ -431,6 +439,7 @@ impl VaultStore {
         };
         self.metas.delete(&mut wtxn, id.as_bytes())?;
         self.names.delete(&mut wtxn, meta.name.as_str())?;
+        self.follows.delete(&mut wtxn, id.as_bytes())?;
         wtxn.commit()?;
         // The vault is gone; what is left on disk is swept at the next open if
         // removing it fails now.
@@ -473,7 +482,16 @@ impl VaultStore {
         let repo = self.repo(id)?;
         let lock = self.writer(id);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        repo.restore(rev, &self.author())
+        let outcome = repo.restore(rev, &self.author())?;
+        self.announce(id, &outcome);
+        Ok(outcome)
+    }
+
+    /// Tells head listeners about a commit that moved the branch.
+    fn announce(&self, id: VaultId, outcome: &CommitOutcome) {
+        if let CommitOutcome::Committed(info) = outcome {
+            self.head_moved(id, info.oid.clone());
+        }
     }
 
     /// Streams `data` into a new blob of vault `id`, with bounded memory whatever
@@ -491,7 +509,9 @@ impl VaultStore {
         let repo = self.repo(id)?;
         let lock = self.writer(id);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        repo.commit_ops(ops, &self.author())
+        let outcome = repo.commit_ops(ops, &self.author())?;
+        self.announce(id, &outcome);
+        Ok(outcome)
     }
 
     /// Streams the secret at `path` (in revision `at`, default the head) to `sink`

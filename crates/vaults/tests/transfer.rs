@@ -609,6 +609,7 @@ async fn the_manager_answers_transfer_messages() {
             vault: v,
         },
         head: advert.head.clone(),
+        follow: keynode_vaults::Follow::On,
         pack: Box::new(Pipe {
             rx,
             chunk: Vec::new(),
@@ -755,4 +756,95 @@ fn packs_that_would_pass_the_vault_size_limit_are_refused() {
     let err = clone(&other, w, &small).unwrap_err();
     assert!(matches!(err, VaultError::VaultTooLarge { .. }), "{err}");
     assert_empty(&small);
+}
+
+/// Every head change queued on `rx`, as (vault, head).
+fn drained(
+    rx: &mut tokio::sync::broadcast::Receiver<keynode_vaults::HeadChange>,
+) -> Vec<(VaultId, String)> {
+    let mut out = Vec::new();
+    while let Ok(change) = rx.try_recv() {
+        out.push((change.vault, change.head));
+    }
+    out
+}
+
+#[test]
+fn head_changes_follow_every_move_of_a_branch_and_nothing_else() {
+    let (owner, client) = (Node::new(), Node::new());
+    let mut owner_rx = owner.store.head_changes();
+    let mut client_rx = client.store.head_events().subscribe();
+    let v = owner.vault("prod");
+    owner.put(v, "db", b"one");
+    let first = owner.history(v)[0].clone();
+    owner.put(v, "db", b"one"); // unchanged: no commit, no event
+    assert_eq!(drained(&mut owner_rx), vec![(v, first.clone())]);
+    let (meta, _) = clone(&owner, v, &client).unwrap();
+    assert_eq!(drained(&mut client_rx), vec![(meta.id, first.clone())]);
+    owner.put(v, "db", b"two");
+    let second = owner.history(v)[0].clone();
+    assert_eq!(drained(&mut owner_rx), vec![(v, second.clone())]);
+    pull(&owner, &client, meta.id).unwrap();
+    assert_eq!(drained(&mut client_rx), vec![(meta.id, second.clone())]);
+    // Up to date: the branch does not move, nobody is told.
+    pull(&owner, &client, meta.id).unwrap();
+    assert!(drained(&mut client_rx).is_empty());
+    let restored = owner.store.version(v, &first).unwrap();
+    let restored = restored.commit().unwrap().oid.clone();
+    assert_eq!(drained(&mut owner_rx), vec![(v, restored)]);
+}
+
+#[test]
+fn clones_follow_by_default_and_keep_what_they_were_told() {
+    use keynode_vaults::Follow;
+    let (owner, client) = (Node::new(), Node::new());
+    let v = owner.vault("prod");
+    owner.put(v, "db", b"one");
+    assert_eq!(
+        owner.store.follow(v).unwrap(),
+        None,
+        "own vaults do not follow"
+    );
+    assert!(matches!(
+        owner.store.set_follow(v, Follow::Off),
+        Err(VaultError::NotAClone(_))
+    ));
+    let (meta, _) = clone(&owner, v, &client).unwrap();
+    assert_eq!(client.store.follow(meta.id).unwrap(), Some(Follow::On));
+    let diverged = Follow::Diverged {
+        remote_head: "ab".repeat(20),
+    };
+    client.store.set_follow(meta.id, diverged.clone()).unwrap();
+    assert_eq!(
+        client.store.follow(meta.id).unwrap(),
+        Some(diverged.clone())
+    );
+    // A clone made not to follow.
+    let advert = owner.store.advertise(v).unwrap();
+    let (pack, _) = pack_of(&owner, v, &advert.head, &[]).unwrap();
+    let remote = Remote {
+        node: owner.id,
+        vault: v,
+    };
+    let quiet = client
+        .store
+        .receive_clone_with(
+            &advert.name,
+            remote,
+            &advert.head,
+            &mut &pack[..],
+            Follow::Off,
+        )
+        .unwrap();
+    let follows = client.store.follows().unwrap();
+    let states: Vec<_> = follows.iter().map(|(m, f)| (m.id, f.clone())).collect();
+    assert_eq!(states.len(), 2);
+    assert!(states.contains(&(meta.id, diverged)));
+    assert!(states.contains(&(quiet.id, Follow::Off)));
+    // Following again, then deleted: no row is left for the id.
+    client.store.set_follow(quiet.id, Follow::On).unwrap();
+    assert_eq!(client.store.follow(quiet.id).unwrap(), Some(Follow::On));
+    client.store.delete(meta.id).unwrap();
+    assert!(client.store.follow(meta.id).is_err());
+    assert_eq!(client.store.follows().unwrap().len(), 1);
 }

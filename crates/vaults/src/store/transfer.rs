@@ -112,6 +112,9 @@ impl VaultStore {
         let room = limit.saturating_sub(self.vault_bytes(id)?);
         repo.index_pack(pack, false, room, limit)?;
         let outcome = repo.fast_forward(head)?;
+        if let PullOutcome::Updated { to, .. } = &outcome {
+            self.head_moved(id, to.clone());
+        }
         // Not while a backup reads the files: it runs at a later pull.
         let deletions = self.deletions.try_write();
         if repo.pack_count()? > MAX_PACKS && deletions.is_ok() {
@@ -132,12 +135,28 @@ impl VaultStore {
     /// written in one transaction last: a clone that fails at any point (bad,
     /// truncated or incomplete pack, missing head, failing reader) leaves no
     /// repository, no metadata and no name behind.
+    ///
+    /// The clone follows its remote ([`Follow::On`](crate::Follow::On)); see
+    /// [`receive_clone_with`](Self::receive_clone_with).
     pub fn receive_clone(
         &self,
         name: &VaultName,
         remote: Remote,
         advert_head: &str,
         pack: &mut dyn Read,
+    ) -> Result<VaultMeta, VaultError> {
+        self.receive_clone_with(name, remote, advert_head, pack, crate::Follow::On)
+    }
+
+    /// [`receive_clone`](Self::receive_clone), with `follow` written in the
+    /// same transaction as the clone's metadata.
+    pub fn receive_clone_with(
+        &self,
+        name: &VaultName,
+        remote: Remote,
+        advert_head: &str,
+        pack: &mut dyn Read,
+        follow: crate::Follow,
     ) -> Result<VaultMeta, VaultError> {
         let _q = self.mutating();
         let head = parse_oid(advert_head)?;
@@ -160,8 +179,11 @@ impl VaultStore {
             created_ms: self.clock.now_ms(),
             remote: Some(remote),
         };
-        match self.insert_numbered(&mut meta, name.as_str()) {
-            Ok(()) => Ok(meta),
+        match self.insert_numbered(&mut meta, name.as_str(), Some(&follow)) {
+            Ok(()) => {
+                self.head_moved(id, advert_head.to_owned());
+                Ok(meta)
+            }
             Err(e) => {
                 let _ = remove_path(&path);
                 Err(e)
@@ -208,7 +230,7 @@ impl VaultStore {
         };
         let inserted = match new_name {
             Some(_) => self.insert(&meta),
-            None => self.insert_numbered(&mut meta, &format!("{}-fork", source.name)),
+            None => self.insert_numbered(&mut meta, &format!("{}-fork", source.name), None),
         };
         match inserted {
             Ok(()) => Ok(meta),
@@ -221,7 +243,12 @@ impl VaultStore {
 
     /// Adds a new vault's rows under the first free name of `base`, `base-1`,
     /// `base-2`… (setting `meta.name`), in one transaction.
-    fn insert_numbered(&self, meta: &mut VaultMeta, base: &str) -> Result<(), VaultError> {
+    fn insert_numbered(
+        &self,
+        meta: &mut VaultMeta,
+        base: &str,
+        follow: Option<&crate::Follow>,
+    ) -> Result<(), VaultError> {
         let mut wtxn = self.env.write_txn()?;
         for n in 0..usize::MAX {
             let Some(name) = numbered_name(base, n) else {
@@ -238,6 +265,9 @@ impl VaultStore {
                 meta.id.as_bytes(),
                 &keynode_core::codec::encode(&*meta)?,
             )?;
+            if let Some(follow) = follow {
+                self.put_follow(&mut wtxn, meta.id, follow)?;
+            }
             wtxn.commit()?;
             return Ok(());
         }
