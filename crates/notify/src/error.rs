@@ -1,5 +1,6 @@
 //! The errors of the store and of the manager's operations.
 
+use keynode_core::NodeId;
 use keynode_core::codec::CodecError;
 
 use crate::{NotificationError, Rejection};
@@ -41,5 +42,23 @@ pub enum ReceiveError {
     /// Accepted but not stored (the sender should retry later; tell it no more
     /// than "unavailable").
     #[error("cannot store notification")]
+    Store(#[from] StoreError),
+}
+
+/// A sender could not be blocked: nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The blocked set is at its cap
+    /// ([`StoreConfig::blocked_cap`](crate::StoreConfig::blocked_cap)):
+    /// unblock a sender first.
+    #[error("cannot block {sender}: {cap} senders are blocked already")]
+    Full {
+        /// The sender that was to be blocked.
+        sender: NodeId,
+        /// The cap.
+        cap: usize,
+    },
+    /// The store failed.
+    #[error("cannot block sender")]
     Store(#[from] StoreError),
 }

@@ -7,8 +7,9 @@
 //! [`NotificationStore`] (LMDB) that holds the node's key and a [`Deliver`]
 //! (the agent's network; anything in tests). Its [`messages`] send
 //! ([`messages::Send`]), receive ([`messages::Receive`]), list and clear the
-//! inbox and the outbox, and wake deliveries when a peer appears
-//! ([`messages::PeerSeen`]). The decisions are plain functions in [`rules`].
+//! inbox, the quarantine and the outbox, and wake deliveries when a peer
+//! appears ([`messages::PeerSeen`]). The decisions are plain functions in
+//! [`rules`].
 //!
 //! # Notifications
 //!
@@ -33,6 +34,51 @@
 //! from an untrusted one or a forgery (beyond the reference); the reason
 //! ([`RejectReason`]) is logged locally at debug level. A notification received
 //! twice (same sender, same id: a retry whose answer was lost) is stored once.
+//! [`verdict`] makes the same decision with one more outcome: accept,
+//! quarantine (only trust failed) or refuse.
+//!
+//! # Quarantine
+//!
+//! A notification that passes every rule but trust — within its limits, from
+//! the node the connection proved, to us, signed by its sender, from a node
+//! without `notify` (say, a vault shared by someone we have not met) — is not
+//! lost: [`messages::Receive`] holds it in a bounded quarantine
+//! ([`Verdict::Quarantine`]), and still answers the same [`Rejection`] as for a
+//! forgery, a wrong address or a blocked sender, even if the quarantine cannot
+//! store it. So the answer is no oracle: a sender cannot tell whether it was
+//! quarantined, dropped or refused. (It already knows its signature is good.)
+//! A notification failing any other rule is never stored.
+//!
+//! The quarantine keeps at most [`DEFAULT_QUARANTINE_PER_SENDER`] (16)
+//! notifications per sender and [`DEFAULT_QUARANTINE_CAP`] (256) in all
+//! ([`StoreConfig::quarantine_per_sender`], [`StoreConfig::quarantine_cap`]):
+//! one more evicts, in the same transaction, that sender's oldest if the sender
+//! is at its cap, otherwise the oldest overall if the total is
+//! ([`rules::quarantine_eviction`]). So a flood, from one node or many, costs at
+//! most the total cap (about 4 MiB at the default) and never pushes a sender's
+//! notifications out while the flooder is at its own cap. Entries keep the
+//! signed notification, the sender and the arrival time, under a local arrival
+//! [`Tid`](keynode_core::Tid) like the inbox's ([`Quarantined`]); a
+//! retransmission is held once.
+//!
+//! The user decides per sender (`notifications inbox read --untrusted`,
+//! `notifications accept|block NODE_ID`):
+//!
+//! - [`messages::QuarantineAccept`] moves the sender's entries into the inbox,
+//!   oldest first, through the inbox's own insert (its cap, its duplicate
+//!   check), checking each signature again, and unblocks the sender. Trusting
+//!   it from now on (granting `notify` to its gestalt) is the caller's part.
+//! - [`messages::QuarantineBlock`] deletes the sender's entries and blocks it:
+//!   its notifications are dropped from then on, never quarantined, and
+//!   answered the same way. The blocked set holds at most
+//!   [`DEFAULT_BLOCKED_CAP`] (4,096) senders ([`StoreConfig::blocked_cap`]);
+//!   blocking one more fails ([`BlockError::Full`]) rather than silently
+//!   unblocking someone. [`messages::Unblock`] undoes it.
+//! - [`messages::QuarantineRead`] lists, [`messages::QuarantineClear`] empties.
+//!
+//! Blocking concerns the quarantine only: a sender that is trusted is accepted
+//! whether or not it is blocked. Every operation is also a
+//! [`NotificationStore`] method (`quarantine_*`, `unblock`).
 //!
 //! # Inbox
 //!
@@ -69,7 +115,7 @@
 //!
 //! ```
 //! use keynode_core::{Keypair, Tid};
-//! use keynode_notify::{Notification, NotificationData, Rejection, accept};
+//! use keynode_notify::{Notification, NotificationData, Rejection, Verdict, accept, verdict};
 //!
 //! let (alice, bob) = (Keypair::generate(), Keypair::generate());
 //! let signed = Notification {
@@ -88,6 +134,10 @@
 //! // Untrusted, or from someone else: one answer for both.
 //! assert_eq!(accept(&signed, bob.node_id(), alice.node_id(), false), Err(Rejection));
 //! assert_eq!(accept(&signed, bob.node_id(), bob.node_id(), true), Err(Rejection));
+//! // Untrusted but authentic: quarantined, yet answered the same.
+//! let v = verdict(&signed, bob.node_id(), alice.node_id(), false);
+//! assert!(matches!(v, Verdict::Quarantine(_)));
+//! assert_eq!(v.answer(), Err(Rejection));
 //! ```
 //!
 //! Wiring the actor (inside an actix `System`):
@@ -103,7 +153,7 @@
 //!
 //! use actix::Actor;
 //! use keynode_core::SystemClock;
-//! use keynode_notify::messages::{self, InboxRead, PeerSeen};
+//! use keynode_notify::messages::{self, InboxRead, PeerSeen, QuarantineAccept, QuarantineRead};
 //! use keynode_notify::{ManagerConfig, NotificationData, NotificationStore, NotificationsManager, StoreConfig};
 //!
 //! let store = Arc::new(NotificationStore::open(env, StoreConfig::default())?);
@@ -117,6 +167,12 @@
 //! notify.send(PeerSeen { node: peer }).await??;
 //! for e in notify.send(InboxRead { unread_only: true, ..Default::default() }).await?? {
 //!     println!("{} from {}: {:?}", e.id, e.notification.from, e.notification.data);
+//! }
+//! // What untrusted nodes sent; the user accepts one of them.
+//! let held = notify.send(QuarantineRead::default()).await??;
+//! if let Some(q) = held.first() {
+//!     let moved = notify.send(QuarantineAccept { sender: q.sender }).await??;
+//!     println!("{moved} notifications from {} moved to the inbox", q.sender);
 //! }
 //! # Ok(()) }
 //! ```
@@ -132,7 +188,7 @@ pub mod rules;
 mod store;
 
 pub use deliver::{Deliver, DeliveryError};
-pub use error::{ReceiveError, SendError, StoreError};
+pub use error::{BlockError, ReceiveError, SendError, StoreError};
 pub use manager::{
     DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_CONCURRENT, LEASE_MARGIN, ManagerConfig,
     NotificationsManager,
@@ -141,8 +197,10 @@ pub use model::{
     MAX_MESSAGE, MAX_NOTIFICATION, MAX_SIGNED_NOTIFICATION, Notification, NotificationData,
     NotificationError, SIGNING_DOMAIN, SignedNotification,
 };
-pub use rules::{Backoff, RejectReason, Rejection, accept, check};
+pub use rules::{Backoff, RejectReason, Rejection, Verdict, accept, check, verdict};
 pub use store::{
-    DB_NAMES, DEFAULT_INBOX_CAP, Env, INBOX_DB, INBOX_SEEN_DB, InboxEntry, NotificationStore,
-    OUTBOX_DB, OUTBOX_DUE_DB, OUTBOX_PEER_DB, Order, Pending, StoreConfig,
+    BLOCKED_DB, DB_NAMES, DEFAULT_BLOCKED_CAP, DEFAULT_INBOX_CAP, DEFAULT_QUARANTINE_CAP,
+    DEFAULT_QUARANTINE_PER_SENDER, Env, INBOX_DB, INBOX_SEEN_DB, InboxEntry, NotificationStore,
+    OUTBOX_DB, OUTBOX_DUE_DB, OUTBOX_PEER_DB, Order, Pending, QUARANTINE_DB, QUARANTINE_SEEN_DB,
+    QUARANTINE_SENDER_DB, QuarantineOutcome, Quarantined, StoreConfig,
 };

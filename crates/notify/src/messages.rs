@@ -10,9 +10,11 @@ use actix::{
 };
 use keynode_core::{NodeId, Tid};
 
+use crate::rules::{RejectReason, Verdict, verdict};
 use crate::{
-    InboxEntry, Notification, NotificationData, NotificationsManager, Order, Pending, ReceiveError,
-    SendError, SignedNotification, StoreError, accept,
+    BlockError, InboxEntry, Notification, NotificationData, NotificationStore,
+    NotificationsManager, Order, Pending, QuarantineOutcome, Quarantined, ReceiveError, Rejection,
+    SendError, SignedNotification, StoreError,
 };
 
 /// Declares a message and its `NotificationsManager` handler (see `keynode_core::store_message!`).
@@ -67,7 +69,12 @@ impl Handler<Send> for NotificationsManager {
 /// says whether `sender`'s gestalt holds `notify` (false for an unknown node).
 /// Replies the local inbox id, or `None` if the inbox already holds it (a
 /// retransmission: answer the sender as for a success). A refusal is the
-/// uniform [`Rejection`](crate::Rejection), whatever the reason.
+/// uniform [`Rejection`], whatever the reason.
+///
+/// An authentic notification from an untrusted sender (see
+/// [`rules::verdict`](crate::rules::verdict)) is held in the quarantine, unless
+/// its sender is blocked, and answered with the same [`Rejection`] (even if
+/// the quarantine cannot store it), so the sender cannot tell.
 #[derive(Debug, Clone)]
 pub struct Receive {
     /// What arrived.
@@ -90,20 +97,70 @@ impl Handler<Receive> for NotificationsManager {
         let (proposed, now) = (self.next_tid(), self.now_ms());
         let store = self.blocking(move |store| {
             // Verifying a signature is CPU work: do it on the blocking pool too.
-            let n = match accept(&msg.signed, me, msg.sender, msg.trusted) {
-                Ok(n) => n,
-                Err(rejection) => return Ok(Err(rejection)),
-            };
-            let (from, kind) = (n.from, n.data.kind());
-            let id = store.inbox_insert(proposed, n, now)?;
-            match id {
-                Some(id) => tracing::info!(%id, %from, kind, "notification received"),
-                None => tracing::debug!(%from, kind, "notification received again"),
-            }
-            Ok(Ok(id))
+            Ok(match verdict(&msg.signed, me, msg.sender, msg.trusted) {
+                Verdict::Accept(n) => Ok(store_accepted(store, proposed, n, now)?),
+                Verdict::Quarantine(_) => {
+                    quarantine(store, proposed, msg.signed, now);
+                    Err(Rejection)
+                }
+                Verdict::Refuse(reason) => {
+                    log_refused(&msg.signed, msg.sender, reason);
+                    Err(Rejection)
+                }
+            })
         });
         Box::pin(async move { Ok(store.await??) })
     }
+}
+
+/// Stores an accepted notification in the inbox.
+fn store_accepted(
+    store: &NotificationStore,
+    proposed: Tid,
+    n: Notification,
+    now: u64,
+) -> Result<Option<Tid>, StoreError> {
+    let (from, kind) = (n.from, n.data.kind());
+    let id = store.inbox_insert(proposed, n, now)?;
+    match id {
+        Some(id) => tracing::info!(%id, %from, kind, "notification received"),
+        None => tracing::debug!(%from, kind, "notification received again"),
+    }
+    Ok(id)
+}
+
+/// Holds an untrusted sender's notification in the quarantine. Never fails:
+/// the sender is refused whatever happens here, and a store error (which would
+/// otherwise tell it that it got this far) is only logged.
+fn quarantine(store: &NotificationStore, proposed: Tid, signed: SignedNotification, now: u64) {
+    let (from, id, kind) = (
+        signed.notification.from,
+        signed.notification.id,
+        signed.notification.data.kind(),
+    );
+    match store.quarantine_insert(proposed, signed, now) {
+        Ok(QuarantineOutcome::Held { id: local, evicted }) => {
+            tracing::info!(id = %local, %from, kind, evicted, "notification from an untrusted sender quarantined")
+        }
+        Ok(QuarantineOutcome::Duplicate) => {
+            tracing::debug!(%from, %id, kind, "quarantined notification received again")
+        }
+        Ok(QuarantineOutcome::Blocked) => {
+            tracing::debug!(%from, %id, kind, "notification from a blocked sender dropped")
+        }
+        Err(e) => {
+            tracing::warn!(%from, %id, error = %e, "cannot quarantine a notification; dropped")
+        }
+    }
+}
+
+fn log_refused(signed: &SignedNotification, sender: NodeId, reason: RejectReason) {
+    tracing::debug!(
+        from = %sender,
+        id = %signed.notification.id,
+        %reason,
+        "notification refused"
+    );
 }
 
 /// A connection from or to `node` just appeared: makes everything queued for
@@ -209,6 +266,90 @@ store_message! {
     #[derive(Debug, Clone, Copy, Default)]
     pub struct OutboxClear {} -> usize;
     |store, _msg| store.outbox_clear()
+}
+
+store_message! {
+    /// Reads the quarantine (notifications from untrusted senders; reading
+    /// changes nothing).
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct QuarantineRead {
+        /// At most this many (all if `None`).
+        pub limit: Option<usize>,
+        /// Newest or oldest first.
+        pub order: Order,
+    } -> Vec<Quarantined>;
+    |store, msg| store.quarantine_read(msg.limit, msg.order)
+}
+
+/// Moves every quarantined notification from `sender` into the inbox (oldest
+/// first, through the inbox's cap and duplicate check) and unblocks `sender`
+/// ([`NotificationStore::quarantine_accept`]). Replies how many entered the
+/// inbox. Trusting `sender` from now on (granting `notify`) is the caller's
+/// part.
+#[derive(Debug, Clone, Copy)]
+pub struct QuarantineAccept {
+    /// The sender to accept.
+    pub sender: NodeId,
+}
+
+impl Message for QuarantineAccept {
+    type Result = Result<usize, StoreError>;
+}
+
+impl Handler<QuarantineAccept> for NotificationsManager {
+    type Result = ResponseFuture<Result<usize, StoreError>>;
+
+    fn handle(&mut self, msg: QuarantineAccept, _: &mut Self::Context) -> Self::Result {
+        let proposed = self.next_tid();
+        Box::pin(self.blocking(move |store| store.quarantine_accept(msg.sender, proposed)))
+    }
+}
+
+/// Deletes every quarantined notification from `sender` and blocks it: what it
+/// sends from now on is dropped, still answered with the uniform refusal
+/// ([`NotificationStore::quarantine_block`]). Replies how many were deleted.
+#[derive(Debug, Clone, Copy)]
+pub struct QuarantineBlock {
+    /// The sender to block.
+    pub sender: NodeId,
+}
+
+impl Message for QuarantineBlock {
+    type Result = Result<usize, BlockError>;
+}
+
+impl Handler<QuarantineBlock> for NotificationsManager {
+    type Result = ResponseFuture<Result<usize, BlockError>>;
+
+    fn handle(&mut self, msg: QuarantineBlock, _: &mut Self::Context) -> Self::Result {
+        let block = self.blocking(move |store| Ok(store.quarantine_block(msg.sender)));
+        Box::pin(async move { block.await? })
+    }
+}
+
+store_message! {
+    /// Removes `sender` from the blocked set; replies whether it was in it.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Unblock {
+        /// The sender to unblock.
+        pub sender: NodeId,
+    } -> bool;
+    |store, msg| store.unblock(msg.sender)
+}
+
+store_message! {
+    /// Every blocked sender, in id order.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct BlockedRead {} -> Vec<NodeId>;
+    |store, _msg| store.blocked()
+}
+
+store_message! {
+    /// Empties the quarantine (blocked senders stay blocked); replies how many
+    /// entries it held.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct QuarantineClear {} -> usize;
+    |store, _msg| store.quarantine_clear()
 }
 
 /// Signs every queued notification from `old` anew with this node's key (its

@@ -1,5 +1,7 @@
-//! The decisions, as plain functions with no I/O: whether to accept a
-//! notification ([`accept`]) and when to retry a delivery ([`Backoff`]).
+//! The decisions, as plain functions with no I/O: what to do with a received
+//! notification ([`verdict`]; [`accept`] for the sender's answer), how much of
+//! the quarantine to evict before holding one more ([`quarantine_eviction`]),
+//! and when to retry a delivery ([`Backoff`]).
 
 use std::time::Duration;
 
@@ -36,16 +38,55 @@ pub enum RejectReason {
     Untrusted,
 }
 
-/// Decides whether `me` accepts `signed`, received over a connection that proved
-/// `authenticated_sender`, from a sender we trust (`notify`) iff
-/// `sender_trusted`. The rules: within the limits, `from` is the authenticated
-/// sender, `to` is `me`, the signature is `from`'s, and the sender is trusted.
-/// See [`accept`] for the answer to give the sender.
-pub fn check(
+/// What to do with a received notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Authentic, addressed to us, from a trusted sender: store it in the inbox.
+    Accept(Notification),
+    /// Authentic and addressed to us, but the sender is not trusted: hold it in
+    /// the quarantine (unless the sender is blocked) and answer the sender the
+    /// uniform [`Rejection`], as for any refusal.
+    Quarantine(Notification),
+    /// Refused for `0` (logged locally); never stored. The sender gets the
+    /// uniform [`Rejection`].
+    Refuse(RejectReason),
+}
+
+impl Verdict {
+    /// What the sender is told: `Ok` only for [`Verdict::Accept`]; the one
+    /// [`Rejection`] for a quarantined and a refused notification alike.
+    pub fn answer(&self) -> Result<(), Rejection> {
+        match self {
+            Verdict::Accept(_) => Ok(()),
+            Verdict::Quarantine(_) | Verdict::Refuse(_) => Err(Rejection),
+        }
+    }
+}
+
+/// Decides what `me` does with `signed`, received over a connection that
+/// proved `authenticated_sender`, from a sender we trust (`notify`) iff
+/// `sender_trusted`: [`authenticate`] it, then accept it if the sender is
+/// trusted and quarantine it if not.
+pub fn verdict(
     signed: &SignedNotification,
     me: NodeId,
     authenticated_sender: NodeId,
     sender_trusted: bool,
+) -> Verdict {
+    match authenticate(signed, me, authenticated_sender) {
+        Ok(n) if sender_trusted => Verdict::Accept(n),
+        Ok(n) => Verdict::Quarantine(n),
+        Err(reason) => Verdict::Refuse(reason),
+    }
+}
+
+/// Every rule but trust: within the limits, `from` is the authenticated
+/// sender, `to` is `me`, and the signature is `from`'s. A notification that
+/// passes is authentic and ours, whoever sent it.
+pub fn authenticate(
+    signed: &SignedNotification,
+    me: NodeId,
+    authenticated_sender: NodeId,
 ) -> Result<Notification, RejectReason> {
     let n = &signed.notification;
     let bytes = n.signing_bytes().map_err(|_| RejectReason::TooLarge)?;
@@ -58,10 +99,26 @@ pub fn check(
     if n.from.verify(&bytes, &signed.signature).is_err() {
         return Err(RejectReason::BadSignature);
     }
-    if !sender_trusted {
-        return Err(RejectReason::Untrusted);
-    }
     Ok(n.clone())
+}
+
+/// Decides whether `me` accepts `signed`, received over a connection that proved
+/// `authenticated_sender`, from a sender we trust (`notify`) iff
+/// `sender_trusted`. The rules: within the limits, `from` is the authenticated
+/// sender, `to` is `me`, the signature is `from`'s, and the sender is trusted.
+/// [`RejectReason::Untrusted`] means only trust failed (see [`verdict`]). See
+/// [`accept`] for the answer to give the sender.
+pub fn check(
+    signed: &SignedNotification,
+    me: NodeId,
+    authenticated_sender: NodeId,
+    sender_trusted: bool,
+) -> Result<Notification, RejectReason> {
+    match verdict(signed, me, authenticated_sender, sender_trusted) {
+        Verdict::Accept(n) => Ok(n),
+        Verdict::Quarantine(_) => Err(RejectReason::Untrusted),
+        Verdict::Refuse(reason) => Err(reason),
+    }
 }
 
 /// [`check`], with every reason folded into the one uniform [`Rejection`] (the
@@ -81,6 +138,35 @@ pub fn accept(
         );
         Rejection
     })
+}
+
+/// How many quarantined entries to evict before holding one more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Eviction {
+    /// First, this many of the sender's oldest entries (the per-sender cap).
+    pub sender_oldest: usize,
+    /// Then, this many of the oldest entries overall (the total cap).
+    pub oldest: usize,
+}
+
+/// Makes room for one more quarantined entry from a sender that holds
+/// `sender_held` of the `held` entries, under `per_sender_cap` and `cap` (each
+/// at least 1): the sender's own oldest go first, and only then, if the total
+/// is still at its cap, the oldest overall. So one sender can never push
+/// another out while it is at its own cap.
+pub fn quarantine_eviction(
+    sender_held: usize,
+    held: usize,
+    per_sender_cap: usize,
+    cap: usize,
+) -> Eviction {
+    let sender_held = sender_held.min(held);
+    let sender_oldest = (sender_held + 1).saturating_sub(per_sender_cap.max(1));
+    let oldest = (held - sender_oldest + 1).saturating_sub(cap.max(1));
+    Eviction {
+        sender_oldest,
+        oldest,
+    }
 }
 
 /// Default first retry delay.
@@ -217,6 +303,82 @@ mod tests {
                 .unwrap()
                 .starts_with(SIGNING_DOMAIN)
         );
+    }
+
+    #[test]
+    fn only_an_untrusted_but_authentic_notification_is_quarantined() {
+        let (a, b) = (Keypair::generate(), Keypair::generate());
+        let (me, from) = (b.node_id(), a.node_id());
+        let good = signed(&a, me);
+        let n = good.notification.clone();
+        assert_eq!(verdict(&good, me, from, true), Verdict::Accept(n.clone()));
+        assert_eq!(verdict(&good, me, from, false), Verdict::Quarantine(n));
+        let mut bad_sig = good.clone();
+        bad_sig.signature = Signature::from_bytes([3; 64]);
+        let refused = [
+            (bad_sig, from, RejectReason::BadSignature),
+            (signed(&a, from), from, RejectReason::WrongAddressee),
+            (good.clone(), me, RejectReason::SenderMismatch),
+        ];
+        for (s, sender, reason) in refused {
+            // Trust changes nothing for a notification that is not authentic.
+            for trusted in [true, false] {
+                assert_eq!(verdict(&s, me, sender, trusted), Verdict::Refuse(reason));
+                assert_eq!(check(&s, me, sender, trusted), Err(reason));
+            }
+        }
+        // The sender hears the same for a quarantined and a refused one.
+        assert_eq!(verdict(&good, me, from, false).answer(), Err(Rejection));
+        assert_eq!(verdict(&good, me, me, false).answer(), Err(Rejection));
+        assert_eq!(verdict(&good, me, from, true).answer(), Ok(()));
+    }
+
+    #[test]
+    fn quarantine_eviction_keeps_both_caps_and_spares_others_first() {
+        assert_eq!(quarantine_eviction(0, 0, 16, 256), Eviction::default());
+        // At its own cap: the sender's oldest goes, which also frees a total slot.
+        assert_eq!(
+            quarantine_eviction(16, 256, 16, 256),
+            Eviction {
+                sender_oldest: 1,
+                oldest: 0
+            }
+        );
+        // Under its own cap, the total full: the oldest overall goes.
+        assert_eq!(
+            quarantine_eviction(3, 256, 16, 256),
+            Eviction {
+                sender_oldest: 0,
+                oldest: 1
+            }
+        );
+        // Caps lowered since the entries were stored: back within both.
+        assert_eq!(
+            quarantine_eviction(10, 20, 4, 8),
+            Eviction {
+                sender_oldest: 7,
+                oldest: 6
+            }
+        );
+        // Exhaustively, on small numbers: after evicting and adding one, both
+        // caps hold, and nothing more than needed was evicted.
+        for per in 0..6 {
+            for cap in 0..8 {
+                for held in 0..10 {
+                    for mine in 0..=held {
+                        let e = quarantine_eviction(mine, held, per, cap);
+                        let (per, cap) = (per.max(1), cap.max(1));
+                        assert!(e.sender_oldest <= mine);
+                        assert!(e.sender_oldest + e.oldest <= held);
+                        assert!(mine - e.sender_oldest < per);
+                        let after = held - e.sender_oldest - e.oldest + 1;
+                        assert!(after <= cap);
+                        assert!(after == cap || e.oldest == 0);
+                        assert!(mine - e.sender_oldest + 1 == per || e.sender_oldest == 0);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! [`NotificationStore`]: the inbox and the outbox in LMDB.
+//! [`NotificationStore`]: the inbox, the quarantine and the outbox in LMDB.
 
 use std::sync::Mutex;
 
@@ -11,6 +11,8 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use crate::{Backoff, Notification, SignedNotification, StoreError};
+
+pub use quarantine::{QuarantineOutcome, Quarantined};
 
 /// The LMDB environment the store lives in: the node's one encrypted
 /// environment ([`keynode_core::store::open_env`], `max_dbs` leaving room for
@@ -31,17 +33,40 @@ pub const OUTBOX_DUE_DB: &str = "notify.outbox.due";
 /// LMDB database: recipient ‖ outbox id (48 bytes) → nothing; what waits for
 /// whom.
 pub const OUTBOX_PEER_DB: &str = "notify.outbox.peer";
+/// LMDB database: local arrival [`Tid`] → quarantined notification (signed,
+/// with its receive time).
+pub const QUARANTINE_DB: &str = "notify.quarantine";
+/// LMDB database: sender ‖ local [`Tid`] (48 bytes) → nothing; each sender's
+/// quarantined entries, oldest first.
+pub const QUARANTINE_SENDER_DB: &str = "notify.quarantine.sender";
+/// LMDB database: sender ‖ the sender's notification id (48 bytes) → local
+/// [`Tid`]; recognises a quarantined notification delivered twice.
+pub const QUARANTINE_SEEN_DB: &str = "notify.quarantine.seen";
+/// LMDB database: blocked sender (32 bytes) → nothing.
+pub const BLOCKED_DB: &str = "notify.blocked";
 /// Every database the store uses.
-pub const DB_NAMES: [&str; 5] = [
+pub const DB_NAMES: [&str; 9] = [
     INBOX_DB,
     INBOX_SEEN_DB,
     OUTBOX_DB,
     OUTBOX_DUE_DB,
     OUTBOX_PEER_DB,
+    QUARANTINE_DB,
+    QUARANTINE_SENDER_DB,
+    QUARANTINE_SEEN_DB,
+    BLOCKED_DB,
 ];
 
 /// Default inbox capacity, in notifications.
 pub const DEFAULT_INBOX_CAP: usize = 10_000;
+/// Default most notifications the quarantine holds from one sender.
+pub const DEFAULT_QUARANTINE_PER_SENDER: usize = 16;
+/// Default most notifications the quarantine holds in all (at most
+/// [`MAX_SIGNED_NOTIFICATION`](crate::MAX_SIGNED_NOTIFICATION) bytes each: about
+/// 4 MiB).
+pub const DEFAULT_QUARANTINE_CAP: usize = 256;
+/// Default most senders the blocked set holds.
+pub const DEFAULT_BLOCKED_CAP: usize = 4_096;
 
 type Db = EncryptedDatabase<'static, Bytes, Bytes>;
 type Index = EncryptedDatabase<'static, Bytes, Unit>;
@@ -53,6 +78,15 @@ pub struct StoreConfig {
     /// Most notifications the inbox keeps; receiving one more evicts the
     /// oldest. At least 1.
     pub inbox_cap: usize,
+    /// Most notifications the quarantine keeps from one sender; one more
+    /// evicts that sender's oldest. At least 1.
+    pub quarantine_per_sender: usize,
+    /// Most notifications the quarantine keeps in all; one more evicts the
+    /// oldest. At least 1.
+    pub quarantine_cap: usize,
+    /// Most senders that can be blocked at once; blocking one more fails
+    /// ([`BlockError::Full`](crate::BlockError::Full)).
+    pub blocked_cap: usize,
     /// When a failed delivery is retried.
     pub backoff: Backoff,
     /// Seed of the RNG that jitters retry delays; `None` for no jitter.
@@ -63,13 +97,16 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             inbox_cap: DEFAULT_INBOX_CAP,
+            quarantine_per_sender: DEFAULT_QUARANTINE_PER_SENDER,
+            quarantine_cap: DEFAULT_QUARANTINE_CAP,
+            blocked_cap: DEFAULT_BLOCKED_CAP,
             backoff: Backoff::default(),
             jitter_seed: None,
         }
     }
 }
 
-/// Which end of the inbox to read from.
+/// Which end of the inbox (or the quarantine) to read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum Order {
     /// Most recently received first.
@@ -136,11 +173,26 @@ fn due_key(at_ms: u64, id: Tid) -> [u8; 24] {
     k
 }
 
-fn peer_key(to: NodeId, id: Tid) -> [u8; 48] {
+/// A node ‖ a local id: the key of the per-node indexes (the outbox's
+/// recipients, the quarantine's senders).
+fn node_key(node: NodeId, id: Tid) -> [u8; 48] {
     let mut k = [0u8; 48];
-    k[..32].copy_from_slice(to.as_bytes());
+    k[..32].copy_from_slice(node.as_bytes());
     k[32..].copy_from_slice(id.as_bytes());
     k
+}
+
+/// `proposed`, or just after `last` if `proposed` is not greater: local ids
+/// stay monotonic even if the clock went back across a restart.
+fn next_local_id(last: Option<&[u8]>, proposed: Tid, db: &'static str) -> Result<Tid, StoreError> {
+    let Some(last) = last else {
+        return Ok(proposed);
+    };
+    let last = u128::from_be_bytes(*tid(last, db)?.as_bytes());
+    if u128::from_be_bytes(*proposed.as_bytes()) > last {
+        return Ok(proposed);
+    }
+    Tid::from_bytes(last.wrapping_add(1).to_be_bytes()).map_err(|_| StoreError::Corrupt(db))
 }
 
 fn due_ms(key: &[u8]) -> Result<u64, StoreError> {
@@ -150,7 +202,7 @@ fn due_ms(key: &[u8]) -> Result<u64, StoreError> {
         .ok_or(StoreError::Corrupt(OUTBOX_DUE_DB))
 }
 
-/// The inbox and the outbox of one node.
+/// The inbox, the quarantine and the outbox of one node.
 ///
 /// Every method runs in one LMDB transaction (writes in one write
 /// transaction), blocks, and takes `&self`: share the store in an `Arc` and call
@@ -165,6 +217,10 @@ pub struct NotificationStore {
     outbox: Db,
     due: Index,
     peers: Index,
+    quarantine: Db,
+    quarantine_senders: Index,
+    quarantine_seen: Db,
+    blocked: Index,
 }
 
 const _: fn() = || {
@@ -182,9 +238,12 @@ impl std::fmt::Debug for NotificationStore {
 
 impl NotificationStore {
     /// Opens the store, creating its databases ([`DB_NAMES`]) in one write
-    /// transaction. An `inbox_cap` of 0 counts as 1.
+    /// transaction. An `inbox_cap`, `quarantine_per_sender` or
+    /// `quarantine_cap` of 0 counts as 1.
     pub fn open(env: Env, mut config: StoreConfig) -> Result<NotificationStore, StoreError> {
         config.inbox_cap = config.inbox_cap.max(1);
+        config.quarantine_per_sender = config.quarantine_per_sender.max(1);
+        config.quarantine_cap = config.quarantine_cap.max(1);
         let wtxn = env.write_txn()?;
         let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
             let inbox: EncryptedDatabase<'_, Bytes, Bytes> =
@@ -197,11 +256,24 @@ impl NotificationStore {
                 opener.create_database(wtxn, Some(OUTBOX_DUE_DB))?;
             let peers: EncryptedDatabase<'_, Bytes, Unit> =
                 opener.create_database(wtxn, Some(OUTBOX_PEER_DB))?;
+            let quarantine: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(QUARANTINE_DB))?;
+            let quarantine_senders: EncryptedDatabase<'_, Bytes, Unit> =
+                opener.create_database(wtxn, Some(QUARANTINE_SENDER_DB))?;
+            let quarantine_seen: EncryptedDatabase<'_, Bytes, Bytes> =
+                opener.create_database(wtxn, Some(QUARANTINE_SEEN_DB))?;
+            let blocked: EncryptedDatabase<'_, Bytes, Unit> =
+                opener.create_database(wtxn, Some(BLOCKED_DB))?;
             Ok::<_, heed3::Error>(CommitOrAbort::<_, ()>::Commit((
-                inbox, seen, outbox, due, peers,
+                (inbox, seen, outbox, due, peers),
+                (quarantine, quarantine_senders, quarantine_seen, blocked),
             )))
         })?;
-        let CommitOrAbort::Commit((inbox, seen, outbox, due, peers)) = created else {
+        let CommitOrAbort::Commit((
+            (inbox, seen, outbox, due, peers),
+            (quarantine, quarantine_senders, quarantine_seen, blocked),
+        )) = created
+        else {
             return Err(StoreError::Corrupt(
                 "notification databases were not created",
             ));
@@ -216,6 +288,10 @@ impl NotificationStore {
             outbox,
             due,
             peers,
+            quarantine,
+            quarantine_senders,
+            quarantine_seen,
+            blocked,
         })
     }
 
@@ -240,30 +316,33 @@ impl NotificationStore {
         received_ms: u64,
     ) -> Result<Option<Tid>, StoreError> {
         let mut txn = self.env.write_txn()?;
+        let id = self.insert_entry(&mut txn, proposed, notification, received_ms)?;
+        if id.is_some() {
+            txn.commit()?;
+        }
+        Ok(id)
+    }
+
+    /// [`inbox_insert`](Self::inbox_insert) inside `txn`, without committing.
+    fn insert_entry(
+        &self,
+        txn: &mut RwTxn<'_>,
+        proposed: Tid,
+        notification: Notification,
+        received_ms: u64,
+    ) -> Result<Option<Tid>, StoreError> {
         let seen = seen_key(&notification);
-        if self.seen.get(&mut txn, &seen)?.is_some() {
+        if self.seen.get(txn, &seen)?.is_some() {
             return Ok(None);
         }
-        let id = match self.inbox.last(&mut txn)? {
-            Some((k, _)) => {
-                let last =
-                    u128::from_be_bytes(k.try_into().map_err(|_| StoreError::Corrupt(INBOX_DB))?);
-                if u128::from_be_bytes(*proposed.as_bytes()) > last {
-                    proposed
-                } else {
-                    Tid::from_bytes(last.wrapping_add(1).to_be_bytes())
-                        .map_err(|_| StoreError::Corrupt(INBOX_DB))?
-                }
-            }
-            None => proposed,
-        };
-        let mut len = self.inbox.len(&txn)?;
+        let id = next_local_id(self.inbox.last(txn)?.map(|(k, _)| k), proposed, INBOX_DB)?;
+        let mut len = self.inbox.len(txn)?;
         while len >= self.config.inbox_cap as u64 {
-            let Some((k, _)) = self.inbox.first(&mut txn)? else {
+            let Some((k, _)) = self.inbox.first(txn)? else {
                 break;
             };
             let oldest = tid(k, INBOX_DB)?;
-            self.delete_entry(&mut txn, oldest)?;
+            self.delete_entry(txn, oldest)?;
             len -= 1;
         }
         let row = Stored {
@@ -271,9 +350,8 @@ impl NotificationStore {
             read: false,
             received_ms,
         };
-        self.inbox.put(&mut txn, id.as_bytes(), &encode(&row)?)?;
-        self.seen.put(&mut txn, &seen, id.as_bytes())?;
-        txn.commit()?;
+        self.inbox.put(txn, id.as_bytes(), &encode(&row)?)?;
+        self.seen.put(txn, &seen, id.as_bytes())?;
         Ok(Some(id))
     }
 
@@ -381,3 +459,5 @@ impl NotificationStore {
 
 // The outbox half of the store.
 mod outbox;
+// The quarantine: notifications from untrusted senders, and blocked senders.
+mod quarantine;

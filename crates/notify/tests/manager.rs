@@ -10,7 +10,8 @@ use actix::{Actor, Addr, Arbiter};
 use futures_util::future::BoxFuture;
 use keynode_core::{Clock, Keypair, NodeId, SystemClock, Tid};
 use keynode_notify::messages::{
-    InboxClear, InboxRead, InboxRemove, OutboxClear, OutboxRead, OutboxRemove, PeerSeen, Receive,
+    InboxClear, InboxRead, InboxRemove, OutboxClear, OutboxRead, OutboxRemove, PeerSeen,
+    QuarantineRead, Receive,
 };
 use keynode_notify::{
     Backoff, Deliver, DeliveryError, Env, ManagerConfig, Notification, NotificationData,
@@ -428,7 +429,7 @@ async fn the_retry_timer_reaches_a_returning_recipient_within_a_minute() {
 }
 
 #[actix_rt::test]
-async fn an_untrusted_sender_is_refused_and_the_entry_is_dropped() {
+async fn an_untrusted_sender_is_refused_the_entry_dropped_and_the_recipient_quarantines_it() {
     let (a, b) = pair(Arc::new(SystemClock), StoreConfig::default());
     a.link.trusted.store(false, Ordering::SeqCst);
     send(&a, b.id(), "let me in").await;
@@ -447,6 +448,16 @@ async fn an_untrusted_sender_is_refused_and_the_entry_is_dropped() {
         [Err(DeliveryError::Rejected("notification refused".into()))]
     );
     assert!(inbox(&b).await.is_empty());
+    // The recipient quarantined it: the sender could not tell.
+    let held = b
+        .addr
+        .send(QuarantineRead::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].sender, a.id());
+    assert_eq!(held[0].notification.data, general("let me in"));
 }
 
 #[actix_rt::test]

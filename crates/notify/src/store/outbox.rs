@@ -24,7 +24,7 @@ impl NotificationStore {
         }
         self.outbox.put(txn, p.id.as_bytes(), &encode(p)?)?;
         self.due.put(txn, &due_key(p.next_attempt_ms, p.id), &())?;
-        self.peers.put(txn, &peer_key(p.to, p.id), &())?;
+        self.peers.put(txn, &node_key(p.to, p.id), &())?;
         Ok(())
     }
 
@@ -35,7 +35,7 @@ impl NotificationStore {
         };
         self.outbox.delete(txn, id.as_bytes())?;
         self.due.delete(txn, &due_key(p.next_attempt_ms, id))?;
-        self.peers.delete(txn, &peer_key(p.to, id))?;
+        self.peers.delete(txn, &node_key(p.to, id))?;
         Ok(true)
     }
 
@@ -239,7 +239,7 @@ impl NotificationStore {
             }
         }
         for mut p in theirs.iter().cloned() {
-            self.peers.delete(&mut txn, &peer_key(old, p.id))?;
+            self.peers.delete(&mut txn, &node_key(old, p.id))?;
             let mut n = p.signed.notification.clone();
             n.to = new;
             p.signed = n
@@ -247,7 +247,7 @@ impl NotificationStore {
                 .map_err(|_| StoreError::Corrupt("outbox (cannot re-sign)"))?;
             p.to = new;
             self.outbox.put(&mut txn, p.id.as_bytes(), &encode(&p)?)?;
-            self.peers.put(&mut txn, &peer_key(new, p.id), &())?;
+            self.peers.put(&mut txn, &node_key(new, p.id), &())?;
         }
         txn.commit()?;
         Ok(theirs.len())
