@@ -308,6 +308,7 @@ pub async fn run(dht: bool) -> Result<(), String> {
                 Request::VaultsClone {
                     vault: "prod".into(),
                     node: b.node_id(),
+                    follow: false,
                 },
             )
             .await?;
@@ -350,6 +351,7 @@ pub async fn run(dht: bool) -> Result<(), String> {
                 Request::VaultsClone {
                     vault: "prod".into(),
                     node: b.node_id(),
+                    follow: false,
                 },
                 ErrorKind::PermissionDenied,
             )
@@ -359,6 +361,7 @@ pub async fn run(dht: bool) -> Result<(), String> {
                 Request::VaultsClone {
                     vault: "no-such-vault".into(),
                     node: b.node_id(),
+                    follow: false,
                 },
                 ErrorKind::PermissionDenied,
             )

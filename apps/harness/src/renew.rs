@@ -79,6 +79,7 @@ pub async fn run(rounds: usize, report: PathBuf) -> Result<bool, String> {
         Request::VaultsClone {
             vault: "prod".into(),
             node: a_id,
+            follow: false,
         },
     )
     .await?;

@@ -364,6 +364,7 @@ async fn run_op(
                         Request::VaultsClone {
                             vault: vault.clone(),
                             node: topo.ids[owner],
+                            follow: false,
                         },
                     ))
                     .await;

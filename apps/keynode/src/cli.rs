@@ -467,12 +467,26 @@ pub enum VaultsCmd {
         /// The node.
         node_id: String,
     },
-    /// Clone a vault from another node (the clone is read-only).
+    /// Clone a vault from another node (the clone is read-only and follows
+    /// its remote: it pulls by itself when the remote changes).
     Clone {
         /// The vault's name or id on the other node.
         name_or_id: String,
         /// The node.
         node_id: String,
+        /// Do not follow the remote: pull only when asked (`vaults pull`).
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Make a clone follow its remote again (also after a divergence).
+    Follow {
+        /// The clone, name or id.
+        name: String,
+    },
+    /// Stop a clone following its remote (`vaults pull` still works).
+    Unfollow {
+        /// The clone, name or id.
+        name: String,
     },
     /// Pull a cloned vault from its remote; NODE_ID and --pull-vault replace it.
     Pull {

@@ -47,13 +47,19 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
             let Response::Vaults(vs) = r else {
                 return Err(unexpected(r));
             };
-            output::emit(ctx.format, &vs, || {
+            let docs: Vec<serde_json::Value> = vs.iter().map(vault_doc).collect();
+            output::emit(ctx.format, &docs, || {
                 for v in &vs {
-                    match &v.remote {
-                        Some(rm) => {
-                            say!("{}\t{}\tclone of {} on {}", v.name, v.id, rm.vault, rm.node)
-                        }
-                        None => say!("{}\t{}", v.name, v.id),
+                    match (&v.remote, &v.follow) {
+                        (Some(rm), follow) => say!(
+                            "{}\t{}\tclone of {} on {}\t{}",
+                            v.name,
+                            v.id,
+                            rm.vault,
+                            rm.node,
+                            follow.as_ref().map(follow_line).unwrap_or_default()
+                        ),
+                        (None, _) => say!("{}\t{}", v.name, v.id),
                     }
                 }
             });
@@ -169,25 +175,36 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
         VaultsCmd::Clone {
             name_or_id,
             node_id: id,
+            no_follow,
         } => {
             let node = crate::nodes::node_id(&id)?;
             let r = client
                 .call(Request::VaultsClone {
                     vault: name_or_id,
                     node,
+                    follow: !no_follow,
                 })
                 .await?;
             let Response::Vault(v) = r else {
                 return Err(unexpected(r));
             };
-            output::emit(ctx.format, &v, || {
+            let mut doc = vault_doc(&v);
+            doc["following"] = serde_json::json!(!no_follow);
+            output::emit(ctx.format, &doc, || {
                 say!(
-                    "cloned into {} ({}); read-only, fork it to write",
+                    "cloned into {} ({}); read-only, fork it to write; {}",
                     v.name,
-                    v.id
+                    v.id,
+                    if no_follow {
+                        "not following its remote (vaults pull to update)"
+                    } else {
+                        "follows its remote"
+                    }
                 )
             });
         }
+        VaultsCmd::Follow { name } => set_follow(ctx, client, name, true).await?,
+        VaultsCmd::Unfollow { name } => set_follow(ctx, client, name, false).await?,
         VaultsCmd::Pull {
             name,
             node_id,
@@ -246,5 +263,80 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
             print_committed(ctx, r, &format!("restored {rev}"))?;
         }
     }
+    Ok(())
+}
+
+/// A vault as JSON: the API's fields, with `follow` as
+/// `{"state": "following"|"behind"|"refused"|"off"|"diverged", ...}`.
+fn vault_doc(v: &keynode_agent::api::VaultMeta) -> serde_json::Value {
+    use keynode_agent::api::FollowStatus as F;
+    let mut doc = serde_json::json!({
+        "id": v.id.to_string(),
+        "name": v.name.as_str(),
+        "created_ms": v.created_ms,
+        "remote": v.remote.map(|r| serde_json::json!({
+            "node": r.node.to_string(),
+            "vault": r.vault.to_string(),
+        })),
+    });
+    if let Some(f) = &v.follow {
+        let mut state = serde_json::json!({ "state": f.word() });
+        match f {
+            F::Behind { remote_head, error } => {
+                state["remote_head"] = serde_json::json!(remote_head);
+                state["error"] = serde_json::json!(error);
+            }
+            F::Diverged { remote_head } => state["remote_head"] = serde_json::json!(remote_head),
+            F::Following | F::Refused | F::Off => {}
+        }
+        doc["follow"] = state;
+    }
+    doc
+}
+
+/// A clone's follow state in a listing line.
+fn follow_line(f: &keynode_agent::api::FollowStatus) -> String {
+    use keynode_agent::api::FollowStatus as F;
+    match f {
+        F::Following => "following".into(),
+        F::Behind {
+            remote_head,
+            error: Some(e),
+        } => format!("behind (remote at {}; last pull: {e})", short(remote_head)),
+        F::Behind { remote_head, .. } => format!("behind (remote at {})", short(remote_head)),
+        F::Refused => "refused (the remote no longer shares it)".into(),
+        F::Off => "not following".into(),
+        F::Diverged { remote_head } => format!(
+            "diverged from the remote (at {}); not following: `vaults follow` tries again, `vaults fork` keeps a copy",
+            short(remote_head)
+        ),
+    }
+}
+
+fn short(oid: &str) -> &str {
+    oid.get(..12).unwrap_or(oid)
+}
+
+/// `vaults follow|unfollow NAME`.
+async fn set_follow(
+    ctx: &Ctx,
+    client: keynode_agent::Client,
+    name: String,
+    follow: bool,
+) -> Result<(), Failure> {
+    client
+        .call(Request::VaultsFollow {
+            vault: name.clone(),
+            follow,
+        })
+        .await?;
+    let doc = serde_json::json!({"vault": name, "following": follow});
+    output::emit(ctx.format, &doc, || {
+        if follow {
+            say!("{name} follows its remote")
+        } else {
+            say!("{name} no longer follows its remote")
+        }
+    });
     Ok(())
 }

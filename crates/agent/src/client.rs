@@ -158,6 +158,42 @@ impl Client {
         out.flush().await?;
         Ok(n)
     }
+
+    /// Watches `vaults` (names or ids): their heads now, and a [`Watch`] that
+    /// yields each later move of one of them (a local write or a pulled
+    /// change). Dropping the `Watch` ends it.
+    pub async fn watch(
+        mut self,
+        vaults: Vec<String>,
+    ) -> Result<(Vec<WatchedVault>, Watch), ClientError> {
+        send(
+            &mut self.conn,
+            &ClientMsg::Request(Request::VaultsWatch { vaults }),
+        )
+        .await?;
+        match response(&mut self.conn).await? {
+            Response::Watching(list) => Ok((list, Watch { conn: self.conn })),
+            other => Err(ClientError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+}
+
+/// A running `VaultsWatch` (see [`Client::watch`]).
+pub struct Watch {
+    conn: Conn,
+}
+
+impl Watch {
+    /// The next move of a watched vault, as (vault id, new head); `None` once
+    /// the agent stops.
+    pub async fn next(&mut self) -> Result<Option<(keynode_core::VaultId, String)>, ClientError> {
+        match recv(&mut self.conn).await? {
+            ServerMsg::Response(Response::HeadChanged { vault, head }) => Ok(Some((vault, head))),
+            ServerMsg::End => Ok(None),
+            ServerMsg::Error(e) => Err(e.into()),
+            other => Err(unexpected(&other)),
+        }
+    }
 }
 
 /// The agent's answer to an upload. If sending failed, the agent may have

@@ -18,6 +18,7 @@ impl From<keynode_vaults::VaultMeta> for api::VaultMeta {
             name: m.name,
             created_ms: m.created_ms,
             remote: m.remote.map(Into::into),
+            follow: None,
         }
     }
 }

@@ -36,6 +36,10 @@ pub(crate) struct Ctx {
     pub key: Arc<keynode_core::Keypair>,
     /// The node path.
     pub paths: crate::paths::NodePaths,
+    /// Followed clones: what their remotes announced.
+    pub follow: Arc<crate::follow::Following>,
+    /// Where to subscribe to vault head changes.
+    pub heads: keynode_vaults::HeadEvents,
 }
 
 impl Ctx {

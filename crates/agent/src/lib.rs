@@ -30,6 +30,7 @@ mod convert;
 mod ctx;
 pub mod disk;
 mod errors;
+pub mod follow;
 pub mod gestalts;
 mod handlers;
 pub mod node;
@@ -46,7 +47,7 @@ pub mod status;
 pub mod testing;
 pub mod transfer;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, Watch};
 pub use config::{NodeConfig, SeedNode, StartError, StartTimings, parse_seed_nodes};
 pub use handlers::{MAX_ENV_BYTES, SHARED_ACTIONS};
 pub use node::Node;

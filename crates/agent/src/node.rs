@@ -143,6 +143,7 @@ impl Node {
                 }
             })?
         };
+        let heads = store.head_events();
         let vaults = VaultManager::new(Arc::new(store))
             .with_executor(exec.clone())
             .start();
@@ -206,11 +207,14 @@ impl Node {
         )
         .with_executor(exec.clone())
         .start();
+        let shutdown = CancellationToken::new();
         let service = Arc::new(PeerService {
             gestalts: Arc::downgrade(&gestalts),
             notifications: notifications.downgrade(),
             vaults: vaults.downgrade(),
+            heads: heads.clone(),
             exec: exec.clone(),
+            shutdown: shutdown.clone(),
         });
         let net = Network::start_with(
             key.clone(),
@@ -270,7 +274,6 @@ impl Node {
             storage_used_percent: env.usage().percent(),
             recovery_code: has_recovery_code(&paths, node_id),
         }));
-        let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         // Tell the nodes we know where we listen now: a node that moved (a
         // new port, a new network) is found again by its peers, and what
@@ -326,7 +329,10 @@ impl Node {
             env: env.clone(),
             key: key.clone(),
             paths: paths.clone(),
+            follow: Arc::default(),
+            heads,
         });
+        tracker.spawn(crate::follow::Following::run(ctx.clone()));
         if let Some(listener) = listener {
             tracker.spawn(crate::socket::serve(
                 listener,

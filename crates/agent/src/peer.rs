@@ -31,7 +31,11 @@ pub struct PeerService {
     pub(crate) gestalts: Weak<Gestalts>,
     pub(crate) notifications: actix::WeakAddr<NotificationsManager>,
     pub(crate) vaults: actix::WeakAddr<keynode_vaults::VaultManager>,
+    pub(crate) heads: keynode_vaults::HeadEvents,
     pub(crate) exec: keynode_core::exec::Exec,
+    /// Cancelled when the node stops: ends the streams that stay open
+    /// (`Follow`), which a closing connection does not always wake.
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Service for PeerService {
@@ -52,6 +56,8 @@ impl Service for PeerService {
         let notifications = self.notifications.upgrade();
         let vaults = self.vaults.upgrade();
         let exec = self.exec.clone();
+        let heads = self.heads.clone();
+        let shutdown = self.shutdown.clone();
         Box::pin(async move {
             let (Some(gestalts), Some(notifications), Some(vaults)) =
                 (gestalts, notifications, vaults)
@@ -113,6 +119,16 @@ impl Service for PeerService {
                 PeerRequest::ListenAt { port } => {
                     gestalts.note_listen_address(peer, port).await;
                     Ok(PeerResponse::Noted)
+                }
+                PeerRequest::Follow { vaults: wanted } => {
+                    let announcing = crate::follow::Announcing {
+                        gestalts: &gestalts,
+                        vaults: &vaults,
+                        heads: &heads,
+                        shutdown: &shutdown,
+                        peer,
+                    };
+                    announcing.serve(wanted, &mut stream).await
                 }
             };
             match result {

@@ -62,6 +62,30 @@ pub enum PeerRequest {
         /// The caller's listening port.
         port: u16,
     },
+    /// The caller follows these vaults of ours (their ids here; at most
+    /// [`MAX_FOLLOWED`], no repeats). Answered at once with `Heads` (each
+    /// vault's head, or `None` where the caller may not pull it: one answer
+    /// for "no such vault" and "not shared"), then with another `Heads` each
+    /// time a followed vault moves, while the stream stays open and the
+    /// caller may still pull it. A vault the caller may no longer pull is
+    /// announced once as `None` and dropped; when none is left, or the caller
+    /// sends anything, the stream ends. Announcements carry no data.
+    Follow {
+        /// Our ids of the vaults followed.
+        vaults: Vec<keynode_core::VaultId>,
+    },
+}
+
+/// Most vaults one `Follow` may name.
+pub const MAX_FOLLOWED: usize = 1024;
+
+/// A followed vault's head, as `Heads` announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowedHead {
+    /// The vault's id on the announcing node.
+    pub vault: keynode_core::VaultId,
+    /// Its head (40 hex digits), or `None`: the caller may not pull it.
+    pub head: Option<String>,
 }
 
 /// An answer to a [`PeerRequest`].
@@ -91,6 +115,8 @@ pub enum PeerResponse {
     PackEnd(keynode_vaults::PackStats),
     /// The caller's listening address was taken note of (or ignored).
     Noted,
+    /// Heads of followed vaults (see `Follow`).
+    Heads(Vec<FollowedHead>),
 }
 
 impl PeerResponse {
@@ -106,6 +132,7 @@ impl PeerResponse {
             PeerResponse::PackChunk(_) => "PackChunk",
             PeerResponse::PackEnd(_) => "PackEnd",
             PeerResponse::Noted => "Noted",
+            PeerResponse::Heads(_) => "Heads",
         }
     }
 }

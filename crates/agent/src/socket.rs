@@ -146,6 +146,7 @@ async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
         Request::SecretsDir { vault, path } => {
             handlers::upload_dir(ctx, &mut Frames(conn), &vault, path).await?
         }
+        Request::VaultsWatch { vaults } => return watch(conn, ctx, &vaults).await,
         other => handlers::unary(ctx, other).await?,
     };
     send(conn, ServerMsg::Response(response)).await
@@ -182,4 +183,69 @@ async fn download(
         send(conn, ServerMsg::Response(Response::Streaming)).await?;
     }
     send(conn, ServerMsg::End).await
+}
+
+/// `VaultsWatch`: `Watching` with the heads now, then a `HeadChanged` each
+/// time a watched vault moves, until the client goes away (or sends anything)
+/// or the agent stops (`End`). The client's silence is no timeout here.
+async fn watch(conn: &mut Conn, ctx: &Ctx, names: &[String]) -> Result<(), ApiError> {
+    use keynode_vaults::messages::Advertise;
+    use tokio::sync::broadcast::error::RecvError;
+
+    use crate::errors::Ask;
+
+    if names.is_empty() || names.len() > MAX_WATCHED {
+        return Err(ApiError::new(
+            ErrorKind::Usage,
+            format!("watch 1 to {MAX_WATCHED} vaults"),
+        ));
+    }
+    // Subscribed before the heads are read, so no move falls in between.
+    let mut changes = ctx.heads.subscribe();
+    let mut watched = Vec::with_capacity(names.len());
+    for name in names {
+        let meta = handlers::meta(ctx, name).await?;
+        let advert = ctx.vaults.ask(Advertise { vault: meta.id }).await?;
+        watched.push(WatchedVault {
+            id: meta.id,
+            name: meta.name,
+            head: advert.head,
+        });
+    }
+    let mut heads: std::collections::HashMap<_, _> =
+        watched.iter().map(|w| (w.id, w.head.clone())).collect();
+    send(conn, ServerMsg::Response(Response::Watching(watched))).await?;
+    loop {
+        let change = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return send(conn, ServerMsg::End).await,
+            _ = conn.next() => return Ok(()),
+            c = changes.recv() => c,
+        };
+        let moved: Vec<_> = match change {
+            Ok(c) if heads.contains_key(&c.vault) => vec![(c.vault, c.head)],
+            Ok(_) => continue,
+            Err(RecvError::Lagged(_)) => {
+                // Fell behind: read every watched head again.
+                let mut now = Vec::new();
+                for id in heads.keys() {
+                    if let Ok(a) = ctx.vaults.ask(Advertise { vault: *id }).await {
+                        now.push((*id, a.head));
+                    }
+                }
+                now
+            }
+            Err(RecvError::Closed) => return send(conn, ServerMsg::End).await,
+        };
+        for (vault, head) in moved {
+            if heads.get(&vault) == Some(&head) {
+                continue;
+            }
+            heads.insert(vault, head.clone());
+            send(
+                conn,
+                ServerMsg::Response(Response::HeadChanged { vault, head }),
+            )
+            .await?;
+        }
+    }
 }

@@ -54,6 +54,7 @@ async fn shares_served_clones_and_refusals_are_audited() {
         Request::VaultsClone {
             vault: "prod".into(),
             node: b.node_id(),
+            follow: false,
         },
     )
     .await
@@ -67,6 +68,7 @@ async fn shares_served_clones_and_refusals_are_audited() {
         Request::VaultsClone {
             vault: "prod".into(),
             node: b.node_id(),
+            follow: false,
         },
     )
     .await
@@ -148,6 +150,7 @@ async fn a_refusal_flood_is_summarised_not_logged_one_by_one() {
             Request::VaultsClone {
                 vault: "prod".into(),
                 node: b.node_id(),
+                follow: false,
             },
         )
         .await;
@@ -163,6 +166,7 @@ async fn a_refusal_flood_is_summarised_not_logged_one_by_one() {
         Request::VaultsClone {
             vault: "prod".into(),
             node: b.node_id(),
+            follow: false,
         },
     )
     .await

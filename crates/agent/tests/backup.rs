@@ -95,6 +95,7 @@ async fn a_backup_taken_during_writes_restores_the_whole_node() {
         Request::VaultsClone {
             vault: "prod".into(),
             node: a.node_id(),
+            follow: false,
         },
     )
     .await;

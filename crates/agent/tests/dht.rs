@@ -93,6 +93,7 @@ async fn clone(node: &Node, vault: &str, from: &Node) -> String {
         Request::VaultsClone {
             vault: vault.into(),
             node: from.node_id(),
+            follow: false,
         },
     )
     .await

@@ -214,6 +214,7 @@ async fn a_hostile_source_is_refused_within_the_bound_and_leaves_nothing() {
             Request::VaultsClone {
                 vault: "loot".into(),
                 node: evil.node_id(),
+                follow: false,
             },
         )
         .await;
@@ -258,6 +259,7 @@ async fn a_hostile_source_is_refused_within_the_bound_and_leaves_nothing() {
         Request::VaultsClone {
             vault: "fine".into(),
             node: b.node_id(),
+            follow: false,
         },
     )
     .await;

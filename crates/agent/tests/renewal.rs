@@ -67,6 +67,7 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
         Request::VaultsClone {
             vault: "prod".into(),
             node: a.node_id(),
+            follow: false,
         },
     )
     .await;
@@ -127,6 +128,7 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
             .call(Request::VaultsClone {
                 vault: "big".into(),
                 node: a_id,
+                follow: false,
             })
             .await
     });
@@ -219,6 +221,7 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
         Request::VaultsClone {
             vault: "prod".into(),
             node: a.node_id(),
+            follow: false,
         },
     )
     .await

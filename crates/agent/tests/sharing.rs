@@ -160,6 +160,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
         Request::VaultsClone {
             vault: "prod".into(),
             node: b.node_id(),
+            follow: false,
         },
     )
     .await
@@ -174,6 +175,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
         Request::VaultsClone {
             vault: list[0].vault_id.clone(),
             node: b.node_id(),
+            follow: false,
         },
     )
     .await
@@ -268,6 +270,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
                 Request::VaultsClone {
                     vault: "prod".into(),
                     node: b.node_id(),
+                    follow: false,
                 },
             )
             .await,
@@ -279,6 +282,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
                 Request::VaultsClone {
                     vault: "no-such".into(),
                     node: b.node_id(),
+                    follow: false,
                 },
             )
             .await,
@@ -290,6 +294,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
                 Request::VaultsClone {
                     vault: clone.id.to_string(),
                     node: b.node_id(),
+                    follow: false,
                 },
             )
             .await,
@@ -582,6 +587,7 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
         Request::VaultsClone {
             vault: "big".into(),
             node: b.node_id(),
+            follow: false,
         },
     )
     .await;
@@ -628,6 +634,7 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
         Request::VaultsClone {
             vault: "small".into(),
             node: b.node_id(),
+            follow: false,
         },
     )
     .await;

@@ -569,6 +569,7 @@ fn run_seed(seed: u64) -> Run {
                                 .call(Request::VaultsClone {
                                     vault: vault.clone(),
                                     node: n[i].id,
+                                    follow: false,
                                 })
                                 .await;
                             if let Ok(Response::Vault(meta)) = &r {
@@ -771,6 +772,7 @@ fn run_seed(seed: u64) -> Run {
                                 .call(Request::VaultsClone {
                                     vault: vault.clone(),
                                     node: owner.id,
+                                    follow: false,
                                 })
                                 .await;
                             if let Ok(Response::Vault(meta)) = &r {

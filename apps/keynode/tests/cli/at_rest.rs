@@ -72,7 +72,8 @@ fn no_name_or_secret_reaches_the_disk_in_the_clear() {
         },
         "the VaultShare notification",
     );
-    a.run(&["vaults", "clone", &vault, &b_id]).success();
+    a.run(&["vaults", "clone", &vault, &b_id, "--no-follow"])
+        .success();
     assert_eq!(a.run(&["secrets", "get", &small]).success(), small_value);
     b.run_stdin(
         &[

@@ -45,7 +45,7 @@ fn share_scan_clone_pull_fork_unshare() {
 
     let scan = a.json(&["vaults", "scan", &b_id]);
     assert_eq!(scan[0]["name"], "prod");
-    let clone = a.json(&["vaults", "clone", "prod", &b_id]);
+    let clone = a.json(&["vaults", "clone", "prod", &b_id, "--no-follow"]);
     assert_eq!(clone["name"], "prod");
     assert_eq!(clone["remote"]["node"], b_id.as_str());
     assert_eq!(

@@ -313,6 +313,9 @@ pub enum Request {
         vault: String,
         /// The node.
         node: NodeId,
+        /// Whether the clone follows its remote (pulls by itself when the
+        /// remote announces a new head); the CLI's default is yes.
+        follow: bool,
     },
     /// Pull a cloned vault from its remote (or from another source, which
     /// becomes the remote).
@@ -415,7 +418,25 @@ pub enum Request {
         /// The node.
         node: NodeId,
     },
+    /// Makes a clone follow its remote, or stop following (`Unit`).
+    VaultsFollow {
+        /// The clone, name or id.
+        vault: String,
+        /// Follow (`true`) or not.
+        follow: bool,
+    },
+    /// Watches vaults: answers `Watching` with their heads, then a
+    /// `HeadChanged` each time one of them moves (a local write or a pulled
+    /// change), until the client closes the connection or the agent stops
+    /// (`End`). Nothing else is sent; the client sends nothing more.
+    VaultsWatch {
+        /// Vault names or ids (at most [`MAX_WATCHED`]).
+        vaults: Vec<String>,
+    },
 }
+
+/// Most vaults one `VaultsWatch` may name.
+pub const MAX_WATCHED: usize = 256;
 
 /// A password on the wire: its bytes are zeroed on drop and never printed
 /// (`Debug` shows `Password(..)`, so logging a request does not leak it).

@@ -89,6 +89,15 @@ pub enum Response {
     },
     /// Where a node may be found (`nodes find`).
     Found(FoundView),
+    /// The vaults a `VaultsWatch` watches, with their heads now.
+    Watching(Vec<WatchedVault>),
+    /// A watched vault moved.
+    HeadChanged {
+        /// The vault's local id.
+        vault: VaultId,
+        /// Its new head.
+        head: String,
+    },
 }
 
 /// One gestalt's actions on a vault.
@@ -299,6 +308,61 @@ pub struct VaultMeta {
     pub created_ms: u64,
     /// Where this vault was cloned from; a vault with a remote is read-only.
     pub remote: Option<Remote>,
+    /// For a clone: whether it follows its remote and how far it is (filled
+    /// by `VaultsList`; `None` elsewhere and for the node's own vaults).
+    pub follow: Option<FollowStatus>,
+}
+
+/// Whether a clone follows its remote, and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FollowStatus {
+    /// Follows; holds the last head the remote announced (or has not heard
+    /// from the remote since the agent started).
+    Following,
+    /// Follows; the remote announced a head this clone does not have yet (a
+    /// pull is under way, or failed with `error` and waits for the next
+    /// announcement or connection).
+    Behind {
+        /// The remote's head.
+        remote_head: String,
+        /// Why the last pull failed, if it did.
+        error: Option<String>,
+    },
+    /// Follows, but the remote no longer serves this vault to us (unshared
+    /// or deleted there).
+    Refused,
+    /// Does not follow (`--no-follow`, `vaults unfollow`).
+    Off,
+    /// Stopped following because the remote's history no longer contains
+    /// this clone's; nothing was rewritten. `vaults follow` tries again.
+    Diverged {
+        /// The remote's head that diverged.
+        remote_head: String,
+    },
+}
+
+impl FollowStatus {
+    /// One word for listings: following, behind, refused, off, diverged.
+    pub fn word(&self) -> &'static str {
+        match self {
+            FollowStatus::Following => "following",
+            FollowStatus::Behind { .. } => "behind",
+            FollowStatus::Refused => "refused",
+            FollowStatus::Off => "off",
+            FollowStatus::Diverged { .. } => "diverged",
+        }
+    }
+}
+
+/// A watched vault and its head when the watch began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchedVault {
+    /// The vault's local id.
+    pub id: VaultId,
+    /// Its name.
+    pub name: VaultName,
+    /// Its head, 40 hex digits.
+    pub head: String,
 }
 
 /// The origin of a cloned vault.

@@ -17,7 +17,7 @@ pub use sharing::SHARED_ACTIONS;
 pub(crate) use secrets::{
     Upload, UploadSource, download, download_depth, put_secret, read_to_vec, upload_dir, upload_one,
 };
-pub(crate) use vaults::resolve;
+pub(crate) use vaults::{meta, resolve};
 
 use crate::api::{ApiError, ErrorKind, Request, Response};
 use crate::ctx::Ctx;
@@ -53,7 +53,12 @@ pub(crate) async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiEr
         R::VaultsUnshare { vault, node } => sharing::share(ctx, &vault, node, false).await,
         R::VaultsPermissions { vault } => sharing::permissions(ctx, &vault).await,
         R::VaultsScan { node } => sharing::scan(ctx, node).await,
-        R::VaultsClone { vault, node } => sharing::clone(ctx, &vault, node).await,
+        R::VaultsClone {
+            vault,
+            node,
+            follow,
+        } => sharing::clone(ctx, &vault, node, follow).await,
+        R::VaultsFollow { vault, follow } => vaults::follow(ctx, &vault, follow).await,
         R::VaultsPull {
             vault,
             node,
@@ -110,7 +115,10 @@ pub(crate) async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiEr
         R::NotificationsOutboxClear => notifications::outbox_clear(ctx).await,
         R::AuditRead { limit } => audit::read(ctx, limit).await,
         R::AuditVerify => audit::verify(ctx).await,
-        R::SecretsGet { .. } | R::SecretsWrite { .. } | R::SecretsDir { .. } => Err(ApiError::new(
+        R::SecretsGet { .. }
+        | R::SecretsWrite { .. }
+        | R::SecretsDir { .. }
+        | R::VaultsWatch { .. } => Err(ApiError::new(
             ErrorKind::Protocol,
             "streaming request sent as unary",
         )),

@@ -65,10 +65,17 @@ pub(super) async fn scan(ctx: &Ctx, node: NodeId) -> Result<Response, ApiError> 
     Ok(Response::Scan(crate::transfer::scan(ctx, node).await?))
 }
 
-pub(super) async fn clone(ctx: &Ctx, vault: &str, node: NodeId) -> Result<Response, ApiError> {
-    Ok(Response::Vault(
-        crate::transfer::clone(ctx, node, vault).await?,
-    ))
+pub(super) async fn clone(
+    ctx: &Ctx,
+    vault: &str,
+    node: NodeId,
+    follow: bool,
+) -> Result<Response, ApiError> {
+    let meta = crate::transfer::clone(ctx, node, vault, follow).await?;
+    if follow {
+        ctx.follow.changed();
+    }
+    Ok(Response::Vault(meta))
 }
 
 pub(super) async fn pull(

@@ -34,8 +34,45 @@ pub(super) async fn create(ctx: &Ctx, name: VaultName) -> Result<Response, ApiEr
     Ok(Response::Vault(meta.into()))
 }
 
+/// `vaults list`: every vault, and for each clone whether it follows its
+/// remote and where it stands.
 pub(super) async fn list(ctx: &Ctx) -> Result<Response, ApiError> {
-    Ok(Response::Vaults(all(ctx.vaults.ask(ListVaults {}).await?)))
+    let metas = ctx.vaults.ask(ListVaults {}).await?;
+    let follows: std::collections::HashMap<VaultId, keynode_vaults::Follow> = ctx
+        .vaults
+        .ask(Follows {})
+        .await?
+        .into_iter()
+        .map(|(m, f)| (m.id, f))
+        .collect();
+    let mut out = Vec::with_capacity(metas.len());
+    for meta in metas {
+        let id = meta.id;
+        let mut view: crate::api::VaultMeta = meta.into();
+        if let Some(follow) = follows.get(&id) {
+            // Deleted since the listing: leave it out.
+            let Ok(advert) = ctx.vaults.ask(Advertise { vault: id }).await else {
+                continue;
+            };
+            view.follow = Some(ctx.follow.status(id, follow, &advert.head));
+        }
+        out.push(view);
+    }
+    Ok(Response::Vaults(out))
+}
+
+/// `vaults follow|unfollow`: only clones follow; following again after a
+/// divergence tries again.
+pub(super) async fn follow(ctx: &Ctx, vault: &str, on: bool) -> Result<Response, ApiError> {
+    let vault = resolve(ctx, vault).await?;
+    let follow = if on {
+        keynode_vaults::Follow::On
+    } else {
+        keynode_vaults::Follow::Off
+    };
+    ctx.vaults.ask(SetFollow { vault, follow }).await?;
+    ctx.follow.changed();
+    Ok(Response::Unit)
 }
 
 pub(super) async fn rename(ctx: &Ctx, vault: &str, name: VaultName) -> Result<Response, ApiError> {
@@ -47,6 +84,7 @@ pub(super) async fn rename(ctx: &Ctx, vault: &str, name: VaultName) -> Result<Re
 pub(super) async fn delete(ctx: &Ctx, vault: &str) -> Result<Response, ApiError> {
     let vault = resolve(ctx, vault).await?;
     ctx.vaults.ask(DeleteVault { vault }).await?;
+    ctx.follow.changed();
     // A deleted vault's grants go with it (SPEC §3).
     ctx.gestalts.purge_vault(vault).await?;
     Ok(Response::Unit)

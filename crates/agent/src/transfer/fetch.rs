@@ -122,6 +122,7 @@ pub(crate) async fn clone(
     ctx: &Ctx,
     node: NodeId,
     vault: &str,
+    follow: bool,
 ) -> Result<api::VaultMeta, ApiError> {
     let (mut stream, advert) = open(ctx, node, vault, VaultAction::Clone).await?;
     stream
@@ -142,6 +143,11 @@ pub(crate) async fn clone(
             remote,
             head,
             pack,
+            follow: if follow {
+                keynode_vaults::Follow::On
+            } else {
+                keynode_vaults::Follow::Off
+            },
         })
     })
     .await?;
@@ -221,6 +227,8 @@ pub(crate) async fn pull(
                 remote: Some(new_remote),
             })
             .await?;
+        // A clone that follows now follows its new remote.
+        ctx.follow.changed();
     }
     let (from, to, commits) = match outcome {
         PullOutcome::Updated { from, to, commits } => (Some(from), to, commits as u64),
