@@ -613,6 +613,20 @@ pub enum SecretsCmd {
         /// load or run (`PATH`, `LD_PRELOAD`, `BASH_ENV`…; see the README).
         #[arg(long = "allow-env", value_name = "NAME")]
         allow_env: Vec<String>,
+        /// Keep running the command, and restart it (or signal it, with
+        /// --signal) whenever one of its secrets changes: a local write or a
+        /// pulled change. Exits with the command's status when it exits on
+        /// its own; signals sent to keynode are passed on to it.
+        #[arg(long, requires = "command")]
+        watch: bool,
+        /// With --watch: send this signal (HUP, USR1, … or a number) on a
+        /// change instead of restarting.
+        #[arg(long, value_name = "SIG", requires = "watch")]
+        signal: Option<String>,
+        /// With --watch: how long a restart waits for the command to exit
+        /// after SIGTERM before it is killed.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration, requires = "watch")]
+        stop_timeout: std::time::Duration,
         /// The command to run, after `--`.
         #[arg(last = true)]
         command: Vec<String>,

@@ -17,6 +17,7 @@ mod password;
 mod recovery;
 mod secrets;
 mod vaults;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,11 @@ impl Failure {
             message: message.into(),
             code,
         }
+    }
+
+    /// Exit with `code` and say nothing (the status of a command keynode ran).
+    pub fn exit(code: u8) -> Self {
+        Self::new(code, "")
     }
 }
 
@@ -163,7 +169,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            esay!("keynode: {}", f.message);
+            if !f.message.is_empty() {
+                esay!("keynode: {}", f.message);
+            }
             ExitCode::from(f.code)
         }
     }

@@ -206,8 +206,17 @@ pub async fn run(ctx: &Ctx, cmd: SecretsCmd) -> Result<(), Failure> {
             targets,
             env_format,
             allow_env,
+            watch,
+            signal,
+            stop_timeout,
             command,
-        } => env(ctx, targets, env_format, &allow_env, command).await,
+        } => {
+            let watching = watch.then_some(Watching {
+                signal,
+                stop_timeout,
+            });
+            env(ctx, targets, env_format, &allow_env, command, watching).await
+        }
     }
 }
 
@@ -463,21 +472,19 @@ fn changes_how_programs_run(name: &str) -> bool {
     LOADER_VARS.contains(&upper.as_str()) || LOADER_PREFIXES.iter().any(|p| upper.starts_with(p))
 }
 
-async fn env(
+/// What `secrets env` hands a command: every variable the targets hold,
+/// checked against the naming rules (later targets win, as in a shell).
+pub(crate) async fn load_env(
     ctx: &Ctx,
-    targets: Vec<String>,
-    format: EnvFormat,
+    refs: &[(String, Option<SecretPath>)],
     allowed: &[String],
-    command: Vec<String>,
-) -> Result<(), Failure> {
-    let refs = targets
-        .iter()
-        .map(|t| dir_ref(t))
-        .collect::<Result<Vec<_>, _>>()?;
+) -> Result<BTreeMap<String, String>, Failure> {
     let r = ctx
         .client()
         .await?
-        .call(Request::SecretsEnv { refs })
+        .call(Request::SecretsEnv {
+            refs: refs.to_vec(),
+        })
         .await?;
     let Response::Env(vars) = r else {
         return Err(unexpected(r));
@@ -511,9 +518,35 @@ async fn env(
                 format!("secret {name:?} contains a NUL byte"),
             ));
         }
-        // Later targets win, as in a shell.
         env.insert(name, value);
     }
+    Ok(env)
+}
+
+/// How `secrets env --watch` runs its command.
+pub struct Watching {
+    /// Send this signal on a change instead of restarting.
+    pub signal: Option<String>,
+    /// How long a restart waits after SIGTERM.
+    pub stop_timeout: std::time::Duration,
+}
+
+async fn env(
+    ctx: &Ctx,
+    targets: Vec<String>,
+    format: EnvFormat,
+    allowed: &[String],
+    command: Vec<String>,
+    watching: Option<Watching>,
+) -> Result<(), Failure> {
+    let refs = targets
+        .iter()
+        .map(|t| dir_ref(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(watching) = watching {
+        return crate::watch::run(ctx, &refs, allowed, &command, watching).await;
+    }
+    let env = load_env(ctx, &refs, allowed).await?;
     if let Some((program, args)) = command.split_first() {
         let err = std::process::Command::new(program)
             .args(args)

@@ -15,3 +15,4 @@ mod secrets;
 mod sharing;
 mod support;
 mod vaults;
+mod watch;
