@@ -255,7 +255,7 @@ pub async fn run(dht: bool) -> Result<(), String> {
                 &b,
                 Request::VaultsShare {
                     vault: "prod".into(),
-                    node: a.node_id(),
+                    to: a.node_id().into(),
                 },
             )
             .await
@@ -381,7 +381,7 @@ pub async fn run(dht: bool) -> Result<(), String> {
             &b,
             Request::VaultsUnshare {
                 vault: "prod".into(),
-                node: a.node_id(),
+                to: a.node_id().into(),
             },
         )
         .await?;

@@ -166,7 +166,7 @@ async fn fanout_on(
             &a[owner].0,
             Request::VaultsShare {
                 vault: vault.clone(),
-                node: a[root].1,
+                to: a[root].1.into(),
             },
             "share",
         )

@@ -70,7 +70,7 @@ pub async fn run(rounds: usize, report: PathBuf) -> Result<bool, String> {
         &a_sock,
         Request::VaultsShare {
             vault: "prod".into(),
-            node: b_id,
+            to: b_id.into(),
         },
     )
     .await?;

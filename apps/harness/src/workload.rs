@@ -262,12 +262,12 @@ async fn run_op(
                 let req = if grant {
                     Request::VaultsShare {
                         vault: vault.clone(),
-                        node: topo.ids[j],
+                        to: topo.ids[j].into(),
                     }
                 } else {
                     Request::VaultsUnshare {
                         vault: vault.clone(),
-                        node: topo.ids[j],
+                        to: topo.ids[j].into(),
                     }
                 };
                 let start = Instant::now();

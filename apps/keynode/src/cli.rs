@@ -443,18 +443,22 @@ pub enum VaultsCmd {
         #[arg(long, value_name = "ID")]
         commit: Option<String>,
     },
-    /// Share a vault with a node's whole gestalt (clone, pull, scan) and notify it.
+    /// Share a vault with a node's whole gestalt, or a person's (the nodes an
+    /// identity's claims prove theirs), for clone, pull and scan, and notify
+    /// every node of it.
     Share {
         /// Vault name or id.
         name: String,
-        /// The node.
+        /// The node, or the person as PROVIDER:IDENTITY (discovered first).
+        #[arg(value_name = "NODE_ID|PROVIDER:IDENTITY")]
         node_id: String,
     },
-    /// Stop sharing a vault with a node's gestalt and notify it.
+    /// Stop sharing a vault with a node's or a person's gestalt and notify it.
     Unshare {
         /// Vault name or id.
         name: String,
-        /// The node.
+        /// The node, or the person as PROVIDER:IDENTITY.
+        #[arg(value_name = "NODE_ID|PROVIDER:IDENTITY")]
         node_id: String,
     },
     /// Who may clone or pull a vault.

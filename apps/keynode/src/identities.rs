@@ -120,12 +120,40 @@ pub async fn run(ctx: &Ctx, cmd: IdentitiesCmd) -> Result<(), Failure> {
             let r = ctx
                 .client()
                 .await?
-                .call(Request::IdentitiesPermissions { gestalt })
+                .call(Request::IdentitiesPermissions {
+                    gestalt: gestalt.clone(),
+                })
                 .await?;
             let Response::Permissions(p) = r else {
                 return Err(unexpected(r));
             };
-            output::emit(ctx.format, &p, || print_permissions(&p, ""));
+            // Who holds them: the gestalt's nodes and identities (people).
+            let members = match ctx
+                .client()
+                .await?
+                .call(Request::IdentitiesGet { gestalt })
+                .await
+            {
+                Ok(Response::Gestalt(g)) => Some(g),
+                _ => None,
+            };
+            let mut doc = serde_json::to_value(&p).map_err(|e| Failure::new(70, e.to_string()))?;
+            if let Some(g) = &members {
+                doc["nodes"] = serde_json::json!(g.nodes);
+                doc["identities"] = serde_json::json!(g.identities);
+            }
+            output::emit(ctx.format, &doc, || {
+                if let Some(g) = &members {
+                    let who: Vec<String> = g
+                        .nodes
+                        .iter()
+                        .map(ToString::to_string)
+                        .chain(g.identities.iter().cloned())
+                        .collect();
+                    say!("members: {}", who.join(", "));
+                }
+                print_permissions(&p, "")
+            });
             Ok(())
         }
         IdentitiesCmd::Discover { gestalt } => {

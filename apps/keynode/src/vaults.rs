@@ -114,31 +114,37 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
             });
         }
         VaultsCmd::Share { name, node_id: id } => {
-            let node = crate::nodes::node_id(&id)?;
+            let to = grantee(&id)?;
             client
                 .call(Request::VaultsShare {
                     vault: name.clone(),
-                    node,
+                    to: to.clone(),
                 })
                 .await?;
-            let doc = serde_json::json!({"shared": name, "node_id": node});
+            let mut doc = serde_json::json!({"shared": name, "gestalt": to.to_string()});
+            if let Some(node) = to.node() {
+                doc["node_id"] = serde_json::json!(node);
+            }
             output::emit(ctx.format, &doc, || {
                 say!(
-                    "shared {name} with the gestalt of {node} (clone, pull, scan); notified its nodes"
+                    "shared {name} with the gestalt of {to} (clone, pull, scan); notified its nodes"
                 )
             });
         }
         VaultsCmd::Unshare { name, node_id: id } => {
-            let node = crate::nodes::node_id(&id)?;
+            let to = grantee(&id)?;
             client
                 .call(Request::VaultsUnshare {
                     vault: name.clone(),
-                    node,
+                    to: to.clone(),
                 })
                 .await?;
-            let doc = serde_json::json!({"unshared": name, "node_id": node});
+            let mut doc = serde_json::json!({"unshared": name, "gestalt": to.to_string()});
+            if let Some(node) = to.node() {
+                doc["node_id"] = serde_json::json!(node);
+            }
             output::emit(ctx.format, &doc, || {
-                say!("stopped sharing {name} with the gestalt of {node}")
+                say!("stopped sharing {name} with the gestalt of {to}")
             });
         }
         VaultsCmd::Permissions { name } => {
@@ -339,4 +345,13 @@ async fn set_follow(
         }
     });
     Ok(())
+}
+
+/// Parses whom a vault is shared with: a NodeId or `provider:identity`.
+fn grantee(s: &str) -> Result<keynode_core::GestaltId, Failure> {
+    if !s.contains(':') {
+        return Ok(crate::nodes::node_id(s)?.into());
+    }
+    s.parse()
+        .map_err(|e| Failure::new(65, format!("{e} (got {s:?})")))
 }

@@ -45,7 +45,7 @@ async fn shares_served_clones_and_refusals_are_audited() {
         &b,
         Request::VaultsShare {
             vault: "prod".into(),
-            node: a.node_id(),
+            to: a.node_id().into(),
         },
     )
     .await;
@@ -138,7 +138,7 @@ async fn a_refusal_flood_is_summarised_not_logged_one_by_one() {
         &b,
         Request::VaultsShare {
             vault: "prod".into(),
-            node: good.node_id(),
+            to: good.node_id().into(),
         },
     )
     .await;

@@ -86,7 +86,7 @@ async fn a_backup_taken_during_writes_restores_the_whole_node() {
         &a,
         Request::VaultsShare {
             vault: "prod".into(),
-            node: b.node_id(),
+            to: b.node_id().into(),
         },
     )
     .await;

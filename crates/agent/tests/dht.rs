@@ -81,7 +81,7 @@ async fn share(node: &Node, vault: &str, with: &Node) {
         node,
         Request::VaultsShare {
             vault: vault.into(),
-            node: with.node_id(),
+            to: with.node_id().into(),
         },
     )
     .await;
@@ -170,7 +170,7 @@ async fn a_moved_node_is_found_on_the_dht_with_what_was_queued_for_it() {
         &b,
         Request::VaultsShare {
             vault: "prod".into(),
-            node: a_id,
+            to: a_id.into(),
         },
     )
     .await;

@@ -49,9 +49,15 @@ async fn share(owner: &Node, vault: &str, with: &Node, grant: bool) {
     ok(
         owner,
         if grant {
-            Request::VaultsShare { vault, node }
+            Request::VaultsShare {
+                vault,
+                to: node.into(),
+            }
         } else {
-            Request::VaultsUnshare { vault, node }
+            Request::VaultsUnshare {
+                vault,
+                to: node.into(),
+            }
         },
     )
     .await;
@@ -340,4 +346,99 @@ async fn a_watch_sees_local_writes_and_pulled_changes() {
     assert!(none.watch(vec![]).await.is_err());
     let missing = Client::connect(&a.socket_path()).await.expect("connect");
     assert!(missing.watch(vec!["nope".into()]).await.is_err());
+}
+
+async fn claim_identity(node: &Node, identity: &str) {
+    ok(
+        node,
+        Request::IdentitiesClaim {
+            provider: "offline".parse().unwrap(),
+            identity: identity.parse().unwrap(),
+        },
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_share_with_a_person_reaches_every_node_of_theirs() {
+    let net = TestNet::new();
+    let (b, nodes) = owner_and(&net, &["alice-laptop", "alice-server", "mallory"]).await;
+    let (laptop, server, mallory) = (&nodes[0], &nodes[1], &nodes[2]);
+    claim_identity(laptop, "alice").await;
+    claim_identity(server, "alice").await;
+    claim_identity(mallory, "mallory").await;
+    let alice: keynode_core::GestaltId = "offline:alice".parse().unwrap();
+
+    // Unknown people are refused with a hint, nothing shared.
+    let r = call(
+        &b,
+        Request::VaultsShare {
+            vault: "prod".into(),
+            to: "offline:nobody".parse().unwrap(),
+        },
+    )
+    .await;
+    match r {
+        Err(keynode_agent::ClientError::Api(e)) => {
+            assert!(e.message.contains("identities claim"), "{}", e.message)
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // B knows only the identity: the share finds both of Alice's nodes.
+    ok(
+        &b,
+        Request::VaultsShare {
+            vault: "prod".into(),
+            to: alice.clone(),
+        },
+    )
+    .await;
+    for n in [laptop, server] {
+        keynode_agent::testing::arrives(n, "vault_share", WITHIN).await;
+        clone(n, "prod", &b, true).await;
+        assert!(value_is(n, "prod", b"v0").await);
+    }
+    let Response::VaultPermissions(grants) = ok(
+        &b,
+        Request::VaultsPermissions {
+            vault: "prod".into(),
+        },
+    )
+    .await
+    else {
+        panic!("no permissions")
+    };
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].identities, ["offline:alice"]);
+    let mut both = vec![laptop.node_id(), server.node_id()];
+    both.sort();
+    let mut granted = grants[0].nodes.clone();
+    granted.sort();
+    assert_eq!(granted, both);
+    // Someone else's identity gets nothing.
+    let r = call(
+        mallory,
+        Request::VaultsClone {
+            vault: "prod".into(),
+            node: b.node_id(),
+            follow: false,
+        },
+    )
+    .await;
+    assert!(r.is_err(), "{r:?}");
+
+    // Unshared from the person: both of Alice's nodes are refused.
+    ok(
+        &b,
+        Request::VaultsUnshare {
+            vault: "prod".into(),
+            to: alice,
+        },
+    )
+    .await;
+    for n in [laptop, server] {
+        let r = call(n, keynode_agent::testing::pull("prod")).await;
+        assert!(r.is_err(), "{r:?}");
+    }
 }

@@ -341,7 +341,7 @@ async fn step(real: &Real, model: &mut Model, op: &Op, n: usize) -> Result<(), T
             let told = std::cell::RefCell::new(None);
             let r = real
                 .gestalts
-                .share_vault(node, vault, grant, async |nodes| {
+                .share_vault(node.into(), vault, grant, async |nodes| {
                     *told.borrow_mut() = Some(nodes);
                     Ok(())
                 })

@@ -250,7 +250,7 @@ async fn a_hostile_source_is_refused_within_the_bound_and_leaves_nothing() {
         &b,
         Request::VaultsShare {
             vault: "fine".into(),
-            node: a.node_id(),
+            to: a.node_id().into(),
         },
     )
     .await;

@@ -145,7 +145,7 @@ async fn a_moved_node_is_found_again_and_gets_what_was_queued_for_it() {
         &b,
         Request::VaultsShare {
             vault: "prod".into(),
-            node: a_id,
+            to: a_id.into(),
         },
     )
     .await;

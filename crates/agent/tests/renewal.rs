@@ -58,7 +58,7 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
         &a,
         Request::VaultsShare {
             vault: "prod".into(),
-            node: b.node_id(),
+            to: b.node_id().into(),
         },
     )
     .await;
@@ -115,7 +115,7 @@ async fn a_renewed_key_keeps_its_shares_and_the_old_key_is_refused() {
         &a,
         Request::VaultsShare {
             vault: "big".into(),
-            node: d.node_id(),
+            to: d.node_id().into(),
         },
     )
     .await;

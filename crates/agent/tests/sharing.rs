@@ -96,7 +96,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
             &b,
             Request::VaultsShare {
                 vault: "prod".into(),
-                node: stranger.node_id(),
+                to: stranger.node_id().into(),
             },
         )
         .await,
@@ -113,7 +113,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
         &b,
         Request::VaultsShare {
             vault: "prod".into(),
-            node: a.node_id(),
+            to: a.node_id().into(),
         },
     )
     .await;
@@ -235,7 +235,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
         &b,
         Request::VaultsShare {
             vault: "other".into(),
-            node: a.node_id(),
+            to: a.node_id().into(),
         },
     )
     .await;
@@ -325,7 +325,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
         &b,
         Request::VaultsUnshare {
             vault: "prod".into(),
-            node: a2.node_id(),
+            to: a2.node_id().into(),
         },
     )
     .await;
@@ -344,7 +344,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
         &b,
         Request::VaultsUnshare {
             vault: "other".into(),
-            node: a.node_id(),
+            to: a.node_id().into(),
         },
     )
     .await;
@@ -358,7 +358,7 @@ async fn share_notify_scan_clone_pull_unshare_across_a_gestalt() {
         &b,
         Request::VaultsShare {
             vault: "other".into(),
-            node: a.node_id(),
+            to: a.node_id().into(),
         },
     )
     .await;
@@ -548,7 +548,7 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
         &b,
         Request::VaultsShare {
             vault: "big".into(),
-            node: a.node_id(),
+            to: a.node_id().into(),
         },
     )
     .await;
@@ -625,7 +625,7 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
         &b,
         Request::VaultsShare {
             vault: "small".into(),
-            node: a.node_id(),
+            to: a.node_id().into(),
         },
     )
     .await;

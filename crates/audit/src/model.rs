@@ -144,6 +144,20 @@ pub enum AuditEvent {
         /// The node.
         node: NodeId,
     },
+    /// A vault was shared with a person's gestalt (`provider:identity`).
+    VaultSharedWith {
+        /// The vault.
+        vault: VaultId,
+        /// The identity, as text.
+        gestalt: String,
+    },
+    /// A vault was unshared from a person's gestalt.
+    VaultUnsharedFrom {
+        /// The vault.
+        vault: VaultId,
+        /// The identity, as text.
+        gestalt: String,
+    },
 }
 
 impl AuditEvent {
@@ -165,6 +179,8 @@ impl AuditEvent {
             AuditEvent::Countersigned { .. } => "countersigned",
             AuditEvent::KeyRotated { .. } => "key_rotated",
             AuditEvent::Revoked { .. } => "revoked",
+            AuditEvent::VaultSharedWith { .. } => "vault_shared",
+            AuditEvent::VaultUnsharedFrom { .. } => "vault_unshared",
         }
     }
 
@@ -203,6 +219,10 @@ impl AuditEvent {
             }
             AuditEvent::KeyRotated { old, new } => {
                 vec![("old", old.to_string()), ("new", new.to_string())]
+            }
+            AuditEvent::VaultSharedWith { vault, gestalt }
+            | AuditEvent::VaultUnsharedFrom { vault, gestalt } => {
+                vec![("vault", vault.to_string()), ("gestalt", gestalt.clone())]
             }
             AuditEvent::Served { peer, op, vault } => {
                 let mut f = vec![("peer", peer.to_string()), ("op", op.to_string())];

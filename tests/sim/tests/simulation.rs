@@ -533,7 +533,7 @@ fn run_seed(seed: u64) -> Run {
                     let r = n[i]
                         .call(Request::VaultsShare {
                             vault: vault.clone(),
-                            node: n[j].id,
+                            to: n[j].id.into(),
                         })
                         .await;
                     shared_to[i].push(j);
@@ -548,7 +548,7 @@ fn run_seed(seed: u64) -> Run {
                     let r = n[i]
                         .call(Request::VaultsUnshare {
                             vault: vault.clone(),
-                            node: n[j].id,
+                            to: n[j].id.into(),
                         })
                         .await;
                     // An unshare takes the grant from j's whole gestalt, as

@@ -287,15 +287,16 @@ pub enum Request {
     VaultsShare {
         /// Vault name or id.
         vault: String,
-        /// The node.
-        node: NodeId,
+        /// A node of the gestalt, or a person's identity
+        /// (`provider:identity`, discovered through its provider first).
+        to: GestaltId,
     },
-    /// Stop sharing a vault with a node's gestalt and notify it.
+    /// Stop sharing a vault with a gestalt and notify it.
     VaultsUnshare {
         /// Vault name or id.
         vault: String,
-        /// The node.
-        node: NodeId,
+        /// A node of the gestalt, or an identity in it.
+        to: GestaltId,
     },
     /// Who may clone or pull a vault.
     VaultsPermissions {

@@ -380,7 +380,7 @@ impl Gestalts {
     /// can change the gestalt. `NotFound` if `node` is not a known vertex.
     pub async fn share_vault<F, Fut>(
         &self,
-        node: NodeId,
+        member: GestaltId,
         vault: VaultId,
         grant: bool,
         then: F,
@@ -390,20 +390,22 @@ impl Gestalts {
         Fut: std::future::Future<Output = Result<(), ApiError>>,
     {
         let _one = self.mutations.lock().await;
-        let member = GestaltId::Node(node);
         let Some(gestalt) = self
             .graph
             .ask(graph::GestaltOf { id: member.clone() })
             .await?
         else {
+            return Err(unknown_grantee(&member));
+        };
+        if gestalt.nodes.is_empty() {
             return Err(ApiError::new(
                 ErrorKind::NotFound,
                 format!(
-                    "{node} is not a known node; add it with `keynode nodes add {node} HOST PORT` \
-                     and `keynode identities trust {node}` first"
+                    "no node is proven to belong to {member} yet: each of its nodes runs \
+                     `keynode identities claim {member}`, then share again"
                 ),
             ));
-        };
+        }
         if grant {
             self.acl.ask(acl::ShareVault { member, vault }).await?;
         } else {
@@ -566,4 +568,19 @@ impl Gestalts {
             }
         }
     }
+}
+
+/// The error for sharing with a gestalt this node has never seen.
+fn unknown_grantee(member: &GestaltId) -> ApiError {
+    let hint = match member {
+        GestaltId::Node(node) => format!(
+            "{node} is not a known node; add it with `keynode nodes add {node} HOST PORT` \
+             and `keynode identities trust {node}` first"
+        ),
+        GestaltId::Identity(..) => format!(
+            "{member} is not a known identity: no node has proven it (its provider shows no \
+             claim); each of its nodes runs `keynode identities claim {member}` first"
+        ),
+    };
+    ApiError::new(ErrorKind::NotFound, hint)
 }

@@ -49,8 +49,8 @@ pub(crate) async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiEr
             commit,
         } => vaults::log(ctx, &vault, depth, commit).await,
         R::VaultsVersion { vault, rev } => vaults::version(ctx, &vault, rev).await,
-        R::VaultsShare { vault, node } => sharing::share(ctx, &vault, node, true).await,
-        R::VaultsUnshare { vault, node } => sharing::share(ctx, &vault, node, false).await,
+        R::VaultsShare { vault, to } => sharing::share(ctx, &vault, to, true).await,
+        R::VaultsUnshare { vault, to } => sharing::share(ctx, &vault, to, false).await,
         R::VaultsPermissions { vault } => sharing::permissions(ctx, &vault).await,
         R::VaultsScan { node } => sharing::scan(ctx, node).await,
         R::VaultsClone {

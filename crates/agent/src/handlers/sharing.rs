@@ -1,7 +1,7 @@
 //! Sharing and transfer: share, unshare, who may, and scan, clone, pull and
 //! fork across nodes.
 
-use keynode_core::{NodeId, VaultName};
+use keynode_core::{GestaltId, NodeId, VaultName};
 use keynode_notify::NotificationData;
 
 use super::notifications::notify;
@@ -16,13 +16,24 @@ pub const SHARED_ACTIONS: [&str; 3] = ["clone", "pull", "scan"];
 /// `vaults share` / `unshare` (SPEC §6.1–2): one ACL transaction for the
 /// grantee's whole gestalt, then a notification queued for every node of it,
 /// all under the gestalt lock so no link or unlink comes between.
+///
+/// A person (`provider:identity`) is discovered first: its provider's claims,
+/// each verified, say which nodes are theirs, so a share reaches every one of
+/// them (and a node that proves the identity later joins the grant through
+/// the gestalt).
 pub(super) async fn share(
     ctx: &Ctx,
     vault: &str,
-    node: NodeId,
+    to: GestaltId,
     grant: bool,
 ) -> Result<Response, ApiError> {
     let meta = meta(ctx, vault).await?;
+    if grant && matches!(to, GestaltId::Identity(..)) {
+        let report = ctx.gestalts.discover(to.clone()).await?;
+        for (vertex, e) in &report.failures {
+            tracing::debug!(%vertex, error = %e, "discovery before a share: a vertex failed");
+        }
+    }
     let data = if grant {
         NotificationData::VaultShare {
             vault: meta.id,
@@ -37,18 +48,26 @@ pub(super) async fn share(
     };
     let vault = meta.id;
     ctx.gestalts
-        .share_vault(node, vault, grant, async |nodes| {
+        .share_vault(to.clone(), vault, grant, async |nodes| {
             for to in nodes {
                 notify(ctx, to, data.clone()).await?;
             }
             Ok(())
         })
         .await?;
+    use keynode_audit::AuditEvent as A;
     ctx.gestalts
-        .record(if grant {
-            keynode_audit::AuditEvent::VaultShared { vault, node }
-        } else {
-            keynode_audit::AuditEvent::VaultUnshared { vault, node }
+        .record(match (to, grant) {
+            (GestaltId::Node(node), true) => A::VaultShared { vault, node },
+            (GestaltId::Node(node), false) => A::VaultUnshared { vault, node },
+            (person, true) => A::VaultSharedWith {
+                vault,
+                gestalt: person.to_string(),
+            },
+            (person, false) => A::VaultUnsharedFrom {
+                vault,
+                gestalt: person.to_string(),
+            },
         })
         .await;
     Ok(Response::Unit)
