@@ -32,6 +32,7 @@ pub mod disk;
 mod errors;
 pub mod follow;
 pub mod gestalts;
+pub mod growth;
 mod handlers;
 pub mod node;
 pub mod notifications;

@@ -93,7 +93,11 @@ impl Service for PeerService {
                     .await
                     .map(PeerResponse::Chain),
                 PeerRequest::LinkPropose { half } => {
-                    gestalts.serve_link(peer, half, &mut stream).await
+                    let linked = gestalts.serve_link(peer, half, &mut stream).await;
+                    if linked.is_ok() {
+                        spawn_tell_owners(&gestalts, &notifications, &vaults, &shutdown);
+                    }
+                    linked
                 }
                 PeerRequest::LinkFinish { .. } => Err(WireError::new(
                     WireErrorKind::BadRequest,
@@ -130,6 +134,19 @@ impl Service for PeerService {
                     };
                     announcing.serve(wanted, &mut stream).await
                 }
+                PeerRequest::GestaltGrew { members } => {
+                    // Answered at once; the discovery runs on its own, until
+                    // it ends or the node stops.
+                    let (g, n, v) = (gestalts.clone(), notifications.clone(), vaults.clone());
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = crate::growth::on_hint(&g, &n, &v, peer, members) => {}
+                        }
+                    });
+                    Ok(PeerResponse::Noted)
+                }
             };
             match result {
                 Ok(response) => {
@@ -142,6 +159,28 @@ impl Service for PeerService {
             let _ = stream.finish().await;
         })
     }
+}
+
+/// Our gestalt gained a node: the owners of what is shared with it hear of it
+/// (in the background, until done or the node stops).
+pub(crate) fn spawn_tell_owners(
+    gestalts: &std::sync::Arc<Gestalts>,
+    notifications: &actix::Addr<NotificationsManager>,
+    vaults: &actix::Addr<keynode_vaults::VaultManager>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    let (g, n, v, shutdown) = (
+        gestalts.clone(),
+        notifications.clone(),
+        vaults.clone(),
+        shutdown.clone(),
+    );
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = crate::growth::tell_owners(&g, &n, &v) => {}
+        }
+    });
 }
 
 /// Serves `Notify`: the sender is the authenticated peer; it must be trusted.

@@ -74,6 +74,15 @@ pub enum PeerRequest {
         /// Our ids of the vaults followed.
         vaults: Vec<keynode_core::VaultId>,
     },
+    /// The caller's gestalt gained a node: a hint that we may want to
+    /// discover it again (we decide, and verify everything ourselves; a
+    /// stranger's is ignored). `members` names the gestalt's nodes (at most
+    /// [`MAX_HINTED_MEMBERS`](crate::growth::MAX_HINTED_MEMBERS)) and where
+    /// the caller reaches them. Answered with `Noted` at once.
+    GestaltGrew {
+        /// The caller's gestalt's other nodes.
+        members: Vec<crate::growth::MemberHint>,
+    },
 }
 
 /// Most vaults one `Follow` may name.

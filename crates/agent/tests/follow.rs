@@ -442,3 +442,62 @@ async fn a_share_with_a_person_reaches_every_node_of_theirs() {
         assert!(r.is_err(), "{r:?}");
     }
 }
+
+#[actix_rt::test]
+async fn a_node_claimed_into_the_gestalt_after_a_share_gets_it_without_the_owner_acting() {
+    let net = TestNet::new();
+    let (b, mut nodes) = owner_and(&net, &["alice-laptop"]).await;
+    let laptop = nodes.remove(0);
+    share(&b, "prod", &laptop, true).await;
+    keynode_agent::testing::arrives(&laptop, "vault_share", WITHIN).await;
+
+    // Alice's new server: knows her laptop and where B is, trusts B; B has
+    // never heard of it.
+    let server = net.node("alice-server").await;
+    knows(&server, &laptop).await;
+    knows(&laptop, &server).await;
+    knows(&server, &b).await;
+    trust(&server, &b).await;
+    let r = call(
+        &server,
+        Request::VaultsClone {
+            vault: "prod".into(),
+            node: b.node_id(),
+            follow: true,
+        },
+    )
+    .await;
+    assert!(r.is_err(), "not in the gestalt yet: {r:?}");
+
+    ok(
+        &server,
+        Request::IdentitiesInvite {
+            node: laptop.node_id(),
+        },
+    )
+    .await;
+    ok(
+        &laptop,
+        Request::NodesClaim {
+            node: server.node_id(),
+        },
+    )
+    .await;
+    // The laptop tells B; B verifies the new link itself, and the server gets
+    // the share (within the 30 s) and can clone.
+    let share =
+        keynode_agent::testing::arrives(&server, "vault_share", Duration::from_secs(30)).await;
+    assert_eq!(share.from, b.node_id());
+    clone(&server, "prod", &b, true).await;
+    assert!(value_is(&server, "prod", b"v0").await);
+
+    // A hint from a node B does not know is ignored.
+    let stranger = net.node("stranger").await;
+    knows(&stranger, &b).await;
+    let told: PeerResponse = stranger
+        .network()
+        .call(b.node_id(), &PeerRequest::GestaltGrew { members: vec![] })
+        .await
+        .expect("answered");
+    assert!(matches!(told, PeerResponse::Noted));
+}

@@ -227,6 +227,16 @@ store_message! {
 }
 
 store_message! {
+    /// The senders of the inbox's notifications of one kind (nothing is
+    /// marked read).
+    pub struct InboxSenders {
+        /// The kind, as [`NotificationData::kind`] names it (`vault-share`, ...).
+        pub kind: &'static str,
+    } -> std::collections::BTreeSet<NodeId>;
+    |store, msg| store.inbox_senders(msg.kind)
+}
+
+store_message! {
     /// Removes one inbox entry; replies whether it existed.
     #[derive(Debug, Clone, Copy)]
     pub struct InboxRemove {

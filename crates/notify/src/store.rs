@@ -380,6 +380,27 @@ impl NotificationStore {
     /// Reads up to `limit` entries (all if `None`), only unread ones if
     /// `unread_only`, from the end `order` names, and marks them read, in one
     /// transaction. Each returned entry's `read` is its state before the call.
+    /// The senders of the inbox's notifications of `kind`
+    /// ([`NotificationData::kind`](crate::NotificationData::kind)), without
+    /// marking anything read.
+    pub fn inbox_senders(
+        &self,
+        kind: &str,
+    ) -> Result<std::collections::BTreeSet<NodeId>, StoreError> {
+        let mut txn = self.env.read_txn()?;
+        let mut out = std::collections::BTreeSet::new();
+        for row in self.inbox.iter(&mut txn)? {
+            let (_, v) = row?;
+            let row: Stored = decode(v)?;
+            if row.notification.data.kind() == kind {
+                out.insert(row.notification.from);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The inbox's entries (see [`inbox_read`](Self::inbox_read), which
+    /// also marks them read).
     pub fn inbox_read(
         &self,
         unread_only: bool,

@@ -66,6 +66,8 @@ pub struct Gestalts {
     net: OnceLock<AgentNetwork>,
     audit: OnceLock<Addr<keynode_audit::AuditManager>>,
     exec: Exec,
+    /// When nodes last made us re-discover their gestalt (`GestaltGrew`).
+    hints: crate::growth::Hints,
 }
 
 /// Chains come from the network (ours from disk).
@@ -138,6 +140,7 @@ impl Gestalts {
             provider,
             claim_lock: tokio::sync::Mutex::new(()),
             mutations: tokio::sync::Mutex::new(()),
+            hints: crate::growth::Hints::default(),
             net: OnceLock::new(),
             audit: OnceLock::new(),
             exec,
@@ -298,6 +301,23 @@ impl Gestalts {
         }
         self.graph.ask(graph::Ack { upto: last }).await?;
         Ok(())
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The nodes of `id`'s gestalt (empty if unknown).
+    pub async fn gestalt_nodes(&self, id: &GestaltId) -> std::collections::BTreeSet<NodeId> {
+        match self.graph.ask(graph::GestaltOf { id: id.clone() }).await {
+            Ok(Some(g)) => g.nodes.into_iter().collect(),
+            _ => Default::default(),
+        }
+    }
+
+    pub(crate) fn hints(&self) -> &crate::growth::Hints {
+        &self.hints
     }
 
     /// Whether `node` is a vertex of our graph: a node we added, trust,

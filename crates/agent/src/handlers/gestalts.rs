@@ -150,5 +150,12 @@ pub(super) async fn claim_identity(
 }
 
 pub(super) async fn claim_node(ctx: &Ctx, node: NodeId) -> Result<Response, ApiError> {
-    Ok(claimed(&ctx.gestalts.claim_node(node).await?))
+    let claim = ctx.gestalts.claim_node(node).await?;
+    crate::peer::spawn_tell_owners(
+        &ctx.gestalts,
+        &ctx.notifications,
+        &ctx.vaults,
+        &ctx.shutdown,
+    );
+    Ok(claimed(&claim))
 }
