@@ -167,6 +167,23 @@ pub enum NotificationsCmd {
     /// Notifications waiting to be delivered.
     #[command(subcommand)]
     Outbox(OutboxCmd),
+    /// Trust a sender and move what it sent from the quarantine (`inbox read
+    /// --untrusted`) into the inbox.
+    Accept {
+        /// The sender.
+        node_id: String,
+    },
+    /// Drop what a sender left in the quarantine, and what it sends from
+    /// now on while it is not trusted.
+    Block {
+        /// The sender.
+        node_id: String,
+    },
+    /// Stop blocking a sender (its notifications are quarantined again).
+    Unblock {
+        /// The sender.
+        node_id: String,
+    },
 }
 
 /// `--order` values.
@@ -184,8 +201,12 @@ pub enum InboxCmd {
     /// Read notifications (marks them read).
     Read {
         /// Only unread ones.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "untrusted")]
         unread: bool,
+        /// The quarantine instead: what senders we do not trust sent (they
+        /// were told "refused", as always). `notifications accept|block`.
+        #[arg(long)]
+        untrusted: bool,
         /// At most N.
         #[arg(long, value_name = "N")]
         limit: Option<u32>,

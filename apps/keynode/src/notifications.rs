@@ -85,15 +85,66 @@ pub async fn run(ctx: &Ctx, cmd: NotificationsCmd) -> Result<(), Failure> {
         }
         NotificationsCmd::Inbox(InboxCmd::Read {
             unread,
+            untrusted,
             limit,
             order,
         }) => {
-            let req = Request::NotificationsInboxRead {
-                unread,
-                limit,
-                newest_first: order == Order::Newest,
+            let newest_first = order == Order::Newest;
+            let req = if untrusted {
+                Request::NotificationsQuarantineRead {
+                    limit,
+                    newest_first,
+                }
+            } else {
+                Request::NotificationsInboxRead {
+                    unread,
+                    limit,
+                    newest_first,
+                }
             };
             list(ctx, req).await
+        }
+        NotificationsCmd::Accept { node_id } => {
+            let node = crate::nodes::node_id(&node_id)?;
+            let r = ctx
+                .client()
+                .await?
+                .call(Request::NotificationsAccept { node })
+                .await?;
+            let Response::Moved(n) = r else {
+                return Err(unexpected(r));
+            };
+            let doc = serde_json::json!({"accepted": node, "moved": n});
+            output::emit(ctx.format, &doc, || {
+                say!("{node} is trusted now; {n} notifications moved to the inbox")
+            });
+            Ok(())
+        }
+        NotificationsCmd::Block { node_id } => {
+            let node = crate::nodes::node_id(&node_id)?;
+            let r = ctx
+                .client()
+                .await?
+                .call(Request::NotificationsBlock { node })
+                .await?;
+            let Response::Removed(n) = r else {
+                return Err(unexpected(r));
+            };
+            let doc = serde_json::json!({"blocked": node, "removed": n});
+            output::emit(ctx.format, &doc, || {
+                say!("{node} is blocked; {n} held notifications dropped")
+            });
+            Ok(())
+        }
+        NotificationsCmd::Unblock { node_id } => {
+            let node = crate::nodes::node_id(&node_id)?;
+            ctx.client()
+                .await?
+                .call(Request::NotificationsUnblock { node })
+                .await?;
+            let doc = serde_json::json!({"unblocked": node});
+            output::emit(ctx.format, &doc, || say!("{node} is no longer blocked"));
+            Ok(())
         }
         NotificationsCmd::Inbox(InboxCmd::Remove { id }) => {
             removed(

@@ -89,6 +89,15 @@ impl Failure for keynode_gestalt::GraphError {}
 impl Failure for keynode_gestalt::DiscoveryError {}
 impl Failure for keynode_gestalt::SigchainError {}
 impl Failure for keynode_notify::StoreError {}
+
+impl Failure for keynode_notify::BlockError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            keynode_notify::BlockError::Full { .. } => ErrorKind::Unavailable,
+            keynode_notify::BlockError::Store(_) => ErrorKind::Internal,
+        }
+    }
+}
 impl Failure for keynode_net::BookError {}
 impl Failure for keynode_core::exec::JobFailed {}
 

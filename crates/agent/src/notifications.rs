@@ -90,6 +90,7 @@ fn view(id: String, n: &Notification) -> NotificationView {
         read: None,
         attempts: None,
         next_attempt_ms: None,
+        received_ms: None,
     }
 }
 
@@ -98,6 +99,14 @@ pub fn inbox_view(e: &InboxEntry) -> NotificationView {
     NotificationView {
         read: Some(e.read),
         ..view(e.id.to_string(), &e.notification)
+    }
+}
+
+/// A quarantined notification as the client sees it.
+pub fn quarantine_view(q: &keynode_notify::Quarantined) -> NotificationView {
+    NotificationView {
+        received_ms: Some(q.received_ms),
+        ..view(q.id.to_string(), &q.notification)
     }
 }
 

@@ -206,3 +206,44 @@ fn notifications_send_inbox_outbox() {
     b.run(&["notifications", "send", &a_id, &"x".repeat(5000)])
         .fails(65, "long");
 }
+
+#[test]
+fn a_strangers_share_waits_in_the_quarantine_until_accepted() {
+    let a = Agent::started();
+    let b = Agent::started();
+    let (a_id, a_port) = a.id_and_port();
+    let (b_id, b_port) = b.id_and_port();
+    a.run(&["nodes", "add", &b_id, "127.0.0.1", &b_port])
+        .success();
+    b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
+        .success();
+    // B trusts A and shares; A does not trust B (yet).
+    b.run(&["identities", "trust", &a_id]).success();
+    b.run(&["vaults", "create", "prod"]).success();
+    b.run(&["vaults", "share", "prod", &a_id]).success();
+    wait_for(
+        || {
+            a.json(&["notifications", "inbox", "read", "--untrusted"])
+                .as_array()
+                .is_some_and(|l| l.len() == 1)
+        },
+        "the share in the quarantine",
+    );
+    let held = a.json(&["notifications", "inbox", "read", "--untrusted"]);
+    assert_eq!(held[0]["kind"], "vault_share");
+    assert_eq!(held[0]["from"], b_id.as_str());
+    assert_eq!(
+        a.json(&["notifications", "inbox", "read"]),
+        serde_json::json!([])
+    );
+    let accepted = a.json(&["notifications", "accept", &b_id]);
+    assert_eq!(accepted["moved"], 1);
+    let inbox = a.json(&["notifications", "inbox", "read"]);
+    assert_eq!(inbox[0]["data"]["vault_name"], "prod");
+    assert_eq!(
+        a.json(&["notifications", "inbox", "read", "--untrusted"]),
+        serde_json::json!([])
+    );
+    a.run(&["notifications", "block", "not-a-node"])
+        .fails(65, "not-a-node");
+}

@@ -434,6 +434,31 @@ pub enum Request {
         /// Vault names or ids (at most [`MAX_WATCHED`]).
         vaults: Vec<String>,
     },
+    /// Notifications from senders we do not trust, held apart
+    /// (`Notifications`; nothing is marked read).
+    NotificationsQuarantineRead {
+        /// At most this many.
+        limit: Option<u32>,
+        /// Newest first (else oldest first).
+        newest_first: bool,
+    },
+    /// Trusts a sender's gestalt (`notify`) and moves what it sent from the
+    /// quarantine into the inbox (`Moved`).
+    NotificationsAccept {
+        /// The sender.
+        node: NodeId,
+    },
+    /// Drops what a sender left in the quarantine and every later
+    /// notification from it while it is untrusted (`Removed`).
+    NotificationsBlock {
+        /// The sender.
+        node: NodeId,
+    },
+    /// Stops blocking a sender (`Unit`; NotFound if it was not blocked).
+    NotificationsUnblock {
+        /// The sender.
+        node: NodeId,
+    },
 }
 
 /// Most vaults one `VaultsWatch` may name.

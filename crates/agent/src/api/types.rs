@@ -91,6 +91,8 @@ pub enum Response {
     Found(FoundView),
     /// The vaults a `VaultsWatch` watches, with their heads now.
     Watching(Vec<WatchedVault>),
+    /// How many notifications moved (from the quarantine into the inbox).
+    Moved(u64),
     /// A watched vault moved.
     HeadChanged {
         /// The vault's local id.
@@ -160,6 +162,8 @@ pub struct NotificationView {
     pub attempts: Option<u32>,
     /// Outbox: next attempt (ms since the epoch).
     pub next_attempt_ms: Option<u64>,
+    /// Quarantine: when it arrived (ms since the epoch).
+    pub received_ms: Option<u64>,
 }
 
 /// Permissions held by a gestalt.

@@ -113,6 +113,13 @@ pub(crate) async fn unary(ctx: &Ctx, request: Request) -> Result<Response, ApiEr
         R::NotificationsOutboxRead => notifications::outbox_read(ctx).await,
         R::NotificationsOutboxRemove { id } => notifications::outbox_remove(ctx, id).await,
         R::NotificationsOutboxClear => notifications::outbox_clear(ctx).await,
+        R::NotificationsQuarantineRead {
+            limit,
+            newest_first,
+        } => notifications::quarantine_read(ctx, limit, newest_first).await,
+        R::NotificationsAccept { node } => notifications::accept(ctx, node).await,
+        R::NotificationsBlock { node } => notifications::block(ctx, node).await,
+        R::NotificationsUnblock { node } => notifications::unblock(ctx, node).await,
         R::AuditRead { limit } => audit::read(ctx, limit).await,
         R::AuditVerify => audit::verify(ctx).await,
         R::SecretsGet { .. }

@@ -83,3 +83,55 @@ pub(super) async fn outbox_clear(ctx: &Ctx) -> Result<Response, ApiError> {
     let removed = ctx.notifications.ask(n::OutboxClear {}).await?;
     Ok(Response::Removed(removed as u64))
 }
+
+pub(super) async fn quarantine_read(
+    ctx: &Ctx,
+    limit: Option<u32>,
+    newest_first: bool,
+) -> Result<Response, ApiError> {
+    let order = if newest_first {
+        keynode_notify::Order::Newest
+    } else {
+        keynode_notify::Order::Oldest
+    };
+    let msg = n::QuarantineRead {
+        limit: limit.map(|l| l as usize),
+        order,
+    };
+    let held = ctx.notifications.ask(msg).await?;
+    Ok(Response::Notifications(
+        held.iter()
+            .map(crate::notifications::quarantine_view)
+            .collect(),
+    ))
+}
+
+/// `notifications accept NODE`: trust first (so what it sends next is not
+/// held again), then move what it left in the quarantine into the inbox.
+pub(super) async fn accept(ctx: &Ctx, node: NodeId) -> Result<Response, ApiError> {
+    super::gestalts::trust(ctx, node.into()).await?;
+    let moved = ctx
+        .notifications
+        .ask(n::QuarantineAccept { sender: node })
+        .await?;
+    Ok(Response::Moved(moved as u64))
+}
+
+pub(super) async fn block(ctx: &Ctx, node: NodeId) -> Result<Response, ApiError> {
+    let removed = ctx
+        .notifications
+        .ask(n::QuarantineBlock { sender: node })
+        .await?;
+    Ok(Response::Removed(removed as u64))
+}
+
+pub(super) async fn unblock(ctx: &Ctx, node: NodeId) -> Result<Response, ApiError> {
+    if ctx.notifications.ask(n::Unblock { sender: node }).await? {
+        Ok(Response::Unit)
+    } else {
+        Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("{node} is not blocked"),
+        ))
+    }
+}
