@@ -168,8 +168,9 @@ fn last_known(history: &[Event], owner: usize, vault: &str, gestalt: usize) -> O
     state
 }
 
-/// Checks (c), and (a) after healing: each clone either pulls to its owner's
-/// head (the owner grants it) or is refused (it does not).
+/// Checks (c), (f) and (a) after healing: each clone the owner grants reaches
+/// its owner's head by itself (it follows) and pulls to it; a clone the owner
+/// does not grant is refused.
 pub async fn check_clones(
     topo: &Arc<Topology>,
     clones: Vec<CloneRec>,
@@ -237,6 +238,31 @@ pub async fn check_clones(
                 pull_vault: None,
             };
             if permitted {
+                // (f) A clone follows its remote: it reaches the owner's head
+                // without being asked to pull.
+                let followed = settle(until, || async {
+                    let theirs = cluster::head(&owner, &c.vault)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let ours = cluster::head(&mine, &c.local)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if theirs == ours {
+                        Ok(())
+                    } else {
+                        Err(format!("head {ours:?}, owner's {theirs:?}"))
+                    }
+                })
+                .await;
+                if let Err(e) = followed {
+                    out.push(Violation::new(
+                        "f-follower-converges",
+                        format!(
+                            "node {}'s following clone of {} (node {}) did not reach the owner's head by itself: {e}",
+                            c.node, c.vault, c.owner
+                        ),
+                    ));
+                }
                 let r = settle(until, || async {
                     cluster::call(&mine, pull.clone())
                         .await

@@ -22,6 +22,7 @@ mod check;
 mod cluster;
 mod demo;
 mod dht;
+mod follow;
 mod measure;
 mod metrics;
 mod nemesis;
@@ -62,7 +63,8 @@ enum Command {
     Load(LoadArgs),
     /// The load plus a seeded nemesis; check invariants (non-zero exit on a violation).
     Chaos(ChaosArgs),
-    /// Time one share reaching every member of a big gestalt.
+    /// Time one share reaching every member of a big gestalt, then writes
+    /// reaching every following member and a watched program.
     Fanout(FanoutArgs),
     /// Start N idle agents and report their memory.
     Idle(IdleArgs),
@@ -169,6 +171,12 @@ struct FanoutArgs {
     /// Shares to time.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Then every member clones the last vault (following it) and this many
+    /// writes on the owner are timed until each is visible on every member
+    /// and has restarted a program under `keynode secrets env --watch` on
+    /// one of them (0: skip).
+    #[arg(long, default_value_t = 20)]
+    writes: usize,
     /// Directory for fanout.json.
     #[arg(long, default_value = "harness-report/fanout")]
     report: PathBuf,
@@ -305,7 +313,12 @@ fn main() -> ExitCode {
         }
         Command::Fanout(a) => exit(
             "fanout",
-            runtime().block_on(measure::fanout(a.members.max(2), a.runs.max(1), a.report)),
+            runtime().block_on(measure::fanout(
+                a.members.max(2),
+                a.runs.max(1),
+                a.writes,
+                a.report,
+            )),
         ),
         Command::Dht(a) if a.measure => exit(
             "dht",

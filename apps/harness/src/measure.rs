@@ -39,12 +39,17 @@ where
 /// time the share call, until the owner's outbox holds no VaultShare (every
 /// member acknowledged it into its inbox), and until every inbox was seen
 /// holding it. Returns the report.
-pub async fn fanout(members: usize, runs: usize, report: PathBuf) -> Result<bool, String> {
+pub async fn fanout(
+    members: usize,
+    runs: usize,
+    writes: usize,
+    report: PathBuf,
+) -> Result<bool, String> {
     let t = Instant::now();
     eprintln!("fanout: starting {} agents…", members + 1);
     let mut cluster = Cluster::start(members + 1, false).await?;
     step("agents started", t);
-    let r = fanout_on(&cluster, members, runs, &report).await;
+    let r = fanout_on(&cluster, members, runs, writes, &report).await;
     cluster.stop().await;
     r
 }
@@ -53,6 +58,7 @@ async fn fanout_on(
     cluster: &Cluster,
     members: usize,
     runs: usize,
+    writes: usize,
     report: &std::path::Path,
 ) -> Result<bool, String> {
     let a = Arc::new(
@@ -242,12 +248,20 @@ async fn fanout_on(
         .filter_map(|r| r["delivered_all_ms"].as_f64())
         .collect();
     delivered.sort_by(f64::total_cmp);
+    let follow = if writes > 0 {
+        let vault = format!("fan{}", runs - 1);
+        Some(crate::follow::measure(cluster, &vault, writes).await?)
+    } else {
+        None
+    };
+    let ok = ok && follow.as_ref().is_none_or(|f| f["ok"] == true);
     let out = json!({
         "mode": "fanout",
         "members": members,
         "runs": results,
         "median_delivered_all_ms": delivered.get(delivered.len() / 2),
         "target_ms": 2000,
+        "follow": follow,
     });
     std::fs::create_dir_all(report).map_err(|e| e.to_string())?;
     std::fs::write(

@@ -364,7 +364,9 @@ async fn run_op(
                         Request::VaultsClone {
                             vault: vault.clone(),
                             node: topo.ids[owner],
-                            follow: false,
+                            // Clones follow: the checks require them to
+                            // reach their owner's head by themselves.
+                            follow: true,
                         },
                     ))
                     .await;

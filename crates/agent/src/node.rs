@@ -208,6 +208,7 @@ impl Node {
         .with_executor(exec.clone())
         .start();
         let shutdown = CancellationToken::new();
+        let follow = Arc::new(crate::follow::Following::default());
         let service = Arc::new(PeerService {
             gestalts: Arc::downgrade(&gestalts),
             notifications: notifications.downgrade(),
@@ -215,6 +216,7 @@ impl Node {
             heads: heads.clone(),
             exec: exec.clone(),
             shutdown: shutdown.clone(),
+            follow: follow.clone(),
         });
         let net = Network::start_with(
             key.clone(),
@@ -329,7 +331,7 @@ impl Node {
             env: env.clone(),
             key: key.clone(),
             paths: paths.clone(),
-            follow: Arc::default(),
+            follow,
             heads,
         });
         tracker.spawn(crate::follow::Following::run(ctx.clone()));

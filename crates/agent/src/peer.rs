@@ -36,6 +36,8 @@ pub struct PeerService {
     /// Cancelled when the node stops: ends the streams that stay open
     /// (`Follow`), which a closing connection does not always wake.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    /// Followed clones (holds no state open).
+    pub(crate) follow: std::sync::Arc<crate::follow::Following>,
 }
 
 impl Service for PeerService {
@@ -58,6 +60,7 @@ impl Service for PeerService {
         let exec = self.exec.clone();
         let heads = self.heads.clone();
         let shutdown = self.shutdown.clone();
+        let follow = self.follow.clone();
         Box::pin(async move {
             let (Some(gestalts), Some(notifications), Some(vaults)) =
                 (gestalts, notifications, vaults)
@@ -104,7 +107,17 @@ impl Service for PeerService {
                     "LinkFinish without LinkPropose",
                 )),
                 PeerRequest::Notify { signed } => {
-                    receive_notification(&gestalts, &notifications, &vaults, peer, signed).await
+                    let share = matches!(
+                        signed.notification.data,
+                        keynode_notify::NotificationData::VaultShare { .. }
+                    );
+                    let r = receive_notification(&gestalts, &notifications, &vaults, peer, signed)
+                        .await;
+                    if share && r.is_ok() {
+                        // Shared again: what the sender refused may be served now.
+                        follow.resubscribe(peer);
+                    }
+                    r
                 }
                 PeerRequest::Scan => crate::transfer::serve_scan(&gestalts, &vaults, peer).await,
                 PeerRequest::VaultOpen { vault, action } => {

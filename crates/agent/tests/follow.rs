@@ -173,6 +173,12 @@ async fn followers_are_updated_without_a_command_and_unshare_stops_them() {
     })
     .await;
     assert!(value_is(a1, "prod", b"v3").await);
+    // Shared again: the follower asks again by itself and catches up.
+    share(&b, "prod", a1, true).await;
+    until("a follower shared again catches up", || {
+        value_is(a1, "prod", b"v4")
+    })
+    .await;
     // Unfollowed: stays behind, says so.
     ok(
         a2,

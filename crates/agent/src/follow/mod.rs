@@ -58,6 +58,9 @@ struct Runtime {
 #[derive(Debug, Default)]
 pub(crate) struct Following {
     runtime: Mutex<HashMap<VaultId, Runtime>>,
+    /// Remote nodes whose subscription should start over (a new share from
+    /// one: a vault it refused may be served again).
+    again: Mutex<std::collections::HashSet<NodeId>>,
     changed: Notify,
 }
 
@@ -65,6 +68,16 @@ impl Following {
     /// The set of followed clones may have changed (a clone, follow,
     /// unfollow, delete, a new remote): the follower looks again.
     pub(crate) fn changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// `node` shared something with us again: its subscription starts over,
+    /// so vaults it had refused are asked for anew.
+    pub(crate) fn resubscribe(&self, node: NodeId) {
+        self.again
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node);
         self.changed.notify_one();
     }
 
@@ -106,8 +119,11 @@ impl Following {
         loop {
             match followed(&ctx).await {
                 Ok(wanted) => {
+                    let again = std::mem::take(
+                        &mut *ctx.follow.again.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
                     running.retain(|node, (pairs, handle)| {
-                        let keep = wanted.get(node) == Some(pairs);
+                        let keep = wanted.get(node) == Some(pairs) && !again.contains(node);
                         if !keep {
                             handle.abort();
                         }
