@@ -84,6 +84,45 @@ fn ns_now() -> u128 {
         .unwrap_or(0)
 }
 
+/// How long the owner is watched while nothing changes.
+const IDLE_WINDOW: Duration = Duration::from_secs(20);
+
+/// Bytes the owner's process read and wrote (every socket and file, from
+/// `/proc/PID/io`) over [`IDLE_WINDOW`] while nothing changes, with its
+/// followers subscribed: what following costs when idle.
+async fn idle_traffic(owner: &Agent, followers: usize, when: &str) -> Value {
+    let io = |pid: u32| -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        Some((field("rchar:")?, field("wchar:")?))
+    };
+    let Some(pid) = owner.pid else {
+        return Value::Null;
+    };
+    let Some((r0, w0)) = io(pid) else {
+        return Value::Null;
+    };
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let Some((r1, w1)) = io(pid) else {
+        return Value::Null;
+    };
+    let secs = IDLE_WINDOW.as_secs_f64();
+    let (read, written) = ((r1 - r0) as f64 / secs, (w1 - w0) as f64 / secs);
+    println!(
+        "follow: idle owner, {followers} members {when}: {read:.0} B/s read, {written:.0} B/s written ({:.0} B/s per member)",
+        (read + written) / followers.max(1) as f64
+    );
+    json!({
+        "window_s": secs,
+        "read_bytes_per_s": read,
+        "written_bytes_per_s": written,
+        "per_follower_bytes_per_s": (read + written) / followers.max(1) as f64,
+    })
+}
+
 /// p50, p99 and max of `ms`, in ms.
 fn summary(ms: &mut [f64]) -> Value {
     ms.sort_by(f64::total_cmp);
@@ -111,6 +150,8 @@ pub async fn measure(cluster: &Cluster, vault: &str, writes: usize) -> Result<Va
     cluster::write(&owner.socket, vault, "VALUE", b"v0")
         .await
         .map_err(|e| format!("first write: {e}"))?;
+    // The reference: the same owner and connections, nobody following yet.
+    let idle_before = idle_traffic(owner, members.len(), "before following").await;
     let t = Instant::now();
     for chunk in members.chunks(16) {
         for r in futures_join(chunk.iter().map(|m| {
@@ -200,6 +241,7 @@ pub async fn measure(cluster: &Cluster, vault: &str, writes: usize) -> Result<Va
             }
         }
     }
+    let idle = idle_traffic(owner, members.len(), "following").await;
     let followers = summary(&mut follower_ms);
     let watched = program.as_ref().map(|_| summary(&mut program_ms));
     let follower_p99 = followers["p99_ms"].as_f64().unwrap_or(f64::INFINITY);
@@ -232,6 +274,8 @@ pub async fn measure(cluster: &Cluster, vault: &str, writes: usize) -> Result<Va
         "missed": missed,
         "watched_program": watched,
         "watched_program_missed": program_missed,
+        "idle_owner": idle,
+        "idle_owner_before_following": idle_before,
         "target_follower_p99_ms": FOLLOWER_TARGET_MS,
         "target_program_p99_ms": PROGRAM_TARGET_MS,
         "ok": ok,

@@ -454,7 +454,16 @@ async fn a_node_claimed_into_the_gestalt_after_a_share_gets_it_without_the_owner
     let net = TestNet::new();
     let (b, mut nodes) = owner_and(&net, &["alice-laptop"]).await;
     let laptop = nodes.remove(0);
-    share(&b, "prod", &laptop, true).await;
+    // Shared with Alice, the person: her laptop is the node that proves it.
+    claim_identity(&laptop, "alice").await;
+    ok(
+        &b,
+        Request::VaultsShare {
+            vault: "prod".into(),
+            to: "offline:alice".parse().unwrap(),
+        },
+    )
+    .await;
     keynode_agent::testing::arrives(&laptop, "vault_share", WITHIN).await;
 
     // Alice's new server: knows her laptop and where B is, trusts B; B has
