@@ -516,3 +516,73 @@ async fn a_node_claimed_into_the_gestalt_after_a_share_gets_it_without_the_owner
         .expect("answered");
     assert!(matches!(told, PeerResponse::Noted));
 }
+
+#[actix_rt::test]
+async fn a_history_that_diverges_stops_following_and_rewrites_nothing() {
+    let net = TestNet::new();
+    let (b, mut nodes) = owner_and(&net, &["a"]).await;
+    let a = nodes.remove(0);
+    share(&b, "prod", &a, true).await;
+    // B's disk will die: a backup now, at v0.
+    let archive = net.path().join("b.knbackup");
+    ok(
+        &b,
+        Request::BackupCreate {
+            path: archive.clone(),
+        },
+    )
+    .await;
+    clone(&a, "prod", &b, true).await;
+    write(&b, "prod", "db/password", b"v1")
+        .await
+        .expect("write");
+    until("the follower has v1", || value_is(&a, "prod", b"v1")).await;
+
+    // B comes back from the backup, without v1, and writes on: its history no
+    // longer holds A's head.
+    let port = b.listen_addr().port();
+    b.stop().await;
+    let restored = net.path().join("b-restored");
+    keynode_agent::backup::restore(&archive, &restored).expect("restore");
+    let mut cfg = net.config("b-restored");
+    cfg.agent_port = port;
+    let b = Node::start(cfg).await.expect("restored owner");
+    write(&b, "prod", "db/password", b"v2")
+        .await
+        .expect("write");
+    until("the follower says it diverged", || async {
+        matches!(
+            status(&a, "prod").await,
+            Some(FollowStatus::Diverged { .. })
+        )
+    })
+    .await;
+    // Nothing was rewritten; a fork keeps a writable copy.
+    assert!(value_is(&a, "prod", b"v1").await);
+    ok(
+        &a,
+        Request::VaultsFork {
+            vault: "prod".into(),
+            new_name: Some(VaultName::new("prod-kept").unwrap()),
+        },
+    )
+    .await;
+    assert!(value_is(&a, "prod-kept", b"v1").await);
+    // Following again tries again, and stops again.
+    ok(
+        &a,
+        Request::VaultsFollow {
+            vault: "prod".into(),
+            follow: true,
+        },
+    )
+    .await;
+    until("following again meets the same divergence", || async {
+        matches!(
+            status(&a, "prod").await,
+            Some(FollowStatus::Diverged { .. })
+        )
+    })
+    .await;
+    assert!(value_is(&a, "prod", b"v1").await);
+}
