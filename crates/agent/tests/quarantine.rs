@@ -39,6 +39,22 @@ async fn until_held(node: &Node, from: &Node, kind: &str) {
     }
 }
 
+/// Waits until `node`'s outbox is empty: its notifications were answered
+/// (a refusal drops them).
+async fn outbox_empties(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let Response::Notifications(out) = ok(node, Request::NotificationsOutboxRead).await else {
+            panic!("no outbox");
+        };
+        if out.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the refusal did not arrive");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 async fn send(from: &Node, to: &Node, message: &str) {
     ok(
         from,
@@ -79,17 +95,7 @@ async fn a_strangers_share_is_quarantined_then_accepted() {
     until_held(&a, &b, "vault_share").await;
     assert!(inbox(&a).await.is_empty(), "nothing reached the inbox");
     // The sender was refused as always: nothing is left queued for A.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let Response::Notifications(out) = ok(&b, Request::NotificationsOutboxRead).await else {
-            panic!("no outbox");
-        };
-        if out.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the refusal did not reach B");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    outbox_empties(&b).await;
 
     // Accepted: B is trusted, the share is in the inbox, the quarantine empty.
     let Response::Moved(moved) = ok(&a, Request::NotificationsAccept { node: b.node_id() }).await
@@ -138,17 +144,7 @@ async fn a_blocked_sender_is_dropped_and_can_be_unblocked() {
     assert!(quarantine(&a).await.is_empty());
     // While blocked, nothing more is held.
     send(&pest, &a, "buy now!!").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let Response::Notifications(out) = ok(&pest, Request::NotificationsOutboxRead).await else {
-            panic!("no outbox");
-        };
-        if out.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the refusal did not arrive");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    outbox_empties(&pest).await;
     assert!(quarantine(&a).await.is_empty());
     // Unblocked: held again. Unblocking twice says it was not blocked.
     ok(

@@ -5,14 +5,7 @@ use crate::support::*;
 
 #[test]
 fn share_scan_clone_pull_fork_unshare() {
-    let a = Agent::started();
-    let b = Agent::started();
-    let (a_id, a_port) = a.id_and_port();
-    let (b_id, b_port) = b.id_and_port();
-    a.run(&["nodes", "add", &b_id, "127.0.0.1", &b_port])
-        .success();
-    b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
-        .success();
+    let (a, b, a_id, b_id) = two_known();
     a.run(&["identities", "trust", &b_id]).success();
     b.run(&["vaults", "create", "prod"]).success();
     b.run_stdin(&["secrets", "write", "prod:db/password"], b"hunter2")
@@ -209,14 +202,7 @@ fn notifications_send_inbox_outbox() {
 
 #[test]
 fn a_strangers_share_waits_in_the_quarantine_until_accepted() {
-    let a = Agent::started();
-    let b = Agent::started();
-    let (a_id, a_port) = a.id_and_port();
-    let (b_id, b_port) = b.id_and_port();
-    a.run(&["nodes", "add", &b_id, "127.0.0.1", &b_port])
-        .success();
-    b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
-        .success();
+    let (a, b, a_id, b_id) = two_known();
     // B trusts A and shares; A does not trust B (yet).
     b.run(&["identities", "trust", &a_id]).success();
     b.run(&["vaults", "create", "prod"]).success();

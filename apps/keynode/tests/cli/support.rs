@@ -62,6 +62,13 @@ impl Agent {
         );
     }
 
+    /// Adds `other` to this agent's address book.
+    pub fn knows(&self, other: &Agent) {
+        let (id, port) = other.id_and_port();
+        self.run(&["nodes", "add", &id, "127.0.0.1", &port])
+            .success();
+    }
+
     /// The running agent's node id and port (text), from `agent status`.
     pub fn id_and_port(&self) -> (String, String) {
         let s = self.json(&["agent", "status"]);
@@ -255,4 +262,13 @@ pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Two running agents, each in the other's address book, with their ids.
+pub fn two_known() -> (Agent, Agent, String, String) {
+    let (a, b) = (Agent::started(), Agent::started());
+    a.knows(&b);
+    b.knows(&a);
+    let (a_id, b_id) = (a.id_and_port().0, b.id_and_port().0);
+    (a, b, a_id, b_id)
 }

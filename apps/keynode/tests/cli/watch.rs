@@ -9,14 +9,7 @@ use crate::support::*;
 /// B owns `prod` (DB_PASSWORD = v0) and shares it with A; A clones it
 /// (following, the default).
 fn owner_and_follower() -> (Agent, Agent) {
-    let a = Agent::started();
-    let b = Agent::started();
-    let (a_id, a_port) = a.id_and_port();
-    let (b_id, b_port) = b.id_and_port();
-    a.run(&["nodes", "add", &b_id, "127.0.0.1", &b_port])
-        .success();
-    b.run(&["nodes", "add", &a_id, "127.0.0.1", &a_port])
-        .success();
+    let (a, b, a_id, b_id) = two_known();
     a.run(&["identities", "trust", &b_id]).success();
     b.run(&["identities", "trust", &a_id]).success();
     b.run(&["vaults", "create", "prod"]).success();
