@@ -15,6 +15,7 @@
 //!   settle time after healing.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,21 @@ where
             return r;
         }
         tokio::time::sleep(RETRY_EVERY).await;
+    }
+}
+
+/// `Ok` when the clone `local` on `mine` has the head of `vault` on `owner`.
+async fn same_head(owner: &Path, vault: &str, mine: &Path, local: &str) -> Result<(), String> {
+    let theirs = cluster::head(owner, vault)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ours = cluster::head(mine, local)
+        .await
+        .map_err(|e| e.to_string())?;
+    if theirs == ours {
+        Ok(())
+    } else {
+        Err(format!("head {ours:?}, owner's {theirs:?}"))
     }
 }
 
@@ -240,20 +256,8 @@ pub async fn check_clones(
             if permitted {
                 // (f) A clone follows its remote: it reaches the owner's head
                 // without being asked to pull.
-                let followed = settle(until, || async {
-                    let theirs = cluster::head(&owner, &c.vault)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let ours = cluster::head(&mine, &c.local)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if theirs == ours {
-                        Ok(())
-                    } else {
-                        Err(format!("head {ours:?}, owner's {theirs:?}"))
-                    }
-                })
-                .await;
+                let followed =
+                    settle(until, || same_head(&owner, &c.vault, &mine, &c.local)).await;
                 if let Err(e) = followed {
                     out.push(Violation::new(
                         "f-follower-converges",
@@ -267,17 +271,7 @@ pub async fn check_clones(
                     cluster::call(&mine, pull.clone())
                         .await
                         .map_err(|e| e.to_string())?;
-                    let theirs = cluster::head(&owner, &c.vault)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let ours = cluster::head(&mine, &c.local)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if theirs == ours {
-                        Ok(())
-                    } else {
-                        Err(format!("head {ours:?}, owner's {theirs:?}"))
-                    }
+                    same_head(&owner, &c.vault, &mine, &c.local).await
                 })
                 .await;
                 if let Err(e) = r {

@@ -87,39 +87,35 @@ fn ns_now() -> u128 {
 /// How long the owner is watched while nothing changes.
 const IDLE_WINDOW: Duration = Duration::from_secs(20);
 
-/// Bytes the owner's process read and wrote (every socket and file, from
-/// `/proc/PID/io`) over [`IDLE_WINDOW`] while nothing changes, with its
-/// followers subscribed: what following costs when idle.
-async fn idle_traffic(owner: &Agent, followers: usize, when: &str) -> Value {
-    let io = |pid: u32| -> Option<(u64, u64)> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-        };
-        Some((field("rchar:")?, field("wchar:")?))
+/// Bytes and packets on the loopback interface (`/proc/net/dev`, headers
+/// included) over [`IDLE_WINDOW`] while nothing changes: every byte any
+/// agent of the run sends, as all of them talk over loopback. (A process's
+/// `/proc/PID/io` does not count socket `send`/`recv`.)
+async fn idle_traffic(followers: usize, when: &str) -> Value {
+    let lo = || -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string("/proc/net/dev").ok()?;
+        let line = text.lines().find_map(|l| l.trim().strip_prefix("lo:"))?;
+        let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().ok());
+        Some((fields.next()??, fields.next()??))
     };
-    let Some(pid) = owner.pid else {
-        return Value::Null;
-    };
-    let Some((r0, w0)) = io(pid) else {
+    let Some((b0, p0)) = lo() else {
         return Value::Null;
     };
     tokio::time::sleep(IDLE_WINDOW).await;
-    let Some((r1, w1)) = io(pid) else {
+    let Some((b1, p1)) = lo() else {
         return Value::Null;
     };
     let secs = IDLE_WINDOW.as_secs_f64();
-    let (read, written) = ((r1 - r0) as f64 / secs, (w1 - w0) as f64 / secs);
+    let (bytes, packets) = ((b1 - b0) as f64 / secs, (p1 - p0) as f64 / secs);
+    let per = bytes / followers.max(1) as f64;
     println!(
-        "follow: idle owner, {followers} members {when}: {read:.0} B/s read, {written:.0} B/s written ({:.0} B/s per member)",
-        (read + written) / followers.max(1) as f64
+        "follow: idle, {followers} members {when}: {bytes:.0} B/s, {packets:.1} packets/s on loopback ({per:.1} B/s per member)"
     );
     json!({
         "window_s": secs,
-        "read_bytes_per_s": read,
-        "written_bytes_per_s": written,
-        "per_follower_bytes_per_s": (read + written) / followers.max(1) as f64,
+        "loopback_bytes_per_s": bytes,
+        "loopback_packets_per_s": packets,
+        "per_member_bytes_per_s": per,
     })
 }
 
@@ -151,7 +147,7 @@ pub async fn measure(cluster: &Cluster, vault: &str, writes: usize) -> Result<Va
         .await
         .map_err(|e| format!("first write: {e}"))?;
     // The reference: the same owner and connections, nobody following yet.
-    let idle_before = idle_traffic(owner, members.len(), "before following").await;
+    let idle_before = idle_traffic(members.len(), "before following").await;
     let t = Instant::now();
     for chunk in members.chunks(16) {
         for r in futures_join(chunk.iter().map(|m| {
@@ -241,7 +237,7 @@ pub async fn measure(cluster: &Cluster, vault: &str, writes: usize) -> Result<Va
             }
         }
     }
-    let idle = idle_traffic(owner, members.len(), "following").await;
+    let idle = idle_traffic(members.len(), "following").await;
     let followers = summary(&mut follower_ms);
     let watched = program.as_ref().map(|_| summary(&mut program_ms));
     let follower_p99 = followers["p99_ms"].as_f64().unwrap_or(f64::INFINITY);

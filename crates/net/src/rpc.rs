@@ -297,7 +297,13 @@ pub struct RpcStream {
     pending: Vec<u8>,
     rbuf: Vec<u8>,
     budget: Option<ReceiveBudget>,
-    _guard: Option<Box<dyn Send + Sync>>,
+    _guard: Option<Box<dyn StreamHold>>,
+}
+
+/// What keeps a stream counted on its connection while the stream lives.
+pub(crate) trait StreamHold: Send + Sync {
+    /// The stream may stay silent for long (see [`RpcStream::quiet`]).
+    fn quiet(&self);
 }
 
 impl fmt::Debug for RpcStream {
@@ -334,9 +340,19 @@ impl RpcStream {
     }
 
     /// Keeps `guard` alive as long as the stream.
-    pub(crate) fn with_guard(mut self, guard: impl Send + Sync + 'static) -> Self {
+    pub(crate) fn with_guard(mut self, guard: impl StreamHold + 'static) -> Self {
         self._guard = Some(Box::new(guard));
         self
+    }
+
+    /// Marks this stream as a subscription that may stay silent for long (a
+    /// follow stream waiting for the next head). It still keeps its
+    /// connection open, but its silence no longer makes the connection probe
+    /// the peer every few seconds: only the regular keep-alive runs.
+    pub fn quiet(&self) {
+        if let Some(guard) = &self._guard {
+            guard.quiet();
+        }
     }
 
     /// The authenticated peer at the other end.
@@ -471,7 +487,7 @@ impl RpcStream {
 /// [`RpcStream::into_io`]).
 pub(crate) struct Guarded {
     io: Box<dyn StreamIo>,
-    _guard: Option<Box<dyn Send + Sync>>,
+    _guard: Option<Box<dyn StreamHold>>,
 }
 
 impl AsyncRead for Guarded {

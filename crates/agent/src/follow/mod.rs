@@ -245,6 +245,8 @@ async fn follow_once(
         .send(&PeerRequest::Follow { vaults })
         .await
         .map_err(|e| rpc_failure(node, e))?;
+    // Silent until a head moves: keep-alives alone watch the connection.
+    stream.quiet();
     let mut permitted = announce.len();
     loop {
         let heads = match stream.recv::<PeerResponse>().await {

@@ -53,6 +53,7 @@ impl Announcing<'_> {
             first.push(FollowedHead { vault, head });
         }
         send(stream, first).await?;
+        stream.quiet();
         while !followed.is_empty() {
             let moved = tokio::select! {
                 _ = self.shutdown.cancelled() => break,

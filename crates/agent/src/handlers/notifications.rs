@@ -35,21 +35,24 @@ pub(super) async fn send(ctx: &Ctx, node: NodeId, message: String) -> Result<Res
     Ok(Response::Unit)
 }
 
+fn order(newest_first: bool) -> keynode_notify::Order {
+    if newest_first {
+        keynode_notify::Order::Newest
+    } else {
+        keynode_notify::Order::Oldest
+    }
+}
+
 pub(super) async fn inbox_read(
     ctx: &Ctx,
     unread_only: bool,
     limit: Option<u32>,
     newest_first: bool,
 ) -> Result<Response, ApiError> {
-    let order = if newest_first {
-        keynode_notify::Order::Newest
-    } else {
-        keynode_notify::Order::Oldest
-    };
     let msg = n::InboxRead {
         unread_only,
         limit: limit.map(|l| l as usize),
-        order,
+        order: order(newest_first),
     };
     let entries = ctx.notifications.ask(msg).await?;
     Ok(Response::Notifications(
@@ -89,14 +92,9 @@ pub(super) async fn quarantine_read(
     limit: Option<u32>,
     newest_first: bool,
 ) -> Result<Response, ApiError> {
-    let order = if newest_first {
-        keynode_notify::Order::Newest
-    } else {
-        keynode_notify::Order::Oldest
-    };
     let msg = n::QuarantineRead {
         limit: limit.map(|l| l as usize),
-        order,
+        order: order(newest_first),
     };
     let held = ctx.notifications.ask(msg).await?;
     Ok(Response::Notifications(

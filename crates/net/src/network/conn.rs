@@ -17,6 +17,8 @@ pub(super) struct Conn {
     pub(super) established_ms: u64,
     pub(super) opener: mpsc::Sender<OpenReply>,
     pub(super) streams: AtomicUsize,
+    /// How many of `streams` are quiet subscriptions ([`RpcStream::quiet`]).
+    pub(super) quiet: AtomicUsize,
     pub(super) last_active: Mutex<Instant>,
     pub(super) closed: CancellationToken,
     /// Whether the peer was known when last asked: a stranger's inbound
@@ -147,20 +149,37 @@ impl<S: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for Activity<S>
 }
 
 /// Counts a stream as open on its connection while alive.
-pub(super) struct StreamGuard(pub(super) Arc<Conn>);
+pub(super) struct StreamGuard {
+    conn: Arc<Conn>,
+    quiet: std::sync::atomic::AtomicBool,
+}
 
 impl StreamGuard {
     pub(super) fn new(conn: Arc<Conn>) -> Self {
         conn.streams.fetch_add(1, Ordering::AcqRel);
         conn.touch();
-        Self(conn)
+        Self {
+            conn,
+            quiet: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl crate::rpc::StreamHold for StreamGuard {
+    fn quiet(&self) {
+        if !self.quiet.swap(true, Ordering::AcqRel) {
+            self.conn.quiet.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+        self.conn.touch();
+        if self.quiet.load(Ordering::Acquire) {
+            self.conn.quiet.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.conn.streams.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -362,7 +381,7 @@ pub(super) async fn drive<T: Transport, S: crate::transport::Io>(
                 if last_ping.elapsed() >= cfg.keepalive_interval {
                     last_ping = Instant::now();
                     tokio::spawn(keepalive(conn.clone(), cfg.request_timeout));
-                } else if conn.streams.load(Ordering::Acquire) > 0
+                } else if conn.streams.load(Ordering::Acquire) > conn.quiet.load(Ordering::Acquire)
                     && conn.silent_for() >= cfg.silence_probe
                     && last_ping.elapsed() >= cfg.silence_probe
                 {

@@ -813,6 +813,7 @@ impl<T: Transport> Inner<T> {
             established_ms: self.context.clock.now_ms(),
             opener,
             streams: AtomicUsize::new(0),
+            quiet: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
             closed: CancellationToken::new(),
             dead: std::sync::atomic::AtomicBool::new(false),
