@@ -84,8 +84,10 @@ fn ns_now() -> u128 {
         .unwrap_or(0)
 }
 
-/// How long the owner is watched while nothing changes.
-const IDLE_WINDOW: Duration = Duration::from_secs(20);
+/// How long traffic is counted while nothing changes: one keep-alive
+/// interval, so every connection pings exactly once per side in it whatever
+/// its age (a shorter window counts the pings of some connections only).
+const IDLE_WINDOW: Duration = keynode_net::KEEPALIVE_INTERVAL;
 
 /// Bytes and packets on the loopback interface (`/proc/net/dev`, headers
 /// included) over [`IDLE_WINDOW`] while nothing changes: every byte any

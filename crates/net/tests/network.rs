@@ -379,3 +379,28 @@ async fn a_connection_that_goes_silent_under_a_waiting_stream_is_given_up() {
         .unwrap();
     assert_eq!(r.text, "back");
 }
+
+#[tokio::test]
+async fn a_quiet_stream_does_not_make_its_connection_probe_the_peer() {
+    let hole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = Node::start(config(), Arc::new(Echo)).await;
+    let mut cfg = config();
+    cfg.silence_probe = Duration::from_millis(200);
+    cfg.keepalive_interval = Duration::from_secs(600);
+    cfg.request_timeout = Duration::from_secs(600);
+    let client = Node::start(cfg, Arc::new(Echo)).await;
+    let proxy = black_hole_proxy(server.addr(), hole.clone()).await;
+    client.learn_at(server.id(), proxy);
+    client.net.ping(server.id()).await.unwrap();
+
+    // A subscription waits, marked quiet, and the path dies: only the
+    // keep-alive (600 s here) would notice, so the stream keeps waiting
+    // through many silence-probe periods and the connection stays.
+    let mut stream = client.net.open(server.id()).await.unwrap();
+    stream.send(&EchoReq::Sleep(300_000)).await.unwrap();
+    stream.quiet();
+    hole.store(true, std::sync::atomic::Ordering::Release);
+    let waited = tokio::time::timeout(Duration::from_secs(2), stream.recv::<EchoResp>()).await;
+    assert!(waited.is_err(), "the quiet stream ended: {waited:?}");
+    assert_eq!(client.net.connections().len(), 1);
+}
