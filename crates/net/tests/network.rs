@@ -347,8 +347,10 @@ async fn black_hole_proxy(
     addr
 }
 
-#[tokio::test]
-async fn a_connection_that_goes_silent_under_a_waiting_stream_is_given_up() {
+/// A server, and a client reaching it through a proxy that can swallow
+/// everything (`hole`), with a 200 ms silence probe and neither keep-alive
+/// nor request timeout to find a dead path soon; connected.
+async fn behind_a_hole() -> (Node, Node, Arc<std::sync::atomic::AtomicBool>) {
     let hole = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = Node::start(config(), Arc::new(Echo)).await;
     let mut cfg = config();
@@ -360,6 +362,12 @@ async fn a_connection_that_goes_silent_under_a_waiting_stream_is_given_up() {
     let proxy = black_hole_proxy(server.addr(), hole.clone()).await;
     client.learn_at(server.id(), proxy);
     client.net.ping(server.id()).await.unwrap();
+    (server, client, hole)
+}
+
+#[tokio::test]
+async fn a_connection_that_goes_silent_under_a_waiting_stream_is_given_up() {
+    let (server, client, hole) = behind_a_hole().await;
 
     // A request is waiting for its answer when the path dies.
     let mut stream = client.net.open(server.id()).await.unwrap();
@@ -382,16 +390,7 @@ async fn a_connection_that_goes_silent_under_a_waiting_stream_is_given_up() {
 
 #[tokio::test]
 async fn a_quiet_stream_does_not_make_its_connection_probe_the_peer() {
-    let hole = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let server = Node::start(config(), Arc::new(Echo)).await;
-    let mut cfg = config();
-    cfg.silence_probe = Duration::from_millis(200);
-    cfg.keepalive_interval = Duration::from_secs(600);
-    cfg.request_timeout = Duration::from_secs(600);
-    let client = Node::start(cfg, Arc::new(Echo)).await;
-    let proxy = black_hole_proxy(server.addr(), hole.clone()).await;
-    client.learn_at(server.id(), proxy);
-    client.net.ping(server.id()).await.unwrap();
+    let (server, client, hole) = behind_a_hole().await;
 
     // A subscription waits, marked quiet, and the path dies: only the
     // keep-alive (600 s here) would notice, so the stream keeps waiting
