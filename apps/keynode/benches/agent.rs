@@ -10,7 +10,7 @@
 //!
 //! Run: `cargo bench -p keynode --bench agent`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,44 +20,8 @@ use keynode_agent::api::{Request, Response};
 use keynode_agent::{Client, Node, NodeConfig};
 use keynode_core::{SecretPath, VaultName};
 
-const PASSWORD: &str = "bench-password";
-
-fn keynode(node: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_keynode"));
-    c.arg("--node-path")
-        .arg(node)
-        .env("KEYNODE_PASSWORD", PASSWORD);
-    c
-}
-
-fn ok(c: &mut Command) {
-    let out = c.stdout(Stdio::null()).output().expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Agent {
-    _dir: tempfile::TempDir,
-    node: PathBuf,
-}
-
-impl Agent {
-    fn start() -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let node = dir.path().join("n");
-        ok(keynode(&node).args(["agent", "start", "--background"]));
-        Agent { _dir: dir, node }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = keynode(&self.node).args(["agent", "stop"]).output();
-    }
-}
+mod support;
+use support::{Agent, PASSWORD, json, keynode, ok};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -284,16 +248,6 @@ fn start(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-fn json(c: &mut Command) -> serde_json::Value {
-    let out = c.arg("--format").arg("json").output().expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 /// End to end through the CLI: `keynode vaults clone` of a 1,000-secret vault,
