@@ -214,6 +214,10 @@ pub const DIR_MARKER: &str = ".keynode-keep";
 /// buffer of [`VaultStore::write_blob`], in bytes (64 KiB).
 pub const READ_CHUNK: usize = 64 * 1024;
 
+/// Blobs up to this size that [`VaultStore::write_blobs`] writes together
+/// share one file on disk; larger ones get a file each, as a streamed write.
+pub const BUNDLED_BLOB: usize = 64 * 1024;
+
 /// How many commits [`VaultStore::stat`] walks back to find the commit that last
 /// changed a path, in commits; beyond it `last_commit` is `None`.
 pub const STAT_HISTORY_LIMIT: usize = 1_000;

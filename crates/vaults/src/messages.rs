@@ -143,6 +143,18 @@ store_message! {
 }
 
 store_message! {
+    /// Writes many blobs at once ([`VaultStore::write_blobs`](crate::VaultStore::write_blobs)).
+    /// No `Debug`: it holds secret contents.
+    pub struct WriteBlobs {
+        /// The vault.
+        pub vault: VaultId,
+        /// The contents, in order.
+        pub blobs: Vec<Vec<u8>>,
+    } -> Vec<BlobId>;
+    |store, msg| store.write_blobs(msg.vault, &msg.blobs)
+}
+
+store_message! {
     /// Applies ops as one commit.
     #[derive(Debug, Clone)]
     pub struct Commit {

@@ -145,6 +145,26 @@ impl Repo {
         Ok(BlobId(id))
     }
 
+    /// Stores many blobs in one go (for the encrypted store: the small ones in
+    /// one bundle); their ids in order.
+    pub(crate) fn write_blobs(&self, blobs: &[Vec<u8>]) -> Result<Vec<BlobId>, VaultError> {
+        let oids = match &self.files {
+            Some(files) => files.write_blobs(blobs)?,
+            None => blobs
+                .iter()
+                .map(|b| self.git.blob(b))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(oids
+            .iter()
+            .map(|oid| {
+                let mut id = [0u8; 20];
+                id.copy_from_slice(oid.as_bytes());
+                BlobId(id)
+            })
+            .collect())
+    }
+
     /// The head commit.
     fn head(&self) -> Result<Commit<'_>, VaultError> {
         Ok(self.git.find_commit(self.git.refname_to_id(BRANCH)?)?)

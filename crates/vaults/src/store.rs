@@ -501,6 +501,14 @@ impl VaultStore {
         self.repo(id)?.write_blob(data)
     }
 
+    /// Writes many blobs at once, in order (the small ones share one bundle on
+    /// disk instead of a file each): what a bulk import uses before its one
+    /// commit. Nothing refers to them until a commit does.
+    pub fn write_blobs(&self, id: VaultId, blobs: &[Vec<u8>]) -> Result<Vec<BlobId>, VaultError> {
+        self.writable(id)?;
+        self.repo(id)?.write_blobs(blobs)
+    }
+
     /// Applies `ops` in order as one commit; `Unchanged` (and no commit) if the
     /// result equals the head. Any failing op fails the whole commit.
     pub fn commit(&self, id: VaultId, ops: Vec<Op>) -> Result<CommitOutcome, VaultError> {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use keynode_core::{Keypair, NodeId, SecretPath, VaultId, VaultName};
 use keynode_vaults::{
-    BlobId, CommitOutcome, DIR_MARKER, Entry, EntryKind, Env, Op, PutPolicy, READ_CHUNK, Remote,
-    VaultError, VaultManager, VaultStore, messages,
+    BUNDLED_BLOB, BlobId, CommitOutcome, DIR_MARKER, Entry, EntryKind, Env, Op, PutPolicy,
+    READ_CHUNK, Remote, VaultError, VaultManager, VaultStore, messages,
 };
 use tempfile::TempDir;
 
@@ -660,6 +660,7 @@ fn clones_are_read_only() {
     );
     refused(fx.store.version(v, "HEAD~1").map(drop));
     refused(fx.store.write_blob(v, &mut &b"z"[..]).map(drop));
+    refused(fx.store.write_blobs(v, &[b"z".to_vec()]).map(drop));
     // Reading still works.
     assert_eq!(fx.read(v, "s", None).unwrap(), b"x");
     fx.store.set_remote(v, None).unwrap();
@@ -929,4 +930,67 @@ async fn the_actor_drives_the_store() {
         addr.send(messages::GetVault { vault: v }).await.unwrap(),
         Err(VaultError::VaultNotFound(_))
     ));
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn many_blobs_written_together_share_one_file_and_read_back_after_a_reopen() {
+    let fx = Fixture::new();
+    let v = fx.vault("bulk");
+    let before = files_under(&fx.vaults_dir()).len();
+    let large = vec![7u8; BUNDLED_BLOB + 1];
+    let mut blobs: Vec<Vec<u8>> = (0..300)
+        .map(|i| format!("value {i}").into_bytes())
+        .collect();
+    blobs.push(large.clone());
+    blobs.push(b"value 3".to_vec()); // a duplicate
+    blobs.push(Vec::new()); // an empty secret
+    let ids = fx.store.write_blobs(v, &blobs).unwrap();
+    assert_eq!(ids.len(), blobs.len());
+    assert_eq!(ids[3], ids[301], "one content, one id");
+    // The same ids as blobs written one by one.
+    assert_eq!(ids[0], fx.blob(fx.vault("single"), b"value 0"));
+    let ops = ids
+        .iter()
+        .enumerate()
+        .map(|(i, blob)| put(&format!("s{i}"), *blob, PutPolicy::Overwrite))
+        .collect();
+    fx.store.commit(v, ops).unwrap();
+    // 302 new objects, few new files: one bundle (data and index), the large
+    // blob's own file, the tree and the commit (and the second vault's).
+    let added = files_under(&fx.vaults_dir()).len() - before;
+    assert!(added < 30, "{added} files for 304 blobs");
+
+    let again = VaultStore::open(&fx.vaults_dir(), fx.env.clone(), fx.owner, &key()).unwrap();
+    let read = |path: &str| {
+        let mut out = Vec::new();
+        again
+            .read_secret(v, &p(path), None, &mut |c| {
+                out.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
+        out
+    };
+    assert_eq!(read("s0"), b"value 0");
+    assert_eq!(read("s299"), b"value 299");
+    assert_eq!(read("s300"), large);
+    assert_eq!(read("s301"), b"value 3");
+    assert_eq!(read("s302"), b"");
 }

@@ -333,6 +333,10 @@ fn dir_imports_a_tree_as_one_commit() {
     write_file(&src.join("top"), b"t");
     write_file(&src.join("sub/one"), b"1");
     write_file(&src.join("sub/deeper/two"), b"2");
+    // Small files are written together, larger ones streamed: a mix, with a
+    // large file between small ones, comes back whole.
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    write_file(&src.join("sub/big"), &big);
     let before = a
         .json(&["vaults", "log", "v"])
         .as_array()
@@ -353,6 +357,9 @@ fn dir_imports_a_tree_as_one_commit() {
         "2"
     );
     assert_eq!(a.run(&["secrets", "get", "v:imported/top"]).success(), "t");
+    let got = a.run(&["secrets", "get", "v:imported/sub/big"]);
+    got.success();
+    assert!(got.out.stdout == big, "the large file came back changed");
     a.run(&["secrets", "dir", src.to_str().expect("utf8"), "v"])
         .success();
     assert_eq!(a.run(&["secrets", "get", "v:sub/one"]).success(), "1");

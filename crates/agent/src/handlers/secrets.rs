@@ -48,8 +48,12 @@ async fn receive_blob(
     ctx: &Ctx,
     from: &mut impl UploadSource,
     vault: VaultId,
+    head: Vec<u8>,
 ) -> Result<(BlobId, Next), ApiError> {
     let feed = |mut tx: Feeder| async move {
+        if !head.is_empty() && tx.send(Ok(head)).await.is_err() {
+            return Ok(Next::End);
+        }
         loop {
             match from.next().await {
                 Ok(Upload::Data(b)) => {
@@ -82,7 +86,7 @@ pub(crate) async fn upload_one(
     create_new: bool,
 ) -> Result<Response, ApiError> {
     let vault = resolve(ctx, vault).await?;
-    let (blob, next) = receive_blob(ctx, from, vault).await?;
+    let (blob, next) = receive_blob(ctx, from, vault, Vec::new()).await?;
     if let Next::File(_) = next {
         return Err(ApiError::new(
             ErrorKind::Protocol,
@@ -106,6 +110,7 @@ pub(crate) async fn upload_dir(
 ) -> Result<Response, ApiError> {
     let vault = resolve(ctx, vault).await?;
     let mut ops = Vec::new();
+    let mut small = SmallFiles::default();
     let mut next = match from.next().await? {
         Upload::File(path) => Next::File(path),
         Upload::End => Next::End,
@@ -121,7 +126,22 @@ pub(crate) async fn upload_dir(
             Some(b) => b.join(&rel),
             None => rel,
         };
-        let (blob, n) = receive_blob(ctx, from, vault).await?;
+        // Small files are gathered and written together (one file on disk
+        // for many); a file that outgrows the limit is streamed, after the
+        // small ones before it, so the ops keep the client's order.
+        let head = match receive_small(from).await? {
+            Received::Small(content, n) => {
+                small.push(path, content);
+                if small.full() {
+                    small.write(ctx, vault, &mut ops).await?;
+                }
+                next = n;
+                continue;
+            }
+            Received::Large(head) => head,
+        };
+        small.write(ctx, vault, &mut ops).await?;
+        let (blob, n) = receive_blob(ctx, from, vault, head).await?;
         ops.push(Op::Put {
             path,
             blob,
@@ -129,10 +149,84 @@ pub(crate) async fn upload_dir(
         });
         next = n;
     }
+    small.write(ctx, vault, &mut ops).await?;
     if ops.is_empty() {
         return Ok(Response::Committed(None));
     }
     commit(ctx, vault, ops).await
+}
+
+/// Most bytes of small files held before they are written.
+const SMALL_BATCH_BYTES: usize = 8 << 20;
+/// Most small files held before they are written.
+const SMALL_BATCH_FILES: usize = 4096;
+
+/// Small files of an import, waiting to be written in one go.
+#[derive(Default)]
+struct SmallFiles {
+    paths: Vec<SecretPath>,
+    contents: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl SmallFiles {
+    fn push(&mut self, path: SecretPath, content: Vec<u8>) {
+        self.bytes += content.len();
+        self.paths.push(path);
+        self.contents.push(content);
+    }
+
+    fn full(&self) -> bool {
+        self.bytes >= SMALL_BATCH_BYTES || self.paths.len() >= SMALL_BATCH_FILES
+    }
+
+    /// Writes the held files as blobs and appends their puts to `ops`.
+    async fn write(
+        &mut self,
+        ctx: &Ctx,
+        vault: VaultId,
+        ops: &mut Vec<Op>,
+    ) -> Result<(), ApiError> {
+        if self.paths.is_empty() {
+            return Ok(());
+        }
+        let blobs = std::mem::take(&mut self.contents);
+        self.bytes = 0;
+        let ids = ctx.vaults.ask(WriteBlobs { vault, blobs }).await?;
+        for (path, blob) in self.paths.drain(..).zip(ids) {
+            ops.push(Op::Put {
+                path,
+                blob,
+                policy: PutPolicy::Overwrite,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A file of an import, as far as it was read.
+enum Received {
+    /// Complete and at most [`keynode_vaults::BUNDLED_BLOB`] bytes, with what
+    /// follows it.
+    Small(Vec<u8>, Next),
+    /// Larger: the bytes read so far; the rest is still to come.
+    Large(Vec<u8>),
+}
+
+async fn receive_small(from: &mut impl UploadSource) -> Result<Received, ApiError> {
+    let mut content = Vec::new();
+    loop {
+        match from.next().await? {
+            Upload::Data(b) => {
+                content.extend_from_slice(&b);
+                if content.len() > keynode_vaults::BUNDLED_BLOB {
+                    return Ok(Received::Large(content));
+                }
+            }
+            Upload::End => return Ok(Received::Small(content, Next::End)),
+            Upload::File(path) => return Ok(Received::Small(content, Next::File(path))),
+        }
+    }
 }
 
 /// `secrets get`: streams the secret's content into `chunks` as the store

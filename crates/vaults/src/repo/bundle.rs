@@ -41,7 +41,7 @@ use rand::RngCore;
 use crate::VaultError;
 
 /// Received objects up to this size go into the pack's bundle.
-pub(crate) const BUNDLED_OBJECT: usize = 64 * 1024;
+pub(crate) const BUNDLED_OBJECT: usize = crate::BUNDLED_BLOB;
 /// Directory of bundles under a repository's `objects`.
 pub(crate) const BUNDLE_DIR: &str = "bundles";
 const DATA_MAGIC: &[u8; 4] = b"KNB2";

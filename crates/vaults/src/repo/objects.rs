@@ -50,7 +50,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
-use super::bundle::{self, BundleCache, Bundles};
+use super::bundle::{self, BUNDLED_OBJECT, BundleCache, BundleWriter, Bundles};
 use crate::VaultError;
 
 /// Plaintext bytes per chunk.
@@ -163,6 +163,11 @@ fn plain_size(len: u64) -> Option<u64> {
         r if r >= TAG as u64 => Some(full * CHUNK as u64 + r - TAG as u64),
         _ => None,
     }
+}
+
+/// Appends at most `limit` bytes of `data` to `buf`; returns how many.
+fn read_up_to(data: &mut dyn Read, buf: &mut Vec<u8>, limit: u64) -> io::Result<usize> {
+    (&mut *data).take(limit).read_to_end(buf)
 }
 
 /// A bundled object: its repository's bundles and where in them it is.
@@ -308,6 +313,38 @@ impl ObjectFiles {
         Ok(())
     }
 
+    /// Stores many blobs at once: those up to [`BUNDLED_OBJECT`] bytes in one
+    /// new bundle (one data file and one index for all of them, where one file
+    /// each made the file system's inode allocator the cost of a bulk write),
+    /// larger ones in files of their own. Returns their ids in order. Blobs
+    /// already here are not written again; if nothing is new, no bundle is.
+    pub(crate) fn write_blobs(&self, blobs: &[Vec<u8>]) -> Result<Vec<Oid>, VaultError> {
+        let kind = ObjectType::Blob;
+        let cipher = self.keys.cipher();
+        let mut bundle = BundleWriter::create(&self.dir);
+        let mut ids = Vec::with_capacity(blobs.len());
+        let mut put = || -> Result<(), VaultError> {
+            for data in blobs {
+                let oid = object_id(kind, data);
+                if data.len() > BUNDLED_OBJECT {
+                    self.write(oid, kind, data)?;
+                } else if !self.exists(oid) {
+                    bundle.add(oid, kind, data, &cipher)?;
+                }
+                ids.push(oid);
+            }
+            Ok(())
+        };
+        match put() {
+            Ok(()) => bundle.finish(&cipher, self.bundles()?.as_ref())?,
+            Err(e) => {
+                bundle.discard();
+                return Err(e);
+            }
+        }
+        Ok(ids)
+    }
+
     /// Streams `data` into a new object of `kind` and returns its id. Content
     /// up to [`BUFFERED_OBJECT`] is buffered and written in one pass; larger
     /// content is sealed chunk by chunk (two chunks in memory) and its id (a
@@ -328,16 +365,16 @@ impl ObjectFiles {
         kind: ObjectType,
         data: &mut dyn Read,
     ) -> Result<(Oid, bool), VaultError> {
-        let mut head = vec![0u8; BUFFERED_OBJECT + 1];
-        let n = super::fill(data, &mut head)?;
+        // Read (not zeroed) up to one byte past the buffered size: a small
+        // secret costs its own size, not a megabyte of memset.
+        let mut head = Vec::new();
+        let n = read_up_to(data, &mut head, BUFFERED_OBJECT as u64 + 1)?;
         if n <= BUFFERED_OBJECT {
-            head.truncate(n);
             let oid = object_id(kind, &head);
             let new = !self.exists(oid);
             self.write(oid, kind, &head)?;
             return Ok((oid, new));
         }
-        head.truncate(n);
         let mut rest = io::Cursor::new(head).chain(data);
         let data: &mut dyn Read = &mut rest;
         let mut current = vec![0u8; CHUNK];
