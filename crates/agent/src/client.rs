@@ -119,13 +119,32 @@ impl Client {
         files: &[(keynode_core::SecretPath, PathBuf)],
     ) -> Result<Response, ClientError> {
         send(&mut self.conn, &ClientMsg::Request(request)).await?;
+        let conn = &mut self.conn;
         let sent = async {
-            for (rel, file) in files {
-                send(&mut self.conn, &ClientMsg::FileStart { path: rel.clone() }).await?;
-                let mut f = tokio::fs::File::open(file).await?;
-                send_stream(&mut self.conn, &mut f).await?;
+            // Small files are read a run at a time in one blocking hop, and
+            // their frames go out in full socket writes, not one each; a
+            // large file is streamed.
+            for run in files.chunks(READ_RUN) {
+                let paths: Vec<PathBuf> = run.iter().map(|(_, f)| f.clone()).collect();
+                let read = tokio::task::spawn_blocking(move || read_small(&paths))
+                    .await
+                    .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
+                for ((rel, file), content) in run.iter().zip(read) {
+                    feed(conn, &ClientMsg::FileStart { path: rel.clone() }).await?;
+                    match content? {
+                        Some(content) => {
+                            for chunk in content.chunks(CHUNK) {
+                                feed(conn, &ClientMsg::Data(chunk.to_vec())).await?;
+                            }
+                        }
+                        None => {
+                            let mut f = tokio::fs::File::open(file).await?;
+                            send_stream(conn, &mut f).await?;
+                        }
+                    }
+                }
             }
-            send(&mut self.conn, &ClientMsg::End).await
+            send(conn, &ClientMsg::End).await
         }
         .await;
         finish_upload(&mut self.conn, sent).await
@@ -221,6 +240,39 @@ async fn send_stream(
         }
         send(conn, &ClientMsg::Data(buf[..n].to_vec())).await?;
     }
+}
+
+/// Files an import reads in one blocking hop.
+const READ_RUN: usize = 256;
+/// Files up to this size are read whole; larger ones are streamed.
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// The contents of the files that are at most [`SMALL_FILE`] bytes (`None`
+/// for larger ones), in order.
+fn read_small(paths: &[PathBuf]) -> Vec<std::io::Result<Option<Vec<u8>>>> {
+    use std::io::Read;
+    paths
+        .iter()
+        .map(|path| {
+            let file = std::fs::File::open(path)?;
+            if file.metadata()?.len() > SMALL_FILE {
+                return Ok(None);
+            }
+            let mut content = Vec::new();
+            file.take(SMALL_FILE + 1).read_to_end(&mut content)?;
+            // Grown since: stream it like any large file.
+            Ok((content.len() as u64 <= SMALL_FILE).then_some(content))
+        })
+        .collect()
+}
+
+/// Queues `msg` without flushing (the codec writes out once its buffer
+/// fills, and the next [`send`] flushes).
+async fn feed(conn: &mut Conn, msg: &ClientMsg) -> Result<(), ClientError> {
+    let bytes =
+        keynode_core::codec::encode(msg).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    conn.feed(bytes::Bytes::from(bytes)).await?;
+    Ok(())
 }
 
 async fn send(conn: &mut Conn, msg: &ClientMsg) -> Result<(), ClientError> {
