@@ -26,6 +26,7 @@ mod backend;
 mod bundle;
 mod objects;
 mod pack;
+mod pack_out;
 mod stage;
 mod transfer;
 
@@ -98,7 +99,6 @@ impl Repo {
             .mkdir(true)
             .mkpath(false);
         let git = Repository::init_opts(path, &opts)?;
-        transfer::tune(&git)?;
         attach(&git, objects)?;
         let tree = git.find_tree(git.treebuilder(None)?.write()?)?;
         let sig = signature(author)?;
