@@ -59,11 +59,15 @@
 //! 3. **Pack** (server): [`VaultStore::send_pack`] refuses a want that is not
 //!    its head or in its history ([`NotServed`](VaultError::NotServed): a client
 //!    never reads history it was not shown), walks from the want hiding the
-//!    haves it knows, and writes each new commit, tree and blob whole (no
-//!    deltas: secrets change whole; each object's zlib level is chosen from a
-//!    sample, so incompressible secrets are stored, not deflated), streaming the
+//!    haves it knows, inserts each new commit, tree and blob (trees and blobs
+//!    with their paths, which keeps packs as small as git's), and streams the
 //!    pack in chunks of at most [`PACK_CHUNK`] bytes; an empty pack when there is
-//!    nothing new. It takes no vault lock.
+//!    nothing new. It takes no vault lock. A pack of one commit (a clone of a
+//!    vault with one version, most pulls) holds nothing to delta against, so
+//!    the store writes it itself (`repo/pack_out.rs`): no delta search, and each
+//!    object's zlib level chosen from a sample, so incompressible secrets are
+//!    stored rather than deflated; several commits go through libgit2's pack
+//!    builder and its delta search.
 //! 4. **Receive** (client): [`VaultStore::receive_pull`] (clones only: it is the
 //!    one write a clone accepts; an own vault has no remote to follow, so it is
 //!    [`NotAClone`](VaultError::NotAClone)) or [`VaultStore::receive_clone`]. The
@@ -89,11 +93,13 @@
 //! [`VaultStore::set_remote`] replaces a clone's remote (an explicit pull
 //! source); note that giving an own vault a remote makes it read-only.
 //!
-//! **Memory** stays bounded whatever the vault size: packs are written by
-//! the store's own writer (`repo/pack_out.rs`: no delta search, each object's
-//! compression chosen from a sample of it) and parsed as they stream in. What
-//! remains is per object: an object is read whole to pack it, so the largest
-//! secret is held about twice. Cloning 200 MiB of incompressible secrets grows the process's
+//! **Memory** stays bounded whatever the vault size: every repository's config
+//! caps libgit2's delta window ([`PACK_WINDOW_MEMORY`]) and delta cache
+//! ([`PACK_DELTA_CACHE`], in libgit2 also the size above which objects skip the
+//! delta search), the pack builder runs one thread, the indexer streams. What
+//! remains is per object: libgit2 reads an object whole to pack it and, with
+//! connectivity checks on, to index it, so the largest secret is held about
+//! twice. Cloning 200 MiB of incompressible secrets grows the process's
 //! anonymous memory (sender and receiver together) by under 10 MiB (test
 //! `cloning_a_big_vault_keeps_memory_bounded`); libgit2's defaults (no window
 //! limit, 512 MiB big-file threshold) grew it by 26 MiB and took 2.4× longer.
@@ -201,7 +207,8 @@ pub use store::{
     HeadEvents, META_DB, NAMES_DB, REPO_SUFFIX, TMP_PREFIX, TRASH_PREFIX, VaultStore, backup_files,
 };
 pub use transfer::{
-    Advert, HAVES_WALK_LIMIT, MAX_HAVES, MAX_PACKS, PACK_CHUNK, PackStats, PullOutcome, want,
+    Advert, HAVES_WALK_LIMIT, MAX_HAVES, MAX_PACKS, PACK_CHUNK, PACK_DELTA_CACHE,
+    PACK_WINDOW_MEMORY, PackStats, PullOutcome, want,
 };
 
 /// Name of the hidden, empty file that keeps an otherwise empty directory in git.

@@ -99,6 +99,7 @@ impl Repo {
             .mkdir(true)
             .mkpath(false);
         let git = Repository::init_opts(path, &opts)?;
+        transfer::tune(&git)?;
         attach(&git, objects)?;
         let tree = git.find_tree(git.treebuilder(None)?.write()?)?;
         let sig = signature(author)?;

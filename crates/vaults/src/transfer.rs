@@ -20,6 +20,19 @@ pub const HAVES_WALK_LIMIT: usize = 1 << 16;
 /// Packs a clone may hold before a pull rewrites them into one, in packs.
 pub const MAX_PACKS: usize = 32;
 
+/// Memory libgit2's pack builder may use for its delta window, in bytes (16 MiB);
+/// repository config `pack.windowMemory`.
+pub const PACK_WINDOW_MEMORY: i64 = 16 * 1024 * 1024;
+
+/// Memory libgit2's pack builder may use to cache computed deltas, in bytes
+/// (512 KiB); repository config `pack.deltaCacheSize`. libgit2 1.9 also reads
+/// this key as its big-file threshold: larger objects are sent whole, without a
+/// delta search (which costs time in proportion to their size and finds little
+/// in large secrets; a pull could not delta against the client's old version
+/// anyway, libgit2 makes no thin packs). Deltas under 1,000 bytes are always
+/// cached.
+pub const PACK_DELTA_CACHE: i64 = 512 * 1024;
+
 /// What a serving node says about one of its vaults before a clone or pull.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Advert {

@@ -1,11 +1,12 @@
-//! Writing a pack (git's pack format, version 2) for a clone or a pull.
+//! Writing a pack (git's pack format, version 2) of one commit.
 //!
-//! libgit2's pack builder searched deltas among all objects and deflated
-//! everything at zlib's default level; for a vault that is most of a clone's
-//! time (a profile of a 10 × 1 MiB clone was zlib deflating incompressible
-//! bytes, one of 5,000 small secrets mostly the delta search). Secrets change
-//! whole (a rotated key shares nothing with the old one), so this writer makes
-//! no deltas, and picks each object's compression from what it holds:
+//! libgit2's pack builder searches deltas among all objects and deflates
+//! everything at zlib's default level. A pack of one commit holds one version
+//! of each file and tree, so the search finds nothing (libgit2 makes no thin
+//! packs, so nothing outside the pack is a base either), and for a vault the
+//! builder was most of a clone's time: a 10 × 1 MiB clone deflating
+//! incompressible bytes, a 5,000-secret one searching deltas. This writer makes
+//! no deltas and picks each object's compression from what it holds:
 //!
 //! - up to [`SAMPLE`] bytes: zlib's default level (small objects cost little);
 //! - larger: the first [`SAMPLE`] bytes are deflated at the fastest level; if

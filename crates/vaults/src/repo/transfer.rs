@@ -9,7 +9,10 @@ use std::path::Path;
 use git2::{ErrorCode, Indexer, ObjectType, Oid, Repository, RepositoryInitOptions};
 
 use super::{BRANCH, Objects, Repo, attach, backend, fill, pack};
-use crate::transfer::{HAVES_WALK_LIMIT, Step, fast_forward, sample_haves};
+use crate::transfer::{
+    HAVES_WALK_LIMIT, PACK_CHUNK, PACK_DELTA_CACHE, PACK_WINDOW_MEMORY, Step, fast_forward,
+    sample_haves,
+};
 use crate::{PackStats, PullOutcome, READ_CHUNK, VaultError};
 
 /// The last head received from the remote, kept to offer as a have.
@@ -28,6 +31,15 @@ pub(crate) fn parse_oid(text: &str) -> Result<Oid, VaultError> {
     Oid::from_str(text).map_err(|_| VaultError::BadRevision(text.to_owned()))
 }
 
+/// Writes the pack builder's memory limits into the repository's config (see
+/// [`PACK_WINDOW_MEMORY`] and [`PACK_DELTA_CACHE`]).
+pub(super) fn tune(git: &Repository) -> Result<(), git2::Error> {
+    let mut config = git.config()?;
+    config.set_i64("pack.windowMemory", PACK_WINDOW_MEMORY)?;
+    config.set_i64("pack.deltaCacheSize", PACK_DELTA_CACHE)?;
+    Ok(())
+}
+
 /// Creates an empty bare repository (no commit, no branch) with HEAD on `main`.
 fn init_empty(path: &Path) -> Result<Repository, VaultError> {
     let mut opts = RepositoryInitOptions::new();
@@ -36,6 +48,7 @@ fn init_empty(path: &Path) -> Result<Repository, VaultError> {
         .mkdir(true)
         .mkpath(false);
     let git = Repository::init_opts(path, &opts)?;
+    tune(&git)?;
     Ok(git)
 }
 
@@ -60,6 +73,20 @@ impl Repo {
     /// The head commit id.
     pub(crate) fn head_id(&self) -> Result<Oid, VaultError> {
         Ok(self.git.refname_to_id(BRANCH)?)
+    }
+
+    /// Whether the pack builder limits are in the repository's config.
+    pub(crate) fn is_tuned(&self) -> Result<bool, VaultError> {
+        let config = self.git.config()?;
+        Ok(
+            config.get_i64("pack.windowMemory").ok() == Some(PACK_WINDOW_MEMORY)
+                && config.get_i64("pack.deltaCacheSize").ok() == Some(PACK_DELTA_CACHE),
+        )
+    }
+
+    /// Writes the pack builder limits into the repository's config.
+    pub(crate) fn tune(&self) -> Result<(), VaultError> {
+        Ok(tune(&self.git)?)
     }
 
     /// The haves a client offers: see [`sample_haves`].
@@ -126,25 +153,59 @@ impl Repo {
             }
         }
 
-        let mut order: Vec<Oid> = commits.clone();
-        for oid in &commits {
-            let tree = git.find_commit(*oid)?.tree_id();
+        if commits.len() == 1 {
+            // One version: nothing in the pack to delta against (libgit2
+            // makes no thin packs), so the store's own writer, which skips
+            // the delta search and deflates only what compresses.
+            let mut order = commits.clone();
+            let tree = git.find_commit(commits[0])?.tree_id();
             self.walk_tree(tree, &mut seen, &mut |oid, _, _| {
                 order.push(oid);
                 Ok(())
             })?;
+            let objects = order.len();
+            let count = u32::try_from(objects)
+                .map_err(|_| io::Error::other("too many objects for one pack"))?;
+            let odb = git.odb()?;
+            let mut pack = super::pack_out::PackWriter::new(sink, count);
+            for oid in order {
+                let object = odb.read(oid)?;
+                pack.object(object.kind(), object.data())?;
+            }
+            let bytes = pack.finish()?;
+            return Ok(PackStats { objects, bytes });
         }
 
-        let objects = order.len();
-        let count = u32::try_from(objects)
-            .map_err(|_| io::Error::other("too many objects for one pack"))?;
-        let odb = git.odb()?;
-        let mut pack = super::pack_out::PackWriter::new(sink, count);
-        for oid in order {
-            let object = odb.read(oid)?;
-            pack.object(object.kind(), object.data())?;
+        // Several versions: libgit2's builder, whose delta search pairs the
+        // versions of each tree and file.
+        let mut pack = git.packbuilder()?;
+        for oid in &commits {
+            pack.insert_object(*oid, None)?;
         }
-        let bytes = pack.finish()?;
+        for oid in &commits {
+            let tree = git.find_commit(*oid)?.tree_id();
+            self.walk_tree(tree, &mut seen, &mut |oid, path, _| {
+                pack.insert_object(oid, Some(path))
+            })?;
+        }
+
+        let objects = pack.object_count();
+        let mut bytes = 0u64;
+        let mut failed = None;
+        let written = pack.foreach(|buf| {
+            for chunk in buf.chunks(PACK_CHUNK) {
+                if let Err(e) = sink(chunk) {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            bytes += buf.len() as u64;
+            true
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        written?;
         Ok(PackStats { objects, bytes })
     }
 

@@ -62,7 +62,15 @@ impl VaultStore {
             .take(MAX_HAVES)
             .map(|h| parse_oid(h))
             .collect::<Result<Vec<_>, _>>()?;
-        self.repo(id)?.send_pack(want, &haves, sink)
+        let repo = self.repo(id)?;
+        if !repo.is_tuned()? {
+            let lock = self.writer(id);
+            let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            if !repo.is_tuned()? {
+                repo.tune()?;
+            }
+        }
+        repo.send_pack(want, &haves, sink)
     }
 
     /// Receiving side of a pull into the clone `id`: stores the pack read from
