@@ -62,12 +62,13 @@
 //!    haves it knows, inserts each new commit, tree and blob (trees and blobs
 //!    with their paths, which keeps packs as small as git's), and streams the
 //!    pack in chunks of at most [`PACK_CHUNK`] bytes; an empty pack when there is
-//!    nothing new. It takes no vault lock. A pack of one commit (a clone of a
-//!    vault with one version, most pulls) holds nothing to delta against, so
-//!    the store writes it itself (`repo/pack_out.rs`): no delta search, and each
-//!    object's zlib level chosen from a sample, so incompressible secrets are
-//!    stored rather than deflated; several commits go through libgit2's pack
-//!    builder and its delta search.
+//!    nothing new. It takes no vault lock. A pack in which fewer than one object
+//!    in four is another version of a path already in it (a clone of a vault
+//!    with a short history, most pulls: libgit2 makes no thin packs, so there is
+//!    little to delta against) is written by the store itself
+//!    (`repo/pack_out.rs`): no delta search, and each object's zlib level chosen
+//!    from a sample, so incompressible secrets are stored rather than deflated.
+//!    A long history goes through libgit2's pack builder and its delta search.
 //! 4. **Receive** (client): [`VaultStore::receive_pull`] (clones only: it is the
 //!    one write a clone accepts; an own vault has no remote to follow, so it is
 //!    [`NotAClone`](VaultError::NotAClone)) or [`VaultStore::receive_clone`]. The

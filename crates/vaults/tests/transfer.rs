@@ -848,3 +848,51 @@ fn clones_follow_by_default_and_keep_what_they_were_told() {
     assert!(client.store.follow(meta.id).is_err());
     assert_eq!(client.store.follows().unwrap().len(), 1);
 }
+
+#[test]
+fn a_long_history_is_packed_with_deltas_and_one_import_whole() {
+    // 200 secrets, then 40 commits each changing one: 40 versions of the root
+    // tree (~8 KiB each) a delta search pairs.
+    let owner = Node::new();
+    let client = Node::new();
+    let v = owner.vault("history");
+    let ops = (0..200)
+        .map(|i| Op::Put {
+            path: SecretPath::new(&format!("s{i:03}")).unwrap(),
+            blob: owner.store.write_blob(v, &mut &noise(64, i)[..]).unwrap(),
+            policy: PutPolicy::CreateNew,
+        })
+        .collect();
+    owner.store.commit(v, ops).unwrap();
+    for round in 0..40u64 {
+        owner.put(v, &format!("s{:03}", round * 5), &noise(64, 1_000 + round));
+    }
+    let (pack, stats) = pack_of(&owner, v, &owner.head(v), &[]).unwrap();
+    let trees = 41 * 200 * 30;
+    assert!(
+        (pack.len() as u64) < trees / 4,
+        "{} bytes for 41 versions of a 200-entry tree",
+        stats.bytes
+    );
+    let (meta, _) = clone(&owner, v, &client).unwrap();
+    assert_eq!(client.store.log(meta.id, None, None).unwrap().len(), 42);
+
+    // One import of incompressible secrets: stored whole, not deflated (the
+    // pack is barely larger than the secrets) and read back intact.
+    let big = owner.vault("big");
+    let ops = (0..3)
+        .map(|i| Op::Put {
+            path: SecretPath::new(&format!("b{i}")).unwrap(),
+            blob: owner
+                .store
+                .write_blob(big, &mut &noise(300_000, 50 + i)[..])
+                .unwrap(),
+            policy: PutPolicy::CreateNew,
+        })
+        .collect();
+    owner.store.commit(big, ops).unwrap();
+    let (pack, _) = pack_of(&owner, big, &owner.head(big), &[]).unwrap();
+    assert!(pack.len() < 900_000 + 4_096, "{} bytes", pack.len());
+    let (meta, _) = clone(&owner, big, &client).unwrap();
+    assert_eq!(client.content(meta.id), owner.content(big));
+}

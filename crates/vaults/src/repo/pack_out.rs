@@ -1,12 +1,13 @@
-//! Writing a pack (git's pack format, version 2) of one commit.
+//! Writing a pack (git's pack format, version 2) whole: no deltas.
 //!
 //! libgit2's pack builder searches deltas among all objects and deflates
-//! everything at zlib's default level. A pack of one commit holds one version
-//! of each file and tree, so the search finds nothing (libgit2 makes no thin
-//! packs, so nothing outside the pack is a base either), and for a vault the
-//! builder was most of a clone's time: a 10 × 1 MiB clone deflating
-//! incompressible bytes, a 5,000-secret one searching deltas. This writer makes
-//! no deltas and picks each object's compression from what it holds:
+//! everything at zlib's default level. In a pack with few versions of the same
+//! paths (a short history, most pulls; libgit2 makes no thin packs, so nothing
+//! outside the pack is a base) the search finds little, and for a vault the
+//! builder was most of a clone's time: deflating incompressible secrets and
+//! hashing them again (see `docs/PERFORMANCE.md`). `send_pack` uses this writer
+//! for such packs; it makes no deltas and picks each object's compression from
+//! what it holds:
 //!
 //! - up to [`SAMPLE`] bytes: zlib's default level (small objects cost little);
 //! - larger: the first [`SAMPLE`] bytes are deflated at the fastest level; if

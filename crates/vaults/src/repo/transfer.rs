@@ -40,6 +40,10 @@ pub(super) fn tune(git: &Repository) -> Result<(), git2::Error> {
     Ok(())
 }
 
+/// A pack goes through libgit2's delta search only when at least one object
+/// in this many is another version of a path already in it.
+const DELTA_WORTH: usize = 4;
+
 /// Creates an empty bare repository (no commit, no branch) with HEAD on `main`.
 fn init_empty(path: &Path) -> Result<Repository, VaultError> {
     let mut opts = RepositoryInitOptions::new();
@@ -153,40 +157,35 @@ impl Repo {
             }
         }
 
-        if commits.len() == 1 {
-            // One version: nothing in the pack to delta against (libgit2
-            // makes no thin packs), so the store's own writer, which skips
-            // the delta search and deflates only what compresses.
-            let mut order = commits.clone();
-            let tree = git.find_commit(commits[0])?.tree_id();
-            self.walk_tree(tree, &mut seen, &mut |oid, _, _| {
-                order.push(oid);
+        // Every new tree and blob with its path, counting those that are
+        // another version of a path already in the pack: what a delta search
+        // could pair (libgit2 makes no thin packs, so nothing outside the
+        // pack is a base).
+        let mut entries: Vec<(Oid, String)> = Vec::new();
+        let mut paths = HashSet::new();
+        let mut versions = 0usize;
+        for oid in &commits {
+            let tree = git.find_commit(*oid)?.tree_id();
+            self.walk_tree(tree, &mut seen, &mut |oid, path, _| {
+                if !paths.insert(path.to_owned()) {
+                    versions += 1;
+                }
+                entries.push((oid, path.to_owned()));
                 Ok(())
             })?;
-            let objects = order.len();
-            let count = u32::try_from(objects)
-                .map_err(|_| io::Error::other("too many objects for one pack"))?;
-            let odb = git.odb()?;
-            let mut pack = super::pack_out::PackWriter::new(sink, count);
-            for oid in order {
-                let object = odb.read(oid)?;
-                pack.object(object.kind(), object.data())?;
-            }
-            let bytes = pack.finish()?;
-            return Ok(PackStats { objects, bytes });
+        }
+        if versions * DELTA_WORTH < entries.len() {
+            return self.write_whole(&commits, &entries, sink);
         }
 
-        // Several versions: libgit2's builder, whose delta search pairs the
-        // versions of each tree and file.
+        // Many versions of the same paths (a long history): libgit2's
+        // builder, whose delta search pairs them.
         let mut pack = git.packbuilder()?;
         for oid in &commits {
             pack.insert_object(*oid, None)?;
         }
-        for oid in &commits {
-            let tree = git.find_commit(*oid)?.tree_id();
-            self.walk_tree(tree, &mut seen, &mut |oid, path, _| {
-                pack.insert_object(oid, Some(path))
-            })?;
+        for (oid, path) in &entries {
+            pack.insert_object(*oid, Some(path))?;
         }
 
         let objects = pack.object_count();
@@ -206,6 +205,27 @@ impl Repo {
             return Err(e.into());
         }
         written?;
+        Ok(PackStats { objects, bytes })
+    }
+
+    /// A pack of `commits` and `entries`, every object whole (see
+    /// `pack_out`): no delta search, and only what compresses is deflated.
+    fn write_whole(
+        &self,
+        commits: &[Oid],
+        entries: &[(Oid, String)],
+        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<PackStats, VaultError> {
+        let objects = commits.len() + entries.len();
+        let count = u32::try_from(objects)
+            .map_err(|_| io::Error::other("too many objects for one pack"))?;
+        let odb = self.git.odb()?;
+        let mut pack = super::pack_out::PackWriter::new(sink, count);
+        for oid in commits.iter().chain(entries.iter().map(|(oid, _)| oid)) {
+            let object = odb.read(*oid)?;
+            pack.object(object.kind(), object.data())?;
+        }
+        let bytes = pack.finish()?;
         Ok(PackStats { objects, bytes })
     }
 
