@@ -21,7 +21,7 @@ use keynode_agent::{Client, Node, NodeConfig};
 use keynode_core::{SecretPath, VaultName};
 
 mod support;
-use support::{Agent, PASSWORD, json, keynode, ok};
+use support::{Agent, PASSWORD, keynode, ok, trusting_pair};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -254,16 +254,7 @@ fn start(c: &mut Criterion) {
 /// and `keynode vaults pull` of a commit changing 11 secrets, between two
 /// agents on loopback.
 fn transfer_cli(c: &mut Criterion) {
-    let (a, b) = (Agent::start(), Agent::start());
-    let status = |n: &Agent| json(keynode(&n.node).args(["agent", "status"]));
-    let (sa, sb) = (status(&a), status(&b));
-    let id = |s: &serde_json::Value| s["node_id"].as_str().expect("id").to_owned();
-    let port = |s: &serde_json::Value| s["agent_port"].to_string();
-    let (a_id, b_id) = (id(&sa), id(&sb));
-    ok(keynode(&a.node).args(["nodes", "add", &b_id, "127.0.0.1", &port(&sb)]));
-    ok(keynode(&b.node).args(["nodes", "add", &a_id, "127.0.0.1", &port(&sa)]));
-    ok(keynode(&a.node).args(["identities", "trust", &b_id]));
-    ok(keynode(&b.node).args(["identities", "trust", &a_id]));
+    let (a, b, a_id, b_id) = trusting_pair();
     ok(keynode(&b.node).args(["vaults", "create", "thousand"]));
     let src = tempfile::tempdir().expect("tempdir");
     for i in 0..1_000 {

@@ -17,7 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rand::RngCore;
 
 mod support;
-use support::{Agent, json, keynode, ok};
+use support::{Agent, keynode, ok, trusting_pair};
 
 const SMALL: usize = 5_000;
 
@@ -114,16 +114,7 @@ fn bulk_write(c: &mut Criterion) {
 /// Two agents that trust each other; `b` owns `name` filled from `src` and
 /// shares it with `a`. Returns `(a, b, b's id)`.
 fn owner_and_cloner(name: &str, src: &Path) -> (Agent, Agent, String) {
-    let (a, b) = (Agent::start(), Agent::start());
-    let status = |n: &Agent| json(keynode(&n.node).args(["agent", "status"]));
-    let (sa, sb) = (status(&a), status(&b));
-    let id = |s: &serde_json::Value| s["node_id"].as_str().expect("id").to_owned();
-    let port = |s: &serde_json::Value| s["agent_port"].to_string();
-    let (a_id, b_id) = (id(&sa), id(&sb));
-    ok(keynode(&a.node).args(["nodes", "add", &b_id, "127.0.0.1", &port(&sb)]));
-    ok(keynode(&b.node).args(["nodes", "add", &a_id, "127.0.0.1", &port(&sa)]));
-    ok(keynode(&a.node).args(["identities", "trust", &b_id]));
-    ok(keynode(&b.node).args(["identities", "trust", &a_id]));
+    let (a, b, a_id, b_id) = trusting_pair();
     ok(keynode(&b.node).args(["vaults", "create", name]));
     ok(keynode(&b.node).args(["secrets", "dir"]).arg(src).arg(name));
     ok(keynode(&b.node).args(["vaults", "share", name, &a_id]));

@@ -56,3 +56,19 @@ impl Drop for Agent {
         let _ = keynode(&self.node).args(["agent", "stop"]).output();
     }
 }
+
+/// Two agents, each in the other's address book and trusting it, with their
+/// node ids: `(a, b, a_id, b_id)`.
+pub fn trusting_pair() -> (Agent, Agent, String, String) {
+    let (a, b) = (Agent::start(), Agent::start());
+    let status = |n: &Agent| json(keynode(&n.node).args(["agent", "status"]));
+    let (sa, sb) = (status(&a), status(&b));
+    let id = |s: &serde_json::Value| s["node_id"].as_str().expect("id").to_owned();
+    let port = |s: &serde_json::Value| s["agent_port"].to_string();
+    let (a_id, b_id) = (id(&sa), id(&sb));
+    ok(keynode(&a.node).args(["nodes", "add", &b_id, "127.0.0.1", &port(&sb)]));
+    ok(keynode(&b.node).args(["nodes", "add", &a_id, "127.0.0.1", &port(&sa)]));
+    ok(keynode(&a.node).args(["identities", "trust", &b_id]));
+    ok(keynode(&b.node).args(["identities", "trust", &a_id]));
+    (a, b, a_id, b_id)
+}
