@@ -421,6 +421,20 @@ fn print_summary(report: &Value) {
         }
     }
     row("total", &report["total"]);
+    let mut rss: Vec<u64> = report["nodes"]
+        .as_array()
+        .map(|nodes| nodes.iter().filter_map(|n| n["rss_kib"].as_u64()).collect())
+        .unwrap_or_default();
+    rss.sort_unstable();
+    if let (Some(min), Some(max)) = (rss.first(), rss.last()) {
+        let mib = |k: u64| k as f64 / 1024.0;
+        println!(
+            "agent RSS at the end of the workload: median {:.1} MiB (min {:.1}, max {:.1})",
+            mib(rss[rss.len() / 2]),
+            mib(*min),
+            mib(*max)
+        );
+    }
     let v = report["invariant_violations"].as_u64().unwrap_or(0);
     if v == 0 {
         println!("invariants: all held");
