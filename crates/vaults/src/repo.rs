@@ -121,9 +121,7 @@ impl Repo {
     pub(crate) fn write_blob(&self, data: &mut dyn Read) -> Result<BlobId, VaultError> {
         if let Some(files) = &self.files {
             let oid = files.write_stream(ObjectType::Blob, data)?;
-            let mut id = [0u8; 20];
-            id.copy_from_slice(oid.as_bytes());
-            return Ok(BlobId(id));
+            return Ok(blob_id(oid));
         }
         let mut buf = vec![0u8; READ_CHUNK];
         let head = fill(data, &mut buf)?;
@@ -141,9 +139,7 @@ impl Repo {
             }
             writer.commit()?
         };
-        let mut id = [0u8; 20];
-        id.copy_from_slice(oid.as_bytes());
-        Ok(BlobId(id))
+        Ok(blob_id(oid))
     }
 
     /// Stores many blobs in one go (for the encrypted store: the small ones in
@@ -156,14 +152,7 @@ impl Repo {
                 .map(|b| self.git.blob(b))
                 .collect::<Result<_, _>>()?,
         };
-        Ok(oids
-            .iter()
-            .map(|oid| {
-                let mut id = [0u8; 20];
-                id.copy_from_slice(oid.as_bytes());
-                BlobId(id)
-            })
-            .collect())
+        Ok(oids.into_iter().map(blob_id).collect())
     }
 
     /// The head commit.
@@ -500,6 +489,13 @@ fn fill(data: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// The store's name for a blob's git id.
+fn blob_id(oid: Oid) -> BlobId {
+    let mut id = [0u8; 20];
+    id.copy_from_slice(oid.as_bytes());
+    BlobId(id)
 }
 
 fn signature(author: &Author) -> Result<Signature<'static>, git2::Error> {

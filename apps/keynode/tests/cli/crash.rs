@@ -83,3 +83,88 @@ fn kill_9_during_writes_keeps_every_acknowledged_write() {
             .success();
     }
 }
+
+#[test]
+fn kill_9_during_imports_keeps_every_acknowledged_import_whole() {
+    // Imports write their small files together into one bundle: an
+    // acknowledged import survives kill -9 whole, one cut short leaves
+    // nothing half-written behind.
+    let a = Agent::started();
+    a.run(&["vaults", "create", "v"]).success();
+    let src = a.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    for f in 0..200 {
+        std::fs::write(src.join(format!("f{f:03}")), format!("file {f}")).expect("write");
+    }
+    let pid = a.pid();
+    let node = a.node.clone();
+    let source = src.clone();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let importer = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for i in 0.. {
+            let ok = Command::new(bin())
+                .arg("--node-path")
+                .arg(&node)
+                .args(["secrets", "dir"])
+                .arg(&source)
+                .arg(format!("v:i{i}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run")
+                .success();
+            if !ok {
+                return acked;
+            }
+            acked.push(i);
+            counted.store(acked.len(), Ordering::SeqCst);
+        }
+        acked
+    });
+    wait_for(
+        || count.load(Ordering::SeqCst) >= 3,
+        "acknowledged imports before the kill",
+    );
+    let st = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let acked = importer.join().expect("importer");
+    assert!(acked.len() >= 3, "{} acknowledged", acked.len());
+
+    a.start().success();
+    for i in &acked {
+        let listed = a.run(&["secrets", "list", &format!("v:i{i}")]).success();
+        assert_eq!(listed.lines().count(), 200, "import i{i} is not whole");
+        for f in [0, 199] {
+            assert_eq!(
+                a.run(&["secrets", "get", &format!("v:i{i}/f{f:03}")])
+                    .success(),
+                format!("file {f}"),
+                "acknowledged import i{i} lost f{f:03}"
+            );
+        }
+    }
+    // Whatever was cut short is absent or whole, never partial: every import
+    // directory at the head holds all 200 files, and every commit reads.
+    let dirs = a.run(&["secrets", "list", "v"]).success();
+    let dirs: Vec<&str> = dirs.lines().map(|d| d.trim_end_matches('/')).collect();
+    assert!(dirs.len() >= acked.len(), "{dirs:?}");
+    for d in dirs {
+        let listed = a.run(&["secrets", "list", &format!("v:{d}")]).success();
+        assert_eq!(listed.lines().count(), 200, "import {d} is partial");
+    }
+    for c in a.json(&["vaults", "log", "v"]).as_array().expect("log") {
+        let oid = c["oid"].as_str().expect("oid");
+        a.run(&["secrets", "list", "v", "--at", oid]).success();
+    }
+    a.run(&["secrets", "dir", src.to_str().expect("utf8"), "v:after"])
+        .success();
+    assert_eq!(
+        a.run(&["secrets", "get", "v:after/f100"]).success(),
+        "file 100"
+    );
+}

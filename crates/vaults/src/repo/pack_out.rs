@@ -184,6 +184,25 @@ mod tests {
     }
 
     #[test]
+    fn incompressible_objects_are_stored_and_the_rest_deflated() {
+        use rand::RngCore;
+        let mut random = vec![0u8; 100_000];
+        rand::rngs::OsRng.fill_bytes(&mut random);
+        assert_eq!(level(&random), Compression::none());
+        assert_eq!(level(&b"key=value\n".repeat(10_000)), Compression::fast());
+        assert_eq!(level(b"small"), Compression::default());
+        // Stored: the pack of a random object is its size plus framing, and
+        // a compressible one of the same size is a fraction of it.
+        let stored = pack(&[(ObjectType::Blob, random.clone())]).len();
+        assert!(
+            stored >= random.len() && stored < random.len() + 256,
+            "{stored}"
+        );
+        let text = b"key=value\n".repeat(10_000);
+        assert!(pack(&[(ObjectType::Blob, text.clone())]).len() < text.len() / 10);
+    }
+
+    #[test]
     fn an_empty_pack_is_header_and_checksum() {
         let bytes = pack(&[]);
         assert_eq!(bytes.len(), 12 + 20);

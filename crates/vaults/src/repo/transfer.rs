@@ -167,10 +167,11 @@ impl Repo {
         for oid in &commits {
             let tree = git.find_commit(*oid)?.tree_id();
             self.walk_tree(tree, &mut seen, &mut |oid, path, _| {
-                if !paths.insert(path.to_owned()) {
+                let path = path.to_owned();
+                if !paths.insert(path.clone()) {
                     versions += 1;
                 }
-                entries.push((oid, path.to_owned()));
+                entries.push((oid, path));
                 Ok(())
             })?;
         }
