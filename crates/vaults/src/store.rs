@@ -2,6 +2,7 @@
 
 mod backup;
 mod follow;
+mod pool;
 mod transfer;
 
 pub use backup::{BackupFile, backup_files};
@@ -68,6 +69,8 @@ pub struct VaultStore {
     /// A backup reading files holds it shared; deleting a repository's files
     /// takes it alone.
     deletions: std::sync::RwLock<()>,
+    /// Idle repository handles, lent to operations (see `store/pool.rs`).
+    repos: pool::RepoPool,
 }
 
 /// Default [`VaultStore::with_max_vault_bytes`]: 4 GiB.
@@ -157,6 +160,7 @@ impl VaultStore {
             max_vault_bytes: DEFAULT_MAX_VAULT_BYTES,
             quiesce: std::sync::RwLock::new(()),
             deletions: std::sync::RwLock::new(()),
+            repos: pool::RepoPool::default(),
         };
         store.sweep()?;
         Ok(store)
@@ -206,9 +210,10 @@ impl VaultStore {
         self.owner
     }
 
-    /// Opens the repository of vault `id`.
-    fn repo(&self, id: VaultId) -> Result<Repo, VaultError> {
-        Repo::open(&self.repo_path(id), &self.objects)
+    /// A handle on the repository of vault `id`: an idle one, or a new one.
+    fn repo(&self, id: VaultId) -> Result<pool::Lent<'_>, VaultError> {
+        self.repos
+            .lend(id, || Repo::open(&self.repo_path(id), &self.objects))
     }
 
     /// Where the repository of vault `id` lives.
@@ -452,6 +457,7 @@ impl VaultStore {
         if let Err(e) = removed {
             tracing::warn!(vault = %id, error = %e, "could not remove the repository of a deleted vault");
         }
+        self.repos.forget(id);
         if let Objects::Encrypted(keys) = &self.objects {
             keys.forget(&self.repo_path(id));
         }

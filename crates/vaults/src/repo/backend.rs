@@ -34,8 +34,23 @@ struct Backend {
     files: ObjectFiles,
 }
 
+/// libgit2's cache of the commits and trees it has read, shared by every
+/// repository of the process: 2 MiB, not libgit2's default of 256 MiB, now
+/// that the store keeps handles open between operations (`store/pool.rs`).
+/// Blobs, which hold the secrets, are never cached (libgit2's default).
+const CACHE_BYTES: isize = 2 << 20;
+
 /// Gives `git` an object database of `files` only.
 pub(crate) fn install(git: &Repository, files: ObjectFiles) -> Result<(), git2::Error> {
+    static CACHE_LIMIT: std::sync::Once = std::sync::Once::new();
+    CACHE_LIMIT.call_once(|| {
+        // SAFETY: sets one of libgit2's process-wide integer options (through
+        // `git_libgit2_opts`, which takes a lock of its own); no pointer is
+        // passed.
+        if let Err(e) = unsafe { git2::opts::set_cache_max_size(CACHE_BYTES) } {
+            tracing::warn!(error = %e, "cannot limit libgit2's object cache");
+        }
+    });
     let odb = Odb::new()?;
     let mut backend = Box::new(Backend {
         // SAFETY: `git_odb_backend` is a C struct of integers, raw pointers and

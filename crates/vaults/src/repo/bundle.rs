@@ -29,6 +29,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufWriter, Write};
+use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -36,6 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use git2::{ObjectType, Oid};
+use lru::LruCache;
 use rand::RngCore;
 
 use crate::VaultError;
@@ -75,10 +77,27 @@ impl Bundles {
     }
 }
 
-/// The loaded bundle indexes of every repository of a node, by `objects` path.
-#[derive(Default)]
+/// Bundle files kept open, across the repositories of a node. Reading a
+/// bundled object was an open, a read and a close: under load an agent
+/// opened thousands of bundle files a second.
+const OPEN_BUNDLES: usize = 128;
+
+/// The loaded bundle indexes of every repository of a node, by `objects`
+/// path, and the most recently read bundle files, open.
 pub(crate) struct BundleCache {
     repos: Mutex<HashMap<PathBuf, Arc<RwLock<Bundles>>>>,
+    files: Mutex<LruCache<PathBuf, Arc<fs::File>>>,
+}
+
+impl Default for BundleCache {
+    fn default() -> Self {
+        BundleCache {
+            repos: Mutex::default(),
+            files: Mutex::new(LruCache::new(
+                NonZeroUsize::new(OPEN_BUNDLES).expect("OPEN_BUNDLES is not zero"),
+            )),
+        }
+    }
 }
 
 impl BundleCache {
@@ -98,10 +117,41 @@ impl BundleCache {
         Ok(loaded)
     }
 
-    /// Drops what is cached for `dir` (a deleted repository).
+    /// Drops what is cached for `dir` (a deleted repository), closing its
+    /// open bundle files.
     pub(crate) fn forget(&self, dir: &Path) {
         let mut repos = self.repos.lock().unwrap_or_else(PoisonError::into_inner);
         repos.retain(|path, _| !path.starts_with(dir));
+        drop(repos);
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<PathBuf> = files
+            .iter()
+            .filter(|(path, _)| path.starts_with(dir))
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in gone {
+            files.pop(&path);
+        }
+    }
+
+    /// The bundle file at `path`, open for reading.
+    fn file(&self, path: &Path) -> io::Result<Arc<fs::File>> {
+        let lock = || self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = lock().get(path) {
+            return Ok(file.clone());
+        }
+        // Opened without the lock: other readers go on meanwhile.
+        let file = Arc::new(fs::File::open(path)?);
+        lock().put(path.to_owned(), file.clone());
+        Ok(file)
+    }
+
+    #[cfg(test)]
+    fn open_files(&self) -> usize {
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -182,6 +232,7 @@ fn open_index(
 
 /// Reads and opens the bundled object at `at`.
 pub(crate) fn read(
+    cache: &BundleCache,
     bundles: &Bundles,
     at: Location,
     oid: Oid,
@@ -189,7 +240,7 @@ pub(crate) fn read(
 ) -> Result<Vec<u8>, VaultError> {
     let path = &bundles.files[at.bundle];
     let mut sealed = vec![0u8; at.len as usize];
-    fs::File::open(path)?.read_exact_at(&mut sealed, at.offset)?;
+    cache.file(path)?.read_exact_at(&mut sealed, at.offset)?;
     open_record(&sealed, oid, at.kind, DATA_MAGIC, cipher).map_err(|why| corrupt(path, why))
 }
 
@@ -481,6 +532,35 @@ mod tests {
             Err(VaultError::Corrupt(_))
         ));
         assert_eq!(files.read(objects[1].0).unwrap().unwrap().1, objects[1].1);
+    }
+
+    #[test]
+    fn bundle_files_stay_open_bounded_and_close_with_their_repository() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("objects");
+        let keys = ObjectKeys::new(&DataKey::from_bytes([2; 32]));
+        let files = ObjectFiles::new(dir.clone(), keys.clone());
+        let cipher = keys.cipher();
+        let mut ids = Vec::new();
+        for i in 0..OPEN_BUNDLES + 8 {
+            let data = format!("kn7mark bundle {i}").into_bytes();
+            let oid = object_id(ObjectType::Blob, &data);
+            let mut writer = BundleWriter::create(&dir);
+            writer.add(oid, ObjectType::Blob, &data, &cipher).unwrap();
+            writer
+                .finish(&cipher, files.bundles().unwrap().as_ref())
+                .unwrap();
+            ids.push((oid, data));
+        }
+        // Twice over: the second pass reads through the files kept open.
+        for _ in 0..2 {
+            for (oid, data) in &ids {
+                assert_eq!(files.read(*oid).unwrap().unwrap().1, *data);
+            }
+        }
+        assert_eq!(keys.bundles.open_files(), OPEN_BUNDLES);
+        keys.forget(&dir);
+        assert_eq!(keys.bundles.open_files(), 0);
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub(crate) struct ObjectKeys {
     names: DataKey,
     /// XChaCha20-Poly1305 key of bundles (format 2).
     bundle: DataKey,
-    bundles: BundleCache,
+    pub(super) bundles: BundleCache,
 }
 
 impl ObjectKeys {
@@ -438,7 +438,7 @@ impl ObjectFiles {
     pub(crate) fn read(&self, oid: Oid) -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
         if let Some((bundles, at)) = self.bundled(oid)? {
             let bundles = bundles.read().unwrap_or_else(PoisonError::into_inner);
-            let data = bundle::read(&bundles, at, oid, &self.keys.cipher())?;
+            let data = bundle::read(&self.keys.bundles, &bundles, at, oid, &self.keys.cipher())?;
             return Ok(Some((at.kind, data)));
         }
         let Some(mut opened) = self.open(oid)? else {
@@ -497,7 +497,7 @@ impl ObjectFiles {
         let bundles = bundles.read().unwrap_or_else(PoisonError::into_inner);
         Ok(Some((
             at.kind,
-            bundle::read(&bundles, at, oid, &self.keys.cipher())?,
+            bundle::read(&self.keys.bundles, &bundles, at, oid, &self.keys.cipher())?,
         )))
     }
 
