@@ -104,8 +104,12 @@
 //! anonymous memory (sender and receiver together) by under 10 MiB (test
 //! `cloning_a_big_vault_keeps_memory_bounded`); libgit2's defaults (no window
 //! limit, 512 MiB big-file threshold) grew it by 26 MiB and took 2.4× longer.
-//! The process-wide libgit2 object cache (`git2::opts::set_cache_max_size`,
-//! commits and trees only) is the embedding application's to size.
+//! The store keeps repository handles open between operations (a few per
+//! vault, `store/pool.rs`), and with them libgit2's object cache (commits and
+//! trees; no blob). That cache is process-wide: the first repository the
+//! store opens sets it to 2 MiB (`git2::opts::set_cache_max_size`; libgit2's
+//! default is 256 MiB). An embedding application that wants another size
+//! sets it after opening its store.
 //!
 //! **Housekeeping**: libgit2 has no gc; every pull adds a pack and every
 //! commit loose objects, and each object lookup searches every pack. A clone

@@ -766,4 +766,45 @@ pub(crate) mod tests {
             .expect("the branch ref");
         assert_eq!(main.trim(), head_at_pause);
     }
+
+    #[test]
+    fn a_handle_kept_idle_sees_what_another_handle_wrote() {
+        let (_tmp, _env, store) = store();
+        let v = store.create(&VaultName::new("v").unwrap()).unwrap().id;
+        let put = |data: &[u8]| {
+            // A bundled blob (`write_blobs`) and a loose one, each committed.
+            let blobs = store.write_blobs(v, &[data.to_vec()]).unwrap();
+            let loose = store.write_blob(v, &mut &data[..]).unwrap();
+            let op = |path: &str, blob| Op::Put {
+                path: SecretPath::new(path).unwrap(),
+                blob,
+                policy: crate::PutPolicy::Overwrite,
+            };
+            store
+                .commit(v, vec![op("bundled", blobs[0]), op("loose", loose)])
+                .unwrap();
+        };
+        let read = |repo: &Repo, path: &str| {
+            let mut out = Vec::new();
+            let path = SecretPath::new(path).unwrap();
+            repo.read_secret(&path, None, &mut |c| {
+                out.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
+            out
+        };
+        put(b"kn7mark one");
+        // A handle lent (its caches warm) while another commits and bundles.
+        let old = store.repo(v).unwrap();
+        assert_eq!(read(&old, "bundled"), b"kn7mark one");
+        put(b"kn7mark two");
+        assert_eq!(read(&old, "bundled"), b"kn7mark two");
+        assert_eq!(read(&old, "loose"), b"kn7mark two");
+        assert_eq!(old.log(None, None).unwrap().len(), 3);
+        drop(old);
+        // Both handles are idle now; whichever comes next reads the same.
+        assert_eq!(store.repos.idle(v), 2);
+        assert_eq!(read(&store.repo(v).unwrap(), "bundled"), b"kn7mark two");
+    }
 }

@@ -877,8 +877,10 @@ fn a_long_history_is_packed_with_deltas_and_one_import_whole() {
     let (meta, _) = clone(&owner, v, &client).unwrap();
     assert_eq!(client.store.log(meta.id, None, None).unwrap().len(), 42);
 
-    // One import of incompressible secrets: stored whole, not deflated (the
-    // pack is barely larger than the secrets) and read back intact.
+    // One import of incompressible secrets (one commit: the store's writer):
+    // a pack barely larger than the secrets, cloned intact. Whether they are
+    // stored rather than deflated is not visible in the size; the writer's
+    // level choice is tested in `repo/pack_out.rs`.
     let big = owner.vault("big");
     let ops = (0..3)
         .map(|i| Op::Put {

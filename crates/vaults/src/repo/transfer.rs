@@ -162,19 +162,18 @@ impl Repo {
         // could pair (libgit2 makes no thin packs, so nothing outside the
         // pack is a base).
         let mut entries: Vec<(Oid, String)> = Vec::new();
-        let mut paths = HashSet::new();
-        let mut versions = 0usize;
         for oid in &commits {
             let tree = git.find_commit(*oid)?.tree_id();
             self.walk_tree(tree, &mut seen, &mut |oid, path, _| {
-                let path = path.to_owned();
-                if !paths.insert(path.clone()) {
-                    versions += 1;
-                }
-                entries.push((oid, path));
+                entries.push((oid, path.to_owned()));
                 Ok(())
             })?;
         }
+        let mut paths = HashSet::new();
+        let versions = entries
+            .iter()
+            .filter(|(_, path)| !paths.insert(path.as_str()))
+            .count();
         if versions * DELTA_WORTH < entries.len() {
             return self.write_whole(&commits, &entries, sink);
         }
