@@ -328,8 +328,9 @@ async fn strangers_get_few_streams_and_few_connections_and_known_peers_the_rest(
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = stranger.net.open(server.id()).await.unwrap();
-        // The header goes with the first frame: send a request, not yet read.
-        s.send(&EchoReq::Sleep(60_000)).await.unwrap();
+        // The header goes with the first frame. The request is served until
+        // we drop the stream: a slot is held while its handler runs.
+        s.send(&EchoReq::Hold).await.unwrap();
         held.push(s);
     }
     // A second stranger finds the strangers' connections taken.
@@ -347,6 +348,8 @@ async fn strangers_get_few_streams_and_few_connections_and_known_peers_the_rest(
     assert!(third.is_err(), "a stranger's third stream was served");
     // Our own streams to the stranger are not its to spend.
     server.net.ping(stranger.id()).await.unwrap();
+    let before = server.net.connections();
+    assert_eq!(before.len(), 1);
     drop(held.pop());
     // A slot freed, the stranger is served again, on the same connection.
     let deadline = Instant::now() + PATIENCE;
@@ -361,10 +364,12 @@ async fn strangers_get_few_streams_and_few_connections_and_known_peers_the_rest(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let after = server.net.connections();
+    assert_eq!(after.len(), 1, "the stranger lost its connection");
     assert_eq!(
-        server.net.connections().len(),
-        1,
-        "the stranger lost its connection"
+        (after[0].remote_addr, after[0].established_ms),
+        (before[0].remote_addr, before[0].established_ms),
+        "the stranger was served again on a new connection"
     );
 
     // Once the service knows it, the same connection gets a known peer's streams.

@@ -139,6 +139,9 @@ pub enum EchoReq {
     Fail,
     /// Wait this many milliseconds, then answer.
     Sleep(u64),
+    /// Answer nothing; end when the caller closes or resets the stream (a
+    /// request held open for as long as the caller wants).
+    Hold,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +165,10 @@ impl Service for Echo {
                     stream
                         .send_error(&WireError::new(WireErrorKind::NotFound, "no such thing"))
                         .await
+                }
+                EchoReq::Hold => {
+                    let _ = stream.recv::<EchoReq>().await;
+                    return;
                 }
                 EchoReq::Sleep(ms) => {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
