@@ -379,5 +379,72 @@ fn unary_two_nodes(c: &mut Criterion) {
     round_trips(c, "unary_two_nodes", &rt, &a, peer);
 }
 
-criterion_group!(benches, handshakes, throughput, unary, unary_two_nodes);
+/// The floor under a unary call, measured the same way: a 16-byte ping-pong
+/// over raw loopback TCP (no Noise, no yamux, no frames), in the two
+/// topologies of `unary` and `unary_two_nodes`.
+fn unary_reference(c: &mut Criterion) {
+    async fn echo_server(listener: std::net::TcpListener) {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = TcpListener::from_std(listener).expect("listener");
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        sock.set_nodelay(true).expect("nodelay");
+        let mut buf = [0u8; 16];
+        while sock.read_exact(&mut buf).await.is_ok() {
+            if sock.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    }
+    let mut run = |name: &str, rt: &Runtime, own_thread: bool| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        if own_thread {
+            on_own_thread(echo_server(listener));
+        } else {
+            rt.spawn(echo_server(listener));
+        }
+        let mut sock = rt.block_on(TcpStream::connect(addr)).expect("connect");
+        sock.set_nodelay(true).expect("nodelay");
+        let mut g = c.benchmark_group("unary_reference");
+        let ping = |sock: &mut TcpStream, i: u64| {
+            rt.block_on(async {
+                let mut msg = [0u8; 16];
+                msg[..8].copy_from_slice(&i.to_le_bytes());
+                sock.write_all(&msg).await.expect("write");
+                sock.read_exact(&mut msg).await.expect("read");
+                u64::from_le_bytes(msg[..8].try_into().expect("8 bytes"))
+            })
+        };
+        g.bench_function(name, |bench| bench.iter(|| ping(&mut sock, 7)));
+        g.finish();
+        let mut sample = Vec::with_capacity(10_000);
+        for i in 0..10_000u64 {
+            let start = Instant::now();
+            assert_eq!(ping(&mut sock, i), i);
+            sample.push(start.elapsed());
+        }
+        sample.sort();
+        let pct = |p: f64| sample[((sample.len() as f64 * p) as usize).min(sample.len() - 1)];
+        println!(
+            "unary_reference/{name} sample of {} calls: p50 {:?}, p90 {:?}, p99 {:?}",
+            sample.len(),
+            pct(0.50),
+            pct(0.90),
+            pct(0.99)
+        );
+    };
+    run("raw_tcp_ping_pong_one_runtime", &runtime(), false);
+    run("raw_tcp_ping_pong_two_threads", &single_thread(), true);
+}
+
+criterion_group!(
+    benches,
+    handshakes,
+    throughput,
+    unary,
+    unary_two_nodes,
+    unary_reference
+);
 criterion_main!(benches);

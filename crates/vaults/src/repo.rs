@@ -46,6 +46,7 @@ use crate::{
     STAT_HISTORY_LIMIT, SecretStat, VaultError,
 };
 
+pub(crate) use git2::Oid as CommitId;
 use objects::ObjectFiles;
 pub(crate) use objects::ObjectKeys;
 use stage::{Stage, TREE_MODE, reserved};

@@ -1,6 +1,7 @@
 //! [`VaultStore`]: the blocking vault storage every other part wraps.
 
 mod backup;
+mod chains;
 mod follow;
 mod pool;
 mod transfer;
@@ -71,6 +72,8 @@ pub struct VaultStore {
     deletions: std::sync::RwLock<()>,
     /// Idle repository handles, lent to operations (see `store/pool.rs`).
     repos: pool::RepoPool,
+    /// First-parent chains kept for haves (see `store/chains.rs`).
+    chains: chains::Chains,
 }
 
 /// Default [`VaultStore::with_max_vault_bytes`]: 4 GiB.
@@ -161,6 +164,7 @@ impl VaultStore {
             quiesce: std::sync::RwLock::new(()),
             deletions: std::sync::RwLock::new(()),
             repos: pool::RepoPool::default(),
+            chains: chains::Chains::default(),
         };
         store.sweep()?;
         Ok(store)
@@ -458,6 +462,7 @@ impl VaultStore {
             tracing::warn!(vault = %id, error = %e, "could not remove the repository of a deleted vault");
         }
         self.repos.forget(id);
+        self.chains.forget(id);
         if let Objects::Encrypted(keys) = &self.objects {
             keys.forget(&self.repo_path(id));
         }

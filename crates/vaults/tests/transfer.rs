@@ -898,3 +898,35 @@ fn a_long_history_is_packed_with_deltas_and_one_import_whole() {
     let (meta, _) = clone(&owner, big, &client).unwrap();
     assert_eq!(client.content(meta.id), owner.content(big));
 }
+
+/// The haves a clone sends after pull upon pull (the store keeps its chain of
+/// first parents and walks only what each pull added) are those a walk of the
+/// whole history gives: the head, ancestors 1, 2, 4… back, and the root.
+#[test]
+fn haves_after_many_pulls_sample_the_whole_history() {
+    let owner = Node::new();
+    let client = Node::new();
+    let v = owner.vault("long");
+    for i in 0..9 {
+        owner.put(v, "s", format!("v{i}").as_bytes());
+    }
+    let (c, _) = clone(&owner, v, &client).unwrap();
+    for round in 0..6 {
+        for i in 0..(round * 5 + 1) {
+            owner.put(v, "s", format!("r{round}-{i}").as_bytes());
+        }
+        let (outcome, _) = pull(&owner, &client, c.id).unwrap();
+        assert!(matches!(outcome, PullOutcome::Updated { .. }), "{outcome:?}");
+
+        let history = client.history(c.id);
+        assert_eq!(history, owner.history(v));
+        let mut expected = vec![history[0].clone()];
+        let mut distance = 1;
+        while distance < history.len() - 1 {
+            expected.push(history[distance].clone());
+            distance *= 2;
+        }
+        expected.push(history[history.len() - 1].clone());
+        assert_eq!(client.store.haves(c.id).unwrap(), expected, "round {round}");
+    }
+}

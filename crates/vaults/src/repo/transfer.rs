@@ -9,10 +9,7 @@ use std::path::Path;
 use git2::{ErrorCode, Indexer, ObjectType, Oid, Repository, RepositoryInitOptions};
 
 use super::{BRANCH, Objects, Repo, attach, backend, fill, pack};
-use crate::transfer::{
-    HAVES_WALK_LIMIT, PACK_CHUNK, PACK_DELTA_CACHE, PACK_WINDOW_MEMORY, Step, fast_forward,
-    sample_haves,
-};
+use crate::transfer::{PACK_CHUNK, PACK_DELTA_CACHE, PACK_WINDOW_MEMORY, Step, fast_forward};
 use crate::{PackStats, PullOutcome, READ_CHUNK, VaultError};
 
 /// The last head received from the remote, kept to offer as a have.
@@ -93,22 +90,15 @@ impl Repo {
         Ok(tune(&self.git)?)
     }
 
-    /// The haves a client offers: see [`sample_haves`].
-    pub(crate) fn haves(&self) -> Result<Vec<String>, VaultError> {
-        let head = self.head()?;
-        let remote = self.git.refname_to_id(REMOTE_BRANCH).ok();
-        let mut next = head.parent(0).ok();
-        let ancestors = std::iter::from_fn(move || {
-            let commit = next.take()?;
-            next = commit.parent(0).ok();
-            Some(commit.id().to_string())
-        })
-        .take(HAVES_WALK_LIMIT);
-        Ok(sample_haves(
-            head.id().to_string(),
-            remote.map(|o| o.to_string()),
-            ancestors,
-        ))
+    /// The first parent of commit `oid`, `None` at a root.
+    pub(crate) fn first_parent(&self, oid: Oid) -> Result<Option<Oid>, VaultError> {
+        let commit = self.git.find_commit(oid)?;
+        Ok(commit.parent_id(0).ok())
+    }
+
+    /// The remote's head as this clone's last pull recorded it.
+    pub(crate) fn remote_head(&self) -> Option<Oid> {
+        self.git.refname_to_id(REMOTE_BRANCH).ok()
     }
 
     /// Streams a pack of what `want` needs and the client (who has `haves`)
@@ -422,12 +412,12 @@ impl Repo {
         Ok(())
     }
 
-    /// Points a new clone's branch (and remote branch) at the received `head`.
+    /// Points a new clone's branch at the received `head` (the remote's head
+    /// is kept only while it differs from the branch).
     pub(crate) fn start_branch(&self, head: Oid) -> Result<(), VaultError> {
         self.received(head)?;
         self.check_received_trees(head, None)?;
         self.git.reference(BRANCH, head, false, "clone")?;
-        self.git.reference(REMOTE_BRANCH, head, true, "clone")?;
         Ok(())
     }
 
@@ -446,13 +436,13 @@ impl Repo {
         let current_descends = !same && !new_descends && git.graph_descendant_of(current, new)?;
         match fast_forward(same, new_descends, current_descends) {
             Step::UpToDate => {
-                self.remember_remote(new);
+                self.remember_remote(new, current);
                 Ok(PullOutcome::UpToDate)
             }
             Step::FastForward => {
                 let (commits, _) = git.graph_ahead_behind(new, current)?;
                 git.reference_matching(BRANCH, new, true, current, "pull")?;
-                self.remember_remote(new);
+                self.remember_remote(new, new);
                 Ok(PullOutcome::Updated {
                     from: current.to_string(),
                     to: new.to_string(),
@@ -466,10 +456,28 @@ impl Repo {
         }
     }
 
-    /// Records the remote's head for later haves; a failure only costs a bigger
-    /// pack next time.
-    fn remember_remote(&self, head: Oid) {
-        if let Err(e) = self.git.reference(REMOTE_BRANCH, head, true, "pull") {
+    /// Records the remote's head for later haves, kept only while it differs
+    /// from the branch (`branch`): after a fast-forward the branch is the
+    /// remote's head, and writing a ref is a lock file and a rename. A failure
+    /// only costs a bigger pack next time.
+    fn remember_remote(&self, remote: Oid, branch: Oid) {
+        let kept = self.remote_head();
+        let done = if remote == branch {
+            match kept {
+                Some(_) => self
+                    .git
+                    .find_reference(REMOTE_BRANCH)
+                    .and_then(|mut r| r.delete()),
+                None => Ok(()),
+            }
+        } else if kept != Some(remote) {
+            self.git
+                .reference(REMOTE_BRANCH, remote, true, "pull")
+                .map(drop)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = done {
             tracing::warn!(error = %e, "could not record the remote head");
         }
     }

@@ -8,8 +8,8 @@ use std::sync::PoisonError;
 use keynode_core::{VaultId, VaultName};
 
 use super::{TMP_PREFIX, VaultStore, remove_path};
-use crate::repo::{Repo, parse_oid};
-use crate::transfer::{MAX_HAVES, MAX_PACKS, numbered_name};
+use crate::repo::{CommitId, Repo, parse_oid};
+use crate::transfer::{MAX_HAVES, MAX_PACKS, numbered_name, sample_haves};
 use crate::{Advert, PackStats, PullOutcome, Remote, VaultError, VaultMeta};
 
 impl VaultStore {
@@ -31,9 +31,22 @@ impl VaultStore {
     /// ancestors 1, 2, 4, 8… commits back and the root, at most
     /// [`MAX_HAVES`](crate::MAX_HAVES); pass them to
     /// [`want`](crate::want) with the [`Advert`] to know whether to ask at all.
+    ///
+    /// The walk back to the root is done once: the store keeps each vault's
+    /// chain of first parents and later walks only from the new head to where
+    /// the kept chain ends (`store/chains.rs`).
     pub fn haves(&self, id: VaultId) -> Result<Vec<String>, VaultError> {
         self.meta(id)?;
-        self.repo(id)?.haves()
+        let repo = self.repo(id)?;
+        let head = repo.head_id()?;
+        let chain = self.chains.chain(id, head, |oid| repo.first_parent(oid))?;
+        let haves = sample_haves(
+            head.to_string(),
+            repo.remote_head().map(|o| o.to_string()),
+            chain.iter().rev().skip(1).map(CommitId::to_string),
+        );
+        self.chains.keep(id, chain);
+        Ok(haves)
     }
 
     /// Serving side: streams to `sink`, in chunks of at most
