@@ -84,9 +84,13 @@ impl Feeder {
 /// its own thread it drains the pipe as `feed` fills it; inline (a
 /// simulation, where `depth` holds everything) it finds the whole stream
 /// queued.
+///
+/// `store` is also told whether its reader may wait: `false` when `feed`
+/// ended before the pipe filled (everything is queued, as for most secrets
+/// and pulls), so the call can run as a short job.
 pub(crate) async fn feed_store<S, F, T, U>(
     depth: usize,
-    store: impl FnOnce(keynode_vaults::messages::Source) -> S,
+    store: impl FnOnce(keynode_vaults::messages::Source, bool) -> S,
     feed: impl FnOnce(Feeder) -> F,
 ) -> (T, U)
 where
@@ -97,9 +101,10 @@ where
     let (start_tx, start_rx) = tokio::sync::oneshot::channel();
     let source = Box::new(ChannelReader::new(rx));
     let storing = async move {
-        // A dropped feeder (the feed ended) starts the store too.
-        let _ = start_rx.await;
-        store(source).await
+        // A dropped feeder (the feed ended) starts the store too, with
+        // everything queued.
+        let waits = start_rx.await.is_ok();
+        store(source, waits).await
     };
     let feeding = feed(Feeder {
         tx,

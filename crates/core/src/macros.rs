@@ -7,8 +7,65 @@
 /// `blocking` method (which moves it to tokio's blocking pool), so no store call
 /// ever runs on an actor's event loop. Each actor crate wraps it in a local
 /// `store_message!` that fixes the actor and the error type.
+///
+/// A body after `waits if FIELD` runs that way when the message's `FIELD` (a
+/// `bool`) is true, as a short job otherwise. A body after `waits` may wait on something outside it (a pipe to a peer or
+/// a client: see [`Executor::spawn_waiting_job`](crate::exec::Executor::spawn_waiting_job)) and runs
+/// through the actor's `blocking_waiting` method instead.
 #[macro_export]
 macro_rules! store_message {
+    (
+        $actor:ty, $error:ty;
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }
+        -> $ret:ty;
+        waits if $flag:ident |$store:ident, $msg:ident| $body:expr
+    ) => {
+        $(#[$meta])*
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+
+        impl ::actix::Message for $name {
+            type Result = ::core::result::Result<$ret, $error>;
+        }
+
+        impl ::actix::Handler<$name> for $actor {
+            type Result = ::actix::ResponseFuture<::core::result::Result<$ret, $error>>;
+
+            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
+                #[allow(unused_mut)]
+                let mut $msg = $msg;
+                if $msg.$flag {
+                    ::std::boxed::Box::pin(self.blocking_waiting(move |$store| $body))
+                } else {
+                    ::std::boxed::Box::pin(self.blocking(move |$store| $body))
+                }
+            }
+        }
+    };
+    (
+        $actor:ty, $error:ty;
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }
+        -> $ret:ty;
+        waits |$store:ident, $msg:ident| $body:expr
+    ) => {
+        $(#[$meta])*
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+
+        impl ::actix::Message for $name {
+            type Result = ::core::result::Result<$ret, $error>;
+        }
+
+        impl ::actix::Handler<$name> for $actor {
+            type Result = ::actix::ResponseFuture<::core::result::Result<$ret, $error>>;
+
+            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
+                #[allow(unused_mut)]
+                let mut $msg = $msg;
+                ::std::boxed::Box::pin(self.blocking_waiting(move |$store| $body))
+            }
+        }
+    };
     (
         $actor:ty, $error:ty;
         $(#[$meta:meta])*

@@ -53,6 +53,28 @@ impl VaultManager {
     }
 }
 
+impl VaultManager {
+    /// Runs `f`, which may wait on the other end of a pipe (a peer, a
+    /// client), with the store on the blocking pool, outside the bound on
+    /// short jobs.
+    pub(crate) fn blocking_waiting<T, F>(
+        &self,
+        f: F,
+    ) -> actix::ResponseFuture<Result<T, VaultError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&VaultStore) -> Result<T, VaultError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        let exec = self.exec.clone();
+        Box::pin(async move {
+            keynode_core::exec::blocking_waiting(exec.as_ref(), move || f(&store))
+                .await
+                .map_err(|e| std::io::Error::other(format!("vault task failed: {e}")))?
+        })
+    }
+}
+
 impl Actor for VaultManager {
     type Context = Context<Self>;
 }

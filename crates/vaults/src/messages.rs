@@ -1,5 +1,8 @@
 //! The messages [`VaultManager`] answers, one per [`VaultStore`] method, each
-//! replying `Result<_, VaultError>` once the blocking call is done.
+//! replying `Result<_, VaultError>` once the blocking call is done. Those that
+//! stream through a pipe (a source or a sink) run outside the bound on short
+//! jobs (see `keynode_core::exec`) unless their `waits` field says the pipe
+//! is only memory.
 //!
 //! [`VaultStore`]: crate::VaultStore
 
@@ -138,8 +141,12 @@ store_message! {
         pub vault: VaultId,
         /// The content.
         pub source: Source,
+        /// Whether the source may wait on the other end of a pipe (a peer, a
+        /// client): `false` when it holds the whole content in memory, so the call
+        /// runs as a short job (see `keynode_core::exec`).
+        pub waits: bool,
     } -> BlobId;
-    |store, msg| store.write_blob(msg.vault, &mut msg.source)
+    waits if waits |store, msg| store.write_blob(msg.vault, &mut msg.source)
 }
 
 store_message! {
@@ -177,8 +184,12 @@ store_message! {
         pub at: Option<String>,
         /// Receives the content in chunks.
         pub sink: Sink,
+        /// Whether the sink may wait on the other end of a pipe (a peer, a
+        /// client): `false` when it keeps what it is given in memory, so the call
+        /// runs as a short job (see `keynode_core::exec`).
+        pub waits: bool,
     } -> u64;
-    |store, msg| store.read_secret(msg.vault, &msg.path, msg.at.as_deref(), &mut msg.sink)
+    waits if waits |store, msg| store.read_secret(msg.vault, &msg.path, msg.at.as_deref(), &mut msg.sink)
 }
 
 store_message! {
@@ -243,8 +254,12 @@ store_message! {
         pub haves: Vec<String>,
         /// Receives the pack in chunks.
         pub sink: Sink,
+        /// Whether the sink may wait on the other end of a pipe (a peer, a
+        /// client): `false` when it keeps what it is given in memory, so the call
+        /// runs as a short job (see `keynode_core::exec`).
+        pub waits: bool,
     } -> PackStats;
-    |store, msg| store.send_pack(msg.vault, &msg.want, &msg.haves, &mut msg.sink)
+    waits if waits |store, msg| store.send_pack(msg.vault, &msg.want, &msg.haves, &mut msg.sink)
 }
 
 store_message! {
@@ -257,8 +272,12 @@ store_message! {
         pub head: String,
         /// The pack, as the serving side sent it.
         pub pack: Source,
+        /// Whether the pack may wait on the other end of a pipe (a peer, a
+        /// client): `false` when it holds the whole pack in memory, so the call
+        /// runs as a short job (see `keynode_core::exec`).
+        pub waits: bool,
     } -> PullOutcome;
-    |store, msg| store.receive_pull(msg.vault, &msg.head, &mut msg.pack)
+    waits if waits |store, msg| store.receive_pull(msg.vault, &msg.head, &mut msg.pack)
 }
 
 store_message! {
@@ -273,10 +292,14 @@ store_message! {
         pub head: String,
         /// The pack, as the serving side sent it.
         pub pack: Source,
+        /// Whether the pack may wait on the other end of a pipe (a peer, a
+        /// client): `false` when it holds the whole pack in memory, so the call
+        /// runs as a short job (see `keynode_core::exec`).
+        pub waits: bool,
         /// Whether the clone follows its remote.
         pub follow: Follow,
     } -> VaultMeta;
-    |store, msg| store.receive_clone_with(&msg.name, msg.remote, &msg.head, &mut msg.pack, msg.follow)
+    waits if waits |store, msg| store.receive_clone_with(&msg.name, msg.remote, &msg.head, &mut msg.pack, msg.follow)
 }
 
 store_message! {
@@ -331,5 +354,5 @@ store_message! {
         /// Receives each file.
         pub sink: BackupSink,
     } -> ();
-    |store, msg| store.backup(msg.during, &mut msg.sink)
+    waits |store, msg| store.backup(msg.during, &mut msg.sink)
 }

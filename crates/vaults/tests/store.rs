@@ -826,6 +826,7 @@ async fn the_actor_drives_the_store() {
         .send(messages::WriteBlob {
             vault: v,
             source: Box::new(std::io::Cursor::new(b"hello".to_vec())),
+            waits: false,
         })
         .await
         .unwrap()
@@ -853,6 +854,7 @@ async fn the_actor_drives_the_store() {
             path: p("greeting"),
             at: None,
             sink: Box::new(move |c| tx.send(c.to_vec()).map_err(std::io::Error::other)),
+            waits: false,
         })
         .await
         .unwrap()

@@ -601,6 +601,8 @@ async fn the_manager_answers_transfer_messages() {
         want: advert.head.clone(),
         haves: Vec::new(),
         sink: Box::new(move |chunk| tx.send(chunk.to_vec()).map_err(io::Error::other)),
+        // A pipe of four chunks to the receiver, which runs at once.
+        waits: true,
     });
     let received = receiver.send(messages::ReceiveClone {
         name: advert.name.clone(),
@@ -615,6 +617,7 @@ async fn the_manager_answers_transfer_messages() {
             chunk: Vec::new(),
             at: 0,
         }),
+        waits: true,
     });
     let (sent, received) = tokio::join!(sent, received);
     let stats = sent.unwrap().unwrap();
@@ -636,6 +639,7 @@ async fn the_manager_answers_transfer_messages() {
             want: advert.head.clone(),
             haves,
             sink: Box::new(move |chunk| tx.send(chunk.to_vec()).map_err(io::Error::other)),
+            waits: false,
         })
         .await
         .unwrap()
@@ -646,6 +650,7 @@ async fn the_manager_answers_transfer_messages() {
             vault: clone.id,
             head: advert.head.clone(),
             pack: Box::new(io::Cursor::new(pack)),
+            waits: false,
         })
         .await
         .unwrap()
@@ -916,7 +921,10 @@ fn haves_after_many_pulls_sample_the_whole_history() {
             owner.put(v, "s", format!("r{round}-{i}").as_bytes());
         }
         let (outcome, _) = pull(&owner, &client, c.id).unwrap();
-        assert!(matches!(outcome, PullOutcome::Updated { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, PullOutcome::Updated { .. }),
+            "{outcome:?}"
+        );
 
         let history = client.history(c.id);
         assert_eq!(history, owner.history(v));

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use keynode_core::{SecretPath, VaultId};
 use keynode_vaults::messages::*;
-use keynode_vaults::{BlobId, EntryKind, Op, PutPolicy};
+use keynode_vaults::{BlobId, EntryKind, Op, PutPolicy, READ_CHUNK};
 use tokio::sync::mpsc;
 
 use super::vaults::{commit, resolve};
@@ -71,7 +71,13 @@ async fn receive_blob(
             }
         }
     };
-    let store = |source| ctx.vaults.ask(WriteBlob { vault, source });
+    let store = |source, waits| {
+        ctx.vaults.ask(WriteBlob {
+            vault,
+            source,
+            waits,
+        })
+    };
     let (blob, next) = feed_store(ctx.exec.pipe_depth(CHUNK_QUEUE), store, feed).await;
     let next = next?;
     Ok((blob?, next))
@@ -230,7 +236,9 @@ async fn receive_small(from: &mut impl UploadSource) -> Result<Received, ApiErro
 }
 
 /// `secrets get`: streams the secret's content into `chunks` as the store
-/// reads it.
+/// reads it. A secret of at most [`READ_CHUNK`] bytes (most are) is read
+/// into memory by a short job first; a larger one is read again, streamed
+/// through a pipe.
 pub(crate) async fn download(
     ctx: &Ctx,
     vault: &str,
@@ -239,6 +247,13 @@ pub(crate) async fn download(
     chunks: mpsc::Sender<Vec<u8>>,
 ) -> Result<(), ApiError> {
     let vault = resolve(ctx, vault).await?;
+    if let Some(value) = read_small(ctx, vault, path.clone(), at.clone(), READ_CHUNK).await? {
+        if !value.is_empty() {
+            // The client went away if this fails: nothing to tell it.
+            let _ = chunks.send(value).await;
+        }
+        return Ok(());
+    }
     let sink = channel_sink(chunks);
     ctx.vaults
         .ask(ReadSecret {
@@ -246,9 +261,53 @@ pub(crate) async fn download(
             path,
             at,
             sink,
+            waits: true,
         })
         .await?;
     Ok(())
+}
+
+/// The content of a secret as a short job (into memory), or `None` if it has
+/// more than `limit` bytes.
+async fn read_small(
+    ctx: &Ctx,
+    vault: VaultId,
+    path: SecretPath,
+    at: Option<String>,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let out = Arc::new(Mutex::new(Some(Vec::new())));
+    let into = out.clone();
+    let sink: Sink = Box::new(move |chunk: &[u8]| {
+        let mut slot = into.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_mut() {
+            Some(b) if b.len() + chunk.len() <= limit => {
+                b.extend_from_slice(chunk);
+                Ok(())
+            }
+            _ => {
+                *slot = None;
+                Err(io::Error::other("over the limit"))
+            }
+        }
+    });
+    let read = ctx
+        .vaults
+        .ask(ReadSecret {
+            vault,
+            path,
+            at,
+            sink,
+            waits: false,
+        })
+        .await;
+    let value = out.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match (read, value) {
+        (Ok(_), value) => Ok(value),
+        // The sink refused more: too large for memory.
+        (Err(_), None) => Ok(None),
+        (Err(e), Some(_)) => Err(e),
+    }
 }
 
 /// How many chunks a download may hold between the store and the client.
@@ -265,7 +324,14 @@ pub(crate) async fn put_secret(
 ) -> Result<Response, ApiError> {
     let vault = resolve(ctx, vault).await?;
     let source: Source = Box::new(io::Cursor::new(value));
-    let blob = ctx.vaults.ask(WriteBlob { vault, source }).await?;
+    let blob = ctx
+        .vaults
+        .ask(WriteBlob {
+            vault,
+            source,
+            waits: false,
+        })
+        .await?;
     let policy = PutPolicy::Overwrite;
     commit(ctx, vault, vec![Op::Put { path, blob, policy }]).await
 }
@@ -278,34 +344,14 @@ pub(crate) async fn read_to_vec(
     path: SecretPath,
     limit: usize,
 ) -> Result<Vec<u8>, ApiError> {
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let into = out.clone();
-    let sink: Sink = Box::new(move |chunk: &[u8]| {
-        let mut b = into.lock().unwrap_or_else(|p| p.into_inner());
-        if b.len() + chunk.len() > limit {
-            return Err(io::Error::other("over the limit"));
-        }
-        b.extend_from_slice(chunk);
-        Ok(())
-    });
-    let read = ctx
-        .vaults
-        .ask(ReadSecret {
-            vault,
-            path,
-            at: None,
-            sink,
+    read_small(ctx, vault, path, None, limit)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::BadData,
+                format!("more than {limit} bytes to read at once"),
+            )
         })
-        .await;
-    read.map_err(|e| match e.kind {
-        ErrorKind::Io => ApiError::new(
-            ErrorKind::BadData,
-            format!("more than {limit} bytes to read at once"),
-        ),
-        _ => e,
-    })?;
-    let value = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(value)
 }
 
 /// `secrets env`: secrets as `(name, value)` pairs, directories expanded, at

@@ -103,7 +103,7 @@ async fn receive<T, F>(
     ctx: &Ctx,
     stream: &mut RpcStream,
     node: NodeId,
-    store: impl FnOnce(Source) -> F,
+    store: impl FnOnce(Source, bool) -> F,
 ) -> Result<T, ApiError>
 where
     F: std::future::Future<Output = Result<T, ApiError>>,
@@ -137,12 +137,13 @@ pub(crate) async fn clone(
         vault: advert.vault,
     };
     let (name, head) = (advert.name.clone(), advert.head.clone());
-    let meta = receive(ctx, &mut stream, node, |pack| {
+    let meta = receive(ctx, &mut stream, node, |pack, waits| {
         ctx.vaults.ask(v::ReceiveClone {
             name,
             remote,
             head,
             pack,
+            waits,
             follow: if follow {
                 keynode_vaults::Follow::On
             } else {
@@ -207,11 +208,12 @@ pub(crate) async fn pull(
         }
     } else {
         let (id, head) = (meta.id, advert.head.clone());
-        receive(ctx, &mut stream, source_node, |pack| {
+        receive(ctx, &mut stream, source_node, |pack, waits| {
             ctx.vaults.ask(v::ReceivePull {
                 vault: id,
                 head,
                 pack,
+                waits,
             })
         })
         .await?

@@ -4,20 +4,26 @@ use actix::Addr;
 use keynode_acl::{GestaltAction, VaultAction};
 use keynode_audit::{AuditEvent, TransferOp};
 use keynode_core::exec::Exec;
-use keynode_core::{GestaltId, NodeId};
+use std::sync::{Arc, Mutex};
+
+use keynode_core::{GestaltId, NodeId, VaultId};
 use keynode_net::{RpcStream, WireError, WireErrorKind};
 use keynode_vaults::messages as v;
 use keynode_vaults::{PackStats, VaultManager};
 use tokio::sync::mpsc;
 
 use super::{DENIED, FRAME_TIMEOUT, PACK_QUEUE};
-use crate::api::ScanEntry;
+use crate::api::{ApiError, ScanEntry};
 use crate::errors::Ask;
 use crate::gestalts::Gestalts;
 use crate::protocol::{PeerRequest, PeerResponse};
 
 /// Most commits a caller may say it has.
 const MAX_HAVES: usize = 1024;
+
+/// Largest pack built into memory by a short job before it is sent (256 KiB);
+/// a larger one is built again and streamed (see `keynode_core::exec`).
+const SMALL_PACK: usize = 256 << 10;
 
 fn denied() -> WireError {
     WireError::new(WireErrorKind::PermissionDenied, DENIED)
@@ -82,6 +88,89 @@ pub(crate) struct Serving<'a> {
 }
 
 impl Serving<'_> {
+    /// The pack for `want` in chunks built by a short job, or `None` if it
+    /// is larger than [`SMALL_PACK`].
+    async fn small_pack(
+        &self,
+        vault: VaultId,
+        want: &str,
+        haves: &[String],
+    ) -> Result<Option<(Vec<Vec<u8>>, PackStats)>, ApiError> {
+        type Held = Option<(Vec<Vec<u8>>, usize)>;
+        let out: Arc<Mutex<Held>> = Arc::new(Mutex::new(Some((Vec::new(), 0))));
+        let into = out.clone();
+        let sink: v::Sink = Box::new(move |chunk: &[u8]| {
+            let mut slot = into.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_mut() {
+                Some((chunks, bytes)) if *bytes + chunk.len() <= SMALL_PACK => {
+                    *bytes += chunk.len();
+                    chunks.push(chunk.to_vec());
+                    Ok(())
+                }
+                _ => {
+                    *slot = None;
+                    Err(std::io::Error::other("larger than a small pack"))
+                }
+            }
+        });
+        let packed = self
+            .vaults
+            .ask(v::SendPack {
+                vault,
+                want: want.to_owned(),
+                haves: haves.to_vec(),
+                sink,
+                waits: false,
+            })
+            .await;
+        let chunks = out.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (packed, chunks) {
+            (Ok(stats), Some((chunks, _))) => Ok(Some((chunks, stats))),
+            (_, None) => Ok(None),
+            (Err(e), Some(_)) => Err(e),
+        }
+    }
+
+    /// Builds and sends the pack for `want` at once: the store builds it where
+    /// blocking is allowed and its chunks cross a bounded channel, so a slow
+    /// reader slows the packer instead of filling memory. `Err` when sending
+    /// failed; how packing went otherwise.
+    async fn streamed_pack(
+        &self,
+        stream: &mut RpcStream,
+        vault: VaultId,
+        want: String,
+        haves: Vec<String>,
+    ) -> Result<Result<PackStats, ApiError>, WireError> {
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(self.exec.pipe_depth(PACK_QUEUE));
+        let packing = self.vaults.ask(v::SendPack {
+            vault,
+            want,
+            haves,
+            sink: crate::pipe::channel_sink(tx),
+            waits: true,
+        });
+        // The receiver moves in: once sending stops, dropping it stops the
+        // packer.
+        let sending = async move {
+            while let Some(chunk) = rx.recv().await {
+                // A reader that takes nothing for a whole frame timeout is
+                // cut: it would hold a stream and a packer thread for ever.
+                let frame = PeerResponse::PackChunk(chunk);
+                let send = stream.send(&frame);
+                if !matches!(tokio::time::timeout(FRAME_TIMEOUT, send).await, Ok(Ok(()))) {
+                    return false;
+                }
+            }
+            true
+        };
+        let (packed, sent) = tokio::join!(packing, sending);
+        if !sent {
+            return Err(WireError::new(WireErrorKind::BadRequest, "stream failed"));
+        }
+        Ok(packed)
+    }
+
     async fn failed(&self, op: VaultAction, e: &(dyn std::fmt::Display + Sync)) -> WireError {
         self.gestalts
             .serve_failed(self.peer, &op.to_string(), e)
@@ -146,34 +235,23 @@ impl Serving<'_> {
         if haves.len() > MAX_HAVES {
             return Err(bad("too many haves"));
         }
-        // The store builds the pack where blocking is allowed; chunks cross a
-        // bounded channel, so a slow reader slows the packer instead of
-        // filling memory.
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(self.exec.pipe_depth(PACK_QUEUE));
-        let packing = self.vaults.ask(v::SendPack {
-            vault: meta.id,
-            want,
-            haves,
-            sink: crate::pipe::channel_sink(tx),
-        });
-        // The receiver moves in: once sending stops, dropping it stops the
-        // packer.
-        let sending = async move {
-            while let Some(chunk) = rx.recv().await {
-                // A reader that takes nothing for a whole frame timeout is
-                // cut: it would hold a stream and a packer thread for ever.
-                let frame = PeerResponse::PackChunk(chunk);
-                let send = stream.send(&frame);
-                if !matches!(tokio::time::timeout(FRAME_TIMEOUT, send).await, Ok(Ok(()))) {
-                    return false;
+        // Most packs (a pull of a few commits) are small: a short job builds
+        // them into memory. A pack that outgrows that is built again, streamed
+        // (below).
+        let packed = match self.small_pack(meta.id, &want, &haves).await {
+            Ok(Some((chunks, stats))) => {
+                for chunk in chunks {
+                    let frame = PeerResponse::PackChunk(chunk);
+                    let send = stream.send(&frame);
+                    if !matches!(tokio::time::timeout(FRAME_TIMEOUT, send).await, Ok(Ok(()))) {
+                        return Err(bad("stream failed"));
+                    }
                 }
+                Ok(stats)
             }
-            true
+            Ok(None) => self.streamed_pack(stream, meta.id, want, haves).await?,
+            Err(e) => Err(e),
         };
-        let (packed, sent) = tokio::join!(packing, sending);
-        if !sent {
-            return Err(bad("stream failed"));
-        }
         match packed {
             Ok(stats) => {
                 gestalts.record(served).await;
