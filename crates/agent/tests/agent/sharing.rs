@@ -653,3 +653,80 @@ async fn a_connection_cut_in_the_middle_of_a_pack_changes_nothing() {
     a.stop().await;
     b.stop().await;
 }
+
+/// As the `keynode` binary runs them (a multi-threaded runtime, where short
+/// store jobs take turns on the process's few job threads and streamed
+/// transfers run beside them): clones and pulls of a small vault and of one
+/// whose pack is past what is built in memory, all at once, both ways.
+#[test]
+fn transfers_at_once_on_a_multi_threaded_runtime() {
+    let system = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    });
+    system.block_on(async {
+        let net = TestNet::new();
+        let a = net.node("a").await;
+        let b = net.node("b").await;
+        knows(&a, &b).await;
+        knows(&b, &a).await;
+        trust(&a, &b).await;
+        trust(&b, &a).await;
+        let mut big = vec![0u8; 2 << 20];
+        rand::thread_rng().fill_bytes(&mut big);
+        for (owner, other) in [(&a, &b), (&b, &a)] {
+            for name in ["small", "big"] {
+                ok(
+                    owner,
+                    Request::VaultsCreate {
+                        name: VaultName::new(name).unwrap(),
+                    },
+                )
+                .await;
+                ok(
+                    owner,
+                    Request::VaultsShare {
+                        vault: name.into(),
+                        to: other.node_id().into(),
+                    },
+                )
+                .await;
+            }
+            write(owner, "small", "s", b"one").await.expect("write");
+            write(owner, "big", "blob", &big).await.expect("write");
+        }
+        async fn clone(node: &Node, vault: &str, from: &Node) -> Result<Response, ClientError> {
+            let req = Request::VaultsClone {
+                vault: vault.into(),
+                node: from.node_id(),
+                follow: false,
+            };
+            call(node, req).await
+        }
+        let (r1, r2, r3, r4) = tokio::join!(
+            clone(&a, "small", &b),
+            clone(&a, "big", &b),
+            clone(&b, "small", &a),
+            clone(&b, "big", &a),
+        );
+        for r in [r1, r2, r3, r4] {
+            r.expect("clone");
+        }
+        for (owner, other) in [(&a, &b), (&b, &a)] {
+            write(owner, "small", "s", b"two").await.expect("write");
+            big[0] ^= 1;
+            write(owner, "big", "blob", &big).await.expect("write");
+            let (p1, p2) = tokio::join!(call(other, pull("small-1")), call(other, pull("big-1")));
+            p1.expect("pull small");
+            p2.expect("pull big");
+            assert_eq!(read(other, "small-1", "s").await, b"two");
+            assert!(
+                read(other, "big-1", "blob").await == big,
+                "the big secret came back changed"
+            );
+        }
+    });
+}
