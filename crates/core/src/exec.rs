@@ -109,13 +109,13 @@ impl Threads {
         }
     }
 
-    /// Short-job threads by default: one more than the CPUs (three where the
-    /// parallelism is unknown), so one job waiting for the disk leaves every
-    /// CPU busy. Under the harness's load on two CPUs, 3, 4, 6 and 8 threads
-    /// gave the same throughput within the runs' spread, and 28.3, 29.0, 31.5
-    /// and 32.8 MiB per agent.
+    /// Short-job threads by default: as many as the CPUs, at least two (so
+    /// one job waiting for the disk leaves another running). Under the
+    /// harness's load on two CPUs, 2, 3, 4, 6 and 8 threads gave the same
+    /// throughput within the runs' spread, and memory grew with each thread
+    /// (each keeps a malloc arena): see `docs/PERFORMANCE.md`.
     pub fn default_short_jobs() -> usize {
-        std::thread::available_parallelism().map_or(3, |n| n.get() + 1)
+        std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
     }
 }
 
@@ -210,15 +210,7 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let slot = Arc::new(Mutex::new(None));
-    let out = slot.clone();
-    exec.spawn_job(Box::new(move || {
-        let value = f();
-        *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
-    }))
-    .await?;
-    let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-    value.ok_or(JobFailed)
+    run_job(exec, false, f).await
 }
 
 /// Runs `f`, which may wait on something outside it (see
@@ -229,13 +221,26 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    run_job(exec, true, f).await
+}
+
+/// Runs `f` as a short job, or a waiting one, and returns what it returned.
+async fn run_job<T, F>(exec: &dyn Executor, waits: bool, f: F) -> Result<T, JobFailed>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     let slot = Arc::new(Mutex::new(None));
     let out = slot.clone();
-    exec.spawn_waiting_job(Box::new(move || {
+    let job: Job = Box::new(move || {
         let value = f();
         *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
-    }))
-    .await?;
+    });
+    if waits {
+        exec.spawn_waiting_job(job).await?;
+    } else {
+        exec.spawn_job(job).await?;
+    }
     let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
     value.ok_or(JobFailed)
 }

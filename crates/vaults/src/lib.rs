@@ -107,7 +107,7 @@
 //! The store keeps repository handles open between operations (a few per
 //! vault, `store/pool.rs`), and with them libgit2's object cache (commits and
 //! trees; no blob). That cache is process-wide: the first repository the
-//! store opens sets it to 2 MiB (`git2::opts::set_cache_max_size`; libgit2's
+//! store opens sets it to 1.5 MiB (`git2::opts::set_cache_max_size`; libgit2's
 //! default is 256 MiB). An embedding application that wants another size
 //! sets it after opening its store.
 //!

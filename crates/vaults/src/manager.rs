@@ -37,26 +37,18 @@ impl VaultManager {
         &self.store
     }
 
-    /// Runs `f` with the store on the blocking pool.
+    /// Runs `f` with the store as a short job (see `keynode_core::exec`).
     pub(crate) fn blocking<T, F>(&self, f: F) -> actix::ResponseFuture<Result<T, VaultError>>
     where
         T: Send + 'static,
         F: FnOnce(&VaultStore) -> Result<T, VaultError> + Send + 'static,
     {
-        let store = Arc::clone(&self.store);
-        let exec = self.exec.clone();
-        Box::pin(async move {
-            keynode_core::exec::blocking(exec.as_ref(), move || f(&store))
-                .await
-                .map_err(|e| std::io::Error::other(format!("vault task failed: {e}")))?
-        })
+        self.job(false, f)
     }
-}
 
-impl VaultManager {
     /// Runs `f`, which may wait on the other end of a pipe (a peer, a
-    /// client), with the store on the blocking pool, outside the bound on
-    /// short jobs.
+    /// client), with the store as a waiting job, outside the short jobs'
+    /// threads.
     pub(crate) fn blocking_waiting<T, F>(
         &self,
         f: F,
@@ -65,12 +57,24 @@ impl VaultManager {
         T: Send + 'static,
         F: FnOnce(&VaultStore) -> Result<T, VaultError> + Send + 'static,
     {
+        self.job(true, f)
+    }
+
+    fn job<T, F>(&self, waits: bool, f: F) -> actix::ResponseFuture<Result<T, VaultError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&VaultStore) -> Result<T, VaultError> + Send + 'static,
+    {
         let store = Arc::clone(&self.store);
         let exec = self.exec.clone();
         Box::pin(async move {
-            keynode_core::exec::blocking_waiting(exec.as_ref(), move || f(&store))
-                .await
-                .map_err(|e| std::io::Error::other(format!("vault task failed: {e}")))?
+            let run = move || f(&store);
+            let done = if waits {
+                keynode_core::exec::blocking_waiting(exec.as_ref(), run).await
+            } else {
+                keynode_core::exec::blocking(exec.as_ref(), run).await
+            };
+            done.map_err(|e| std::io::Error::other(format!("vault task failed: {e}")))?
         })
     }
 }
