@@ -120,9 +120,13 @@
 //! deletes them, geometric (merge the small packs only) rather than whole, and a
 //! sweep of the indexer's temporary `pack_XXXXXX` files a crash can leave.
 //!
-//! (With encrypted object files, the default, there are no packs: every object
-//! is one file, so `MAX_PACKS` and consolidation only apply to the plain
-//! object database kept for benchmarks.)
+//! (With encrypted object files, the default, there are no libgit2 packs, so
+//! `MAX_PACKS` and consolidation only apply to the plain object database kept
+//! for benchmarks. Locally written objects are one file each; a received pack
+//! and a bulk import become one *bundle* each (a data file and an index), and
+//! bundles are not consolidated yet: a clone gains one per pull, and their
+//! indexes are held in memory, about 100 bytes per object. Merging a clone's
+//! bundles is open work, see `docs/PERFORMANCE.md`, issue 18.)
 //!
 //! # Encryption at rest
 //!
