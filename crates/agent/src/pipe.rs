@@ -2,6 +2,7 @@
 //! the vault store as it arrives, a pack streamed into or out of it).
 
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
@@ -52,6 +53,43 @@ pub(crate) fn channel_sink(tx: mpsc::Sender<Vec<u8>>) -> keynode_vaults::message
         keynode_core::exec::send_blocking(&tx, chunk.to_vec())
             .map_err(|_| io::Error::other("the receiving side went away"))
     })
+}
+
+/// A store sink that keeps what it is given in memory, up to `limit` bytes in
+/// all: past that it fails (the store call stops) and [`MemorySink::take`]
+/// gives `None`. For store calls run as short jobs, which must not wait on a
+/// pipe.
+pub(crate) struct MemorySink {
+    held: Arc<Mutex<Option<Vec<Vec<u8>>>>>,
+}
+
+impl MemorySink {
+    /// A sink of at most `limit` bytes, and the handle to take them from.
+    pub(crate) fn new(limit: usize) -> (keynode_vaults::messages::Sink, MemorySink) {
+        let held = Arc::new(Mutex::new(Some(Vec::new())));
+        let into = Arc::clone(&held);
+        let mut bytes = 0usize;
+        let sink = Box::new(move |chunk: &[u8]| {
+            let mut slot = into.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_mut() {
+                Some(chunks) if bytes + chunk.len() <= limit => {
+                    bytes += chunk.len();
+                    chunks.push(chunk.to_vec());
+                    Ok(())
+                }
+                _ => {
+                    *slot = None;
+                    Err(io::Error::other("more than fits in memory"))
+                }
+            }
+        });
+        (sink, MemorySink { held })
+    }
+
+    /// The chunks given, in order; `None` if they outgrew the limit.
+    pub(crate) fn take(self) -> Option<Vec<Vec<u8>>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// The writing end of a pipe into a store job (see [`feed_store`]).

@@ -2,7 +2,6 @@
 //! commit, and `secrets env`.
 
 use std::io;
-use std::sync::{Arc, Mutex};
 
 use keynode_core::{SecretPath, VaultId};
 use keynode_vaults::messages::*;
@@ -13,7 +12,7 @@ use super::vaults::{commit, resolve};
 use crate::api::{ApiError, ErrorKind, Response};
 use crate::ctx::Ctx;
 use crate::errors::Ask;
-use crate::pipe::{Feeder, channel_sink, feed_store};
+use crate::pipe::{Feeder, MemorySink, channel_sink, feed_store};
 
 /// Most bytes `secrets env` returns in all.
 pub const MAX_ENV_BYTES: usize = 512 * 1024;
@@ -276,21 +275,7 @@ async fn read_small(
     at: Option<String>,
     limit: usize,
 ) -> Result<Option<Vec<u8>>, ApiError> {
-    let out = Arc::new(Mutex::new(Some(Vec::new())));
-    let into = out.clone();
-    let sink: Sink = Box::new(move |chunk: &[u8]| {
-        let mut slot = into.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_mut() {
-            Some(b) if b.len() + chunk.len() <= limit => {
-                b.extend_from_slice(chunk);
-                Ok(())
-            }
-            _ => {
-                *slot = None;
-                Err(io::Error::other("over the limit"))
-            }
-        }
-    });
+    let (sink, held) = MemorySink::new(limit);
     let read = ctx
         .vaults
         .ask(ReadSecret {
@@ -301,8 +286,7 @@ async fn read_small(
             waits: false,
         })
         .await;
-    let value = out.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match (read, value) {
+    match (read, held.take().map(|chunks| chunks.concat())) {
         (Ok(_), value) => Ok(value),
         // The sink refused more: too large for memory.
         (Err(_), None) => Ok(None),

@@ -4,8 +4,6 @@ use actix::Addr;
 use keynode_acl::{GestaltAction, VaultAction};
 use keynode_audit::{AuditEvent, TransferOp};
 use keynode_core::exec::Exec;
-use std::sync::{Arc, Mutex};
-
 use keynode_core::{GestaltId, NodeId, VaultId};
 use keynode_net::{RpcStream, WireError, WireErrorKind};
 use keynode_vaults::messages as v;
@@ -96,23 +94,7 @@ impl Serving<'_> {
         want: &str,
         haves: &[String],
     ) -> Result<Option<(Vec<Vec<u8>>, PackStats)>, ApiError> {
-        type Held = Option<(Vec<Vec<u8>>, usize)>;
-        let out: Arc<Mutex<Held>> = Arc::new(Mutex::new(Some((Vec::new(), 0))));
-        let into = out.clone();
-        let sink: v::Sink = Box::new(move |chunk: &[u8]| {
-            let mut slot = into.lock().unwrap_or_else(|p| p.into_inner());
-            match slot.as_mut() {
-                Some((chunks, bytes)) if *bytes + chunk.len() <= SMALL_PACK => {
-                    *bytes += chunk.len();
-                    chunks.push(chunk.to_vec());
-                    Ok(())
-                }
-                _ => {
-                    *slot = None;
-                    Err(std::io::Error::other("larger than a small pack"))
-                }
-            }
-        });
+        let (sink, held) = crate::pipe::MemorySink::new(SMALL_PACK);
         let packed = self
             .vaults
             .ask(v::SendPack {
@@ -123,9 +105,8 @@ impl Serving<'_> {
                 waits: false,
             })
             .await;
-        let chunks = out.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match (packed, chunks) {
-            (Ok(stats), Some((chunks, _))) => Ok(Some((chunks, stats))),
+        match (packed, held.take()) {
+            (Ok(stats), Some(chunks)) => Ok(Some((chunks, stats))),
             (_, None) => Ok(None),
             (Err(e), Some(_)) => Err(e),
         }
