@@ -144,12 +144,12 @@ mod tests {
 
     use super::*;
 
-    /// A linear history 0 ← 1 ← … ← n-1 (each commit's parent the one before),
-    /// counting the parents read.
-    fn history(n: u32) -> (Vec<CommitId>, HashMap<CommitId, CommitId>) {
+    /// A linear history 0 ← 1 ← … ← n-1 (each commit's parent the one before)
+    /// and its parents; histories of different `tag`s share no commit.
+    fn history(n: u32, tag: u8) -> (Vec<CommitId>, HashMap<CommitId, CommitId>) {
         let ids: Vec<CommitId> = (0..n)
             .map(|i| {
-                let mut b = [0u8; 20];
+                let mut b = [tag; 20];
                 b[..4].copy_from_slice(&(i + 1).to_be_bytes());
                 CommitId::from_bytes(&b).unwrap()
             })
@@ -172,7 +172,7 @@ mod tests {
     fn a_kept_chain_is_walked_only_from_the_new_head() {
         let chains = Chains::default();
         let id = VaultId::generate();
-        let (ids, parents) = history(100);
+        let (ids, parents) = history(100, 0);
         let mut reads = 0;
         let chain = chains
             .chain(id, ids[59], walker(&parents, &mut reads))
@@ -201,7 +201,7 @@ mod tests {
     fn a_head_outside_the_kept_chain_starts_a_new_one() {
         let chains = Chains::default();
         let id = VaultId::generate();
-        let (ids, parents) = history(50);
+        let (ids, parents) = history(50, 0);
         let mut reads = 0;
         chains.keep(
             id,
@@ -215,31 +215,22 @@ mod tests {
             .chain(id, ids[20], walker(&parents, &mut reads))
             .unwrap();
         assert_eq!(chain, ids[..21]);
+        assert_eq!(reads, 21, "walked to the root");
+        chains.keep(id, chain);
         // Another history altogether.
-        let (other, other_parents) = history(5);
-        let other: Vec<CommitId> = other.iter().map(|o| parents_free(*o)).collect();
-        let remap: HashMap<CommitId, CommitId> = other_parents
-            .iter()
-            .map(|(c, p)| (parents_free(*c), parents_free(*p)))
-            .collect();
+        let (other, other_parents) = history(5, 1);
         let mut reads = 0;
         let chain = chains
-            .chain(id, other[4], walker(&remap, &mut reads))
+            .chain(id, other[4], walker(&other_parents, &mut reads))
             .unwrap();
         assert_eq!(chain, other);
-    }
-
-    /// An id no `history` makes.
-    fn parents_free(o: CommitId) -> CommitId {
-        let mut b = [0xffu8; 20];
-        b[..4].copy_from_slice(&o.as_bytes()[..4]);
-        CommitId::from_bytes(&b).unwrap()
+        assert_eq!(reads, 5);
     }
 
     #[test]
     fn chains_are_bounded_per_vault_and_in_all() {
         let chains = Chains::default();
-        let (ids, parents) = history(CHAIN as u32 + 10);
+        let (ids, parents) = history(CHAIN as u32 + 10, 0);
         let a = VaultId::generate();
         let mut reads = 0;
         let chain = chains
