@@ -120,13 +120,18 @@
 //! deletes them, geometric (merge the small packs only) rather than whole, and a
 //! sweep of the indexer's temporary `pack_XXXXXX` files a crash can leave.
 //!
-//! (With encrypted object files, the default, there are no libgit2 packs, so
-//! `MAX_PACKS` and consolidation only apply to the plain object database kept
-//! for benchmarks. Locally written objects are one file each; a received pack
-//! and a bulk import become one *bundle* each (a data file and an index), and
-//! bundles are not consolidated yet: a clone gains one per pull, and their
-//! indexes are held in memory, about 100 bytes per object. Merging a clone's
-//! bundles is open work, see `docs/PERFORMANCE.md`, issue 18.)
+//! With encrypted object files, the default, there are no libgit2 packs, so
+//! `MAX_PACKS` and that consolidation only apply to the plain object database
+//! kept for benchmarks. Locally written objects are one file each; a received
+//! pack and a bulk import become one *bundle* each (a data file and an index
+//! sorted by object id, sealed in blocks of 64 entries). A node keeps the
+//! first id of each block in memory, 20 bytes per 64 objects, and the most
+//! recently used 128 blocks across all vaults. Past [`MAX_BUNDLES`] bundles,
+//! the pull or bulk import that made one more merges the smallest ones into
+//! one, durably, before deleting them (skipped while a backup copies files;
+//! it runs at a later call). So a clone that follows a busy vault for months
+//! holds at most `MAX_BUNDLES` bundles, and its memory does not grow with
+//! each pull.
 //!
 //! # Encryption at rest
 //!
@@ -216,7 +221,7 @@ pub use store::{
     HeadEvents, META_DB, NAMES_DB, REPO_SUFFIX, TMP_PREFIX, TRASH_PREFIX, VaultStore, backup_files,
 };
 pub use transfer::{
-    Advert, HAVES_WALK_LIMIT, MAX_HAVES, MAX_PACKS, PACK_CHUNK, PACK_DELTA_CACHE,
+    Advert, HAVES_WALK_LIMIT, MAX_BUNDLES, MAX_HAVES, MAX_PACKS, PACK_CHUNK, PACK_DELTA_CACHE,
     PACK_WINDOW_MEMORY, PackStats, PullOutcome, want,
 };
 

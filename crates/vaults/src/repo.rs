@@ -415,14 +415,17 @@ pub(crate) fn sweep_objects(path: &Path) -> std::io::Result<usize> {
     objects::sweep(&path.join("objects"))
 }
 
-/// Rewrites the format 1 bundles of the repository at `path` in format 2 (see
-/// `bundle::v1`); returns how many. Only while nothing writes to the
-/// repository, after [`sweep_objects`].
+/// Rewrites the format 1 bundles of the repository at `path` in the current
+/// format (see `bundle::v1`) and format 2 indexes in format 3 (see
+/// `bundle::index`); returns how many bundles were rewritten. Only while
+/// nothing writes to the repository, after [`sweep_objects`].
 pub(crate) fn migrate_objects(path: &Path, objects: &Objects) -> Result<usize, VaultError> {
     match objects {
         Objects::Git => Ok(0),
         Objects::Encrypted(keys) => {
-            bundle::v1::migrate(&path.join("objects"), &keys.legacy_cipher(), &keys.cipher())
+            let objects = path.join("objects");
+            let v1 = bundle::v1::migrate(&objects, &keys.legacy_cipher(), &keys.cipher())?;
+            Ok(v1 + bundle::index::migrate_v2(&objects, &keys.cipher())?)
         }
     }
 }
@@ -431,6 +434,13 @@ pub(crate) fn migrate_objects(path: &Path, objects: &Objects) -> Result<usize, V
 #[cfg(test)]
 pub(crate) fn downgrade_bundles_for_tests(path: &Path, keys: &ObjectKeys) -> usize {
     bundle::v1::downgrade(&path.join("objects"), &keys.cipher(), &keys.legacy_cipher())
+}
+
+/// Rewrites the repository's format 3 bundle indexes in format 2; returns how
+/// many.
+#[cfg(test)]
+pub(crate) fn downgrade_indexes_for_tests(path: &Path, keys: &ObjectKeys) -> usize {
+    bundle::index::downgrade(&path.join("objects"), &keys.cipher())
 }
 
 /// Gives `git` the object database `objects` asks for; the encrypted files if so.

@@ -515,9 +515,36 @@ impl VaultStore {
     /// Writes many blobs at once, in order (the small ones share one bundle on
     /// disk instead of a file each): what a bulk import uses before its one
     /// commit. Nothing refers to them until a commit does.
+    ///
+    /// Each call adds a bundle: past [`MAX_BUNDLES`](crate::MAX_BUNDLES), the
+    /// smallest ones are merged before this returns.
     pub fn write_blobs(&self, id: VaultId, blobs: &[Vec<u8>]) -> Result<Vec<BlobId>, VaultError> {
+        let _q = self.mutating();
         self.writable(id)?;
-        self.repo(id)?.write_blobs(blobs)
+        let repo = self.repo(id)?;
+        let ids = repo.write_blobs(blobs)?;
+        let lock = self.writer(id);
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.consolidate(id, &repo);
+        Ok(ids)
+    }
+
+    /// Rewrites the packs or merges the bundles of vault `id` when they are
+    /// past their limit (see [`receive_pull`](Self::receive_pull)). The caller
+    /// holds the vault's writer lock (forks and other consolidations wait) and
+    /// a mutation guard. Skipped while a backup copies files: it runs at a
+    /// later call. The write that called it is done, and a failed clean-up
+    /// only leaves more files, so a failure is reported, not returned.
+    pub(crate) fn consolidate(&self, id: VaultId, repo: &crate::repo::Repo) {
+        let Ok(_files) = self.deletions.try_write() else {
+            return;
+        };
+        if let Err(e) = repo
+            .needs_consolidation()
+            .and_then(|needed| if needed { repo.consolidate() } else { Ok(()) })
+        {
+            tracing::warn!(vault = %id, error = %e, "could not consolidate the objects of a vault");
+        }
     }
 
     /// Applies `ops` in order as one commit; `Unchanged` (and no commit) if the
@@ -713,19 +740,49 @@ pub(crate) mod tests {
             &DataKey::from_bytes([7; 32]),
         )
         .unwrap();
-        let mut names: Vec<String> = fs::read_dir(path.join("objects").join("bundles"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.retain(|n| !n.ends_with(".knb2") && !n.ends_with(".kni2"));
-        assert!(names.is_empty(), "format 1 files left: {names:?}");
-        let mut out = Vec::new();
-        b.read_secret(c, &SecretPath::new("s").unwrap(), None, &mut |c| {
-            out.extend_from_slice(c);
-            Ok(())
-        })
+        let bundle_names = |path: &Path| -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(path.join("objects").join("bundles"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.retain(|n| !n.ends_with(".knb2") && !n.ends_with(".kni3"));
+            names
+        };
+        assert_eq!(
+            bundle_names(&path),
+            Vec::<String>::new(),
+            "older files left"
+        );
+        let read = |b: &VaultStore| {
+            let mut out = Vec::new();
+            b.read_secret(c, &SecretPath::new("s").unwrap(), None, &mut |c| {
+                out.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
+            out
+        };
+        assert_eq!(read(&b), b"kn7mark value");
+        // Format 2 indexes (one sealed run, loaded whole) become format 3.
+        let Objects::Encrypted(keys) = &b.objects else {
+            unreachable!()
+        };
+        assert!(crate::repo::downgrade_indexes_for_tests(&path, keys) > 0);
+        let env = b.env.clone();
+        drop(b);
+        let b = VaultStore::open(
+            &tmp.path().join("vaults"),
+            env,
+            owner,
+            &DataKey::from_bytes([7; 32]),
+        )
         .unwrap();
-        assert_eq!(out, b"kn7mark value");
+        assert_eq!(
+            bundle_names(&path),
+            Vec::<String>::new(),
+            "older files left"
+        );
+        assert_eq!(read(&b), b"kn7mark value");
     }
 
     #[test]

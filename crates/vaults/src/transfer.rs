@@ -19,6 +19,10 @@ pub const HAVES_WALK_LIMIT: usize = 1 << 16;
 
 /// Packs a clone may hold before a pull rewrites them into one, in packs.
 pub const MAX_PACKS: usize = 32;
+/// With encrypted objects (the default), a repository with more bundles (one
+/// per received pack or bulk import) than this has its smallest ones merged
+/// into one by the next pull or bulk import.
+pub const MAX_BUNDLES: usize = 8;
 
 /// Memory libgit2's pack builder may use for its delta window, in bytes (16 MiB);
 /// repository config `pack.windowMemory`.

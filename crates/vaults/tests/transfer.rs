@@ -93,6 +93,17 @@ impl Node {
         out
     }
 
+    /// The bundle files (data and index) of a vault's repository.
+    fn bundles(&self, v: VaultId) -> Vec<String> {
+        let dir = self.store.repo_path(v).join("objects").join("bundles");
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The pack files of a vault's repository.
     fn packs(&self, v: VaultId) -> Vec<String> {
         let dir = self.store.repo_path(v).join("objects").join("pack");
@@ -335,6 +346,17 @@ fn many_pulls_keep_few_packs() {
         assert!(matches!(outcome, PullOutcome::Updated { commits: 1, .. }));
         let packs = client.packs(c.id).len() / 2;
         assert!(packs <= keynode_vaults::MAX_PACKS, "{packs} packs");
+        // With encrypted objects (this store's), each pull adds a bundle.
+        let bundles = client.bundles(c.id);
+        assert!(
+            bundles.len() / 2 <= keynode_vaults::MAX_BUNDLES,
+            "{bundles:?}"
+        );
+        assert!(
+            bundles
+                .iter()
+                .all(|b| b.ends_with(".knb2") || b.ends_with(".kni3"))
+        );
     }
     assert!(client.packs(c.id).len() / 2 < 10);
     assert_eq!(client.content(c.id), owner.content(v));

@@ -50,7 +50,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
-use super::bundle::{self, BUNDLED_OBJECT, BundleCache, BundleWriter, Bundles};
+use super::bundle::{self, BUNDLED_OBJECT, Bundle, BundleCache, BundleWriter, Bundles};
 use crate::VaultError;
 
 /// Plaintext bytes per chunk.
@@ -170,8 +170,8 @@ fn read_up_to(data: &mut dyn Read, buf: &mut Vec<u8>, limit: u64) -> io::Result<
     (&mut *data).take(limit).read_to_end(buf)
 }
 
-/// A bundled object: its repository's bundles and where in them it is.
-type Bundled = (Arc<RwLock<Bundles>>, bundle::Location);
+/// A bundled object: its bundle and where in it it is.
+type Bundled = (Arc<Bundle>, bundle::Location);
 
 /// An object's size and a reader of its content.
 pub(crate) type SizedReader = (u64, Box<dyn Read>);
@@ -235,11 +235,29 @@ impl ObjectFiles {
 
     fn bundled(&self, oid: Oid) -> Result<Option<Bundled>, VaultError> {
         let bundles = self.bundles()?;
-        let at = bundles
+        let bundles = bundles.read().unwrap_or_else(PoisonError::into_inner);
+        bundles.find(&self.keys.bundles, oid, &self.keys.cipher())
+    }
+
+    /// Merges the repository's smallest bundles once it has more than
+    /// `bundle::MAX_BUNDLES`; returns how many were merged. The caller holds
+    /// the vault's writer lock and keeps backups from listing files.
+    pub(crate) fn merge_bundles(&self) -> Result<usize, VaultError> {
+        bundle::merge(
+            &self.dir,
+            &self.keys.bundles,
+            self.bundles()?.as_ref(),
+            &self.keys.cipher(),
+        )
+    }
+
+    /// Bundles in the repository.
+    pub(crate) fn bundle_count(&self) -> Result<usize, VaultError> {
+        Ok(self
+            .bundles()?
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(oid);
-        Ok(at.map(|at| (bundles, at)))
+            .len())
     }
 
     pub(crate) fn exists(&self, oid: Oid) -> bool {
@@ -436,10 +454,8 @@ impl ObjectFiles {
 
     /// The object's kind and content.
     pub(crate) fn read(&self, oid: Oid) -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
-        if let Some((bundles, at)) = self.bundled(oid)? {
-            let bundles = bundles.read().unwrap_or_else(PoisonError::into_inner);
-            let data = bundle::read(&self.keys.bundles, &bundles, at, oid, &self.keys.cipher())?;
-            return Ok(Some((at.kind, data)));
+        if let Some(found) = self.read_bundled(oid)? {
+            return Ok(Some(found));
         }
         let Some(mut opened) = self.open(oid)? else {
             return Ok(None);
@@ -459,7 +475,11 @@ impl ObjectFiles {
     /// authenticated whenever it is read, and a file whose length no sealed
     /// object can have is refused here already.
     pub(crate) fn read_header(&self, oid: Oid) -> Result<Option<(ObjectType, u64)>, VaultError> {
-        if let Some((_, at)) = self.bundled(oid)? {
+        let bundled = match self.bundled(oid) {
+            Err(VaultError::Io(e)) if e.kind() == io::ErrorKind::NotFound => self.bundled(oid),
+            other => other,
+        };
+        if let Some((_, at)) = bundled? {
             return Ok(Some((at.kind, at.size)));
         }
         let mut file = match fs::File::open(self.path(oid)) {
@@ -490,15 +510,21 @@ impl ObjectFiles {
             .map(|o| (o.size, Box::new(o) as Box<dyn Read>)))
     }
 
+    /// A bundled object's kind and content. A bundle merged away between the
+    /// lookup and the read (its files deleted) has the object looked up again,
+    /// in the merged bundle.
     fn read_bundled(&self, oid: Oid) -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
-        let Some((bundles, at)) = self.bundled(oid)? else {
-            return Ok(None);
+        let once = || -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
+            let Some((bundle, at)) = self.bundled(oid)? else {
+                return Ok(None);
+            };
+            let data = bundle::read(&self.keys.bundles, &bundle, at, oid, &self.keys.cipher())?;
+            Ok(Some((at.kind, data)))
         };
-        let bundles = bundles.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(Some((
-            at.kind,
-            bundle::read(&self.keys.bundles, &bundles, at, oid, &self.keys.cipher())?,
-        )))
+        match once() {
+            Err(VaultError::Io(e)) if e.kind() == io::ErrorKind::NotFound => once(),
+            other => other,
+        }
     }
 
     /// Hard-links (or copies) every object file into `dest` (a fork keeps the
@@ -546,12 +572,16 @@ pub(crate) fn sweep(dir: &Path) -> io::Result<usize> {
         for entry in entries {
             let path = entry?.path();
             let unindexed = [
-                (bundle::DATA_EXT, bundle::INDEX_EXT),
-                (bundle::v1::DATA_EXT, bundle::v1::INDEX_EXT_V1),
+                (
+                    bundle::DATA_EXT,
+                    &[bundle::INDEX_EXT, bundle::INDEX_EXT_V2][..],
+                ),
+                (bundle::v1::DATA_EXT, &[bundle::v1::INDEX_EXT_V1][..]),
             ]
             .iter()
-            .any(|(data, index)| {
-                path.extension().is_some_and(|e| e == *data) && !path.with_extension(index).exists()
+            .any(|(data, indexes)| {
+                path.extension().is_some_and(|e| e == *data)
+                    && !indexes.iter().any(|i| path.with_extension(i).exists())
             });
             let temporary = path.extension().is_none();
             if unindexed || temporary {

@@ -331,11 +331,18 @@ impl Repo {
         Ok(out)
     }
 
-    /// Packs in the repository (each pull adds one).
-    pub(crate) fn pack_count(&self) -> Result<usize, VaultError> {
-        if self.files.is_some() {
-            return Ok(0);
+    /// Whether [`consolidate`](Self::consolidate) has work: more than
+    /// [`MAX_PACKS`](crate::MAX_PACKS) packs, or with encrypted objects more
+    /// than `bundle::MAX_BUNDLES` bundles (each pull adds one).
+    pub(crate) fn needs_consolidation(&self) -> Result<bool, VaultError> {
+        match &self.files {
+            Some(files) => Ok(files.bundle_count()? > super::bundle::MAX_BUNDLES),
+            None => Ok(self.pack_count()? > crate::MAX_PACKS),
         }
+    }
+
+    /// Packs in the repository (each pull adds one).
+    fn pack_count(&self) -> Result<usize, VaultError> {
         let files = self.pack_files()?;
         Ok(files
             .iter()
@@ -347,9 +354,12 @@ impl Repo {
     /// the other packs (loose objects are left alone). The caller holds the
     /// vault's writer lock, so no pull is indexing meanwhile; a reader that
     /// misses an object in a deleted pack finds it after libgit2's rescan.
+    ///
+    /// With encrypted objects, merges the smallest bundles once there are more
+    /// than `bundle::MAX_BUNDLES` (see `bundle::merge`).
     pub(crate) fn consolidate(&self) -> Result<(), VaultError> {
-        if self.files.is_some() {
-            return Ok(());
+        if let Some(files) = &self.files {
+            return files.merge_bundles().map(drop);
         }
         let old = self.pack_files()?;
         let head = self.head_id()?;

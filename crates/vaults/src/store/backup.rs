@@ -51,8 +51,14 @@ impl VaultStore {
         during: impl FnOnce() -> io::Result<R>,
         sink: &mut dyn FnMut(&BackupFile, &mut dyn io::Read, u64) -> io::Result<()>,
     ) -> Result<R, VaultError> {
-        let (result, files, read) = {
+        let (result, files, read, _hold) = {
             let _paused = self.quiesce.write().unwrap_or_else(PoisonError::into_inner);
+            // Taken before the listing: a merge of bundles between the listing
+            // and the copy would delete listed files.
+            let hold = self
+                .deletions
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             let result = during()?;
             let files = backup_files(&self.dir)?;
             let mut read = std::collections::HashMap::new();
@@ -61,12 +67,8 @@ impl VaultStore {
                     read.insert(i, fs::read(&file.path)?);
                 }
             }
-            (result, files, read)
+            (result, files, read, hold)
         };
-        let _hold = self
-            .deletions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
         for (i, file) in files.iter().enumerate() {
             match read.get(&i) {
                 Some(bytes) => sink(file, &mut &bytes[..], bytes.len() as u64)?,

@@ -9,7 +9,7 @@ use keynode_core::{VaultId, VaultName};
 
 use super::{TMP_PREFIX, VaultStore, remove_path};
 use crate::repo::{CommitId, Repo, parse_oid};
-use crate::transfer::{MAX_HAVES, MAX_PACKS, numbered_name, sample_haves};
+use crate::transfer::{MAX_HAVES, numbered_name, sample_haves};
 use crate::{Advert, PackStats, PullOutcome, Remote, VaultError, VaultMeta};
 
 impl VaultStore {
@@ -100,10 +100,12 @@ impl VaultStore {
     /// pack that indexed fully is kept (as unreachable objects when the pull is
     /// refused afterwards).
     ///
-    /// Each pull adds a pack, and every object lookup searches every pack: past
-    /// [`MAX_PACKS`](crate::MAX_PACKS), a successful pull rewrites what the
-    /// branch reaches into one pack and deletes the others. Pulls of one vault
-    /// take turns (under its writer lock).
+    /// Each pull adds a pack (a bundle, with encrypted objects), and every
+    /// object lookup asks every one: past [`MAX_PACKS`](crate::MAX_PACKS)
+    /// packs, a successful pull rewrites what the branch reaches into one pack
+    /// and deletes the others; past [`MAX_BUNDLES`](crate::MAX_BUNDLES)
+    /// bundles, it merges the smallest ones. Pulls of one vault take turns
+    /// (under its writer lock).
     pub fn receive_pull(
         &self,
         id: VaultId,
@@ -128,14 +130,7 @@ impl VaultStore {
         if let PullOutcome::Updated { to, .. } = &outcome {
             self.head_moved(id, to.clone());
         }
-        // Not while a backup reads the files: it runs at a later pull.
-        let deletions = self.deletions.try_write();
-        if repo.pack_count()? > MAX_PACKS && deletions.is_ok() {
-            // The pull is done; a failed clean-up only leaves more packs.
-            if let Err(e) = repo.consolidate() {
-                tracing::warn!(vault = %id, error = %e, "could not consolidate the packs of a clone");
-            }
-        }
+        self.consolidate(id, &repo);
         Ok(outcome)
     }
 

@@ -1,4 +1,5 @@
-//! Format 1 bundles, read once to be rewritten in format 2.
+//! Format 1 bundles, read once to be rewritten in the current format (data
+//! format 2, index format 3).
 //!
 //! ```text
 //! bundles/<name>.knb  = "KNB1" ‖ record*      record aad = "KNB1" ‖ object id
@@ -11,13 +12,13 @@
 //! else touches the repository (the store calls it at open) and is safe to cut
 //! at any point:
 //!
-//! 1. the format 2 copy is written under the same name, data and index
+//! 1. the current-format copy is written under the same name, data and index
 //!    synced to disk, the index last (an index-less copy is swept at open);
 //! 2. the format 1 index is removed, then its data (data without an index is
 //!    swept at open).
 //!
 //! An interrupted migration is finished by the next open: a format 1 index
-//! whose format 2 index exists only has its files removed.
+//! whose format 2 or 3 index exists only has its files removed.
 
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -25,7 +26,8 @@ use std::path::Path;
 
 use chacha20poly1305::XChaCha20Poly1305;
 
-use super::{BUNDLE_DIR, BundleWriter, INDEX_EXT, corrupt, open_index, open_record};
+use super::index::open_run;
+use super::{BUNDLE_DIR, BundleWriter, INDEX_EXT, INDEX_EXT_V2, corrupt, open_record};
 use crate::VaultError;
 
 const DATA_MAGIC: &[u8; 4] = b"KNB1";
@@ -64,7 +66,10 @@ pub(crate) fn migrate(
     for name in names {
         let index = root.join(format!("{name}.{INDEX_EXT_V1}"));
         let data = root.join(format!("{name}.{DATA_EXT}"));
-        if !root.join(format!("{name}.{INDEX_EXT}")).exists() {
+        let rewritten = [INDEX_EXT, INDEX_EXT_V2]
+            .iter()
+            .any(|ext| root.join(format!("{name}.{ext}")).exists());
+        if !rewritten {
             match rewrite(objects, &name, legacy, cipher) {
                 Ok(()) => migrated += 1,
                 Err(VaultError::Corrupt(why)) => {
@@ -94,7 +99,7 @@ fn rewrite(
     let root = objects.join(BUNDLE_DIR);
     let index = root.join(format!("{name}.{INDEX_EXT_V1}"));
     let data_path = root.join(format!("{name}.{DATA_EXT}"));
-    let entries = open_index(&fs::read(&index)?, name, INDEX_MAGIC, legacy)
+    let entries = open_run(&fs::read(&index)?, name, INDEX_MAGIC, legacy)
         .map_err(|why| corrupt(&index, why))?;
     let data = fs::File::open(&data_path)?;
     let mut writer = BundleWriter::named(objects, name.to_owned());
@@ -188,18 +193,16 @@ pub(crate) fn downgrade(
         let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
         let data_path = root.join(format!("{name}.{}", super::DATA_EXT));
         let data = fs::File::open(&data_path).unwrap();
-        let items: Vec<_> =
-            open_index(&fs::read(&path).unwrap(), &name, super::INDEX_MAGIC, cipher)
-                .unwrap()
-                .into_iter()
-                .map(|(oid, at)| {
-                    let mut sealed = vec![0; at.len as usize];
-                    data.read_exact_at(&mut sealed, at.offset).unwrap();
-                    let content =
-                        open_record(&sealed, oid, at.kind, super::DATA_MAGIC, cipher).unwrap();
-                    (oid, at.kind, content)
-                })
-                .collect();
+        let items: Vec<_> = super::index::read_all(&path, &name, cipher)
+            .into_iter()
+            .map(|(oid, at)| {
+                let mut sealed = vec![0; at.len as usize];
+                data.read_exact_at(&mut sealed, at.offset).unwrap();
+                let content =
+                    open_record(&sealed, oid, at.kind, super::DATA_MAGIC, cipher).unwrap();
+                (oid, at.kind, content)
+            })
+            .collect();
         write(objects, &name, &items, legacy);
         fs::remove_file(&path).unwrap();
         fs::remove_file(&data_path).unwrap();
