@@ -262,6 +262,7 @@ fn exit(what: &str, r: Result<bool, String>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    keynode_core::exec::limit_malloc_arenas(keynode_core::exec::AGENT_MALLOC_ARENAS);
     let cli = Cli::parse();
     let default_log = if matches!(cli.command, Command::Agent(_)) {
         "warn"

@@ -139,6 +139,7 @@ fn parse() -> Result<Cli, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    keynode_core::exec::limit_malloc_arenas(keynode_core::exec::AGENT_MALLOC_ARENAS);
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,

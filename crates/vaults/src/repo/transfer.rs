@@ -236,19 +236,21 @@ impl Repo {
         while let Some((oid, dir)) = stack.pop() {
             let tree = self.git.find_tree(oid)?;
             for entry in tree.iter() {
+                let kind = match entry.kind() {
+                    Some(kind @ (ObjectType::Tree | ObjectType::Blob)) => kind,
+                    _ => continue,
+                };
+                // Most entries of a pull's trees were seen (the parent's
+                // tree): their paths are not built.
+                if !seen.insert(entry.id()) {
+                    continue;
+                }
                 let name = String::from_utf8_lossy(entry.name_bytes());
                 let path = if dir.is_empty() {
                     name.into_owned()
                 } else {
                     format!("{dir}/{name}")
                 };
-                let kind = match entry.kind() {
-                    Some(kind @ (ObjectType::Tree | ObjectType::Blob)) => kind,
-                    _ => continue,
-                };
-                if !seen.insert(entry.id()) {
-                    continue;
-                }
                 visit(entry.id(), &path, kind)?;
                 if kind == ObjectType::Tree {
                     stack.push((entry.id(), path));
