@@ -85,8 +85,12 @@ fn start_error(e: &StartError) -> Failure {
 }
 
 fn read_password(args: &StartArgs, paths_exist: bool) -> Result<Secret, Failure> {
+    // A systemd credential comes after the flag and the variable.
+    let credential = (args.password_file.is_none() && std::env::var_os(PASSWORD_ENV).is_none())
+        .then(crate::config::credential)
+        .flatten();
     let source = PasswordSource {
-        file: args.password_file.as_deref(),
+        file: args.password_file.as_deref().or(credential.as_deref()),
         file_flag: "password file",
         env: PASSWORD_ENV,
         prompt: "Password: ",
@@ -131,7 +135,7 @@ fn config(
 }
 
 /// `--relays 'ID@host:port;…'`.
-fn parse_relays(s: &str) -> Result<Vec<keynode_agent::RelayAddress>, Failure> {
+pub(crate) fn parse_relays(s: &str) -> Result<Vec<keynode_agent::RelayAddress>, Failure> {
     s.split(';')
         .map(str::trim)
         .filter(|p| !p.is_empty())
@@ -304,6 +308,11 @@ fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
         .arg(&args.relays)
         .args(args.relay_serve.then_some("--relay-serve"))
         .args(args.no_listen.then_some("--no-listen"))
+        .args(
+            args.log
+                .iter()
+                .flat_map(|l| ["--log".to_owned(), l.clone()]),
+        )
         .env_remove(PASSWORD_ENV)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

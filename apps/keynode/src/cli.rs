@@ -374,8 +374,15 @@ pub struct PasswordArgs {
 /// `keynode agent start` options.
 #[derive(Debug, Clone, Args)]
 pub struct StartArgs {
-    /// Read the password from this file (else KEYNODE_PASSWORD, else a prompt).
-    #[arg(long, value_name = "FILE")]
+    /// Read settings from this TOML file (default: `keynode.toml` in the node
+    /// path, if there). A flag beats its environment variable, which beats
+    /// the file, which beats the default.
+    #[arg(long, value_name = "FILE", env = "KEYNODE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Read the password from this file (else KEYNODE_PASSWORD, else the
+    /// systemd credential `password`, else the config's `password_file`,
+    /// else a prompt).
+    #[arg(long, value_name = "FILE", env = "KEYNODE_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
     /// On an empty node path: recreate the node of this recovery code (the 24
     /// words, in this file), same NodeId, sealed under the password given.
@@ -386,20 +393,27 @@ pub struct StartArgs {
     #[arg(long, value_name = "FILE")]
     pub recovery_code_out_file: Option<PathBuf>,
     /// Host to listen on for other nodes.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", env = "KEYNODE_AGENT_HOST")]
     pub agent_host: String,
     /// Port to listen on for other nodes (0 picks a free one).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "KEYNODE_AGENT_PORT")]
     pub agent_port: u16,
     /// Nodes to know from the start: `ID@host:port;ID@host:port`.
-    #[arg(long, value_name = "NODES", default_value = "")]
+    #[arg(
+        long,
+        value_name = "NODES",
+        default_value = "",
+        env = "KEYNODE_SEED_NODES"
+    )]
     pub seed_nodes: String,
     /// Largest a vault may grow by clones and pulls, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = keynode_agent::DEFAULT_MAX_VAULT_BYTES)]
+    #[arg(long, value_name = "BYTES", default_value_t = keynode_agent::DEFAULT_MAX_VAULT_BYTES,
+          env = "KEYNODE_MAX_VAULT_BYTES")]
     pub max_vault_bytes: u64,
     /// Largest the node's state may grow, in bytes (a sparse maximum; writes
     /// fail with a clear error when it is spent, reads go on).
-    #[arg(long, value_name = "BYTES", default_value_t = keynode_agent::DEFAULT_MAX_STATE_BYTES)]
+    #[arg(long, value_name = "BYTES", default_value_t = keynode_agent::DEFAULT_MAX_STATE_BYTES,
+          env = "KEYNODE_MAX_STATE_BYTES")]
     pub max_state_bytes: usize,
     /// Publish this node's addresses on the Mainline DHT and find peers
     /// there: `on` or `off`. Publishing tells whoever knows the NodeId where
@@ -413,15 +427,24 @@ pub struct StartArgs {
     pub dht_bootstrap: Option<String>,
     /// Relay connections for nodes that cannot be dialed (within the limits
     /// the README states).
-    #[arg(long)]
+    #[arg(long, env = "KEYNODE_RELAY_SERVE")]
     pub relay_serve: bool,
     /// Relays to keep a reservation at and publish: `ID@host:port;…`.
-    #[arg(long, value_name = "RELAYS", default_value = "")]
+    #[arg(
+        long,
+        value_name = "RELAYS",
+        default_value = "",
+        env = "KEYNODE_RELAYS"
+    )]
     pub relays: String,
     /// Listen for no peer at all (as behind a NAT): the node is reachable
     /// only through its --relays.
-    #[arg(long)]
+    #[arg(long, env = "KEYNODE_NO_LISTEN")]
     pub no_listen: bool,
+    /// What the agent logs, as a tracing filter (`info`,
+    /// `warn,keynode_net=debug`); beats `-v` and RUST_LOG.
+    #[arg(long, value_name = "FILTER", env = "KEYNODE_LOG")]
+    pub log: Option<String>,
     /// Return once the agent is ready, leaving it running in the background.
     #[arg(long)]
     pub background: bool,

@@ -9,6 +9,7 @@ mod agent;
 mod audit;
 mod backup;
 mod cli;
+mod config;
 mod identities;
 mod keys;
 mod nodes;
@@ -21,11 +22,11 @@ mod watch;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use keynode_agent::{Client, ClientError, NodePaths};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{AgentCmd, Cli, Command};
 use crate::output::Format;
 
 /// A failed command: what to tell the user and the exit code.
@@ -99,15 +100,13 @@ impl Ctx {
     }
 }
 
-fn init_tracing(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+/// Logs to stderr with `filter`, else RUST_LOG, else warnings.
+fn init_tracing(filter: Option<&str>) {
+    let filter = match filter {
+        Some(f) => tracing_subscriber::EnvFilter::new(f),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -115,9 +114,12 @@ fn init_tracing(verbose: u8) {
 }
 
 /// Parses the command line; usage errors are one line and exit 64 (sysexits).
-fn parse() -> Result<Cli, ExitCode> {
-    match Cli::try_parse() {
-        Ok(cli) => Ok(cli),
+fn parse() -> Result<(Cli, ArgMatches), ExitCode> {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    match parsed {
+        Ok(parsed) => Ok(parsed),
         Err(e) if !e.use_stderr() => {
             // --help, --version
             let _ = e.print();
@@ -140,15 +142,26 @@ fn parse() -> Result<Cli, ExitCode> {
 
 fn main() -> ExitCode {
     keynode_core::exec::limit_malloc_arenas(keynode_core::exec::AGENT_MALLOC_ARENAS);
-    let cli = match parse() {
-        Ok(cli) => cli,
+    let (mut cli, matches) = match parse() {
+        Ok(parsed) => parsed,
         Err(code) => return code,
     };
-    init_tracing(cli.verbose);
     let ctx = Ctx {
         paths: NodePaths::resolve(cli.node_path.as_deref()),
         format: cli.format,
     };
+    let log = match &mut cli.command {
+        Command::Agent(AgentCmd::Start(args)) if !args.daemon_child => {
+            match start_settings(&ctx, args, cli.verbose, &matches) {
+                Ok(log) => log,
+                Err(f) => return fail(f),
+            }
+        }
+        // Settled by the agent that started it.
+        Command::Agent(AgentCmd::Start(args)) => args.log.clone(),
+        _ => verbosity(cli.verbose),
+    };
+    init_tracing(log.as_deref());
     let result = match cli.command {
         Command::Agent(cmd) => agent::run(&ctx, cmd),
         Command::Backup(cmd) => backup::run(&ctx, cmd),
@@ -169,13 +182,63 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            if !f.message.is_empty() {
-                esay!("keynode: {}", f.message);
-            }
-            ExitCode::from(f.code)
-        }
+        Err(f) => fail(f),
     }
+}
+
+fn fail(f: Failure) -> ExitCode {
+    if !f.message.is_empty() {
+        esay!("keynode: {}", f.message);
+    }
+    ExitCode::from(f.code)
+}
+
+/// The log level `-v` asks for, if any.
+fn verbosity(verbose: u8) -> Option<String> {
+    let level = match verbose {
+        0 => return None,
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    Some(level.to_owned())
+}
+
+/// Completes `agent start`'s settings from its config file (see `config`)
+/// and returns the log filter it runs with: `--log` > `-v` > KEYNODE_LOG >
+/// RUST_LOG (`None`: taken from the environment) > the file's `log` >
+/// `warn`. The filter is also put in `args.log`, for a background agent.
+fn start_settings(
+    ctx: &Ctx,
+    args: &mut cli::StartArgs,
+    verbose: u8,
+    matches: &ArgMatches,
+) -> Result<Option<String>, Failure> {
+    let start = matches
+        .subcommand_matches("agent")
+        .and_then(|m| m.subcommand_matches("start"))
+        .ok_or_else(|| Failure::new(70, "agent start without its arguments"))?;
+    let file_log = match config::ConfigFile::load(args.config.as_deref(), &ctx.paths.root)? {
+        Some(file) => config::apply(args, start, &file)?,
+        None => None,
+    };
+    let from_flag = matches!(
+        start.value_source("log"),
+        Some(clap::parser::ValueSource::CommandLine)
+    );
+    let log = match (args.log.take(), verbosity(verbose)) {
+        (Some(flag), _) if from_flag => Some(flag),
+        (_, Some(level)) => Some(level),
+        (Some(env), None) => Some(env),
+        (None, None) if std::env::var_os("RUST_LOG").is_some() => None,
+        (None, None) => Some(file_log.unwrap_or_else(|| "warn".to_owned())),
+    };
+    if let Some(filter) = &log {
+        tracing_subscriber::EnvFilter::try_new(filter)
+            .map_err(|e| Failure::new(64, format!("--log {filter}: {e}")))?;
+    }
+    args.log = log.clone();
+    Ok(log)
 }
 
 fn client_runtime() -> Result<tokio::runtime::Runtime, Failure> {

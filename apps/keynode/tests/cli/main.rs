@@ -5,6 +5,7 @@ mod agent;
 mod at_rest;
 mod audit;
 mod backup;
+mod config;
 mod crash;
 mod identities;
 mod keys;
