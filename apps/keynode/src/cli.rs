@@ -54,6 +54,18 @@ pub enum Command {
     /// The node's key: its public forms, file signatures, encryption to a node.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one per command into a directory.
+    Man {
+        /// Write `keynode.1`, `keynode-vaults.1`, `keynode-vaults-clone.1`…
+        /// here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `keynode keys ...`

@@ -17,6 +17,7 @@ mod notifications;
 mod password;
 mod recovery;
 mod secrets;
+mod shells;
 mod vaults;
 mod watch;
 
@@ -165,6 +166,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(cmd) => agent::run(&ctx, cmd),
         Command::Backup(cmd) => backup::run(&ctx, cmd),
+        Command::Completions { shell } => shells::completions(shell),
+        Command::Man { dir } => shells::man(dir.as_deref()),
         other => client_runtime().and_then(|rt| {
             rt.block_on(async {
                 match other {
@@ -175,7 +178,10 @@ fn main() -> ExitCode {
                     Command::Notifications(cmd) => notifications::run(&ctx, cmd).await,
                     Command::Audit(cmd) => audit::run(&ctx, cmd).await,
                     Command::Keys(cmd) => keys::run(&ctx, cmd).await,
-                    Command::Agent(_) | Command::Backup(_) => unreachable!("handled above"),
+                    Command::Agent(_)
+                    | Command::Backup(_)
+                    | Command::Completions { .. }
+                    | Command::Man { .. } => unreachable!("handled above"),
                 }
             })
         }),

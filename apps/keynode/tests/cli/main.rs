@@ -14,6 +14,7 @@ mod password;
 mod recovery;
 mod secrets;
 mod sharing;
+mod shells;
 mod support;
 mod vaults;
 mod watch;
