@@ -164,8 +164,53 @@ async fn run_until_stopped(node: Node) {
         _ = node.stop_requested() => {}
         _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
         _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        _ = watchdog(&node) => {}
     }
+    systemd(&[sd_notify::NotifyState::Stopping]);
     node.stop().await;
+}
+
+/// Tells the service manager, if one asked (`NOTIFY_SOCKET`); nothing
+/// otherwise.
+fn systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(false, states)
+    {
+        tracing::warn!(error = %e, "could not notify the service manager");
+    }
+}
+
+/// The watchdog interval the service manager asked of this process, as
+/// libsystemd's `sd_watchdog_enabled` reads it: `WATCHDOG_USEC`, for us
+/// unless `WATCHDOG_PID` names another process.
+fn watchdog_usec() -> Option<u64> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let ours = match std::env::var("WATCHDOG_PID") {
+        Ok(pid) => pid.parse::<u32>().ok() == Some(std::process::id()),
+        Err(_) => true,
+    };
+    (ours && usec > 0).then_some(usec)
+}
+
+/// With `WatchdogSec=` in the unit, pings the service manager at half the
+/// interval, each time only after the agent answered a status request
+/// through its actors in time: an agent that hangs is restarted. Never
+/// returns; pending forever without a watchdog.
+async fn watchdog(node: &Node) {
+    let Some(usec) = watchdog_usec() else {
+        return std::future::pending().await;
+    };
+    let every = Duration::from_micros(usec / 2);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let answered = tokio::time::timeout(every, node.call(Request::AgentStatus)).await;
+        if matches!(answered, Ok(Ok(_))) {
+            systemd(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::warn!("the agent did not answer its watchdog check in time");
+        }
+    }
 }
 
 fn announce(ctx: &Ctx, status: &AgentStatus, created: bool) {
@@ -203,6 +248,11 @@ fn start_foreground(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
         let status = current_status(&node);
         announce(ctx, &status, node.timings().created);
         let _ = std::io::stdout().flush();
+        let line = format!("node {} is live", status.node_id);
+        systemd(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&line),
+        ]);
         run_until_stopped(node).await;
         Ok(())
     })

@@ -140,7 +140,10 @@ pub fn apply(
     let max_vault_bytes: Option<u64> = file.get("max_vault_bytes")?;
     let max_state_bytes: Option<usize> = file.get("max_state_bytes")?;
     let dht: Option<bool> = file.get("dht")?;
-    let dht_bootstrap = file.list("dht_bootstrap", ",")?;
+    // An empty list means the default: the public bootstrap nodes.
+    let dht_bootstrap = file
+        .list("dht_bootstrap", ",")?
+        .filter(|list| !list.is_empty());
     let relay_serve: Option<bool> = file.get("relay_serve")?;
     let relays = file.list("relays", ";")?;
     if let Some(v) = &relays {

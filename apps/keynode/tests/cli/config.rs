@@ -192,3 +192,50 @@ fn the_password_comes_from_a_systemd_credential() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_readme_example_is_a_whole_and_valid_config() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README");
+    let start = readme
+        .find("```toml\n# ~/.local/share/keynode/keynode.toml")
+        .expect("the example");
+    let example = &readme[start + "```toml\n".len()..];
+    let example = &example[..example.find("```").expect("its end")];
+    // Every key a config may hold is in the example.
+    for key in [
+        "agent_host",
+        "agent_port",
+        "seed_nodes",
+        "max_vault_bytes",
+        "max_state_bytes",
+        "dht",
+        "dht_bootstrap",
+        "relay_serve",
+        "relays",
+        "no_listen",
+        "password_file",
+        "log",
+    ] {
+        assert!(
+            example.contains(&format!("\n{key} = ")),
+            "the example lacks {key}"
+        );
+    }
+    let a = Agent::new();
+    std::fs::create_dir_all(&a.node).expect("node path");
+    let password = a.password_file.to_str().expect("utf8");
+    let text = example.replace("/home/me/.config/keynode/password", password);
+    std::fs::write(a.node.join("keynode.toml"), text).expect("config");
+    let out = a
+        .command()
+        .args(["agent", "start", "--background"])
+        .output()
+        .expect("start");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(a.json(&["agent", "status"])["status"], "live");
+}

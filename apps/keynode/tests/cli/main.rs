@@ -13,6 +13,7 @@ mod nodes;
 mod password;
 mod recovery;
 mod secrets;
+mod service;
 mod sharing;
 mod shells;
 mod support;
