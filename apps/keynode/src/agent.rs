@@ -54,9 +54,9 @@ impl Drop for ChildInput {
 
 pub fn run(ctx: &Ctx, cmd: AgentCmd) -> Result<(), Failure> {
     match cmd {
-        AgentCmd::Start(args) if args.daemon_child => daemon_child(ctx, args),
-        AgentCmd::Start(args) if args.background => start_background(ctx, args),
-        AgentCmd::Start(args) => start_foreground(ctx, args),
+        AgentCmd::Start(args) if args.daemon_child => daemon_child(ctx, *args),
+        AgentCmd::Start(args) if args.background => start_background(ctx, *args),
+        AgentCmd::Start(args) => start_foreground(ctx, *args),
         AgentCmd::Status => status(ctx),
         AgentCmd::Stop => stop(ctx),
         AgentCmd::Password(args) => crate::password::run(ctx, args),
@@ -156,7 +156,31 @@ fn actix_system() -> actix_rt::SystemRunner {
 }
 
 /// Runs the node until SIGINT, SIGTERM or `agent stop`, then stops gracefully.
-async fn run_until_stopped(node: Node) {
+/// With `--metrics ADDR`, installs the process's Prometheus recorder and
+/// serves it at `ADDR` (before the node starts, so a taken port fails the
+/// start). Runs inside the agent's runtime.
+fn serve_metrics(addr: Option<std::net::SocketAddr>) -> Result<(), Failure> {
+    let Some(addr) = addr else { return Ok(()) };
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| Failure::new(74, format!("--metrics {addr}: {e}")))
+}
+
+/// Refreshes the node's gauges every [`keynode_agent::metrics::SAMPLE_EVERY`]
+/// when metrics are served; pending forever otherwise.
+async fn sample_metrics(node: &Node, on: bool) {
+    if !on {
+        return std::future::pending().await;
+    }
+    let mut tick = tokio::time::interval(keynode_agent::metrics::SAMPLE_EVERY);
+    loop {
+        tick.tick().await;
+        node.sample_metrics().await;
+    }
+}
+
+async fn run_until_stopped(node: Node, metrics: bool) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();
@@ -165,6 +189,7 @@ async fn run_until_stopped(node: Node) {
         _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
         _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
         _ = watchdog(&node) => {}
+        _ = sample_metrics(&node, metrics) => {}
     }
     systemd(&[sd_notify::NotifyState::Stopping]);
     node.stop().await;
@@ -241,6 +266,7 @@ fn start_foreground(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
     let password = read_password(&args, ctx.paths.root_key().exists())?;
     let cfg = config(ctx, &args, password, code.as_deref().map(String::as_str))?;
     actix_system().block_on(async move {
+        serve_metrics(args.metrics)?;
         let node = Node::start(cfg).await.map_err(|e| start_error(&e))?;
         if let Some(code) = node.take_recovery_code() {
             crate::recovery::show(&code, args.recovery_code_out_file.as_deref())?;
@@ -253,7 +279,7 @@ fn start_foreground(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(&line),
         ]);
-        run_until_stopped(node).await;
+        run_until_stopped(node, args.metrics.is_some()).await;
         Ok(())
     })
 }
@@ -280,10 +306,13 @@ fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
     let password = Zeroizing::new(input.password.clone());
     let cfg = config(ctx, &args, password, input.recovery_code.as_deref())?;
     actix_system().block_on(async move {
-        let node = match Node::start(cfg).await {
+        let started = match serve_metrics(args.metrics) {
+            Ok(()) => Node::start(cfg).await.map_err(|e| start_error(&e)),
+            Err(f) => Err(f),
+        };
+        let node = match started {
             Ok(n) => n,
-            Err(e) => {
-                let f = start_error(&e);
+            Err(f) => {
                 let line = ReadyLine {
                     ok: false,
                     status: None,
@@ -309,7 +338,7 @@ fn daemon_child(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
         // Not through `say!`: the words must reach the parent as they are.
         println!("{}", text.as_str());
         let _ = std::io::stdout().flush();
-        run_until_stopped(node).await;
+        run_until_stopped(node, args.metrics.is_some()).await;
         Ok(())
     })
 }
@@ -362,6 +391,11 @@ fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
             args.log
                 .iter()
                 .flat_map(|l| ["--log".to_owned(), l.clone()]),
+        )
+        .args(
+            args.metrics
+                .iter()
+                .flat_map(|m| ["--metrics".to_owned(), m.to_string()]),
         )
         .env_remove(PASSWORD_ENV)
         .stdin(Stdio::piped())

@@ -356,7 +356,7 @@ pub enum NodesCmd {
 #[derive(Debug, Subcommand)]
 pub enum AgentCmd {
     /// Start the agent (foreground unless --background).
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Show the agent's status.
     Status,
     /// Stop the agent gracefully.
@@ -453,6 +453,11 @@ pub struct StartArgs {
     /// only through its --relays.
     #[arg(long, env = "KEYNODE_NO_LISTEN")]
     pub no_listen: bool,
+    /// Serve Prometheus metrics at `http://HOST:PORT/metrics` (off by
+    /// default; counts and sizes only, no names or secrets; bind it to a
+    /// local or otherwise private address).
+    #[arg(long, value_name = "HOST:PORT", env = "KEYNODE_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// What the agent logs, as a tracing filter (`info`,
     /// `warn,keynode_net=debug`); beats `-v` and RUST_LOG.
     #[arg(long, value_name = "FILTER", env = "KEYNODE_LOG")]

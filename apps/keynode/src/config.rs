@@ -34,6 +34,7 @@ pub const KEYS: &[&str] = &[
     "relays",
     "no_listen",
     "password_file",
+    "metrics",
     "log",
 ];
 
@@ -151,6 +152,12 @@ pub fn apply(
     }
     let no_listen: Option<bool> = file.get("no_listen")?;
     let password_file: Option<PathBuf> = file.get("password_file")?;
+    let metrics = match file.get::<String>("metrics")? {
+        Some(addr) => Some(Some(addr.parse::<std::net::SocketAddr>().map_err(|e| {
+            file.invalid("metrics", format!("{addr}: {e} (want HOST:PORT)"))
+        })?)),
+        None => None,
+    };
     let log: Option<String> = file.get("log")?;
     if let Some(filter) = &log {
         tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| file.invalid("log", e))?;
@@ -185,6 +192,7 @@ pub fn apply(
     set(&mut args.relay_serve, relay_serve, take("relay_serve"));
     set(&mut args.relays, relays, take("relays"));
     set(&mut args.no_listen, no_listen, take("no_listen"));
+    set(&mut args.metrics, metrics, take("metrics"));
     // The password file comes after KEYNODE_PASSWORD and a systemd credential.
     let password_free = take("password_file")
         && std::env::var_os(crate::password::PASSWORD_ENV).is_none()

@@ -34,6 +34,7 @@ pub mod follow;
 pub mod gestalts;
 pub mod growth;
 mod handlers;
+pub mod metrics;
 pub mod node;
 pub mod notifications;
 pub mod password;

@@ -1,5 +1,6 @@
 //! Starting and stopping a node.
 
+use crate::errors::Ask;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -427,6 +428,34 @@ impl Node {
             notifications,
             new_recovery_code: Mutex::new(new_code),
         })
+    }
+
+    /// Refreshes the gauges of [`metrics`](crate::metrics): connections open,
+    /// outbox depth, inbox size, state size and limit, vaults. Cheap (three
+    /// actor messages and two LMDB counts); a process that installed a
+    /// recorder runs it every [`SAMPLE_EVERY`](crate::metrics::SAMPLE_EVERY).
+    pub async fn sample_metrics(&self) {
+        if let Ok(conns) = self.network.send(keynode_net::actor::Connections).await {
+            metrics::gauge!("keynode_connections_open").set(conns.len() as f64);
+        }
+        let sizes = self
+            .notifications
+            .ask_raw(keynode_notify::messages::Sizes {})
+            .await;
+        if let Ok(Ok((inbox, outbox))) = sizes {
+            metrics::gauge!("keynode_inbox_size").set(inbox as f64);
+            metrics::gauge!("keynode_outbox_depth").set(outbox as f64);
+        }
+        if let Ok(Ok(vaults)) = self
+            .vaults
+            .ask_raw(keynode_vaults::messages::ListVaults {})
+            .await
+        {
+            metrics::gauge!("keynode_vaults").set(vaults.len() as f64);
+        }
+        let usage = self.ctx.env.usage();
+        metrics::gauge!("keynode_state_bytes").set(usage.used as f64);
+        metrics::gauge!("keynode_state_limit_bytes").set(usage.map as f64);
     }
 
     /// Serves one unary request in process, exactly as the client socket would

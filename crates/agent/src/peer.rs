@@ -90,6 +90,7 @@ impl Service for PeerService {
                     return;
                 }
             };
+            let kind: &'static str = (&request).into();
             let result = match request {
                 PeerRequest::Chain { after } => gestalts
                     .serve_chain(peer, after)
@@ -161,6 +162,7 @@ impl Service for PeerService {
                     Ok(PeerResponse::Noted)
                 }
             };
+            crate::metrics::peer_request(kind, &result);
             match result {
                 Ok(response) => {
                     let _ = stream.send(&response).await;

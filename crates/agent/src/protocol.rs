@@ -9,8 +9,10 @@ use keynode_gestalt::SignedClaim;
 use keynode_notify::SignedNotification;
 use serde::{Deserialize, Serialize};
 
-/// A request from another node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A request from another node. [`IntoStaticStr`](strum::IntoStaticStr)
+/// gives its kind in snake case (`vault_open`), for metrics.
+#[derive(Debug, Clone, Serialize, Deserialize, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PeerRequest {
     /// Our sigchain entries after `after` (all when `None`).
     Chain {

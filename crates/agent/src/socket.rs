@@ -134,6 +134,14 @@ async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
     // Only the kind: vault names, secret paths and values never reach the log.
     let kind: &'static str = (&request).into();
     tracing::debug!(kind, "request");
+    let result = respond(conn, ctx, request).await;
+    crate::metrics::client_request(kind, &result);
+    result
+}
+
+/// Answers one request: a stream for downloads, uploads and watches, else
+/// one response.
+async fn respond(conn: &mut Conn, ctx: &Ctx, request: Request) -> Result<(), ApiError> {
     let response = match request {
         Request::SecretsGet { vault, path, at } => {
             return download(conn, ctx, &vault, path, at).await;

@@ -282,6 +282,34 @@ pub fn send_blocking<T>(tx: &tokio::sync::mpsc::Sender<T>, item: T) -> Result<()
     futures::executor::block_on(tokio::task::unconstrained(tx.send(item))).map_err(|e| e.0)
 }
 
+/// Malloc arenas [`limit_malloc_arenas`] leaves an agent process.
+pub const AGENT_MALLOC_ARENAS: i32 = 2;
+
+/// Caps glibc's malloc arenas for this process at `arenas`. glibc makes up
+/// to 8 per CPU, a new one whenever a thread allocates while the others are
+/// taken, and each keeps what is freed into it: with tokio's blocking threads
+/// coming and going, a busy agent's anonymous memory grew with each new
+/// arena. Measured with `keynode-harness load --nodes 4 --duration 60s`: 32.3
+/// MiB per agent at the end with glibc's default, 28.6 MiB with 2 arenas, at
+/// the same throughput.
+///
+/// A process-wide setting, so the binaries call it first thing; a library
+/// never does. Does nothing outside glibc, or when `MALLOC_ARENA_MAX` is set
+/// (the operator's choice wins).
+pub fn limit_malloc_arenas(arenas: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter (M_ARENA_MAX takes
+        // any positive count) and takes the allocator's own lock.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas.max(1));
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,32 +406,4 @@ mod tests {
         let v = blocking_future(&Inline, async { 7 }).await.unwrap();
         assert_eq!(v, 7);
     }
-}
-
-/// Malloc arenas [`limit_malloc_arenas`] leaves an agent process.
-pub const AGENT_MALLOC_ARENAS: i32 = 2;
-
-/// Caps glibc's malloc arenas for this process at `arenas`. glibc makes up
-/// to 8 per CPU, a new one whenever a thread allocates while the others are
-/// taken, and each keeps what is freed into it: with tokio's blocking threads
-/// coming and going, a busy agent's anonymous memory grew with each new
-/// arena. Measured with `keynode-harness load --nodes 4 --duration 60s`: 32.3
-/// MiB per agent at the end with glibc's default, 28.6 MiB with 2 arenas, at
-/// the same throughput.
-///
-/// A process-wide setting, so the binaries call it first thing; a library
-/// never does. Does nothing outside glibc, or when `MALLOC_ARENA_MAX` is set
-/// (the operator's choice wins).
-pub fn limit_malloc_arenas(arenas: i32) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter (M_ARENA_MAX takes
-        // any positive count) and takes the allocator's own lock.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, arenas.max(1));
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = arenas;
 }

@@ -254,6 +254,14 @@ store_message! {
 }
 
 store_message! {
+    /// How many entries the inbox and the outbox hold, in that order (what
+    /// an operator's metrics show).
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Sizes {} -> (usize, usize);
+    |store, _msg| Ok((store.inbox_len()?, store.outbox_len()?))
+}
+
+store_message! {
     /// Everything waiting in the outbox, oldest first.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct OutboxRead {} -> Vec<Pending>;

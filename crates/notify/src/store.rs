@@ -457,6 +457,12 @@ impl NotificationStore {
         Ok(self.inbox.len(&txn)? as usize)
     }
 
+    /// How many notifications wait in the outbox.
+    pub fn outbox_len(&self) -> Result<usize, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.outbox.len(&txn)? as usize)
+    }
+
     /// Removes one entry; replies whether it existed.
     pub fn inbox_remove(&self, id: Tid) -> Result<bool, StoreError> {
         let mut txn = self.env.write_txn()?;

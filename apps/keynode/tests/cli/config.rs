@@ -225,7 +225,10 @@ fn the_readme_example_is_a_whole_and_valid_config() {
     let a = Agent::new();
     std::fs::create_dir_all(&a.node).expect("node path");
     let password = a.password_file.to_str().expect("utf8");
-    let text = example.replace("/home/me/.config/keynode/password", password);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let text = example
+        .replace("/home/me/.config/keynode/password", password)
+        .replace("127.0.0.1:9464", &metrics);
     std::fs::write(a.node.join("keynode.toml"), text).expect("config");
     let out = a
         .command()

@@ -9,6 +9,7 @@ mod config;
 mod crash;
 mod identities;
 mod keys;
+mod metrics;
 mod nodes;
 mod password;
 mod recovery;

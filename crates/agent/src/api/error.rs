@@ -23,8 +23,10 @@ impl ApiError {
     }
 }
 
-/// Kinds of failure, each with a sysexits exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Kinds of failure, each with a sysexits exit code. [`IntoStaticStr`]
+/// (strum::IntoStaticStr) names each in snake case (`not_found`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {
     /// The request is malformed.
     Usage,

@@ -77,8 +77,10 @@ pub enum ServerMsg {
 }
 
 /// One request. [`IntoStaticStr`](strum::IntoStaticStr) gives its kind (the
-/// variant name) for logs: a request itself carries names and secrets.
+/// variant name in snake case, `vaults_clone`) for logs and metrics: a
+/// request itself carries names and secrets.
 #[derive(Debug, Clone, Serialize, Deserialize, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Request {
     /// The agent's status.
     AgentStatus,

@@ -170,6 +170,9 @@ impl Gestalts {
     /// Appends `event` to the audit log. Never fails the operation that records
     /// it: a failed append is logged as a warning.
     pub(crate) async fn record(&self, event: keynode_audit::AuditEvent) {
+        if let keynode_audit::AuditEvent::Refused { op, .. } = &event {
+            crate::metrics::refusal(op);
+        }
         let now = self.clock.now_ms();
         let events = self
             .refusals

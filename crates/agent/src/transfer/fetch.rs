@@ -75,10 +75,12 @@ async fn feed_pack(
     stream: &mut RpcStream,
     node: NodeId,
     mut tx: Feeder,
+    received: &mut u64,
 ) -> Result<PackStats, ApiError> {
     loop {
         match next(stream, node).await {
             Ok(PeerResponse::PackChunk(chunk)) => {
+                *received += chunk.len() as u64;
                 if tx.send(Ok(chunk)).await.is_err() {
                     // The store stopped reading; its result says why.
                     return Err(ApiError::new(ErrorKind::Protocol, "pack refused"));
@@ -99,19 +101,24 @@ async fn feed_pack(
 
 /// Runs `store` (a store call reading the pack from `source`) while the
 /// stream's chunks feed it. The store's error wins over the stream's.
+/// `kind` (clone, pull) names the transfer in the metrics.
 async fn receive<T, F>(
     ctx: &Ctx,
     stream: &mut RpcStream,
     node: NodeId,
+    kind: &'static str,
     store: impl FnOnce(Source, bool) -> F,
 ) -> Result<T, ApiError>
 where
     F: std::future::Future<Output = Result<T, ApiError>>,
 {
+    let mut received = 0u64;
     let (stored, fed) = feed_store(ctx.exec.pipe_depth(PACK_QUEUE), store, |tx| {
-        feed_pack(stream, node, tx)
+        feed_pack(stream, node, tx, &mut received)
     })
     .await;
+    let ok = stored.is_ok() && fed.is_ok();
+    crate::metrics::transfer(kind, ok, "received", received);
     let stored = stored?;
     fed?;
     Ok(stored)
@@ -137,7 +144,7 @@ pub(crate) async fn clone(
         vault: advert.vault,
     };
     let (name, head) = (advert.name.clone(), advert.head.clone());
-    let meta = receive(ctx, &mut stream, node, |pack, waits| {
+    let meta = receive(ctx, &mut stream, node, "clone", |pack, waits| {
         ctx.vaults.ask(v::ReceiveClone {
             name,
             remote,
@@ -208,7 +215,7 @@ pub(crate) async fn pull(
         }
     } else {
         let (id, head) = (meta.id, advert.head.clone());
-        receive(ctx, &mut stream, source_node, |pack, waits| {
+        receive(ctx, &mut stream, source_node, "pull", |pack, waits| {
             ctx.vaults.ask(v::ReceivePull {
                 vault: id,
                 head,

@@ -233,6 +233,12 @@ impl Serving<'_> {
             Ok(None) => self.streamed_pack(stream, meta.id, want, haves).await?,
             Err(e) => Err(e),
         };
+        crate::metrics::transfer(
+            "serve",
+            packed.is_ok(),
+            "sent",
+            packed.as_ref().map_or(0, |s| s.bytes),
+        );
         match packed {
             Ok(stats) => {
                 gestalts.record(served).await;

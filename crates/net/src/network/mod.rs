@@ -781,6 +781,11 @@ impl<T: Transport> Inner<T> {
         class: PeerClass,
         relay: Option<NodeId>,
     ) -> Arc<Conn> {
+        let side = match direction {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        };
+        metrics::counter!("keynode_connections_total", "direction" => side).increment(1);
         // yamux's stream limit counts both directions and is fixed for the
         // connection's life, so it is the same ceiling for everyone; a
         // stranger's inbound streams are limited as they are accepted

@@ -256,9 +256,22 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     role: Role,
     timeout: Duration,
 ) -> Result<(NoiseStream<S>, NodeId), HandshakeError> {
-    tokio::time::timeout(timeout, run_handshake(io, identity, role))
+    let side = match role {
+        Role::Initiator(_) => "outbound",
+        Role::Responder => "inbound",
+    };
+    let result = tokio::time::timeout(timeout, run_handshake(io, identity, role))
         .await
-        .map_err(|_| HandshakeError::Timeout(timeout))?
+        .map_err(|_| HandshakeError::Timeout(timeout))
+        .and_then(|r| r);
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(HandshakeError::Timeout(_)) => "timeout",
+        Err(_) => "failed",
+    };
+    metrics::counter!("keynode_handshakes_total", "direction" => side, "outcome" => outcome)
+        .increment(1);
+    result
 }
 
 async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin>(
