@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use keynode_agent::Client;
-use keynode_agent::api::{Request, Response};
+use keynode_client::Client;
+use keynode_client::api::{Request, Response};
 use keynode_core::{SecretPath, VaultName};
 use serde_json::json;
 

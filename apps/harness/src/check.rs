@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keynode_agent::api::{Request, Response};
+use keynode_client::api::{Request, Response};
 
 use crate::cluster::{self, futures_join};
 use crate::metrics::Event;
@@ -287,8 +287,8 @@ pub async fn check_clones(
                 let r = settle(until, || async {
                     match cluster::call(&mine, pull.clone()).await {
                         Ok(_) => Ok(Some("succeeded".to_string())),
-                        Err(keynode_agent::ClientError::Api(e))
-                            if e.kind == keynode_agent::api::ErrorKind::PermissionDenied =>
+                        Err(keynode_client::ClientError::Api(e))
+                            if e.kind == keynode_client::api::ErrorKind::PermissionDenied =>
                         {
                             Ok(None)
                         }

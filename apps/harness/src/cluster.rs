@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use keynode_agent::api::{ApiError, ErrorKind, Request, Response};
-use keynode_agent::{Client, ClientError};
+use keynode_client::api::{ApiError, ErrorKind, Request, Response};
+use keynode_client::{Client, ClientError};
 use keynode_core::{NodeId, SecretPath, VaultName};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -130,7 +130,7 @@ impl Cluster {
                         .map_err(|e| format!("agent {i}: bad node id: {e}"))?,
                     host: ready.host,
                     port: ready.port,
-                    socket: keynode_agent::NodePaths::new(&dir).socket(),
+                    socket: keynode_client::NodePaths::new(&dir).socket(),
                     dir: Some(dir),
                     pid: Some(ready.pid),
                     child: Some(child),

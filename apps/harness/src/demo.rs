@@ -5,8 +5,9 @@
 use std::future::Future;
 use std::time::Instant;
 
-use keynode_agent::api::{ErrorKind, Request, Response};
-use keynode_agent::{Client, ClientError, Node, NodeConfig};
+use keynode_agent::{Node, NodeConfig};
+use keynode_client::api::{ErrorKind, Request, Response};
+use keynode_client::{Client, ClientError};
 use keynode_core::{SecretPath, VaultName};
 
 /// Runs one step: prints its outcome and time; a failure ends the demo.

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use keynode_agent::Client;
-use keynode_agent::api::{Request, Response};
+use keynode_client::Client;
+use keynode_client::api::{Request, Response};
 use serde_json::{Value, json};
 
 use crate::cluster::{self, Agent, Cluster, futures_join};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keynode_agent::api::{Request, Response};
+use keynode_client::api::{Request, Response};
 use serde_json::json;
 
 use crate::cluster::{self, Cluster, futures_join};

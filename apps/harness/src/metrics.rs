@@ -34,9 +34,9 @@ pub struct OpError {
 
 impl OpError {
     /// Classifies a client error.
-    pub fn from_client(e: &keynode_agent::ClientError) -> OpError {
-        use keynode_agent::ClientError;
-        use keynode_agent::api::ErrorKind as K;
+    pub fn from_client(e: &keynode_client::ClientError) -> OpError {
+        use keynode_client::ClientError;
+        use keynode_client::api::ErrorKind as K;
         let definite = match e {
             ClientError::NotRunning(_) => true,
             ClientError::Api(a) => matches!(

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use keynode_agent::api::{Request, Response};
+use keynode_client::api::{Request, Response};
 use keynode_core::VaultName;
 use serde_json::json;
 
@@ -89,7 +89,7 @@ pub async fn run(rounds: usize, report: PathBuf) -> Result<bool, String> {
     let mut all_ok = true;
     for round in 0..rounds {
         cluster.kill(1).await;
-        let paths = keynode_agent::NodePaths::new(&b_dir);
+        let paths = keynode_client::NodePaths::new(&b_dir);
         let renewed = tokio::task::spawn_blocking(move || {
             keynode_agent::renewal::renew(&paths, PASSWORD.as_bytes())
         })

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use keynode_agent::api::Request;
+use keynode_client::api::Request;
 use serde_json::{Value, json};
 
 use crate::check;

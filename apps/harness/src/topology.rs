@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use keynode_agent::api::{ErrorKind, Request};
+use keynode_client::api::{ErrorKind, Request};
 use keynode_core::NodeId;
 use serde::Serialize;
 
@@ -118,7 +118,7 @@ pub async fn find_all(topo: &Arc<Topology>) -> Result<(), String> {
             loop {
                 let found =
                     cluster::call(&topo.sockets[i], Request::NodesFind { node: topo.ids[j] }).await;
-                if let Ok(keynode_agent::api::Response::Found(f)) = found
+                if let Ok(keynode_client::api::Response::Found(f)) = found
                     && f.dht == "found"
                 {
                     break;
@@ -235,7 +235,7 @@ pub async fn setup(
                 .await
                 {
                     // An attached deployment keeps its vaults from an earlier run.
-                    Err(keynode_agent::ClientError::Api(e)) if e.kind == ErrorKind::Exists => {}
+                    Err(keynode_client::ClientError::Api(e)) if e.kind == ErrorKind::Exists => {}
                     r => {
                         r.map_err(|e| fail("vaults create", i, e))?;
                     }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keynode_agent::api::{Request, Response};
+use keynode_client::api::{Request, Response};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -152,7 +152,7 @@ pub async fn worker(shared: Arc<Shared>, worker: usize, deadline: Instant) {
 /// Sends one request with the harness's timeout.
 async fn timed<F, T>(f: F) -> Result<T, OpError>
 where
-    F: std::future::Future<Output = Result<T, keynode_agent::ClientError>>,
+    F: std::future::Future<Output = Result<T, keynode_client::ClientError>>,
 {
     match tokio::time::timeout(OP_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keynode_agent::api::{Request, Response};
-use keynode_agent::{Client, Node, NodeConfig};
+use keynode_agent::{Node, NodeConfig};
+use keynode_client::Client;
+use keynode_client::api::{Request, Response};
 use keynode_core::{SecretPath, VaultName};
 
 mod support;

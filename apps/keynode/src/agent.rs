@@ -6,10 +6,11 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keynode_agent::api::{AgentStatus, Request, Response};
 use keynode_agent::parse_seed_nodes;
 use keynode_agent::status::{AgentLock, read_status};
-use keynode_agent::{ClientError, Node, NodeConfig, StartError};
+use keynode_agent::{Node, NodeConfig, StartError};
+use keynode_client::ClientError;
+use keynode_client::api::{AgentStatus, Request, Response};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 

@@ -1,6 +1,6 @@
 //! `keynode audit ...`
 
-use keynode_agent::api::{AuditEntryView, Request, Response};
+use keynode_client::api::{AuditEntryView, Request, Response};
 
 use crate::cli::AuditCmd;
 use crate::output;

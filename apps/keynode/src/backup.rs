@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use keynode_agent::api::{BackupSummary, Request, Response};
 use keynode_agent::backup::{self, BackupError, Manifest};
+use keynode_client::api::{BackupSummary, Request, Response};
 
 use crate::cli::BackupCmd;
 use crate::output;

@@ -1,6 +1,6 @@
 //! `keynode identities ...`
 
-use keynode_agent::api::{GestaltAction, GestaltView, PermissionView, Request, Response};
+use keynode_client::api::{GestaltAction, GestaltView, PermissionView, Request, Response};
 use keynode_core::{GestaltId, IdentityId, ProviderId};
 
 use crate::cli::IdentitiesCmd;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use keynode_agent::api::{Request, Response};
+use keynode_client::api::{Request, Response};
 use keynode_core::{NodeId, Signature, encrypt, filesig};
 
 use crate::cli::KeysCmd;

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
-use keynode_agent::{Client, ClientError, NodePaths};
+use keynode_client::{Client, ClientError, NodePaths};
 
 use crate::cli::{AgentCmd, Cli, Command};
 use crate::output::Format;
@@ -85,10 +85,10 @@ impl Ctx {
     /// work on the node path directly). Blocking.
     pub fn call_if_running(
         &self,
-        request: keynode_agent::api::Request,
-    ) -> Result<Option<(keynode_core::NodeId, keynode_agent::api::Response)>, Failure> {
+        request: keynode_client::api::Request,
+    ) -> Result<Option<(keynode_core::NodeId, keynode_client::api::Response)>, Failure> {
         let not_running =
-            keynode_agent::ClientError::NotRunning(Default::default()).exit_code() as u8;
+            keynode_client::ClientError::NotRunning(Default::default()).exit_code() as u8;
         client_runtime()?.block_on(async {
             let client = match self.client().await {
                 Ok(c) => c,

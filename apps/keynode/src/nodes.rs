@@ -1,6 +1,6 @@
 //! `keynode nodes ...`
 
-use keynode_agent::api::{Request, Response};
+use keynode_client::api::{Request, Response};
 use keynode_core::NodeId;
 
 use crate::cli::NodesCmd;

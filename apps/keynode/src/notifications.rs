@@ -1,6 +1,6 @@
 //! `keynode notifications ...`
 
-use keynode_agent::api::{NotificationView, Request, Response};
+use keynode_client::api::{NotificationView, Request, Response};
 use keynode_core::Tid;
 
 use crate::cli::{InboxCmd, NotificationsCmd, Order, OutboxCmd};

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use keynode_agent::api::{Password, Request, Response};
 use keynode_agent::password::PasswordError;
+use keynode_client::api::{Password, Request, Response};
 use keynode_core::NodeId;
 use zeroize::Zeroizing;
 

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-use keynode_agent::ClientError;
-use keynode_agent::api::{EntryKind, ErrorKind, Request, Response};
+use keynode_client::ClientError;
+use keynode_client::api::{EntryKind, ErrorKind, Request, Response};
 use keynode_core::SecretPath;
 use keynode_core::names::split_secret_ref;
 

@@ -1,6 +1,6 @@
 //! `keynode vaults ...`
 
-use keynode_agent::api::{Request, Response};
+use keynode_client::api::{Request, Response};
 use keynode_core::VaultName;
 
 use crate::cli::VaultsCmd;
@@ -274,8 +274,8 @@ pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
 
 /// A vault as JSON: the API's fields, with `follow` as
 /// `{"state": "following"|"behind"|"refused"|"off"|"diverged", ...}`.
-fn vault_doc(v: &keynode_agent::api::VaultMeta) -> serde_json::Value {
-    use keynode_agent::api::FollowStatus as F;
+fn vault_doc(v: &keynode_client::api::VaultMeta) -> serde_json::Value {
+    use keynode_client::api::FollowStatus as F;
     let mut doc = serde_json::json!({
         "id": v.id.to_string(),
         "name": v.name.as_str(),
@@ -301,8 +301,8 @@ fn vault_doc(v: &keynode_agent::api::VaultMeta) -> serde_json::Value {
 }
 
 /// A clone's follow state in a listing line.
-fn follow_line(f: &keynode_agent::api::FollowStatus) -> String {
-    use keynode_agent::api::FollowStatus as F;
+fn follow_line(f: &keynode_client::api::FollowStatus) -> String {
+    use keynode_client::api::FollowStatus as F;
     match f {
         F::Following => "following".into(),
         F::Behind {
@@ -326,7 +326,7 @@ fn short(oid: &str) -> &str {
 /// `vaults follow|unfollow NAME`.
 async fn set_follow(
     ctx: &Ctx,
-    client: keynode_agent::Client,
+    client: keynode_client::Client,
     name: String,
     follow: bool,
 ) -> Result<(), Failure> {

@@ -147,14 +147,14 @@ pub async fn run(
     }
 }
 
-async fn open_watch(ctx: &Ctx, vaults: &[String]) -> Result<keynode_agent::Watch, Failure> {
+async fn open_watch(ctx: &Ctx, vaults: &[String]) -> Result<keynode_client::Watch, Failure> {
     let (_, watch) = ctx.client().await?.watch(vaults.to_vec()).await?;
     Ok(watch)
 }
 
 /// Whether a watched vault moved (`true`), or the watch ended (`false`; it is
 /// dropped and taken up again later).
-async fn next_change(watch: &mut Option<keynode_agent::Watch>) -> bool {
+async fn next_change(watch: &mut Option<keynode_client::Watch>) -> bool {
     let Some(w) = watch.as_mut() else {
         return std::future::pending().await;
     };

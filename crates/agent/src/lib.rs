@@ -22,9 +22,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod api;
 pub mod backup;
-pub mod client;
 pub mod config;
 mod convert;
 mod ctx;
@@ -38,7 +36,6 @@ pub mod metrics;
 pub mod node;
 pub mod notifications;
 pub mod password;
-pub mod paths;
 pub mod peer;
 mod pipe;
 pub mod protocol;
@@ -49,9 +46,11 @@ pub mod status;
 pub mod testing;
 pub mod transfer;
 
-pub use client::{Client, ClientError, Watch};
 pub use config::{NodeConfig, SeedNode, StartError, StartTimings, parse_seed_nodes};
 pub use handlers::{MAX_ENV_BYTES, SHARED_ACTIONS};
+/// The client protocol and client live in `keynode-client` (no storage
+/// dependencies); they are re-exported here under their old paths.
+pub use keynode_client::{Client, ClientError, Watch, api, client, paths};
 pub use node::Node;
 pub use paths::NodePaths;
 pub use socket::{FRAME_TIMEOUT, MAX_CLIENTS};

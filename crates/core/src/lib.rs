@@ -40,6 +40,7 @@ mod macros;
 pub mod names;
 pub mod recovery;
 pub mod sim;
+#[cfg(feature = "store")]
 pub mod store;
 
 pub use clock::{Clock, SystemClock};

@@ -117,7 +117,7 @@ fn change_on_a_running_agent_then_restart_with_the_new_password() {
 
     a.run(&["agent", "stop"]).success();
     let log = std::fs::read_to_string(a.node.join("agent.log")).expect("agent.log");
-    assert!(log.contains("AgentPassword"), "request not logged: {log}");
+    assert!(log.contains("agent_password"), "request not logged: {log}");
     assert!(!log.contains(PASSWORD) && !log.contains(NEW_PASSWORD));
 
     // The old password no longer opens the node; the new one does.

@@ -6,6 +6,7 @@ use keynode_vaults::Op;
 use keynode_vaults::messages::*;
 
 use crate::api::{ApiError, ErrorKind, Response};
+use crate::convert::IntoApi;
 use crate::convert::{all, committed};
 use crate::ctx::Ctx;
 use crate::errors::Ask;
@@ -31,7 +32,7 @@ pub(crate) async fn commit(ctx: &Ctx, vault: VaultId, ops: Vec<Op>) -> Result<Re
 
 pub(super) async fn create(ctx: &Ctx, name: VaultName) -> Result<Response, ApiError> {
     let meta = ctx.vaults.ask(CreateVault { name }).await?;
-    Ok(Response::Vault(meta.into()))
+    Ok(Response::Vault(meta.into_api()))
 }
 
 /// `vaults list`: every vault, and for each clone whether it follows its
@@ -48,7 +49,7 @@ pub(super) async fn list(ctx: &Ctx) -> Result<Response, ApiError> {
     let mut out = Vec::with_capacity(metas.len());
     for meta in metas {
         let id = meta.id;
-        let mut view: crate::api::VaultMeta = meta.into();
+        let mut view: crate::api::VaultMeta = meta.into_api();
         if let Some(follow) = follows.get(&id) {
             // Deleted since the listing: leave it out.
             let Ok(advert) = ctx.vaults.ask(Advertise { vault: id }).await else {
@@ -166,5 +167,5 @@ pub(super) async fn stat(
 ) -> Result<Response, ApiError> {
     let vault = resolve(ctx, vault).await?;
     let stat = ctx.vaults.ask(Stat { vault, path, at }).await?;
-    Ok(Response::Stat(stat.into()))
+    Ok(Response::Stat(stat.into_api()))
 }

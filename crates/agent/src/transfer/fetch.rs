@@ -10,6 +10,7 @@ use keynode_vaults::{Advert, PackStats, PullOutcome, Remote};
 
 use super::{FRAME_TIMEOUT, PACK_QUEUE};
 use crate::api::{self, ApiError, ErrorKind, Response, ScanEntry};
+use crate::convert::IntoApi;
 use crate::ctx::Ctx;
 use crate::errors::{Ask, Failure, rpc_failure};
 use crate::pipe::{Feeder, feed_store};
@@ -159,7 +160,7 @@ pub(crate) async fn clone(
         })
     })
     .await?;
-    Ok(meta.into())
+    Ok(meta.into_api())
 }
 
 /// `vaults pull VAULT [NODE] [--pull-vault V]`: fast-forward only; explicit
@@ -270,5 +271,5 @@ pub(crate) async fn fork(
             name,
         })
         .await?;
-    Ok(forked.into())
+    Ok(forked.into_api())
 }

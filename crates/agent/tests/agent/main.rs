@@ -6,6 +6,7 @@
 
 mod audit;
 mod backup;
+mod client;
 mod dht;
 mod follow;
 mod gestalt_model;

@@ -276,7 +276,7 @@ pub struct AgentStatus {
     /// The agent's process id.
     pub pid: u32,
     /// How full the node's state (its LMDB map) is, in percent; at
-    /// [`STORAGE_WARN_PERCENT`](crate::node::STORAGE_WARN_PERCENT) and above
+    /// `keynode_agent::node::STORAGE_WARN_PERCENT` and above
     /// the log warns: writes will fail when it is full, reads keep working.
     #[serde(default)]
     pub storage_used_percent: u8,
