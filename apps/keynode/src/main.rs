@@ -3,6 +3,10 @@
 //! Every command takes `--node-path` (else `KEYNODE_NODE_PATH`), `--format
 //! human|json` and `-v`. Errors are one line on stderr and a sysexits exit code.
 
+// clap turns the commands' doc comments into help text, where `VAULT[:PATH]`
+// is meant literally, not as a link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 #[macro_use]
 mod output;
 mod agent;

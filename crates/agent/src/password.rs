@@ -7,7 +7,7 @@
 //!
 //! Two ways in, both checking the current password first:
 //!
-//! - a running agent serves [`crate::api::Request::AgentPassword`] ([`Rekey`]):
+//! - a running agent serves [`crate::api::Request::AgentPassword`] (`Rekey`):
 //!   holding the key is not enough, a client that merely reaches the socket
 //!   must still know the current password. The change is recorded in the audit
 //!   log (`password_changed`, no secrets).

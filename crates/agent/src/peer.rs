@@ -4,7 +4,7 @@
 //! Every request arrives with the caller's NodeId proven by the Noise handshake
 //! ([`keynode_net::Service`]); nothing in a message body is trusted to say who
 //! is asking. A failure on our side reaches the peer as a kind and a fixed
-//! message ([`crate::errors::to_peer`]); its detail stays in the local log and
+//! message (`errors::to_peer`); its detail stays in the local log and
 //! the audit log.
 
 use std::sync::Weak;

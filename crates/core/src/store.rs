@@ -4,7 +4,7 @@
 //! The environment is LMDB's `mdb.master3` with page-level encryption (through
 //! `heed3`): every page (keys, values, the B-tree structure, free lists) is
 //! sealed with ChaCha20-Poly1305 under a key derived from the node's
-//! [`DataKey`](crate::datakey::DataKey), using LMDB's unique per-page nonces, and
+//! [`DataKey`], using LMDB's unique per-page nonces, and
 //! authenticated on read. So no database needs its own codec-level encryption
 //! and no key (a vault name, an identity) leaks through the key space.
 //!

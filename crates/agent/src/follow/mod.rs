@@ -2,7 +2,7 @@
 //! remote announces a new head, and compares heads whenever it meets the
 //! remote again, so nothing depends on one announcement arriving.
 //!
-//! - **The follower** ([`Following::run`]) keeps one `Follow` stream open to
+//! - **The follower** (`Following::run`) keeps one `Follow` stream open to
 //!   each remote that owns vaults it follows (every clone follows unless it
 //!   was cloned with `--no-follow` or unfollowed). The first `Heads` answer
 //!   is the comparison: a clone behind it pulls at once. A stream that breaks

@@ -23,8 +23,9 @@ impl ApiError {
     }
 }
 
-/// Kinds of failure, each with a sysexits exit code. [`IntoStaticStr`]
-/// (strum::IntoStaticStr) names each in snake case (`not_found`).
+/// Kinds of failure, each with a sysexits exit code.
+/// [`IntoStaticStr`](strum::IntoStaticStr) names each in snake case
+/// (`not_found`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {

@@ -112,7 +112,7 @@ impl NetError {
 /// A node's network settings.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
-    /// Where to listen; port 0 picks a free port (see [`Network::local_addr`]).
+    /// Where to listen; port 0 picks a free port (see [`Network::local_addr`](crate::Network::local_addr)).
     pub listen: SocketAddr,
     /// Bound on connecting plus the whole Noise handshake, each.
     pub handshake_timeout: Duration,
