@@ -10,7 +10,8 @@
 //!   connection to that node appears. A remote that refuses every vault is
 //!   asked again only when we meet it again.
 //! - **Pulls** run one at a time per clone, fast-forward only, as `vaults pull`
-//!   does; announcements that arrive meanwhile coalesce into one more pull to
+//!   does, each after a 50 ms settle ([`FOLLOW_SETTLE`]) so a burst of
+//!   writes is one pull; announcements that arrive meanwhile coalesce into one more pull to
 //!   the newest head. A pull that fails for a passing reason is retried after
 //!   a pause; a divergent history stops following (`Diverged`), never a
 //!   rewrite.
@@ -292,8 +293,14 @@ async fn follow_once(
     }
 }
 
+/// How long a follower lets announcements settle before it pulls: writes in
+/// a burst on the owner (an import, a script setting ten secrets) become one
+/// pull instead of one each, for every follower.
+pub const FOLLOW_SETTLE: Duration = Duration::from_millis(50);
+
 /// Pulls clone `local` each time its remote announces a head it lacks, one
-/// pull at a time; stops when the history diverges.
+/// pull at a time, each after [`FOLLOW_SETTLE`]; stops when the history
+/// diverges.
 async fn puller(ctx: Arc<Ctx>, local: VaultId, mut announced: watch::Receiver<Option<String>>) {
     let mut pause = RETRY_FIRST;
     loop {
@@ -301,6 +308,7 @@ async fn puller(ctx: Arc<Ctx>, local: VaultId, mut announced: watch::Receiver<Op
             return;
         }
         loop {
+            tokio::time::sleep(FOLLOW_SETTLE).await;
             let Some(target) = announced.borrow_and_update().clone() else {
                 break;
             };
