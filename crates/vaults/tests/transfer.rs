@@ -95,18 +95,17 @@ impl Node {
 
     /// The bundle files (data and index) of a vault's repository.
     fn bundles(&self, v: VaultId) -> Vec<String> {
-        let dir = self.store.repo_path(v).join("objects").join("bundles");
-        let mut out: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        out.sort();
-        out
+        self.objects_in(v, "bundles")
     }
 
     /// The pack files of a vault's repository.
     fn packs(&self, v: VaultId) -> Vec<String> {
-        let dir = self.store.repo_path(v).join("objects").join("pack");
+        self.objects_in(v, "pack")
+    }
+
+    /// The files in directory `dir` of a vault's `objects`, sorted.
+    fn objects_in(&self, v: VaultId, dir: &str) -> Vec<String> {
+        let dir = self.store.repo_path(v).join("objects").join(dir);
         let mut out: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -3,14 +3,6 @@
 
 use crate::support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn port_of(a: &Agent) -> u64 {
     a.json(&["agent", "status"])["agent_port"]
         .as_u64()
@@ -31,53 +23,29 @@ fn a_flag_beats_its_variable_which_beats_the_file_which_beats_the_default() {
         ),
     )
     .expect("config");
-    let start = || {
-        a.command()
-            .args(["agent", "start", "--background"])
-            .output()
-    };
     let stop = || a.run(&["agent", "stop"]).success();
 
     // The file alone: its port, its password file, its log filter.
-    let out = start().expect("start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    a.start_with_env(&[], &[]).success();
     assert_eq!(port_of(&a), u64::from(file_port));
     let log = std::fs::read_to_string(a.node.join("agent.log")).expect("log");
     assert!(log.contains("DEBUG"), "the file's log filter is not used");
     stop();
 
     // The variable beats the file.
-    let out = a
-        .command()
-        .args(["agent", "start", "--background"])
-        .env("KEYNODE_AGENT_PORT", env_port.to_string())
-        .output()
-        .expect("start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let env_var = env_port.to_string();
+    a.start_with_env(&[], &[("KEYNODE_AGENT_PORT", &env_var)])
+        .success();
     assert_eq!(port_of(&a), u64::from(env_port));
     stop();
 
     // The flag beats both.
-    let out = a
-        .command()
-        .args(["agent", "start", "--background", "--agent-port"])
-        .arg(flag_port.to_string())
-        .env("KEYNODE_AGENT_PORT", env_port.to_string())
-        .output()
-        .expect("start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let flag = flag_port.to_string();
+    a.start_with_env(
+        &["--agent-port", &flag],
+        &[("KEYNODE_AGENT_PORT", &env_var)],
+    )
+    .success();
     assert_eq!(port_of(&a), u64::from(flag_port));
     stop();
 
@@ -158,39 +126,22 @@ fn the_password_comes_from_a_systemd_credential() {
     let credentials = a.dir.path().join("credentials");
     std::fs::create_dir_all(&credentials).expect("dir");
     std::fs::copy(&a.password_file, credentials.join("password")).expect("credential");
-    let out = a
-        .command()
-        .args(["agent", "start", "--background"])
-        .env("CREDENTIALS_DIRECTORY", &credentials)
-        .output()
-        .expect("start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = credentials.to_str().expect("utf8");
+    a.start_with_env(&[], &[("CREDENTIALS_DIRECTORY", dir)])
+        .success();
     a.run(&["agent", "stop"]).success();
     // The flag and KEYNODE_PASSWORD come first: a wrong one is refused.
     std::fs::write(credentials.join("password"), "not the password").expect("write");
-    let out = a
-        .command()
-        .args(["agent", "start", "--background"])
-        .env("CREDENTIALS_DIRECTORY", &credentials)
-        .output()
-        .expect("start");
-    assert_eq!(out.status.code(), Some(77));
-    let out = a
-        .command()
-        .args(["agent", "start", "--background"])
-        .env("CREDENTIALS_DIRECTORY", &credentials)
-        .env("KEYNODE_PASSWORD", PASSWORD)
-        .output()
-        .expect("start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    a.start_with_env(&[], &[("CREDENTIALS_DIRECTORY", dir)])
+        .fails(77, "wrong password");
+    a.start_with_env(
+        &[],
+        &[
+            ("CREDENTIALS_DIRECTORY", dir),
+            ("KEYNODE_PASSWORD", PASSWORD),
+        ],
+    )
+    .success();
 }
 
 #[test]
@@ -230,15 +181,6 @@ fn the_readme_example_is_a_whole_and_valid_config() {
         .replace("/home/me/.config/keynode/password", password)
         .replace("127.0.0.1:9464", &metrics);
     std::fs::write(a.node.join("keynode.toml"), text).expect("config");
-    let out = a
-        .command()
-        .args(["agent", "start", "--background"])
-        .output()
-        .expect("start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    a.start_with_env(&[], &[]).success();
     assert_eq!(a.json(&["agent", "status"])["status"], "live");
 }

@@ -5,14 +5,6 @@ use std::io::{Read, Write};
 
 use crate::support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// `GET /metrics` over a plain socket: the status line and the body.
 fn scrape(port: u16) -> (String, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -39,20 +31,17 @@ fn sample(body: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// `agent start --background --metrics ADDR` with the test password.
+fn start_with_metrics(a: &Agent, addr: &str) -> Run {
+    let password = a.password_file.to_str().expect("utf8");
+    a.start_with_env(&["--password-file", password, "--metrics", addr], &[])
+}
+
 #[test]
 fn metrics_are_served_scraped_and_hold_no_names() {
     let (a, b) = (Agent::new(), Agent::started());
     let port = free_port();
-    a.run(&[
-        "agent",
-        "start",
-        "--background",
-        "--password-file",
-        a.password_file.to_str().expect("utf8"),
-        "--metrics",
-        &format!("127.0.0.1:{port}"),
-    ])
-    .success();
+    start_with_metrics(&a, &format!("127.0.0.1:{port}")).success();
     a.knows(&b);
     b.knows(&a);
     let (a_id, b_id) = (a.id_and_port().0, b.id_and_port().0);
@@ -111,16 +100,7 @@ fn metrics_are_served_scraped_and_hold_no_names() {
 #[test]
 fn metrics_are_off_by_default_and_a_bad_address_is_refused() {
     let a = Agent::new();
-    a.run(&[
-        "agent",
-        "start",
-        "--background",
-        "--password-file",
-        a.password_file.to_str().expect("utf8"),
-        "--metrics",
-        "not-an-address",
-    ])
-    .fails(64, "--metrics");
+    start_with_metrics(&a, "not-an-address").fails(64, "--metrics");
     std::fs::create_dir_all(&a.node).expect("node");
     std::fs::write(a.node.join("keynode.toml"), "metrics = \"nowhere\"\n").expect("config");
     a.start().fails(78, "key `metrics`");
@@ -128,16 +108,7 @@ fn metrics_are_off_by_default_and_a_bad_address_is_refused() {
     // A port that is taken fails the start, naming it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
-    a.run(&[
-        "agent",
-        "start",
-        "--background",
-        "--password-file",
-        a.password_file.to_str().expect("utf8"),
-        "--metrics",
-        &format!("127.0.0.1:{port}"),
-    ])
-    .fails(74, &port.to_string());
+    start_with_metrics(&a, &format!("127.0.0.1:{port}")).fails(74, &port.to_string());
     a.start().success();
     assert_eq!(a.json(&["agent", "status"])["status"], "live");
 }

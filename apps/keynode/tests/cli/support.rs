@@ -99,6 +99,21 @@ impl Agent {
         c
     }
 
+    /// `agent start --background` with `args` and the environment `env`,
+    /// and no password flag (for tests of where settings come from).
+    pub fn start_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = self.command();
+        command.args(["agent", "start", "--background"]).args(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.stdin(Stdio::null()).output().expect("run keynode");
+        Run {
+            args: format!("agent start --background {}", args.join(" ")),
+            out,
+        }
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self
             .command()
@@ -271,4 +286,13 @@ pub fn two_known() -> (Agent, Agent, String, String) {
     b.knows(&a);
     let (a_id, b_id) = (a.id_and_port().0, b.id_and_port().0);
     (a, b, a_id, b_id)
+}
+
+/// A loopback port free at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }

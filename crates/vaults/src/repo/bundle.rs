@@ -285,24 +285,30 @@ fn corrupt(what: &Path, why: &str) -> VaultError {
     VaultError::Corrupt(format!("bundle {}: {why}", what.display()))
 }
 
-fn load(dir: &Path, cipher: &XChaCha20Poly1305) -> Result<Bundles, VaultError> {
-    let mut bundles = Bundles::default();
-    let root = dir.join(BUNDLE_DIR);
-    let entries = match fs::read_dir(&root) {
+/// The names of the bundles in the bundle directory `root` that have a file
+/// ending in `.{ext}`, sorted; none when there is no directory.
+pub(crate) fn names_with(root: &Path, ext: &str) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(root) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(bundles),
-        Err(e) => return Err(e.into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
-    let mut names: Vec<String> = Vec::new();
+    let suffix = format!(".{ext}");
+    let mut names = Vec::new();
     for entry in entries {
         let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(&format!(".{INDEX_EXT}")) {
+        if let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(&suffix)) {
             names.push(stem.to_owned());
         }
     }
     names.sort();
-    for name in names {
+    Ok(names)
+}
+
+fn load(dir: &Path, cipher: &XChaCha20Poly1305) -> Result<Bundles, VaultError> {
+    let mut bundles = Bundles::default();
+    let root = dir.join(BUNDLE_DIR);
+    for name in names_with(&root, INDEX_EXT)? {
         let index = root.join(format!("{name}.{INDEX_EXT}"));
         let outline = index::outline(&index, &name, cipher)?;
         let bytes = fs::metadata(root.join(format!("{name}.{DATA_EXT}")))?.len();

@@ -372,24 +372,8 @@ pub(crate) fn open_run(
 /// reported): a wrong key must not destroy data.
 pub(crate) fn migrate_v2(objects: &Path, cipher: &XChaCha20Poly1305) -> Result<usize, VaultError> {
     let root = objects.join(BUNDLE_DIR);
-    let entries = match fs::read_dir(&root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name();
-        if let Some(stem) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(&format!(".{INDEX_EXT_V2}")))
-        {
-            names.push(stem.to_owned());
-        }
-    }
-    names.sort();
     let mut migrated = 0;
-    for name in names {
+    for name in super::names_with(&root, INDEX_EXT_V2)? {
         let old = root.join(format!("{name}.{INDEX_EXT_V2}"));
         if !root.join(format!("{name}.{INDEX_EXT}")).exists() {
             let mut items = match open_run(&fs::read(&old)?, &name, INDEX_MAGIC_V2, cipher) {
@@ -413,28 +397,38 @@ pub(crate) fn migrate_v2(objects: &Path, cipher: &XChaCha20Poly1305) -> Result<u
     Ok(migrated)
 }
 
+/// Writes `plain` (encoded entries) sealed as one run, the way format 1 and 2
+/// indexes were, to `path`, for the migrations' tests.
+#[cfg(test)]
+pub(crate) fn write_run(
+    path: &Path,
+    plain: &[u8],
+    name: &str,
+    magic: &[u8; 4],
+    cipher: &XChaCha20Poly1305,
+) {
+    let nonce = [5u8; NONCE];
+    let aad = [magic.as_slice(), name.as_bytes()].concat();
+    let sealed = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plain,
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    fs::write(path, [nonce.as_slice(), &sealed].concat()).unwrap();
+}
+
 /// Writes a format 2 index of `items` for bundle `name` (what an older
 /// keynode wrote), for the migration's tests.
 #[cfg(test)]
 pub(crate) fn write_v2(root: &Path, name: &str, items: &[Item], cipher: &XChaCha20Poly1305) {
     let mut plain = Vec::new();
     encode(items, &mut plain);
-    let nonce = [5u8; NONCE];
-    let aad = [INDEX_MAGIC_V2.as_slice(), name.as_bytes()].concat();
-    let sealed = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: &plain,
-                aad: &aad,
-            },
-        )
-        .unwrap();
-    fs::write(
-        root.join(format!("{name}.{INDEX_EXT_V2}")),
-        [nonce.as_slice(), &sealed].concat(),
-    )
-    .unwrap();
+    let path = root.join(format!("{name}.{INDEX_EXT_V2}"));
+    write_run(&path, &plain, name, INDEX_MAGIC_V2, cipher);
 }
 
 /// Rewrites every format 3 index under `objects` in format 2 (what an older

@@ -46,24 +46,8 @@ pub(crate) fn migrate(
     cipher: &XChaCha20Poly1305,
 ) -> Result<usize, VaultError> {
     let root = objects.join(BUNDLE_DIR);
-    let entries = match fs::read_dir(&root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name();
-        if let Some(stem) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(&format!(".{INDEX_EXT_V1}")))
-        {
-            names.push(stem.to_owned());
-        }
-    }
-    names.sort();
     let mut migrated = 0;
-    for name in names {
+    for name in super::names_with(&root, INDEX_EXT_V1)? {
         let index = root.join(format!("{name}.{INDEX_EXT_V1}"));
         let data = root.join(format!("{name}.{DATA_EXT}"));
         let rewritten = [INDEX_EXT, INDEX_EXT_V2]
@@ -157,22 +141,8 @@ pub(crate) fn write(
         file.extend_from_slice(&sealed);
     }
     fs::write(root.join(format!("{name}.{DATA_EXT}")), file).unwrap();
-    let nonce = [9u8; 24];
-    let aad = [INDEX_MAGIC.as_slice(), name.as_bytes()].concat();
-    let sealed = legacy
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: &entries,
-                aad: &aad,
-            },
-        )
-        .unwrap();
-    fs::write(
-        root.join(format!("{name}.{INDEX_EXT_V1}")),
-        [nonce.as_slice(), &sealed].concat(),
-    )
-    .unwrap();
+    let index = root.join(format!("{name}.{INDEX_EXT_V1}"));
+    super::index::write_run(&index, &entries, name, INDEX_MAGIC, legacy);
 }
 
 /// Rewrites every format 2 bundle under `objects` in format 1, for the
