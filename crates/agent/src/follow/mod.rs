@@ -296,8 +296,8 @@ async fn follow_once(
 /// How long a follower lets announcements settle before it pulls: writes in
 /// a burst on the owner (an import, a script setting ten secrets) become one
 /// pull instead of one each, for every follower. Measured (docs/PERFORMANCE.md,
-/// issue 18): 50 ms gave +15 % / +10 % load at 4 / 8 nodes, 100 ms +20 % /
-/// +20 %, for a write reaching 100 followers at p99 202 / 307 ms (255 ms
+/// issue 18, an interleaved A/B against no settle): +15 % load at 4 nodes,
+/// +10 % at 8, for a write reaching 100 followers at p99 307 ms (255 ms
 /// without; the target is 1 s).
 pub const FOLLOW_SETTLE: Duration = Duration::from_millis(100);
 
