@@ -219,8 +219,8 @@ fn watchdog_usec() -> Option<u64> {
 }
 
 /// With `WatchdogSec=` in the unit, pings the service manager at half the
-/// interval, each time only after the agent answered a status request
-/// through its actors in time: an agent that hangs is restarted. Never
+/// interval, each time only after the agent listed its vaults (through
+/// the vault actor and a store job) in time: an agent that hangs is restarted. Never
 /// returns; pending forever without a watchdog.
 async fn watchdog(node: &Node) {
     let Some(usec) = watchdog_usec() else {
@@ -230,7 +230,10 @@ async fn watchdog(node: &Node) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let answered = tokio::time::timeout(every, node.call(Request::AgentStatus)).await;
+        // Listing the vaults goes through the vault actor and a store job
+        // (an LMDB read): `AgentStatus` is answered from memory and would pass
+        // with the actors stuck.
+        let answered = tokio::time::timeout(every, node.call(Request::VaultsList)).await;
         if matches!(answered, Ok(Ok(_))) {
             systemd(&[sd_notify::NotifyState::Watchdog]);
         } else {
