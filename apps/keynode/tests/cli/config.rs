@@ -52,15 +52,9 @@ fn a_flag_beats_its_variable_which_beats_the_file_which_beats_the_default() {
     // `--config` reads another file instead; without a port there, the
     // default (0: any free port) applies.
     let other = a.dir.path().join("other.toml");
+    let other_path = other.to_str().expect("utf8");
     std::fs::write(&other, format!("password_file = \"{password}\"\n")).expect("other");
-    a.run(&[
-        "agent",
-        "start",
-        "--background",
-        "--config",
-        other.to_str().unwrap(),
-    ])
-    .success();
+    a.start_with_env(&["--config", other_path], &[]).success();
     let port = port_of(&a);
     assert!(port != u64::from(file_port) && port > 0);
     stop();
@@ -69,14 +63,7 @@ fn a_flag_beats_its_variable_which_beats_the_file_which_beats_the_default() {
         format!("agent_port = {other_port}\npassword_file = \"{password}\"\n"),
     )
     .expect("other");
-    a.run(&[
-        "agent",
-        "start",
-        "--background",
-        "--config",
-        other.to_str().unwrap(),
-    ])
-    .success();
+    a.start_with_env(&["--config", other_path], &[]).success();
     assert_eq!(port_of(&a), u64::from(other_port));
 }
 
