@@ -24,6 +24,7 @@
 
 mod backend;
 mod bundle;
+mod journal;
 mod objects;
 mod pack;
 mod pack_out;

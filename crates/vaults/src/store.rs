@@ -557,6 +557,7 @@ impl VaultStore {
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let outcome = repo.commit_ops(ops, &self.author())?;
         self.announce(id, &outcome);
+        self.consolidate(id, &repo);
         Ok(outcome)
     }
 
@@ -704,15 +705,21 @@ pub(crate) mod tests {
         let (_a_tmp, _a_env, a) = store();
         let v = a.create(&VaultName::new("v").unwrap()).unwrap().id;
         let blob = a.write_blob(v, &mut &b"kn7mark value"[..]).unwrap();
-        a.commit(
-            v,
-            vec![Op::Put {
-                path: SecretPath::new("s").unwrap(),
-                blob,
+        let mut ops = vec![Op::Put {
+            path: SecretPath::new("s").unwrap(),
+            blob,
+            policy: crate::PutPolicy::Overwrite,
+        }];
+        // Enough that the clone's pack gets a bundle rather than the journal.
+        for i in 0..6u8 {
+            let big = vec![i; 60 * 1024];
+            ops.push(Op::Put {
+                path: SecretPath::new(&format!("big{i}")).unwrap(),
+                blob: a.write_blob(v, &mut &big[..]).unwrap(),
                 policy: crate::PutPolicy::Overwrite,
-            }],
-        )
-        .unwrap();
+            });
+        }
+        a.commit(v, ops).unwrap();
         let advert = a.advertise(v).unwrap();
         let mut pack = Vec::new();
         a.send_pack(v, &advert.head, &[], &mut |c| {

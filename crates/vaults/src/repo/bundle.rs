@@ -442,6 +442,21 @@ pub(crate) struct BundleWriter {
     name: String,
     data: DataWriter,
     written: HashMap<Oid, Location>,
+    /// Objects held in memory, in order, before any file is made (see
+    /// [`staging`](Self::staging)).
+    staged: Vec<(Oid, ObjectType, Vec<u8>)>,
+    staged_index: HashMap<Oid, usize>,
+    staged_bytes: usize,
+    /// Bytes of content staged at most; 0: none.
+    stage_limit: usize,
+}
+
+/// What a staging writer holds when it is done.
+pub(crate) enum Staged {
+    /// Everything is still in memory (no file was made), in order.
+    Memory(Vec<(Oid, ObjectType, Vec<u8>)>),
+    /// It went to a bundle file, still to be finished.
+    Bundle(Box<BundleWriter>),
 }
 
 impl BundleWriter {
@@ -455,7 +470,39 @@ impl BundleWriter {
             data: DataWriter::new(objects.join(BUNDLE_DIR), &name),
             name,
             written: HashMap::new(),
+            staged: Vec::new(),
+            staged_index: HashMap::new(),
+            staged_bytes: 0,
+            stage_limit: 0,
         }
+    }
+
+    /// A writer that holds up to `limit` bytes of objects in memory before
+    /// it makes a file: a small pack (most pulls) then goes to the journal
+    /// whole, with no file of its own ([`into_staged`](Self::into_staged)).
+    pub(crate) fn staging(objects: &Path, limit: usize) -> BundleWriter {
+        let mut writer = Self::create(objects);
+        writer.stage_limit = limit;
+        writer
+    }
+
+    /// The staged objects if no file was made, else the writer to finish.
+    pub(crate) fn into_staged(self) -> Staged {
+        if self.written.is_empty() && self.stage_limit > 0 {
+            Staged::Memory(self.staged)
+        } else {
+            Staged::Bundle(Box::new(self))
+        }
+    }
+
+    /// Seals what was staged into the file: staging is over.
+    fn spill(&mut self, cipher: &XChaCha20Poly1305) -> Result<(), VaultError> {
+        self.stage_limit = 0;
+        self.staged_index.clear();
+        for (oid, kind, data) in std::mem::take(&mut self.staged) {
+            self.add(oid, kind, &data, cipher)?;
+        }
+        Ok(())
     }
 
     /// Appends an object.
@@ -466,8 +513,17 @@ impl BundleWriter {
         data: &[u8],
         cipher: &XChaCha20Poly1305,
     ) -> Result<(), VaultError> {
-        if self.written.contains_key(&oid) {
+        if self.written.contains_key(&oid) || self.staged_index.contains_key(&oid) {
             return Ok(());
+        }
+        if self.stage_limit > 0 {
+            if self.staged_bytes + data.len() <= self.stage_limit {
+                self.staged_index.insert(oid, self.staged.len());
+                self.staged.push((oid, kind, data.to_vec()));
+                self.staged_bytes += data.len();
+                return Ok(());
+            }
+            self.spill(cipher)?;
         }
         let mut nonce = [0u8; NONCE];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -501,6 +557,10 @@ impl BundleWriter {
         oid: Oid,
         cipher: &XChaCha20Poly1305,
     ) -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
+        if let Some(&i) = self.staged_index.get(&oid) {
+            let (_, kind, data) = &self.staged[i];
+            return Ok(Some((*kind, data.clone())));
+        }
         let Some(at) = self.written.get(&oid).copied() else {
             return Ok(None);
         };
@@ -516,11 +576,31 @@ impl BundleWriter {
     /// Writes the index, which makes the bundle visible, and adds it to
     /// `bundles`. A bundle that received nothing has no file and stays so.
     pub(crate) fn finish(
-        mut self,
+        self,
         cipher: &XChaCha20Poly1305,
         bundles: &RwLock<Bundles>,
     ) -> Result<(), VaultError> {
-        let Some(bundle) = self.write_index(cipher, false)? else {
+        self.finish_as(cipher, bundles, false)
+    }
+
+    /// [`finish`](Self::finish), with the data, the index and the directory
+    /// entry on disk before it returns (a journal's roll: the journal is
+    /// emptied next).
+    pub(crate) fn finish_durable(
+        self,
+        cipher: &XChaCha20Poly1305,
+        bundles: &RwLock<Bundles>,
+    ) -> Result<(), VaultError> {
+        self.finish_as(cipher, bundles, true)
+    }
+
+    fn finish_as(
+        mut self,
+        cipher: &XChaCha20Poly1305,
+        bundles: &RwLock<Bundles>,
+        durable: bool,
+    ) -> Result<(), VaultError> {
+        let Some(bundle) = self.write_index(cipher, durable)? else {
             return Ok(());
         };
         bundles

@@ -51,6 +51,7 @@ use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
 use super::bundle::{self, BUNDLED_OBJECT, Bundle, BundleCache, BundleWriter, Bundles};
+use super::journal::{JOURNAL_FILE, Journal, JournalKey, Journals};
 use crate::VaultError;
 
 /// Plaintext bytes per chunk.
@@ -81,6 +82,9 @@ pub(crate) struct ObjectKeys {
     /// XChaCha20-Poly1305 key of bundles (format 2).
     bundle: DataKey,
     pub(super) bundles: BundleCache,
+    /// The journal key (`journal.rs`).
+    journal: JournalKey,
+    journals: Journals,
 }
 
 impl ObjectKeys {
@@ -90,6 +94,8 @@ impl ObjectKeys {
             names: key.derive("keynode/1 vault object names"),
             bundle: key.derive("keynode/2 vault bundles"),
             bundles: BundleCache::default(),
+            journal: JournalKey::new(key.derive("keynode/1 vault journal")),
+            journals: Journals::default(),
         })
     }
 
@@ -107,6 +113,7 @@ impl ObjectKeys {
     /// Forgets what is cached about the repository at `path` (deleted).
     pub(crate) fn forget(&self, path: &Path) {
         self.bundles.forget(path);
+        self.journals.forget(path);
     }
 }
 
@@ -184,6 +191,8 @@ pub(crate) struct ObjectFiles {
     /// This repository's entry in the node's bundle cache, looked up once per
     /// handle rather than on every object lookup.
     bundles: OnceLock<Arc<RwLock<Bundles>>>,
+    /// This repository's journal, looked up once per handle.
+    journal: OnceLock<Arc<RwLock<Journal>>>,
 }
 
 impl ObjectFiles {
@@ -192,6 +201,7 @@ impl ObjectFiles {
             dir,
             keys,
             bundles: OnceLock::new(),
+            journal: OnceLock::new(),
         }
     }
 
@@ -233,6 +243,70 @@ impl ObjectFiles {
         Ok(self.bundles.get_or_init(|| b).clone())
     }
 
+    /// The repository's journal (read on first use).
+    fn journal(&self) -> Result<Arc<RwLock<Journal>>, VaultError> {
+        if let Some(j) = self.journal.get() {
+            return Ok(j.clone());
+        }
+        let j = self.keys.journals.of(&self.dir, &self.keys.journal)?;
+        Ok(self.journal.get_or_init(|| j).clone())
+    }
+
+    /// Whether the journal holds enough to be rolled into a bundle.
+    pub(crate) fn journal_full(&self) -> Result<bool, VaultError> {
+        let journal = self.journal()?;
+        let full = journal
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .full();
+        Ok(full)
+    }
+
+    /// Objects in the journal.
+    #[cfg(test)]
+    pub(crate) fn journaled(&self) -> Result<usize, VaultError> {
+        let journal = self.journal()?;
+        let len = journal.read().unwrap_or_else(PoisonError::into_inner).len();
+        Ok(len)
+    }
+
+    /// Rolls the journal into a bundle (see `journal.rs`); returns how many
+    /// objects moved. The caller holds the vault's writer lock and keeps
+    /// backups from listing files.
+    pub(crate) fn roll_journal(&self) -> Result<usize, VaultError> {
+        let journal = self.journal()?;
+        let bundles = self.bundles()?;
+        let mut journal = journal.write().unwrap_or_else(PoisonError::into_inner);
+        journal.roll(&self.dir, &self.keys.journal, &self.keys.cipher(), &bundles)
+    }
+
+    /// Appends `objects` to the journal, in order (an accepted small pack);
+    /// those it does not take (past its hard limit) get files of their own.
+    pub(crate) fn journal_all(
+        &self,
+        objects: Vec<(Oid, ObjectType, Vec<u8>)>,
+    ) -> Result<(), VaultError> {
+        let journal = self.journal()?;
+        let mut journal = journal.write().unwrap_or_else(PoisonError::into_inner);
+        let mut rest = Vec::new();
+        for (oid, kind, data) in objects {
+            if !journal.append(oid, kind, &data, &self.keys.journal)? {
+                rest.push((oid, kind, data));
+            }
+        }
+        drop(journal);
+        for (oid, kind, data) in rest {
+            self.write(oid, kind, &data)?;
+        }
+        Ok(())
+    }
+
+    fn read_journaled(&self, oid: Oid) -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
+        let journal = self.journal()?;
+        let journal = journal.read().unwrap_or_else(PoisonError::into_inner);
+        journal.read(oid, &self.keys.journal)
+    }
+
     fn bundled(&self, oid: Oid) -> Result<Option<Bundled>, VaultError> {
         let bundles = self.bundles()?;
         let bundles = bundles.read().unwrap_or_else(PoisonError::into_inner);
@@ -261,7 +335,12 @@ impl ObjectFiles {
     }
 
     pub(crate) fn exists(&self, oid: Oid) -> bool {
-        matches!(self.bundled(oid), Ok(Some(_))) || self.path(oid).is_file()
+        let journaled = self.journal().is_ok_and(|j| {
+            j.read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(oid)
+        });
+        journaled || matches!(self.bundled(oid), Ok(Some(_))) || self.path(oid).is_file()
     }
 
     fn temp(&self) -> io::Result<tempfile::NamedTempFile> {
@@ -309,6 +388,13 @@ impl ObjectFiles {
         kind: ObjectType,
         data: &[u8],
     ) -> Result<(), VaultError> {
+        if data.len() <= BUNDLED_OBJECT {
+            let journal = self.journal()?;
+            let mut journal = journal.write().unwrap_or_else(PoisonError::into_inner);
+            if journal.append(oid, kind, data, &self.keys.journal)? {
+                return Ok(());
+            }
+        }
         let chunks = data.len().div_ceil(CHUNK).max(1);
         let mut sealed = Vec::with_capacity(HEADER + data.len() + chunks * TAG);
         {
@@ -475,6 +561,14 @@ impl ObjectFiles {
     /// authenticated whenever it is read, and a file whose length no sealed
     /// object can have is refused here already.
     pub(crate) fn read_header(&self, oid: Oid) -> Result<Option<(ObjectType, u64)>, VaultError> {
+        let journaled = self
+            .journal()?
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .header(oid);
+        if let Some(found) = journaled {
+            return Ok(Some(found));
+        }
         let bundled = match self.bundled(oid) {
             Err(VaultError::Io(e)) if e.kind() == io::ErrorKind::NotFound => self.bundled(oid),
             other => other,
@@ -514,6 +608,9 @@ impl ObjectFiles {
     /// lookup and the read (its files deleted) has the object looked up again,
     /// in the merged bundle.
     fn read_bundled(&self, oid: Oid) -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
+        if let Some(found) = self.read_journaled(oid)? {
+            return Ok(Some(found));
+        }
         let once = || -> Result<Option<(ObjectType, Vec<u8>)>, VaultError> {
             let Some((bundle, at)) = self.bundled(oid)? else {
                 return Ok(None);
@@ -539,6 +636,15 @@ impl ObjectFiles {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
+            if name == JOURNAL_FILE {
+                // Appended to, so copied rather than linked: under the
+                // journal's lock, so no record is half written.
+                let journal = self.journal()?;
+                let _held = journal.read().unwrap_or_else(PoisonError::into_inner);
+                fs::create_dir_all(dest)?;
+                fs::copy(entry.path(), dest.join(name))?;
+                continue;
+            }
             let objects = name.len() == 2 || name == bundle::BUNDLE_DIR;
             if !objects || !entry.file_type()?.is_dir() {
                 continue;

@@ -21,7 +21,7 @@ use flate2::bufread::ZlibDecoder;
 use git2::{ObjectType, Oid};
 use sha1::{Digest, Sha1};
 
-use super::bundle::{BUNDLED_OBJECT, BundleWriter};
+use super::bundle::{BUNDLED_OBJECT, BundleWriter, Staged};
 use super::objects::{ObjectFiles, object_id};
 use crate::VaultError;
 
@@ -110,9 +110,14 @@ struct Pending {
     delta: Vec<u8>,
 }
 
+/// A pack whose small objects hold at most this many bytes goes to the
+/// repository's journal once it is accepted (held in memory until then);
+/// a larger one gets a bundle of its own.
+const JOURNALED_PACK: usize = 256 * 1024;
+
 /// Reads a whole pack from `pack` and stores its objects in `files`: those up
-/// to [`BUNDLED_OBJECT`] bytes in one new bundle, larger ones in their own
-/// files. A refused pack leaves no bundle.
+/// to [`BUNDLED_OBJECT`] bytes in the journal (a small pack) or in one new
+/// bundle, larger ones in their own files. A refused pack leaves nothing.
 ///
 /// The objects this pack adds may hold at most `room` bytes (inflated) in all:
 /// beyond it the pack is refused ([`VaultError::VaultTooLarge`] with `limit`).
@@ -122,13 +127,17 @@ pub(crate) fn ingest(
     room: u64,
     limit: u64,
 ) -> Result<Received, VaultError> {
-    let mut bundle = Some(BundleWriter::create(files.dir()));
+    let mut bundle = Some(BundleWriter::staging(files.dir(), JOURNALED_PACK));
     let mut created = Vec::new();
     let room = Room { left: room, limit };
     match read_pack(pack, files, &mut bundle, &mut created, room) {
         Ok(received) => {
-            let bundle = bundle.take().expect("still here");
-            bundle.finish(&files.keys().cipher(), files.bundles()?.as_ref())?;
+            match bundle.take().expect("still here").into_staged() {
+                Staged::Memory(objects) => files.journal_all(objects)?,
+                Staged::Bundle(bundle) => {
+                    bundle.finish(&files.keys().cipher(), files.bundles()?.as_ref())?;
+                }
+            }
             Ok(received)
         }
         Err(e) => {

@@ -338,7 +338,9 @@ impl Repo {
     /// than `bundle::MAX_BUNDLES` bundles (each pull adds one).
     pub(crate) fn needs_consolidation(&self) -> Result<bool, VaultError> {
         match &self.files {
-            Some(files) => Ok(files.bundle_count()? > super::bundle::MAX_BUNDLES),
+            Some(files) => {
+                Ok(files.journal_full()? || files.bundle_count()? > super::bundle::MAX_BUNDLES)
+            }
             None => Ok(self.pack_count()? > crate::MAX_PACKS),
         }
     }
@@ -361,6 +363,9 @@ impl Repo {
     /// than `bundle::MAX_BUNDLES` (see `bundle::merge`).
     pub(crate) fn consolidate(&self) -> Result<(), VaultError> {
         if let Some(files) = &self.files {
+            if files.journal_full()? {
+                files.roll_journal()?;
+            }
             return files.merge_bundles().map(drop);
         }
         let old = self.pack_files()?;

@@ -73,9 +73,11 @@ impl VaultStore {
             match read.get(&i) {
                 Some(bytes) => sink(file, &mut &bytes[..], bytes.len() as u64)?,
                 None => {
-                    let mut f = fs::File::open(&file.path)?;
+                    let f = fs::File::open(&file.path)?;
                     let size = f.metadata()?.len();
-                    sink(file, &mut f, size)?;
+                    // A journal grows after the pause (records no copied
+                    // ref needs); what it held then is within `size`.
+                    sink(file, &mut io::Read::take(f, size), size)?;
                 }
             }
         }
