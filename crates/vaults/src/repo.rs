@@ -410,10 +410,40 @@ impl Repo {
 }
 
 /// Removes what interrupted writes leave in the repository at `path`: object
-/// files never renamed into place and bundles whose index was never written.
-/// Only while nothing writes to the repository (the store calls it at open).
+/// files never renamed into place, bundles whose index was never written, and
+/// libgit2's lock files (`refs/heads/main.lock` from a process killed while it
+/// moved the branch, which would refuse every later commit). Only while
+/// nothing writes to the repository (the store calls it at open, and one
+/// agent holds a node's files).
 pub(crate) fn sweep_objects(path: &Path) -> std::io::Result<usize> {
-    objects::sweep(&path.join("objects"))
+    Ok(objects::sweep(&path.join("objects"))? + sweep_locks(path)?)
+}
+
+/// Removes `*.lock` files in the repository's top directory and under `refs`.
+fn sweep_locks(path: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut dirs = vec![path.to_owned(), path.join("refs")];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                if dir != path {
+                    dirs.push(entry.path());
+                }
+            } else if entry.path().extension().is_some_and(|e| e == "lock") {
+                tracing::info!(path = %entry.path().display(), "removing the lock file of an interrupted ref update");
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Rewrites the format 1 bundles of the repository at `path` in the current

@@ -793,6 +793,41 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_ref_lock_left_by_a_killed_process_is_swept_at_open() {
+        let (tmp, env, a) = store();
+        let v = a.create(&VaultName::new("v").unwrap()).unwrap().id;
+        let put = |store: &VaultStore, value: &[u8]| {
+            let blob = store.write_blob(v, &mut &value[..]).unwrap();
+            store.commit(
+                v,
+                vec![Op::Put {
+                    path: SecretPath::new("s").unwrap(),
+                    blob,
+                    policy: crate::PutPolicy::Overwrite,
+                }],
+            )
+        };
+        put(&a, b"one").unwrap();
+        let lock = a.repo_path(v).join("refs").join("heads").join("main.lock");
+        fs::write(&lock, b"").unwrap();
+        assert!(put(&a, b"two").is_err(), "libgit2 refuses a locked ref");
+        let owner = a.owner();
+        drop(a);
+        let a = VaultStore::open(
+            &tmp.path().join("vaults"),
+            env,
+            owner,
+            &DataKey::from_bytes([7; 32]),
+        )
+        .unwrap();
+        assert!(!lock.exists());
+        assert!(matches!(
+            put(&a, b"two").unwrap(),
+            CommitOutcome::Committed(_)
+        ));
+    }
+
+    #[test]
     fn a_backup_holds_the_refs_of_its_pause_not_of_later_writes() {
         let (_tmp, _env, store) = store();
         let v = store.create(&VaultName::new("v").unwrap()).unwrap().id;
