@@ -55,6 +55,10 @@ impl Deliver for NetDeliver {
             }
         })
     }
+
+    fn connected(&self, to: NodeId) -> bool {
+        self.net.get().is_some_and(|net| net.is_connected(to))
+    }
 }
 
 fn kind_and_data(data: &NotificationData) -> (String, String) {

@@ -33,4 +33,12 @@ pub trait Deliver: Send + Sync + 'static {
         to: NodeId,
         n: SignedNotification,
     ) -> BoxFuture<'static, Result<(), DeliveryError>>;
+
+    /// Whether `to` can be reached at once (a live connection): the manager
+    /// then tries a new notification straight away and writes it to the
+    /// outbox only if that fails. `false` (the default) always queues first.
+    fn connected(&self, to: NodeId) -> bool {
+        let _ = to;
+        false
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, SpawnHandle, WrapFuture};
 use keynode_core::{Clock, Keypair, NodeId, Tid, TidGenerator};
 
-use crate::{Deliver, DeliveryError, NotificationStore, Pending, StoreError};
+use crate::{Deliver, DeliveryError, NotificationStore, Pending, SignedNotification, StoreError};
 
 /// Default most deliveries in flight at once.
 pub const DEFAULT_MAX_CONCURRENT: usize = 16;
@@ -237,6 +237,82 @@ impl NotificationsManager {
             act.run_due(ctx);
         });
         self.timer = Some((at_ms, handle));
+    }
+
+    /// Whether a new notification to `to` is tried at once rather than
+    /// queued first: `to` has a live connection and a delivery slot is free.
+    pub(crate) fn can_deliver_now(&self, to: NodeId) -> bool {
+        self.in_flight.len() < self.config.max_concurrent && self.deliver.connected(to)
+    }
+
+    /// Sends `signed` straight away (see
+    /// [`can_deliver_now`](Self::can_deliver_now)), and replies once it is
+    /// delivered or, if that fails, durably in the outbox: the reply means
+    /// "delivered or queued", as for a queued send. A delivered notification
+    /// never touches the outbox (it had cost three state commits: queued,
+    /// claimed, removed). A refusal is final, as in the outbox: logged,
+    /// dropped, and the send still answers with its id. An attempt that
+    /// times out may still have arrived; the queued copy then reaches the
+    /// recipient once more, which its duplicate check absorbs.
+    pub(crate) fn send_now(
+        &mut self,
+        signed: SignedNotification,
+        now: u64,
+    ) -> actix::ResponseActFuture<Self, Result<Tid, crate::SendError>> {
+        let (id, to) = (signed.notification.id, signed.notification.to);
+        self.in_flight.insert(id);
+        let deliver = Arc::clone(&self.deliver);
+        let timeout = self.config.attempt_timeout;
+        let store = Arc::clone(&self.store);
+        let exec = self.exec.clone();
+        let run = async move {
+            let outcome =
+                match tokio::time::timeout(timeout, deliver.deliver(to, signed.clone())).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(DeliveryError::Unreachable("delivery timed out".into())),
+                };
+            let queued = match &outcome {
+                Err(DeliveryError::Unreachable(_)) => Some(
+                    keynode_core::exec::blocking(exec.as_ref(), move || {
+                        store.enqueue_failed(signed, now)
+                    })
+                    .await
+                    .map_err(|e| StoreError::Task(e.to_string()))
+                    .and_then(|r| r),
+                ),
+                _ => None,
+            };
+            (outcome, queued)
+        };
+        Box::pin(run.into_actor(self).map(move |(outcome, queued), act, ctx| {
+            act.in_flight.remove(&id);
+            let reply = match (&outcome, queued) {
+                (Ok(()), _) => {
+                    tracing::debug!(%id, %to, "notification delivered");
+                    Ok(id)
+                }
+                (Err(DeliveryError::Rejected(why)), _) => {
+                    tracing::warn!(%id, %to, %why, "notification rejected by its recipient; dropped");
+                    Ok(id)
+                }
+                (Err(DeliveryError::Unreachable(why)), Some(Ok(at))) => {
+                    tracing::debug!(%id, %to, %why, "notification not delivered; queued");
+                    act.arm(at, ctx);
+                    Ok(id)
+                }
+                (Err(DeliveryError::Unreachable(_)), Some(Err(e))) => {
+                    Err(crate::SendError::Store(e))
+                }
+                (Err(DeliveryError::Unreachable(_)), None) => Err(crate::SendError::Store(
+                    StoreError::Task("an unreachable notification was not queued".into()),
+                )),
+            };
+            if act.backlog {
+                act.backlog = false;
+                act.run_due(ctx);
+            }
+            reply
+        }))
     }
 
     /// Delivers one claimed entry and records the outcome.

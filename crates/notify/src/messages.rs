@@ -56,6 +56,9 @@ impl Handler<Send> for NotificationsManager {
             Ok(signed) => signed,
             Err(e) => return Box::pin(actix::fut::ready(Err(SendError::Invalid(e)))),
         };
+        if self.can_deliver_now(msg.to) {
+            return self.send_now(signed, now);
+        }
         let queue = self.blocking(move |store| store.enqueue(signed, now));
         Box::pin(queue.into_actor(self).map(|res, act, ctx| {
             let pending = res?;

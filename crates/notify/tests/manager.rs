@@ -56,6 +56,8 @@ struct Link {
     target: Mutex<Option<Addr<NotificationsManager>>>,
     online: AtomicBool,
     trusted: AtomicBool,
+    /// What `Deliver::connected` says (a live connection).
+    connected: AtomicBool,
     attempts: Mutex<Vec<(Instant, Result<(), DeliveryError>)>>,
 }
 
@@ -66,6 +68,7 @@ impl Link {
             target: Mutex::new(None),
             online: AtomicBool::new(online),
             trusted: AtomicBool::new(trusted),
+            connected: AtomicBool::new(false),
             attempts: Mutex::new(Vec::new()),
         })
     }
@@ -118,6 +121,10 @@ impl Deliver for Wire {
                 .push((Instant::now(), outcome.clone()));
             outcome
         })
+    }
+
+    fn connected(&self, _to: NodeId) -> bool {
+        self.0.connected.load(Ordering::SeqCst)
     }
 }
 
@@ -746,4 +753,54 @@ async fn concurrent_deliveries_are_bounded() {
         })
         .await
     );
+}
+
+#[actix_rt::test]
+async fn a_connected_recipient_has_it_when_the_send_returns_and_the_outbox_is_skipped() {
+    let (a, b) = pair(Arc::new(SystemClock), StoreConfig::default());
+    a.link.connected.store(true, Ordering::SeqCst);
+    let sent = send(&a, b.id(), "direct").await;
+    // Delivered before the reply: no wait, and never queued.
+    let got = inbox(&b).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].notification.id, sent);
+    assert!(outbox(&a).await.is_empty());
+    assert_eq!(a.link.attempts().len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_connected_recipient_that_fails_gets_it_from_the_outbox_later() {
+    let (a, b) = pair(Arc::new(SystemClock), StoreConfig::default());
+    a.link.connected.store(true, Ordering::SeqCst);
+    a.link.set_online(false);
+    let sent = send(&a, b.id(), "later").await;
+    // The failed first attempt is counted, and the entry waits its backoff.
+    let queued = outbox(&a).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!((queued[0].id, queued[0].attempts), (sent, 1));
+    assert!(queued[0].next_attempt_ms > queued[0].created_ms);
+    assert!(inbox(&b).await.is_empty());
+    a.link.set_online(true);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            inbox(&b).await.len() == 1 && outbox(&a).await.is_empty()
+        })
+        .await,
+        "the retry delivers it"
+    );
+    assert_eq!(inbox(&b).await[0].notification.id, sent);
+}
+
+#[actix_rt::test]
+async fn a_connected_recipient_that_refuses_drops_it_as_the_outbox_would() {
+    let (a, b) = pair(Arc::new(SystemClock), StoreConfig::default());
+    a.link.connected.store(true, Ordering::SeqCst);
+    // b does not trust a: a refusal, final.
+    a.link.trusted.store(false, Ordering::SeqCst);
+    send(&a, b.id(), "unwanted").await;
+    assert!(outbox(&a).await.is_empty());
+    assert!(inbox(&b).await.is_empty());
+    let attempts = a.link.attempts();
+    assert_eq!(attempts.len(), 1);
+    assert!(matches!(attempts[0].1, Err(DeliveryError::Rejected(_))));
 }

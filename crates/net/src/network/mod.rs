@@ -287,6 +287,14 @@ impl<T: Transport> Network<T> {
         .map_err(|_| NetError::Timeout { node: peer, after })?
     }
 
+    /// Whether a live connection to `peer` exists now.
+    pub fn is_connected(&self, peer: NodeId) -> bool {
+        self.inner
+            .conns()
+            .get(&peer)
+            .is_some_and(|c| c.iter().any(|c| !c.closed.is_cancelled()))
+    }
+
     /// The live connections.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         let conns = self.inner.conns();

@@ -68,6 +68,39 @@ impl NotificationStore {
         Ok(p)
     }
 
+    /// Queues `signed` after a first attempt that started at `started_ms`
+    /// failed (the manager's direct send): due after the first [`Backoff`]
+    /// delay. Replies the next-attempt time.
+    pub fn enqueue_failed(
+        &self,
+        signed: SignedNotification,
+        started_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let p = Pending {
+            id: signed.notification.id,
+            to: signed.notification.to,
+            signed,
+            attempts: 1,
+            next_attempt_ms: started_ms.saturating_add(self.retry_delay_ms(1)),
+            created_ms: started_ms,
+        };
+        let mut txn = self.env.write_txn()?;
+        self.delete_pending(&mut txn, p.id)?;
+        self.put_pending(&mut txn, &p, None)?;
+        txn.commit()?;
+        Ok(p.next_attempt_ms)
+    }
+
+    /// The delay before the next attempt after `attempts` failed ones
+    /// (jittered if configured).
+    fn retry_delay_ms(&self, attempts: u32) -> u64 {
+        let mut rng = self.jitter.lock().unwrap_or_else(|e| e.into_inner());
+        match rng.as_mut() {
+            Some(rng) => self.config.backoff.jittered_ms(attempts, rng),
+            None => self.config.backoff.delay_ms(attempts),
+        }
+    }
+
     /// The ids of entries due at `now_ms`, soonest first.
     fn due_ids(
         &self,
@@ -150,13 +183,7 @@ impl NotificationStore {
         };
         let old = p.next_attempt_ms;
         p.attempts = p.attempts.saturating_add(1);
-        let delay = {
-            let mut rng = self.jitter.lock().unwrap_or_else(|e| e.into_inner());
-            match rng.as_mut() {
-                Some(rng) => self.config.backoff.jittered_ms(p.attempts, rng),
-                None => self.config.backoff.delay_ms(p.attempts),
-            }
-        };
+        let delay = self.retry_delay_ms(p.attempts);
         p.next_attempt_ms = now_ms.saturating_add(delay);
         self.put_pending(&mut txn, &p, Some(old))?;
         txn.commit()?;
