@@ -35,10 +35,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use git2::{
-    Commit, ErrorCode, ObjectType, Oid, Repository, RepositoryInitOptions, Signature, Time,
-    TreeEntry,
-};
+use git2::{Commit, ErrorCode, ObjectType, Oid, Repository, Signature, Time, TreeEntry};
 use keynode_core::SecretPath;
 
 use crate::revision::Revision;
@@ -95,12 +92,7 @@ impl Repo {
         author: &Author,
         message: &str,
     ) -> Result<(), VaultError> {
-        let mut opts = RepositoryInitOptions::new();
-        opts.bare(true)
-            .initial_head("main")
-            .mkdir(true)
-            .mkpath(false);
-        let git = Repository::init_opts(path, &opts)?;
+        let git = Repository::init_opts(path, &transfer::init_options())?;
         transfer::tune(&git)?;
         attach(&git, objects)?;
         let tree = git.find_tree(git.treebuilder(None)?.write()?)?;

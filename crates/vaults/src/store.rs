@@ -793,6 +793,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_vault_repository_holds_only_what_a_vault_uses() {
+        let (_tmp, _env, a) = store();
+        let v = a.create(&VaultName::new("v").unwrap()).unwrap().id;
+        let path = a.repo_path(v);
+        let mut names: Vec<String> = fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        // No sample hooks, description or info/exclude from git's templates.
+        assert_eq!(
+            names,
+            ["HEAD", "config", "hooks", "info", "objects", "refs"]
+        );
+        for empty in ["hooks", "info"] {
+            assert_eq!(
+                fs::read_dir(path.join(empty)).unwrap().count(),
+                0,
+                "{empty}"
+            );
+        }
+    }
+
+    #[test]
     fn a_ref_lock_left_by_a_killed_process_is_swept_at_open() {
         let (tmp, env, a) = store();
         let v = a.create(&VaultName::new("v").unwrap()).unwrap().id;
