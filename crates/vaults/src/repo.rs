@@ -17,12 +17,14 @@
 //! libgit2's plain object database; it exists to measure what encryption costs.
 //!
 //! Durability: objects are written before the ref that makes them reachable, and
-//! the ref moves last (libgit2 writes a lock file and renames it), so a process
-//! that dies at any instant leaves the old or the new version. Whether libgit2
-//! also fsyncs is the process-wide `git2::opts::enable_fsync_gitdir` switch, which
-//! the embedding application owns.
+//! the branch moves last (its 41 bytes overwritten in place, `branch.rs`; other
+//! refs through libgit2's lock file and rename), so a process that dies at any
+//! instant leaves the old or the new version. Refs are not flushed, as with
+//! libgit2's default (its process-wide `git2::opts::enable_fsync_gitdir`
+//! switch, which the embedding application owns).
 
 mod backend;
+mod branch;
 mod bundle;
 mod journal;
 mod objects;
@@ -149,9 +151,24 @@ impl Repo {
         Ok(oids.into_iter().map(blob_id).collect())
     }
 
-    /// The head commit.
+    /// The head commit. The branch is read without a lock while a writer may
+    /// be moving it in place (`branch.rs`): an id that names no commit is read
+    /// again, and is an error only if it stays.
     fn head(&self) -> Result<Commit<'_>, VaultError> {
-        Ok(self.git.find_commit(self.git.refname_to_id(BRANCH)?)?)
+        let mut id = branch::read(&self.git)?;
+        loop {
+            match self.git.find_commit(id) {
+                Ok(commit) => return Ok(commit),
+                Err(e) if e.code() == ErrorCode::NotFound => {
+                    let again = branch::read(&self.git)?;
+                    if again == id {
+                        return Err(e.into());
+                    }
+                    id = again;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The commit `rev` names (the head if `None`); it must be in the head's
@@ -236,8 +253,7 @@ impl Repo {
         let tree = self.git.find_tree(tree)?;
         let sig = signature(author)?;
         let oid = self.git.commit(None, &sig, &sig, message, &tree, &[head])?;
-        self.git
-            .reference_matching(BRANCH, oid, true, head.id(), "commit")?;
+        branch::swap(&self.git, head.id(), oid, "commit")?;
         Ok(CommitOutcome::Committed(info(&self.git.find_commit(oid)?)))
     }
 
@@ -670,5 +686,74 @@ mod tests {
         let err = repo.advance(&head, tree, "stale", &author()).unwrap_err();
         assert!(matches!(err, VaultError::Git(e) if e.code() == ErrorCode::Modified));
         assert_eq!(repo.head().unwrap().id(), other);
+    }
+
+    #[test]
+    fn a_commit_moves_the_branch_in_place_and_libgit2_reads_the_same_id() {
+        use std::os::unix::fs::MetadataExt;
+        let (_tmp, repo) = repo();
+        let path = repo.git.path().join(BRANCH);
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        for i in 0..3u8 {
+            let ops = vec![put(&repo, "a", &[i])];
+            repo.commit_ops(ops, &author()).unwrap();
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode, "same file");
+        let head = repo.head().unwrap();
+        assert_eq!(
+            repo.log(None, None).unwrap().len(),
+            4,
+            "three commits on the first"
+        );
+        assert_eq!(repo.git.refname_to_id(BRANCH).unwrap(), head.id());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            format!("{}\n", head.id()).into_bytes()
+        );
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["main"], "no lock file left");
+    }
+
+    #[test]
+    fn a_packed_branch_is_read_and_moved_through_libgit2() {
+        let (_tmp, repo) = repo();
+        let id = repo.head().unwrap().id();
+        let loose = repo.git.path().join(BRANCH);
+        std::fs::remove_file(&loose).unwrap();
+        std::fs::write(
+            repo.git.path().join("packed-refs"),
+            format!("# pack-refs with: peeled fully-peeled sorted \n{id} {BRANCH}\n"),
+        )
+        .unwrap();
+        assert_eq!(repo.head().unwrap().id(), id);
+        repo.commit_ops(vec![put(&repo, "p", b"1")], &author())
+            .unwrap();
+        let head = repo.head().unwrap();
+        assert_ne!(head.id(), id);
+        assert_eq!(head.parent_id(0).unwrap(), id);
+    }
+
+    #[test]
+    fn a_branch_naming_no_commit_is_an_error_and_moves_nothing() {
+        let (_tmp, repo) = repo();
+        let path = repo.git.path().join(BRANCH);
+        let bogus = "ab".repeat(20);
+        std::fs::write(&path, format!("{bogus}\n")).unwrap();
+        let err = repo.head().unwrap_err();
+        assert!(
+            matches!(&err, VaultError::Git(e) if e.code() == ErrorCode::NotFound),
+            "{err}"
+        );
+        assert!(
+            repo.commit_ops(vec![put(&repo, "x", b"1")], &author())
+                .is_err()
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            format!("{bogus}\n").into_bytes()
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use git2::{ErrorCode, Indexer, ObjectType, Oid, Repository, RepositoryInitOptions};
 
-use super::{BRANCH, Objects, Repo, attach, backend, fill, pack};
+use super::{BRANCH, Objects, Repo, attach, backend, branch, fill, pack};
 use crate::transfer::{PACK_CHUNK, PACK_DELTA_CACHE, PACK_WINDOW_MEMORY, Step, fast_forward};
 use crate::{PackStats, PullOutcome, READ_CHUNK, VaultError};
 
@@ -87,7 +87,7 @@ impl Repo {
 
     /// The head commit id.
     pub(crate) fn head_id(&self) -> Result<Oid, VaultError> {
-        Ok(self.git.refname_to_id(BRANCH)?)
+        Ok(self.head()?.id())
     }
 
     /// Whether the pack builder limits are in the repository's config.
@@ -472,7 +472,7 @@ impl Repo {
             }
             Step::FastForward => {
                 let (commits, _) = git.graph_ahead_behind(new, current)?;
-                git.reference_matching(BRANCH, new, true, current, "pull")?;
+                branch::swap(git, current, new, "pull")?;
                 self.remember_remote(new, new);
                 Ok(PullOutcome::Updated {
                     from: current.to_string(),
