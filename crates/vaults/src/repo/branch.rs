@@ -82,21 +82,21 @@ pub(super) fn read(git: &Repository) -> Result<Oid, VaultError> {
 /// does not name `from`. `why` is the reflog message libgit2 gets when the
 /// ref is not a plain loose one.
 pub(super) fn swap(git: &Repository, from: Oid, to: Oid, why: &str) -> Result<(), VaultError> {
+    let by_libgit2 = || -> Result<(), VaultError> {
+        git.reference_matching(BRANCH, to, true, from, why)?;
+        Ok(())
+    };
     let path = git.path().join(BRANCH);
     let file = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            git.reference_matching(BRANCH, to, true, from, why)?;
-            return Ok(());
-        }
+        Err(e) if e.kind() == ErrorKind::NotFound => return by_libgit2(),
         Err(e) => return Err(e.into()),
     };
     let mut buf = [0u8; LOOSE_LEN + 1];
     let n = read_start(&file, &mut buf)?;
     let Some(current) = parse(&buf[..n]) else {
         drop(file);
-        git.reference_matching(BRANCH, to, true, from, why)?;
-        return Ok(());
+        return by_libgit2();
     };
     if current != from {
         return Err(git2::Error::new(
