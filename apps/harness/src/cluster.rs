@@ -2,12 +2,14 @@
 //! each in its own node path, or agents that already run elsewhere
 //! (`--attach`). The harness talks to each through its Unix socket.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use keynode_client::ClientError;
 use keynode_client::api::{ApiError, ErrorKind, Request, Response};
-use keynode_client::{Client, ClientError};
 use keynode_core::{NodeId, SecretPath, VaultName};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -399,9 +401,23 @@ pub fn secret_path(path: &str) -> Result<SecretPath, ClientError> {
     SecretPath::new(path).map_err(|e| ApiError::new(ErrorKind::BadData, e.to_string()).into())
 }
 
+/// The client of the agent on `socket`, shared by every operation on it so
+/// its connections are kept between them.
+pub fn agent(socket: &Path) -> keynode_client::Agent {
+    static AGENTS: OnceLock<Mutex<HashMap<PathBuf, keynode_client::Agent>>> = OnceLock::new();
+    let mut agents = AGENTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    agents
+        .entry(socket.to_path_buf())
+        .or_insert_with(|| keynode_client::Agent::at_socket(socket))
+        .clone()
+}
+
 /// One request to the agent on `socket`.
 pub async fn call(socket: &Path, req: Request) -> Result<Response, ClientError> {
-    Client::connect(socket).await?.call(req).await
+    agent(socket).call(req).await
 }
 
 /// Writes a secret.
@@ -412,33 +428,23 @@ pub async fn write(
     value: &[u8],
 ) -> Result<Response, ClientError> {
     let mut data = value;
-    Client::connect(socket)
-        .await?
-        .upload(
-            Request::SecretsWrite {
-                vault: vault.into(),
-                path: secret_path(path)?,
-                create_new: false,
-            },
-            &mut data,
-        )
-        .await
+    let request = Request::SecretsWrite {
+        vault: vault.into(),
+        path: secret_path(path)?,
+        create_new: false,
+    };
+    agent(socket).upload(request, &mut data).await
 }
 
 /// Reads a secret.
 pub async fn get(socket: &Path, vault: &str, path: &str) -> Result<Vec<u8>, ClientError> {
     let mut out = Vec::new();
-    Client::connect(socket)
-        .await?
-        .download(
-            Request::SecretsGet {
-                vault: vault.into(),
-                path: secret_path(path)?,
-                at: None,
-            },
-            &mut out,
-        )
-        .await?;
+    let request = Request::SecretsGet {
+        vault: vault.into(),
+        path: secret_path(path)?,
+        at: None,
+    };
+    agent(socket).download(request, &mut out).await?;
     Ok(out)
 }
 

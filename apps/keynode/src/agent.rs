@@ -471,7 +471,7 @@ fn start_background(ctx: &Ctx, args: StartArgs) -> Result<(), Failure> {
 fn status(ctx: &Ctx) -> Result<(), Failure> {
     let rt = client_runtime()?;
     let live = rt.block_on(async {
-        let client = ctx.client().await?;
+        let mut client = ctx.client().await?;
         match client.call(Request::AgentStatus).await? {
             Response::Status(s) => Ok(s),
             other => Err(Failure::new(76, format!("unexpected answer {other:?}"))),
@@ -516,7 +516,7 @@ fn status(ctx: &Ctx) -> Result<(), Failure> {
 fn stop(ctx: &Ctx) -> Result<(), Failure> {
     let rt = client_runtime()?;
     let asked = rt.block_on(async {
-        let client = ctx.client().await?;
+        let mut client = ctx.client().await?;
         client.call(Request::AgentStop).await?;
         Ok::<_, Failure>(())
     });

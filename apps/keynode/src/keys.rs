@@ -31,7 +31,7 @@ pub async fn run(ctx: &Ctx, cmd: KeysCmd) -> Result<(), Failure> {
         }
         KeysCmd::Sign { file } => {
             let digest = digest_of(&file)?;
-            let client = ctx.client().await?;
+            let mut client = ctx.client().await?;
             let signer = client.node_id();
             let Response::Signed(sig) = client.call(Request::KeysSign { digest }).await? else {
                 return Err(Failure::new(76, "unexpected answer"));
@@ -74,7 +74,7 @@ pub async fn run(ctx: &Ctx, cmd: KeysCmd) -> Result<(), Failure> {
         }
         KeysCmd::Decrypt { file, out } => {
             let sealed = read_limited(&file)?;
-            let client = ctx.client().await?;
+            let mut client = ctx.client().await?;
             let Response::Decrypted(plain) = client.call(Request::KeysDecrypt { sealed }).await?
             else {
                 return Err(Failure::new(76, "unexpected answer"));

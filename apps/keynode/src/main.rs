@@ -94,7 +94,7 @@ impl Ctx {
         let not_running =
             keynode_client::ClientError::NotRunning(Default::default()).exit_code() as u8;
         client_runtime()?.block_on(async {
-            let client = match self.client().await {
+            let mut client = match self.client().await {
                 Ok(c) => c,
                 Err(f) if f.code == not_running => return Ok(None),
                 Err(f) => return Err(f),

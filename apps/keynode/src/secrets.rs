@@ -78,7 +78,7 @@ pub async fn run(ctx: &Ctx, cmd: SecretsCmd) -> Result<(), Failure> {
         SecretsCmd::Get { secret, at } => {
             let (vault, path) = secret_ref(&secret)?;
             let req = Request::SecretsGet { vault, path, at };
-            let client = ctx.client().await?;
+            let mut client = ctx.client().await?;
             match ctx.format {
                 Format::Human => {
                     client.download(req, &mut tokio::io::stdout()).await?;

@@ -30,7 +30,7 @@ pub fn print_committed(ctx: &Ctx, r: Response, what: &str) -> Result<(), Failure
 }
 
 pub async fn run(ctx: &Ctx, cmd: VaultsCmd) -> Result<(), Failure> {
-    let client = ctx.client().await?;
+    let mut client = ctx.client().await?;
     match cmd {
         VaultsCmd::Create { name } => {
             let name = vault_name(&name)?;
@@ -326,7 +326,7 @@ fn short(oid: &str) -> &str {
 /// `vaults follow|unfollow NAME`.
 async fn set_follow(
     ctx: &Ctx,
-    client: keynode_client::Client,
+    mut client: keynode_client::Client,
     name: String,
     follow: bool,
 ) -> Result<(), Failure> {

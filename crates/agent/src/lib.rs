@@ -14,7 +14,7 @@
 //!
 //! // Inside an actix System (e.g. #[actix_rt::main]):
 //! let node = Node::start(NodeConfig::new("/tmp/node-a", "password")).await?;
-//! let client = Client::connect(&node.socket_path()).await?;
+//! let mut client = Client::connect(&node.socket_path()).await?;
 //! client.call(Request::VaultsCreate { name: VaultName::new("prod")? }).await?;
 //! node.stop().await;
 //! # Ok(()) }

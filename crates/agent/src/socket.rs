@@ -1,7 +1,7 @@
 //! The client socket layer: accepts clients on the agent's Unix socket, speaks
-//! the framing and the `Hello`, reads one [`Request`] and hands it to
-//! [`crate::handlers`], streaming uploads and downloads between the frames and
-//! the handlers (see [`crate::api`] for the protocol).
+//! the framing and the `Hello`, then reads [`Request`]s one after another and
+//! hands each to [`crate::handlers`], streaming uploads and downloads between
+//! the frames and the handlers (see [`crate::api`] for the protocol).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,8 @@ use crate::handlers::{self, Upload, UploadSource};
 pub const MAX_CLIENTS: usize = 256;
 /// Longest wait for a client's next frame.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a connection waits, answered, for its client's next request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Conn = Framed<UnixStream, LengthDelimitedCodec>;
 
@@ -127,16 +129,65 @@ async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
         node_id: ctx.node_id(),
     };
     send(conn, hello).await?;
-    let request = match recv_unless_stopping(conn, ctx).await? {
+    let mut request = match recv_unless_stopping(conn, ctx).await? {
         ClientMsg::Request(r) => r,
         _ => return Err(ApiError::new(ErrorKind::Protocol, "expected a request")),
     };
-    // Only the kind: vault names, secret paths and values never reach the log.
-    let kind: &'static str = (&request).into();
-    tracing::debug!(kind, "request");
-    let result = respond(conn, ctx, request).await;
-    crate::metrics::client_request(kind, &result);
-    result
+    loop {
+        // Only the kind: vault names, secret paths and values never reach the log.
+        let kind: &'static str = (&request).into();
+        tracing::debug!(kind, "request");
+        let reusable = after_error(&request);
+        let watch = matches!(request, Request::VaultsWatch { .. });
+        let result = respond(conn, ctx, request).await;
+        crate::metrics::client_request(kind, &result);
+        match result {
+            // A watch ends its connection.
+            Ok(()) if watch => return Ok(()),
+            Ok(()) => {}
+            Err(e) if reusable && !matches!(e.kind, ErrorKind::Protocol | ErrorKind::Io) => {
+                tracing::debug!(kind = ?e.kind, "client request failed");
+                send(conn, ServerMsg::Error(e)).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        request = match next_request(conn, ctx).await? {
+            Some(r) => r,
+            None => return Ok(()),
+        };
+    }
+}
+
+/// Whether a connection stays in step after `request` fails: a unary request
+/// or a download has nothing more of the client's to read, an upload may
+/// (its remaining frames), and a watch holds the connection to its end.
+fn after_error(request: &Request) -> bool {
+    !matches!(
+        request,
+        Request::SecretsWrite { .. } | Request::SecretsDir { .. } | Request::VaultsWatch { .. }
+    )
+}
+
+/// The next request on a connection that has been answered: `None` when the
+/// client closes it, is idle for [`IDLE_TIMEOUT`] or the agent stops (the
+/// client reconnects; nothing of its was read).
+async fn next_request(conn: &mut Conn, ctx: &Ctx) -> Result<Option<Request>, ApiError> {
+    let frame = tokio::select! {
+        _ = ctx.shutdown.cancelled() => return Ok(None),
+        f = tokio::time::timeout(IDLE_TIMEOUT, conn.next()) => match f {
+            Err(_) | Ok(None) => return Ok(None),
+            Ok(Some(f)) => f,
+        },
+    };
+    let frame = frame.map_err(|e| ApiError::new(ErrorKind::Protocol, format!("bad frame: {e}")))?;
+    match keynode_core::codec::decode_with_limit::<ClientMsg, MAX_FRAME>(&frame) {
+        Ok(ClientMsg::Request(r)) => Ok(Some(r)),
+        Ok(_) => Err(ApiError::new(ErrorKind::Protocol, "expected a request")),
+        Err(e) => Err(ApiError::new(
+            ErrorKind::Protocol,
+            format!("malformed message: {e}"),
+        )),
+    }
 }
 
 /// Answers one request: a stream for downloads, uploads and watches, else

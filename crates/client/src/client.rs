@@ -1,7 +1,7 @@
 //! A client of a running agent, over its Unix socket.
 //!
-//! One connection carries one request. The CLI is built on this; so can any
-//! program that drives a local node.
+//! A connection carries requests one after another (a watch ends it). The
+//! CLI is built on this; so can any program that drives a local node.
 
 use std::path::{Path, PathBuf};
 
@@ -44,10 +44,14 @@ impl ClientError {
 
 type Conn = Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>;
 
-/// A connection to an agent, ready for one request.
+/// A connection to an agent. Requests go one after another; after each that
+/// ends cleanly (or with the agent's refusal of a unary request or a
+/// download), [`Client::reusable`] says the connection may carry the next.
 pub struct Client {
     conn: Conn,
     node_id: NodeId,
+    /// Both sides are between requests.
+    in_step: bool,
 }
 
 impl Client {
@@ -75,9 +79,11 @@ impl Client {
         )
         .await?;
         match recv(&mut conn).await? {
-            ServerMsg::Hello { version, node_id } if version == PROTOCOL_VERSION => {
-                Ok(Client { conn, node_id })
-            }
+            ServerMsg::Hello { version, node_id } if version == PROTOCOL_VERSION => Ok(Client {
+                conn,
+                node_id,
+                in_step: true,
+            }),
             ServerMsg::Hello { version, .. } => Err(ClientError::Protocol(format!(
                 "agent speaks protocol {version}, this client {PROTOCOL_VERSION}"
             ))),
@@ -91,34 +97,80 @@ impl Client {
         self.node_id
     }
 
+    /// Whether this connection can carry another request: the last one ended
+    /// cleanly and the agent has not closed it since (it closes connections
+    /// idle for 30 s, and when it stops).
+    pub fn reusable(&self) -> bool {
+        if !self.in_step || !self.conn.read_buffer().is_empty() {
+            return false;
+        }
+        // Anything readable between requests is the agent's close (or a
+        // frame out of turn): either way the connection is done.
+        let mut probe = [0u8; 1];
+        matches!(
+            self.conn.get_ref().try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+
+    /// Sends `request` as the next on this connection. Nothing of the
+    /// request reached the agent if this fails.
+    pub(crate) async fn begin(&mut self, request: &ClientMsg) -> Result<(), ClientError> {
+        if !self.in_step {
+            return Err(ClientError::Protocol(
+                "the connection's last request did not end cleanly".into(),
+            ));
+        }
+        self.in_step = false;
+        send(&mut self.conn, request).await
+    }
+
     /// Sends a request that takes no upload and answers with one response.
-    pub async fn call(mut self, request: Request) -> Result<Response, ClientError> {
-        send(&mut self.conn, &ClientMsg::Request(request)).await?;
-        response(&mut self.conn).await
+    pub async fn call(&mut self, request: Request) -> Result<Response, ClientError> {
+        self.begin(&ClientMsg::Request(request)).await?;
+        self.answer().await
+    }
+
+    /// The response to a unary request sent with [`Client::begin`].
+    pub(crate) async fn answer(&mut self) -> Result<Response, ClientError> {
+        let answer = response(&mut self.conn).await;
+        self.in_step = refused_in_step(&answer);
+        answer
     }
 
     /// Sends `request`, then everything `data` yields, then `End`.
     pub async fn upload(
-        mut self,
+        &mut self,
         request: Request,
         data: &mut (impl AsyncRead + Unpin),
     ) -> Result<Response, ClientError> {
-        send(&mut self.conn, &ClientMsg::Request(request)).await?;
+        self.begin(&ClientMsg::Request(request)).await?;
+        self.upload_rest(data).await
+    }
+
+    /// The data and the answer of an upload sent with [`Client::begin`].
+    pub(crate) async fn upload_rest(
+        &mut self,
+        data: &mut (impl AsyncRead + Unpin),
+    ) -> Result<Response, ClientError> {
         let sent = async {
             send_stream(&mut self.conn, data).await?;
             send(&mut self.conn, &ClientMsg::End).await
         }
         .await;
-        finish_upload(&mut self.conn, sent).await
+        let answer = finish_upload(&mut self.conn, sent).await;
+        // The agent closes an upload it refuses: only success keeps step.
+        self.in_step = answer.is_ok();
+        answer
     }
 
     /// Sends a `SecretsDir` request and the files, each as `(relative path, file)`.
     pub async fn upload_files(
-        mut self,
+        &mut self,
         request: Request,
         files: &[(keynode_core::SecretPath, PathBuf)],
     ) -> Result<Response, ClientError> {
-        send(&mut self.conn, &ClientMsg::Request(request)).await?;
+        self.begin(&ClientMsg::Request(request)).await?;
         let conn = &mut self.conn;
         let sent = async {
             // Small files are read a run at a time in one blocking hop, and
@@ -147,35 +199,33 @@ impl Client {
             send(conn, &ClientMsg::End).await
         }
         .await;
-        finish_upload(&mut self.conn, sent).await
+        let answer = finish_upload(&mut self.conn, sent).await;
+        self.in_step = answer.is_ok();
+        answer
     }
 
     /// Sends a download request and writes the streamed bytes to `out`; returns
     /// the number of bytes written.
     pub async fn download(
-        mut self,
+        &mut self,
         request: Request,
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<u64, ClientError> {
-        send(&mut self.conn, &ClientMsg::Request(request)).await?;
-        match response(&mut self.conn).await? {
-            Response::Streaming => {}
-            other => return Err(ClientError::Protocol(format!("unexpected {other:?}"))),
+        self.begin(&ClientMsg::Request(request)).await?;
+        self.download_rest(out).await
+    }
+
+    /// The stream of a download sent with [`Client::begin`].
+    pub(crate) async fn download_rest(
+        &mut self,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        let received = receive_download(&mut self.conn, out).await;
+        self.in_step = refused_in_step(&received);
+        if received.is_ok() {
+            out.flush().await?;
         }
-        let mut n = 0u64;
-        loop {
-            match recv(&mut self.conn).await? {
-                ServerMsg::Data(b) => {
-                    out.write_all(&b).await?;
-                    n += b.len() as u64;
-                }
-                ServerMsg::End => break,
-                ServerMsg::Error(e) => return Err(e.into()),
-                other => return Err(unexpected(&other)),
-            }
-        }
-        out.flush().await?;
-        Ok(n)
+        received
     }
 
     /// Watches `vaults` (names or ids): their heads now, and a [`Watch`] that
@@ -185,11 +235,8 @@ impl Client {
         mut self,
         vaults: Vec<String>,
     ) -> Result<(Vec<WatchedVault>, Watch), ClientError> {
-        send(
-            &mut self.conn,
-            &ClientMsg::Request(Request::VaultsWatch { vaults }),
-        )
-        .await?;
+        self.begin(&ClientMsg::Request(Request::VaultsWatch { vaults }))
+            .await?;
         match response(&mut self.conn).await? {
             Response::Watching(list) => Ok((list, Watch { conn: self.conn })),
             other => Err(ClientError::Protocol(format!("unexpected {other:?}"))),
@@ -211,6 +258,42 @@ impl Watch {
             ServerMsg::End => Ok(None),
             ServerMsg::Error(e) => Err(e.into()),
             other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Whether the connection is between requests after `result` of a unary
+/// request or a download: on success, and on the agent's refusal (a protocol
+/// or I/O failure on its side ends the connection).
+fn refused_in_step<T>(result: &Result<T, ClientError>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(ClientError::Api(e)) => !matches!(e.kind, ErrorKind::Protocol | ErrorKind::Io),
+        Err(_) => false,
+    }
+}
+
+/// A download's `Streaming`, `Data` frames (written to `out`) and `End`.
+async fn receive_download(
+    conn: &mut Conn,
+    out: &mut (impl AsyncWrite + Unpin),
+) -> Result<u64, ClientError> {
+    match response(conn).await? {
+        Response::Streaming => {}
+        other => return Err(ClientError::Protocol(format!("unexpected {other:?}"))),
+    }
+    let mut n = 0u64;
+    loop {
+        match recv(conn).await? {
+            ServerMsg::Data(b) => {
+                // A failed write ends the download, and the connection
+                // with it (its frames are left unread).
+                out.write_all(&b).await?;
+                n += b.len() as u64;
+            }
+            ServerMsg::End => return Ok(n),
+            ServerMsg::Error(e) => return Err(e.into()),
+            other => return Err(unexpected(&other)),
         }
     }
 }

@@ -9,9 +9,9 @@
 //! ```
 //!
 //! This crate is the agent's client protocol ([`api`]: requests, responses,
-//! frames over the agent's Unix socket), a connection that carries one
-//! request ([`Client`]), and [`Agent`], a typed async client that opens one
-//! per call. It depends on no storage, no git and no network stack: the node
+//! frames over the agent's Unix socket), a connection that carries requests
+//! one after another ([`Client`]), and [`Agent`], a typed async client that
+//! keeps a few connections open between calls. It depends on no storage, no git and no network stack: the node
 //! is the agent's business (`keynode-agent`, which re-exports this crate's
 //! types). The `keynode` CLI and the harness drive agents through it.
 //!
@@ -24,19 +24,50 @@ pub mod client;
 pub mod paths;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 pub use client::{Client, ClientError, Watch};
 pub use paths::{NODE_PATH_ENV, NodePaths};
 
-use api::{AgentStatus, Entry, Request, Response, VaultMeta, WatchedVault};
+use api::{AgentStatus, ClientMsg, Entry, Request, Response, VaultMeta, WatchedVault};
 use keynode_core::SecretPath;
 
-/// A running agent, by its node path: each call connects, sends one request
-/// and reads its answer. Cheap to clone and to keep.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Connections an [`Agent`] keeps open between calls (one per call running
+/// at once, up to this many).
+pub const IDLE_CONNECTIONS: usize = 8;
+/// A kept connection unused for this long is closed rather than used: well
+/// under the agent's own idle close (30 s).
+pub const IDLE_FOR: Duration = Duration::from_secs(10);
+
+/// A running agent, by its node path. A call takes a connection kept from an
+/// earlier call (or opens one), sends its request and reads the answer; the
+/// connection is kept for the next call if it ended in step. A kept
+/// connection the agent has closed (it stopped or restarted) is noticed
+/// before any of the request is sent, and a new one opened. Cheap to clone
+/// (clones share the kept connections) and to keep.
+#[derive(Clone)]
 pub struct Agent {
     paths: NodePaths,
+    socket: PathBuf,
+    idle: Arc<Mutex<Vec<(Instant, Client)>>>,
 }
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("node_path", &self.paths.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Agent {
+    fn eq(&self, other: &Agent) -> bool {
+        self.paths == other.paths && self.socket == other.socket
+    }
+}
+
+impl Eq for Agent {}
 
 fn secret_path(path: &str) -> Result<SecretPath, ClientError> {
     SecretPath::new(path).map_err(|e| {
@@ -54,17 +85,33 @@ fn unexpected(what: &str, got: Response) -> ClientError {
 impl Agent {
     /// The agent of the node at `node_path`.
     pub fn new(node_path: impl Into<PathBuf>) -> Agent {
+        Agent::at(NodePaths::new(node_path))
+    }
+
+    /// The agent listening on `socket`, wherever its node is (the node path
+    /// is taken to be the socket's directory).
+    pub fn at_socket(socket: impl Into<PathBuf>) -> Agent {
+        let socket = socket.into();
+        let root = socket.parent().unwrap_or(Path::new(".")).to_path_buf();
         Agent {
-            paths: NodePaths::new(node_path),
+            paths: NodePaths::new(root),
+            socket,
+            idle: Arc::default(),
+        }
+    }
+
+    fn at(paths: NodePaths) -> Agent {
+        Agent {
+            socket: paths.socket(),
+            paths,
+            idle: Arc::default(),
         }
     }
 
     /// The agent of this user's node: `KEYNODE_NODE_PATH`, else
     /// `$XDG_DATA_HOME/keynode`, else `~/.local/share/keynode` (as the CLI).
     pub fn local() -> Agent {
-        Agent {
-            paths: NodePaths::resolve(None),
-        }
+        Agent::at(NodePaths::resolve(None))
     }
 
     /// The node path.
@@ -72,15 +119,80 @@ impl Agent {
         &self.paths.root
     }
 
-    /// A connection for one request (see [`Client`] for uploads, downloads
-    /// and watches of your own).
+    /// A new connection of your own (see [`Client`] for uploads, downloads
+    /// and watches).
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        Client::connect(&self.paths.socket()).await
+        Client::connect(&self.socket).await
+    }
+
+    /// A connection with `request` sent on it: a kept one if one takes it,
+    /// else a new one. A kept connection that fails here had read nothing of
+    /// the request, so sending it again elsewhere is safe.
+    async fn begin(&self, request: Request) -> Result<Client, ClientError> {
+        let msg = ClientMsg::Request(request);
+        while let Some(mut client) = self.kept() {
+            if client.begin(&msg).await.is_ok() {
+                return Ok(client);
+            }
+        }
+        let mut client = self.connect().await?;
+        client.begin(&msg).await?;
+        Ok(client)
+    }
+
+    /// The most recently kept connection that is still open.
+    fn kept(&self) -> Option<Client> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((since, client)) = idle.pop() {
+            if since.elapsed() < IDLE_FOR && client.reusable() {
+                return Some(client);
+            }
+        }
+        None
+    }
+
+    /// Keeps `client` for a later call if it is in step and there is room.
+    fn keep(&self, client: Client) {
+        if !client.reusable() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push((Instant::now(), client));
+        }
     }
 
     /// Sends any unary request and returns the response.
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
-        self.connect().await?.call(request).await
+        let mut client = self.begin(request).await?;
+        let answer = client.answer().await;
+        self.keep(client);
+        answer
+    }
+
+    /// Sends `request` and writes the bytes it streams (a `SecretsGet`) to
+    /// `out`; returns how many.
+    pub async fn download(
+        &self,
+        request: Request,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        let mut client = self.begin(request).await?;
+        let got = client.download_rest(out).await;
+        self.keep(client);
+        got
+    }
+
+    /// Sends `request` (a `SecretsWrite`), then everything `data` yields.
+    pub async fn upload(
+        &self,
+        request: Request,
+        data: &mut (impl tokio::io::AsyncRead + Unpin),
+    ) -> Result<Response, ClientError> {
+        let mut client = self.begin(request).await?;
+        let answer = client.upload_rest(data).await;
+        self.keep(client);
+        answer
     }
 
     /// The agent's status: its node id, listen address, storage use.
@@ -110,7 +222,7 @@ impl Agent {
             at: at.map(str::to_owned),
         };
         let mut out = Vec::new();
-        self.connect().await?.download(request, &mut out).await?;
+        self.download(request, &mut out).await?;
         Ok(out)
     }
 
@@ -122,7 +234,7 @@ impl Agent {
             create_new: false,
         };
         let mut data = value;
-        self.connect().await?.upload(request, &mut data).await?;
+        self.upload(request, &mut data).await?;
         Ok(())
     }
 

@@ -17,7 +17,8 @@ type Writer = ArchiveWriter<BufWriter<fs::File>>;
 
 /// An archive being written to a temporary file beside its destination; it
 /// is renamed into place only when whole (a cut-short one is a
-/// `.NAME.partial-…` file that no reader accepts).
+/// `.NAME.partial-…` file that no reader accepts; one stopped between its
+/// sync and its rename is whole and verifies).
 pub struct Build {
     writer: Arc<Mutex<Option<Writer>>>,
     archive: tempfile::NamedTempFile,

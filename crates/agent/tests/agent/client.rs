@@ -12,6 +12,15 @@ async fn started(net: &TestNet) -> (Node, Agent) {
     (node, agent)
 }
 
+async fn create(agent: &Agent, name: &str) {
+    agent
+        .call(keynode_client::api::Request::VaultsCreate {
+            name: keynode_core::VaultName::new(name).expect("name"),
+        })
+        .await
+        .expect("create");
+}
+
 fn kind(e: ClientError) -> ErrorKind {
     match e {
         ClientError::Api(e) => e.kind,
@@ -127,4 +136,145 @@ async fn client_errors_say_what_went_wrong() {
     let gone = agent.status().await.unwrap_err();
     assert!(matches!(gone, ClientError::NotRunning(_)), "{gone}");
     assert_eq!(gone.exit_code(), 69);
+}
+
+#[actix_rt::test]
+async fn one_connection_carries_requests_one_after_another() {
+    use keynode_client::api::{Request, Response};
+    let net = TestNet::new();
+    let (node, agent) = started(&net).await;
+    create(&agent, "prod").await;
+    let mut conn = agent.connect().await.expect("connect");
+    let get = |path: &str| Request::SecretsGet {
+        vault: "prod".into(),
+        path: keynode_core::SecretPath::new(path).expect("path"),
+        at: None,
+    };
+    let write = |vault: &str, path: &str| Request::SecretsWrite {
+        vault: vault.into(),
+        path: keynode_core::SecretPath::new(path).expect("path"),
+        create_new: false,
+    };
+    // An upload, a download, a unary call, each answered in turn.
+    conn.upload(write("prod", "a"), &mut &b"one"[..])
+        .await
+        .expect("upload");
+    let mut out = Vec::new();
+    conn.download(get("a"), &mut out).await.expect("download");
+    assert_eq!(out, b"one");
+    assert!(matches!(
+        conn.call(Request::VaultsList).await.expect("list"),
+        Response::Vaults(v) if v.len() == 1
+    ));
+    // A refused unary request and a refused download leave it in step.
+    let refused = conn
+        .call(Request::VaultsDelete {
+            vault: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(kind(refused), ErrorKind::NotFound);
+    assert!(conn.reusable());
+    let missing = conn.download(get("missing"), &mut Vec::new()).await;
+    assert_eq!(kind(missing.unwrap_err()), ErrorKind::NotFound);
+    assert!(conn.reusable());
+    out.clear();
+    conn.download(get("a"), &mut out).await.expect("download");
+    assert_eq!(out, b"one");
+    // A refused upload ends the connection: the agent does not read the
+    // rest of its frames as requests.
+    let refused = conn
+        .upload(write("nope", "x"), &mut &b"data"[..])
+        .await
+        .unwrap_err();
+    assert_eq!(kind(refused), ErrorKind::NotFound);
+    assert!(!conn.reusable());
+    assert!(matches!(
+        conn.call(Request::VaultsList).await,
+        Err(ClientError::Protocol(_))
+    ));
+    // Nothing the refused upload carried became a request or a secret.
+    assert_eq!(
+        kind(agent.read("nope", "x").await.unwrap_err()),
+        ErrorKind::NotFound
+    );
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_malformed_frame_after_a_request_ends_only_that_connection() {
+    use futures_util::{SinkExt, StreamExt};
+    use keynode_client::api::{ClientMsg, PROTOCOL_VERSION, ServerMsg};
+    let net = TestNet::new();
+    let (node, agent) = started(&net).await;
+    let stream = tokio::net::UnixStream::connect(node.socket_path())
+        .await
+        .expect("connect");
+    let mut conn = tokio_util::codec::Framed::new(stream, keynode_client::api::codec());
+    let frame = |m: &ClientMsg| bytes::Bytes::from(keynode_core::codec::encode(m).expect("encode"));
+    let recv = |f: Option<Result<bytes::BytesMut, std::io::Error>>| {
+        keynode_core::codec::decode::<ServerMsg>(&f.expect("a frame").expect("read"))
+            .expect("decode")
+    };
+    conn.send(frame(&ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+    }))
+    .await
+    .expect("hello");
+    assert!(matches!(recv(conn.next().await), ServerMsg::Hello { .. }));
+    conn.send(frame(&ClientMsg::Request(
+        keynode_client::api::Request::AgentStatus,
+    )))
+    .await
+    .expect("request");
+    assert!(matches!(recv(conn.next().await), ServerMsg::Response(_)));
+    // Garbage where the next request belongs: a protocol error, then the end.
+    conn.send(bytes::Bytes::from_static(&[0xff, 0xfe, 0x00, 0x13]))
+        .await
+        .expect("garbage");
+    match recv(conn.next().await) {
+        ServerMsg::Error(e) => assert_eq!(e.kind, ErrorKind::Protocol),
+        other => panic!("{other:?}"),
+    }
+    assert!(conn.next().await.is_none(), "the connection is closed");
+    let mut other = agent.connect().await.expect("connect");
+    other
+        .call(keynode_client::api::Request::AgentStatus)
+        .await
+        .expect("status");
+    // The agent serves everyone else as before.
+    assert_eq!(
+        agent.status().await.expect("status").node_id,
+        node.node_id()
+    );
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn kept_connections_give_way_to_new_ones_after_a_restart_and_calls_run_at_once() {
+    let net = TestNet::new();
+    let (node, agent) = started(&net).await;
+    create(&agent, "prod").await;
+    agent.write("prod", "k", b"v1").await.expect("write");
+    // Many calls at once: each takes its own connection, and they are kept.
+    let reads = (0..16).map(|_| agent.read("prod", "k"));
+    for r in futures_util::future::join_all(reads).await {
+        assert_eq!(r.expect("read"), b"v1");
+    }
+    // Stopping the agent does not wait for the kept, idle connections.
+    node.stop().await;
+    assert!(matches!(
+        agent.status().await.unwrap_err(),
+        ClientError::NotRunning(_)
+    ));
+    // The same node again: the kept connections are closed and noticed, and
+    // calls go through new ones.
+    let node = keynode_agent::Node::start(net.config("a"))
+        .await
+        .expect("restart");
+    assert_eq!(agent.read("prod", "k").await.expect("read"), b"v1");
+    agent.write("prod", "k", b"v2").await.expect("write");
+    let clone = agent.clone();
+    assert_eq!(clone.read("prod", "k").await.expect("read"), b"v2");
+    node.stop().await;
 }

@@ -4,12 +4,16 @@
 //! Each message is one length-delimited frame (4-byte big-endian length, at most
 //! [`MAX_FRAME`] bytes) holding a [`ClientMsg`] or a [`ServerMsg`] in the
 //! [`keynode_core::codec`] encoding. A connection opens with `Hello` both ways
-//! carrying [`PROTOCOL_VERSION`]; then the client sends one [`Request`] and the
+//! carrying [`PROTOCOL_VERSION`]; then the client sends a [`Request`] and the
 //! agent answers with a [`Response`] or an [`ApiError`]. Uploads (`SecretsWrite`,
 //! `SecretsDir`) follow the request with `Data` frames and a final `End`; downloads
 //! (`SecretsGet`) answer `Response::Streaming`, then `Data` frames, then `End` (or an
-//! `Error`). The enums are closed and only ever grow at the end; a peer speaking
-//! another version is refused at `Hello`.
+//! `Error`). Then the next request may follow on the same connection, one at a
+//! time: the agent keeps the connection after an answer and after refusing a
+//! unary request or a download, and closes it after a refused upload, a watch,
+//! a protocol error, 30 s without a request, or when it stops. The enums are
+//! closed and only ever grow at the end; a peer speaking another version is
+//! refused at `Hello`.
 
 use keynode_core::{GestaltId, IdentityId, NodeId, ProviderId, SecretPath, Tid, VaultName};
 use serde::{Deserialize, Serialize};
@@ -43,7 +47,7 @@ pub enum ClientMsg {
         /// The client's [`PROTOCOL_VERSION`].
         version: u16,
     },
-    /// The request (once per connection).
+    /// A request (the next on the connection, once the last one ended).
     Request(Request),
     /// A chunk of upload data.
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
