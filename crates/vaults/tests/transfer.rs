@@ -906,6 +906,8 @@ fn a_long_history_is_packed_with_deltas_and_one_import_whole() {
         owner.put(v, &format!("s{:03}", round * 5), &noise(64, 1_000 + round));
     }
     let (pack, stats) = pack_of(&owner, v, &owner.head(v), &[]).unwrap();
+    let deltas = deltas_in(&pack);
+    assert!(deltas >= 40, "{deltas} deltas: {stats:?}");
     let trees = 41 * 200 * 30;
     assert!(
         (pack.len() as u64) < trees / 4,
@@ -935,6 +937,69 @@ fn a_long_history_is_packed_with_deltas_and_one_import_whole() {
     assert!(pack.len() < 900_000 + 4_096, "{} bytes", pack.len());
     let (meta, _) = clone(&owner, big, &client).unwrap();
     assert_eq!(client.content(meta.id), owner.content(big));
+}
+
+/// How many of `pack`'s objects are deltas (walking its entries: each header,
+/// a delta's base, and its zlib stream).
+fn deltas_in(pack: &[u8]) -> usize {
+    assert_eq!(&pack[..4], b"PACK");
+    let count = u32::from_be_bytes(pack[8..12].try_into().unwrap());
+    let mut at = 12;
+    let mut deltas = 0;
+    for _ in 0..count {
+        let kind = (pack[at] >> 4) & 7;
+        while pack[at] & 0x80 != 0 {
+            at += 1;
+        }
+        at += 1;
+        match kind {
+            6 => {
+                deltas += 1;
+                while pack[at] & 0x80 != 0 {
+                    at += 1;
+                }
+                at += 1;
+            }
+            7 => {
+                deltas += 1;
+                at += 20;
+            }
+            _ => {}
+        }
+        let mut z = flate2::Decompress::new(true);
+        let mut out = vec![0u8; 1 << 20];
+        loop {
+            let before = z.total_in();
+            let status = z
+                .decompress(&pack[at..], &mut out, flate2::FlushDecompress::None)
+                .unwrap();
+            at += (z.total_in() - before) as usize;
+            if status == flate2::Status::StreamEnd {
+                break;
+            }
+        }
+    }
+    deltas
+}
+
+#[test]
+fn a_short_history_of_small_secrets_is_packed_whole_without_a_delta_search() {
+    // 20 secrets, then 60 commits each changing one: many versions, but
+    // ~60 KiB in all, below what a delta search is worth.
+    let owner = Node::new();
+    let v = owner.vault("small");
+    for i in 0..20 {
+        owner.put(v, &format!("s{i:02}"), &noise(64, i));
+    }
+    for round in 0..60u64 {
+        owner.put(v, &format!("s{:02}", round % 20), &noise(64, 500 + round));
+    }
+    let (pack, stats) = pack_of(&owner, v, &owner.head(v), &[]).unwrap();
+    assert_eq!(deltas_in(&pack), 0, "{stats:?}");
+    let client = Node::new();
+    let (meta, _) = clone(&owner, v, &client).unwrap();
+    assert_eq!(client.content(meta.id), owner.content(v));
+    assert_eq!(client.store.log(meta.id, None, None).unwrap().len(), 81);
 }
 
 /// The haves a clone sends after pull upon pull (the store keeps its chain of

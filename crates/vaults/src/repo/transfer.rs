@@ -38,8 +38,36 @@ pub(super) fn tune(git: &Repository) -> Result<(), git2::Error> {
 }
 
 /// A pack goes through libgit2's delta search only when at least one object
-/// in this many is another version of a path already in it.
+/// in this many is another version of a path already in it...
 const DELTA_WORTH: usize = 4;
+/// ...and those versions hold at least this many bytes. Below it the search
+/// (up to ten delta attempts per object) costs the serving node more CPU
+/// than the bytes it could save cost to send: a whole pack of a small vault's
+/// few hundred commits is under 128 KiB more than a deltified one.
+const DELTA_BYTES: u64 = 128 * 1024;
+
+/// Whether a pack of `entries` (trees and blobs with their paths) is worth a
+/// delta search: see [`DELTA_WORTH`] and [`DELTA_BYTES`]. Sizes come from
+/// the objects' headers (nothing is decrypted).
+fn worth_deltas(odb: &git2::Odb<'_>, entries: &[(Oid, String)]) -> Result<bool, git2::Error> {
+    let mut paths = HashSet::new();
+    let versions: Vec<Oid> = entries
+        .iter()
+        .filter(|(_, path)| !paths.insert(path.as_str()))
+        .map(|(oid, _)| *oid)
+        .collect();
+    if versions.len() * DELTA_WORTH < entries.len() {
+        return Ok(false);
+    }
+    let mut bytes = 0u64;
+    for oid in versions {
+        bytes += odb.read_header(oid)?.0 as u64;
+        if bytes >= DELTA_BYTES {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
 
 /// How a vault's repository is created: bare, `HEAD` on `main`, and without
 /// git's template directory (`/usr/share/git-core/templates`: sample hooks,
@@ -173,12 +201,7 @@ impl Repo {
                 Ok(())
             })?;
         }
-        let mut paths = HashSet::new();
-        let versions = entries
-            .iter()
-            .filter(|(_, path)| !paths.insert(path.as_str()))
-            .count();
-        if versions * DELTA_WORTH < entries.len() {
+        if !worth_deltas(&git.odb()?, &entries)? {
             return self.write_whole(&commits, &entries, sink);
         }
 
