@@ -3,6 +3,7 @@
 mod backup;
 mod chains;
 mod follow;
+mod metas;
 mod pool;
 mod transfer;
 
@@ -74,6 +75,8 @@ pub struct VaultStore {
     repos: pool::RepoPool,
     /// First-parent chains kept for haves (see `store/chains.rs`).
     chains: chains::Chains,
+    /// Every vault's metadata between writes (see `store/metas.rs`).
+    cache: metas::MetaCache,
 }
 
 /// Default [`VaultStore::with_max_vault_bytes`]: 4 GiB.
@@ -165,6 +168,7 @@ impl VaultStore {
             deletions: std::sync::RwLock::new(()),
             repos: pool::RepoPool::default(),
             chains: chains::Chains::default(),
+            cache: metas::MetaCache::default(),
         };
         store.sweep()?;
         Ok(store)
@@ -341,54 +345,65 @@ impl VaultStore {
 
     /// Adds the metadata and name index rows of a new vault in one transaction.
     fn insert(&self, meta: &VaultMeta) -> Result<(), VaultError> {
-        let mut wtxn = self.env.write_txn()?;
-        if self.names.get(&mut wtxn, meta.name.as_str())?.is_some() {
-            return Err(VaultError::VaultExists(meta.name.clone()));
-        }
-        self.names
-            .put(&mut wtxn, meta.name.as_str(), meta.id.as_bytes())?;
-        self.metas
-            .put(&mut wtxn, meta.id.as_bytes(), &encode(meta)?)?;
-        wtxn.commit()?;
-        Ok(())
+        let inserted = (|| {
+            let mut wtxn = self.env.write_txn()?;
+            if self.names.get(&mut wtxn, meta.name.as_str())?.is_some() {
+                return Err(VaultError::VaultExists(meta.name.clone()));
+            }
+            self.names
+                .put(&mut wtxn, meta.name.as_str(), meta.id.as_bytes())?;
+            self.metas
+                .put(&mut wtxn, meta.id.as_bytes(), &encode(meta)?)?;
+            wtxn.commit()?;
+            Ok(())
+        })();
+        self.cache.changed();
+        inserted
+    }
+
+    /// Every vault's metadata, from memory unless a write changed it since
+    /// it was last read (see `store/metas.rs`).
+    fn metas(&self) -> Result<Arc<metas::Metas>, VaultError> {
+        self.cache.get(|| {
+            let mut rtxn = self.env.read_txn()?;
+            let mut all = Vec::new();
+            for item in self.metas.iter(&mut rtxn)? {
+                let (_, bytes) = item?;
+                all.push(decode::<VaultMeta>(bytes)?);
+            }
+            Ok(all)
+        })
     }
 
     /// All vaults, sorted by name.
     pub fn list(&self) -> Result<Vec<VaultMeta>, VaultError> {
-        let mut rtxn = self.env.read_txn()?;
-        let mut out = Vec::new();
-        for item in self.metas.iter(&mut rtxn)? {
-            let (_, bytes) = item?;
-            out.push(decode::<VaultMeta>(bytes)?);
-        }
+        let mut out: Vec<VaultMeta> = self.metas()?.all().cloned().collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
     /// The vault called `name_or_id`, or else the vault with that id text.
     pub fn resolve(&self, name_or_id: &str) -> Result<VaultMeta, VaultError> {
-        let mut rtxn = self.env.read_txn()?;
+        let metas = self.metas()?;
         if VaultName::new(name_or_id).is_ok()
-            && let Some(bytes) = self.names.get(&mut rtxn, name_or_id)?.map(<[u8]>::to_vec)
-            && let Some(meta) = self.metas.get(&mut rtxn, &bytes)?
+            && let Some(meta) = metas.named(name_or_id)
         {
-            return Ok(decode(meta)?);
+            return Ok(meta.clone());
         }
         if let Ok(id) = name_or_id.parse::<VaultId>()
-            && let Some(meta) = self.metas.get(&mut rtxn, id.as_bytes())?
+            && let Some(meta) = metas.get(id)
         {
-            return Ok(decode(meta)?);
+            return Ok(meta.clone());
         }
         Err(VaultError::VaultNotFound(name_or_id.to_owned()))
     }
 
     /// The metadata of vault `id`.
     pub fn meta(&self, id: VaultId) -> Result<VaultMeta, VaultError> {
-        let mut rtxn = self.env.read_txn()?;
-        match self.metas.get(&mut rtxn, id.as_bytes())? {
-            Some(bytes) => Ok(decode(bytes)?),
-            None => Err(VaultError::VaultNotFound(id.to_string())),
-        }
+        self.metas()?
+            .get(id)
+            .cloned()
+            .ok_or_else(|| VaultError::VaultNotFound(id.to_string()))
     }
 
     /// Applies `change` to the metadata of `id` in one write transaction.
@@ -398,15 +413,19 @@ impl VaultStore {
         change: impl FnOnce(&mut heed3::RwTxn<'_>, &mut VaultMeta) -> Result<(), VaultError>,
     ) -> Result<(), VaultError> {
         let _q = self.mutating();
-        let mut wtxn = self.env.write_txn()?;
-        let mut meta: VaultMeta = match self.metas.get(&mut wtxn, id.as_bytes())? {
-            Some(bytes) => decode(bytes)?,
-            None => return Err(VaultError::VaultNotFound(id.to_string())),
-        };
-        change(&mut wtxn, &mut meta)?;
-        self.metas.put(&mut wtxn, id.as_bytes(), &encode(&meta)?)?;
-        wtxn.commit()?;
-        Ok(())
+        let updated = (|| {
+            let mut wtxn = self.env.write_txn()?;
+            let mut meta: VaultMeta = match self.metas.get(&mut wtxn, id.as_bytes())? {
+                Some(bytes) => decode(bytes)?,
+                None => return Err(VaultError::VaultNotFound(id.to_string())),
+            };
+            change(&mut wtxn, &mut meta)?;
+            self.metas.put(&mut wtxn, id.as_bytes(), &encode(&meta)?)?;
+            wtxn.commit()?;
+            Ok(())
+        })();
+        self.cache.changed();
+        updated
     }
 
     /// Renames vault `id` (metadata only). Fails with `VaultExists` if another
@@ -449,7 +468,9 @@ impl VaultStore {
         self.metas.delete(&mut wtxn, id.as_bytes())?;
         self.names.delete(&mut wtxn, meta.name.as_str())?;
         self.follows.delete(&mut wtxn, id.as_bytes())?;
-        wtxn.commit()?;
+        let committed = wtxn.commit();
+        self.cache.changed();
+        committed?;
         // The vault is gone; what is left on disk is swept at the next open if
         // removing it fails now.
         let _files = self

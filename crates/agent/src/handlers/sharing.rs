@@ -49,9 +49,14 @@ pub(super) async fn share(
     let vault = meta.id;
     ctx.gestalts
         .share_vault(to.clone(), vault, grant, async |nodes| {
-            for to in nodes {
-                notify(ctx, to, data.clone()).await?;
-            }
+            // Every member at once (each send waits for its delivery or its
+            // place in the outbox); none is dropped halfway when another
+            // fails, and the first failure is the answer.
+            let sends = nodes.into_iter().map(|to| notify(ctx, to, data.clone()));
+            futures_util::future::join_all(sends)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, ApiError>>()?;
             Ok(())
         })
         .await?;

@@ -257,6 +257,17 @@ impl VaultStore {
         base: &str,
         follow: Option<&crate::Follow>,
     ) -> Result<(), VaultError> {
+        let inserted = self.insert_numbered_txn(meta, base, follow);
+        self.cache.changed();
+        inserted
+    }
+
+    fn insert_numbered_txn(
+        &self,
+        meta: &mut VaultMeta,
+        base: &str,
+        follow: Option<&crate::Follow>,
+    ) -> Result<(), VaultError> {
         let mut wtxn = self.env.write_txn()?;
         for n in 0..usize::MAX {
             let Some(name) = numbered_name(base, n) else {
