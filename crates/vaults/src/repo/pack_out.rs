@@ -21,8 +21,8 @@
 
 use std::io::{self, Write};
 
-use flate2::Compression;
 use flate2::write::ZlibEncoder;
+use flate2::{Compress, Compression, FlushCompress, Status};
 use git2::ObjectType;
 use sha1::{Digest, Sha1};
 
@@ -37,6 +37,10 @@ pub(super) struct PackWriter<'s> {
     hash: Sha1,
     out: Vec<u8>,
     bytes: u64,
+    /// One zlib stream per level used, reset between objects: a new stream
+    /// allocates and clears a few hundred KiB, more than a small object's
+    /// compression costs.
+    streams: Vec<(Compression, Compress)>,
 }
 
 impl<'s> PackWriter<'s> {
@@ -54,6 +58,7 @@ impl<'s> PackWriter<'s> {
             hash: Sha1::new(),
             out,
             bytes: 0,
+            streams: Vec::new(),
         }
     }
 
@@ -75,20 +80,39 @@ impl<'s> PackWriter<'s> {
             size >>= 7;
         }
         self.out.push(b);
-        let mut z = ZlibEncoder::new(std::mem::take(&mut self.out), level(data));
-        for piece in data.chunks(PACK_CHUNK) {
-            z.write_all(piece)?;
-            if z.get_ref().len() >= PACK_CHUNK {
-                self.drain(z.get_mut())?;
+        let level = level(data);
+        let mut z = match self.streams.iter().position(|(l, _)| *l == level) {
+            Some(i) => {
+                let (_, mut z) = self.streams.swap_remove(i);
+                z.reset();
+                z
+            }
+            None => Compress::new(level, true),
+        };
+        let written = self.deflate(&mut z, data);
+        self.streams.push((level, z));
+        written
+    }
+
+    /// Appends `data` through the zlib stream `z` (fresh or reset), sending
+    /// whole chunks as they fill.
+    fn deflate(&mut self, z: &mut Compress, mut data: &[u8]) -> io::Result<()> {
+        loop {
+            self.out.reserve(PACK_CHUNK);
+            let before = z.total_in();
+            let status = z
+                .compress_vec(data, &mut self.out, FlushCompress::Finish)
+                .map_err(io::Error::other)?;
+            data = &data[(z.total_in() - before) as usize..];
+            if self.out.len() >= PACK_CHUNK {
+                let mut out = std::mem::take(&mut self.out);
+                self.drain(&mut out)?;
+                self.out = out;
+            }
+            if status == Status::StreamEnd {
+                return Ok(());
             }
         }
-        self.out = z.finish()?;
-        if self.out.len() >= PACK_CHUNK {
-            let mut out = std::mem::take(&mut self.out);
-            self.drain(&mut out)?;
-            self.out = out;
-        }
-        Ok(())
     }
 
     /// Ends the pack with its checksum; returns the pack's size in bytes.
@@ -162,13 +186,17 @@ mod tests {
             (ObjectType::Blob, Vec::new()),
             (ObjectType::Blob, random.clone()),
             (ObjectType::Blob, text.clone()),
+            // Each level's stream again, reset: after a large object too.
+            (ObjectType::Blob, b"small again".to_vec()),
+            (ObjectType::Blob, b"value=key\n".repeat(20_000)),
+            (ObjectType::Blob, random[..100_000].to_vec()),
         ];
         let bytes = pack(&objects);
         // Checksum over everything before it.
         let (body, sum) = bytes.split_at(bytes.len() - 20);
         assert_eq!(Sha1::digest(body).as_slice(), sum);
         // The compressible text shrank, the random bytes stayed their size.
-        assert!(bytes.len() < random.len() + text.len() / 4);
+        assert!(bytes.len() < random.len() + 100_000 + text.len() / 2);
         // libgit2's indexer reads it back, objects and ids intact.
         let tmp = tempfile::tempdir().unwrap();
         let git = git2::Repository::init_bare(tmp.path()).unwrap();
