@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, Read};
 
 use flate2::bufread::ZlibDecoder;
+use flate2::{Decompress, FlushDecompress, Status};
 use git2::{ObjectType, Oid};
 use sha1::{Digest, Sha1};
 
@@ -167,6 +168,7 @@ fn read_pack(
         hash: Sha1::new(),
         offset: 0,
     };
+    let mut z = Decompress::new(true);
     let mut header = [0u8; 12];
     input.read_exact(&mut header).map_err(truncated)?;
     if &header[..4] != b"PACK" {
@@ -248,7 +250,7 @@ fn read_pack(
                 "a {size}-byte object that is not a whole blob (deltas and trees are held in memory)"
             )));
         }
-        let data = inflate(&mut input, size)?;
+        let data = inflate(&mut input, size, &mut z)?;
         match base {
             None => {
                 let kind = match kind {
@@ -311,26 +313,44 @@ enum Base {
     Id(Oid),
 }
 
-/// Inflates one object's zlib stream, which must yield exactly `size` bytes.
-fn inflate<R: Read>(input: &mut Input<R>, size: u64) -> Result<Vec<u8>, VaultError> {
-    let mut out = Vec::with_capacity(size.min(1 << 20) as usize);
-    let mut z = ZlibDecoder::new(input).take(size + 1);
-    z.read_to_end(&mut out).map_err(|e| match e.kind() {
-        // What flate2 reports for a corrupt or cut stream; anything else is the
-        // reader's own failure.
-        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
-            bad(format!("bad zlib stream: {e}"))
+/// Inflates one object's zlib stream, which must yield exactly `size` bytes,
+/// through `z` (reset here: one stream serves every object of a pack, where
+/// a new one per object allocated its state and window each time).
+fn inflate<R: Read>(
+    input: &mut Input<R>,
+    size: u64,
+    z: &mut Decompress,
+) -> Result<Vec<u8>, VaultError> {
+    z.reset(true);
+    let mut out = Vec::with_capacity(size.min(1 << 20) as usize + 1);
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Err(bad("bad zlib stream: the pack ends inside an object"));
         }
-        _ => VaultError::Io(e),
-    })?;
+        // Room for at most one byte past the header's size, which is how a
+        // stream longer than declared shows.
+        let room = (size + 1).saturating_sub(out.len() as u64);
+        out.reserve(room.clamp(1, 1 << 20) as usize);
+        let (read, wrote) = (z.total_in(), z.total_out());
+        let status = z
+            .decompress_vec(buf, &mut out, FlushDecompress::None)
+            .map_err(|e| bad(format!("bad zlib stream: {e}")))?;
+        let used = (z.total_in() - read) as usize;
+        input.consume(used);
+        if out.len() as u64 > size {
+            return Err(bad("object is longer than its header says"));
+        }
+        match status {
+            Status::StreamEnd => break,
+            _ if used == 0 && z.total_out() == wrote => {
+                return Err(bad("bad zlib stream: it makes no progress"));
+            }
+            _ => {}
+        }
+    }
     if out.len() as u64 != size {
         return Err(bad("object size does not match its header"));
-    }
-    // The decoder stops at the end of the zlib stream; make sure it got there
-    // (a stream with more data than declared was cut by `take` above).
-    let mut z = z.into_inner();
-    if z.read(&mut [0u8; 1])? != 0 {
-        return Err(bad("object is longer than its header says"));
     }
     Ok(out)
 }
@@ -788,6 +808,35 @@ mod tests {
             ingest(&mut &w.finish()[..], &files, u64::MAX, u64::MAX).unwrap_err()
         );
         assert!(err.contains("not a whole blob"), "{err}");
+    }
+
+    #[test]
+    fn an_object_whose_stream_differs_from_its_header_is_refused() {
+        let (_tmp, files) = store();
+        let refused = |declared: u64, content: &[u8], cut: usize| {
+            let mut w = Writer::new();
+            // A good object first, so the shared zlib stream is reused.
+            w.header(3, 5);
+            w.zlib(b"first");
+            w.count += 1;
+            w.header(3, declared);
+            w.zlib(content);
+            w.count += 1;
+            let mut pack = w.finish();
+            pack.truncate(pack.len() - cut);
+            format!(
+                "{:?}",
+                ingest(&mut &pack[..], &files, u64::MAX, u64::MAX).unwrap_err()
+            )
+        };
+        let longer = refused(4, b"12345", 0);
+        assert!(longer.contains("longer than its header"), "{longer}");
+        let shorter = refused(6, b"12345", 0);
+        assert!(shorter.contains("does not match its header"), "{shorter}");
+        // Cut inside the second stream (and its checksum): no object is
+        // made up from what is left.
+        let cut = refused(5, b"12345", 24);
+        assert!(cut.contains("ends inside an object"), "{cut}");
     }
 
     proptest::proptest! {
