@@ -1,6 +1,7 @@
 //! Agent benchmarks, each beside its reference, in one run:
 //!
-//! - single-secret commits through the agent API vs `git add && git commit`;
+//! - single-secret commits through the agent API (a connection each, and one
+//!   kept connection) vs `git add && git commit`;
 //! - listing a 10,000-secret vault through the API vs `git ls-tree` on the same
 //!   repository;
 //! - agent start to ready (with and without the Argon2id key derivation);
@@ -77,6 +78,16 @@ fn commits(c: &mut Criterion) {
                 "key",
                 format!("value {i}").as_bytes(),
             ));
+        })
+    });
+    // The same commit through `keynode_client::Agent`, whose connection is
+    // kept between calls: no connect and no greeting per commit.
+    let kept = keynode_client::Agent::new(&agent.node);
+    g.bench_function("keynode_agent_api_kept_connection", |b| {
+        b.iter(|| {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            rt.block_on(kept.write("bench", "key", format!("value {i}").as_bytes()))
+                .expect("write");
         })
     });
 
