@@ -137,7 +137,7 @@ async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
         // Only the kind: vault names, secret paths and values never reach the log.
         let kind: &'static str = (&request).into();
         tracing::debug!(kind, "request");
-        let reusable = after_error(&request);
+        let reusable = !request.ends_connection_when_refused();
         let watch = matches!(request, Request::VaultsWatch { .. });
         let result = respond(conn, ctx, request).await;
         crate::metrics::client_request(kind, &result);
@@ -145,7 +145,7 @@ async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
             // A watch ends its connection.
             Ok(()) if watch => return Ok(()),
             Ok(()) => {}
-            Err(e) if reusable && !matches!(e.kind, ErrorKind::Protocol | ErrorKind::Io) => {
+            Err(e) if reusable && !e.kind.ends_connection() => {
                 tracing::debug!(kind = ?e.kind, "client request failed");
                 send(conn, ServerMsg::Error(e)).await?;
             }
@@ -156,16 +156,6 @@ async fn handle(conn: &mut Conn, ctx: &Ctx) -> Result<(), ApiError> {
             None => return Ok(()),
         };
     }
-}
-
-/// Whether a connection stays in step after `request` fails: a unary request
-/// or a download has nothing more of the client's to read, an upload may
-/// (its remaining frames), and a watch holds the connection to its end.
-fn after_error(request: &Request) -> bool {
-    !matches!(
-        request,
-        Request::SecretsWrite { .. } | Request::SecretsDir { .. } | Request::VaultsWatch { .. }
-    )
 }
 
 /// The next request on a connection that has been answered: `None` when the

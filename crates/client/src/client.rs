@@ -158,8 +158,14 @@ impl Client {
             send(&mut self.conn, &ClientMsg::End).await
         }
         .await;
+        self.end_upload(sent).await
+    }
+
+    /// The agent's answer to an upload whose sending ended with `sent`. The
+    /// agent closes an upload it refuses
+    /// ([`Request::ends_connection_when_refused`]): only success keeps step.
+    async fn end_upload(&mut self, sent: Result<(), ClientError>) -> Result<Response, ClientError> {
         let answer = finish_upload(&mut self.conn, sent).await;
-        // The agent closes an upload it refuses: only success keeps step.
         self.in_step = answer.is_ok();
         answer
     }
@@ -199,9 +205,7 @@ impl Client {
             send(conn, &ClientMsg::End).await
         }
         .await;
-        let answer = finish_upload(&mut self.conn, sent).await;
-        self.in_step = answer.is_ok();
-        answer
+        self.end_upload(sent).await
     }
 
     /// Sends a download request and writes the streamed bytes to `out`; returns
@@ -268,7 +272,7 @@ impl Watch {
 fn refused_in_step<T>(result: &Result<T, ClientError>) -> bool {
     match result {
         Ok(_) => true,
-        Err(ClientError::Api(e)) => !matches!(e.kind, ErrorKind::Protocol | ErrorKind::Io),
+        Err(ClientError::Api(e)) => !e.kind.ends_connection(),
         Err(_) => false,
     }
 }

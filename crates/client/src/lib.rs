@@ -151,6 +151,15 @@ impl Agent {
         None
     }
 
+    /// How many connections are kept open for later calls now (shared with
+    /// this `Agent`'s clones), at most [`IDLE_CONNECTIONS`].
+    pub fn kept_connections(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Keeps `client` for a later call if it is in step and there is room.
     fn keep(&self, client: Client) {
         if !client.reusable() {

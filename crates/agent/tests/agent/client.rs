@@ -256,11 +256,24 @@ async fn kept_connections_give_way_to_new_ones_after_a_restart_and_calls_run_at_
     let (node, agent) = started(&net).await;
     create(&agent, "prod").await;
     agent.write("prod", "k", b"v1").await.expect("write");
-    // Many calls at once: each takes its own connection, and they are kept.
+    // Calls one after another go over one kept connection.
+    for _ in 0..5 {
+        assert_eq!(agent.read("prod", "k").await.expect("read"), b"v1");
+        assert_eq!(agent.kept_connections(), 1);
+    }
+    // A refused call keeps it too.
+    assert_eq!(
+        kind(agent.read("prod", "missing").await.unwrap_err()),
+        ErrorKind::NotFound
+    );
+    assert_eq!(agent.kept_connections(), 1);
+    // Many calls at once: each takes its own connection, and at most
+    // IDLE_CONNECTIONS are kept.
     let reads = (0..16).map(|_| agent.read("prod", "k"));
     for r in futures_util::future::join_all(reads).await {
         assert_eq!(r.expect("read"), b"v1");
     }
+    assert_eq!(agent.kept_connections(), keynode_client::IDLE_CONNECTIONS);
     // Stopping the agent does not wait for the kept, idle connections.
     node.stop().await;
     assert!(matches!(
@@ -273,8 +286,12 @@ async fn kept_connections_give_way_to_new_ones_after_a_restart_and_calls_run_at_
         .await
         .expect("restart");
     assert_eq!(agent.read("prod", "k").await.expect("read"), b"v1");
+    // The closed ones were dropped by the call that found no agent; one
+    // new connection is kept.
+    assert_eq!(agent.kept_connections(), 1);
     agent.write("prod", "k", b"v2").await.expect("write");
     let clone = agent.clone();
     assert_eq!(clone.read("prod", "k").await.expect("read"), b"v2");
+    assert_eq!(agent.kept_connections(), 1, "clones share them");
     node.stop().await;
 }

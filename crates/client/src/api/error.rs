@@ -60,6 +60,15 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Whether the agent closes the client's connection after refusing a
+    /// request with this kind: a broken protocol or connection leaves the two
+    /// sides out of step; any other refusal of a unary request or a download
+    /// leaves the connection ready for the next request (see
+    /// [`Request::ends_connection_when_refused`](super::Request::ends_connection_when_refused)).
+    pub fn ends_connection(self) -> bool {
+        matches!(self, ErrorKind::Protocol | ErrorKind::Io)
+    }
+
     /// The sysexits code for this kind.
     pub fn exit_code(self) -> i32 {
         match self {

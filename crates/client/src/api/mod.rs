@@ -467,6 +467,21 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the agent closes the connection when it refuses this request,
+    /// whatever the refusal: an upload (`SecretsWrite`, `SecretsDir`) may
+    /// still have frames on their way, which must never be read as the next
+    /// request, and a watch holds its connection to the end. Other requests
+    /// keep it unless the refusal's kind ends it
+    /// ([`ErrorKind::ends_connection`]).
+    pub fn ends_connection_when_refused(&self) -> bool {
+        matches!(
+            self,
+            Request::SecretsWrite { .. } | Request::SecretsDir { .. } | Request::VaultsWatch { .. }
+        )
+    }
+}
+
 /// Most vaults one `VaultsWatch` may name.
 pub const MAX_WATCHED: usize = 256;
 
