@@ -322,16 +322,21 @@ fn inflate<R: Read>(
     z: &mut Decompress,
 ) -> Result<Vec<u8>, VaultError> {
     z.reset(true);
-    let mut out = Vec::with_capacity(size.min(1 << 20) as usize + 1);
+    // The output never holds more than one byte past the header's size
+    // (which is how a stream longer than declared shows): its capacity grows
+    // by doubling up to exactly `size + 1`, and the stream writes only into
+    // that capacity. A declared size is not allocated before bytes arrive.
+    let limit = size + 1;
+    let mut out = Vec::with_capacity(limit.min(64 * 1024) as usize);
     loop {
         let buf = input.fill_buf()?;
         if buf.is_empty() {
             return Err(bad("bad zlib stream: the pack ends inside an object"));
         }
-        // Room for at most one byte past the header's size, which is how a
-        // stream longer than declared shows.
-        let room = (size + 1).saturating_sub(out.len() as u64);
-        out.reserve(room.clamp(1, 1 << 20) as usize);
+        if out.len() == out.capacity() {
+            let room = limit - out.len() as u64;
+            out.reserve_exact(room.min(out.capacity().max(4096) as u64) as usize);
+        }
         let (read, wrote) = (z.total_in(), z.total_out());
         let status = z
             .decompress_vec(buf, &mut out, FlushDecompress::None)
@@ -837,6 +842,10 @@ mod tests {
         // made up from what is left.
         let cut = refused(5, b"12345", 24);
         assert!(cut.contains("ends inside an object"), "{cut}");
+        // A bomb: 10 bytes declared, 8 MiB of zeros in the stream (8 KiB of
+        // it on the wire): refused, the output never grown past 11 bytes.
+        let bomb = refused(10, &vec![0u8; 8 << 20], 0);
+        assert!(bomb.contains("longer than its header"), "{bomb}");
     }
 
     proptest::proptest! {
