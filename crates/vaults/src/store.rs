@@ -345,20 +345,33 @@ impl VaultStore {
 
     /// Adds the metadata and name index rows of a new vault in one transaction.
     fn insert(&self, meta: &VaultMeta) -> Result<(), VaultError> {
-        let inserted = (|| {
-            let mut wtxn = self.env.write_txn()?;
-            if self.names.get(&mut wtxn, meta.name.as_str())?.is_some() {
+        self.write_metas(|wtxn| {
+            if self.names.get(wtxn, meta.name.as_str())?.is_some() {
                 return Err(VaultError::VaultExists(meta.name.clone()));
             }
             self.names
-                .put(&mut wtxn, meta.name.as_str(), meta.id.as_bytes())?;
-            self.metas
-                .put(&mut wtxn, meta.id.as_bytes(), &encode(meta)?)?;
-            wtxn.commit()?;
+                .put(wtxn, meta.name.as_str(), meta.id.as_bytes())?;
+            self.metas.put(wtxn, meta.id.as_bytes(), &encode(meta)?)?;
             Ok(())
+        })
+    }
+
+    /// Runs `change` in one write transaction and commits it (nothing is
+    /// committed if it fails). Every write of the metadata or name tables
+    /// goes through here: the metadata kept in memory is dropped once the
+    /// transaction has ended, whatever became of it (see `store/metas.rs`).
+    fn write_metas<T>(
+        &self,
+        change: impl FnOnce(&mut heed3::RwTxn<'_>) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        let done = (|| {
+            let mut wtxn = self.env.write_txn()?;
+            let out = change(&mut wtxn)?;
+            wtxn.commit()?;
+            Ok(out)
         })();
         self.cache.changed();
-        inserted
+        done
     }
 
     /// Every vault's metadata, from memory unless a write changed it since
@@ -413,19 +426,15 @@ impl VaultStore {
         change: impl FnOnce(&mut heed3::RwTxn<'_>, &mut VaultMeta) -> Result<(), VaultError>,
     ) -> Result<(), VaultError> {
         let _q = self.mutating();
-        let updated = (|| {
-            let mut wtxn = self.env.write_txn()?;
-            let mut meta: VaultMeta = match self.metas.get(&mut wtxn, id.as_bytes())? {
+        self.write_metas(|wtxn| {
+            let mut meta: VaultMeta = match self.metas.get(wtxn, id.as_bytes())? {
                 Some(bytes) => decode(bytes)?,
                 None => return Err(VaultError::VaultNotFound(id.to_string())),
             };
-            change(&mut wtxn, &mut meta)?;
-            self.metas.put(&mut wtxn, id.as_bytes(), &encode(&meta)?)?;
-            wtxn.commit()?;
+            change(wtxn, &mut meta)?;
+            self.metas.put(wtxn, id.as_bytes(), &encode(&meta)?)?;
             Ok(())
-        })();
-        self.cache.changed();
-        updated
+        })
     }
 
     /// Renames vault `id` (metadata only). Fails with `VaultExists` if another
@@ -460,17 +469,16 @@ impl VaultStore {
         let _q = self.mutating();
         let lock = self.writer(id);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut wtxn = self.env.write_txn()?;
-        let meta: VaultMeta = match self.metas.get(&mut wtxn, id.as_bytes())? {
-            Some(bytes) => decode(bytes)?,
-            None => return Err(VaultError::VaultNotFound(id.to_string())),
-        };
-        self.metas.delete(&mut wtxn, id.as_bytes())?;
-        self.names.delete(&mut wtxn, meta.name.as_str())?;
-        self.follows.delete(&mut wtxn, id.as_bytes())?;
-        let committed = wtxn.commit();
-        self.cache.changed();
-        committed?;
+        self.write_metas(|wtxn| {
+            let meta: VaultMeta = match self.metas.get(wtxn, id.as_bytes())? {
+                Some(bytes) => decode(bytes)?,
+                None => return Err(VaultError::VaultNotFound(id.to_string())),
+            };
+            self.metas.delete(wtxn, id.as_bytes())?;
+            self.names.delete(wtxn, meta.name.as_str())?;
+            self.follows.delete(wtxn, id.as_bytes())?;
+            Ok(())
+        })?;
         // The vault is gone; what is left on disk is swept at the next open if
         // removing it fails now.
         let _files = self

@@ -257,39 +257,27 @@ impl VaultStore {
         base: &str,
         follow: Option<&crate::Follow>,
     ) -> Result<(), VaultError> {
-        let inserted = self.insert_numbered_txn(meta, base, follow);
-        self.cache.changed();
-        inserted
-    }
-
-    fn insert_numbered_txn(
-        &self,
-        meta: &mut VaultMeta,
-        base: &str,
-        follow: Option<&crate::Follow>,
-    ) -> Result<(), VaultError> {
-        let mut wtxn = self.env.write_txn()?;
-        for n in 0..usize::MAX {
-            let Some(name) = numbered_name(base, n) else {
-                break;
-            };
-            if self.names.get(&mut wtxn, name.as_str())?.is_some() {
-                continue;
+        self.write_metas(|wtxn| {
+            for n in 0..usize::MAX {
+                let Some(name) = numbered_name(base, n) else {
+                    break;
+                };
+                if self.names.get(wtxn, name.as_str())?.is_some() {
+                    continue;
+                }
+                self.names.put(wtxn, name.as_str(), meta.id.as_bytes())?;
+                meta.name = name;
+                self.metas.put(
+                    wtxn,
+                    meta.id.as_bytes(),
+                    &keynode_core::codec::encode(&*meta)?,
+                )?;
+                if let Some(follow) = follow {
+                    self.put_follow(wtxn, meta.id, follow)?;
+                }
+                return Ok(());
             }
-            self.names
-                .put(&mut wtxn, name.as_str(), meta.id.as_bytes())?;
-            meta.name = name;
-            self.metas.put(
-                &mut wtxn,
-                meta.id.as_bytes(),
-                &keynode_core::codec::encode(&*meta)?,
-            )?;
-            if let Some(follow) = follow {
-                self.put_follow(&mut wtxn, meta.id, follow)?;
-            }
-            wtxn.commit()?;
-            return Ok(());
-        }
-        Err(VaultError::VaultExists(meta.name.clone()))
+            Err(VaultError::VaultExists(meta.name.clone()))
+        })
     }
 }
