@@ -26,7 +26,7 @@
 //! [`Repo::head`]: super::Repo
 
 use std::fs::OpenOptions;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 
 use git2::{ErrorClass, ErrorCode, Oid, Repository};
@@ -47,32 +47,22 @@ fn parse(bytes: &[u8]) -> Option<Oid> {
     Oid::from_str(std::str::from_utf8(hex).ok()?).ok()
 }
 
-/// Reads at most `buf.len()` bytes from the start of `file`.
-fn read_start(file: &std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+/// The first bytes of a just-opened `file`: one more than a loose ref holds,
+/// so a longer file does not parse.
+fn read_start(file: &std::fs::File) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(LOOSE_LEN + 1);
+    file.take(LOOSE_LEN as u64 + 1).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// The id the branch names.
 pub(super) fn read(git: &Repository) -> Result<Oid, VaultError> {
     let path = git.path().join(BRANCH);
     match std::fs::File::open(&path) {
-        Ok(file) => {
-            let mut buf = [0u8; LOOSE_LEN + 1];
-            let n = read_start(&file, &mut buf)?;
-            match parse(&buf[..n]) {
-                Some(oid) => Ok(oid),
-                None => Ok(git.refname_to_id(BRANCH)?),
-            }
-        }
+        Ok(file) => match parse(&read_start(&file)?) {
+            Some(oid) => Ok(oid),
+            None => Ok(git.refname_to_id(BRANCH)?),
+        },
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(git.refname_to_id(BRANCH)?),
         Err(e) => Err(e.into()),
     }
@@ -92,9 +82,7 @@ pub(super) fn swap(git: &Repository, from: Oid, to: Oid, why: &str) -> Result<()
         Err(e) if e.kind() == ErrorKind::NotFound => return by_libgit2(),
         Err(e) => return Err(e.into()),
     };
-    let mut buf = [0u8; LOOSE_LEN + 1];
-    let n = read_start(&file, &mut buf)?;
-    let Some(current) = parse(&buf[..n]) else {
+    let Some(current) = parse(&read_start(&file)?) else {
         drop(file);
         return by_libgit2();
     };
